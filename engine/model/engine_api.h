@@ -1,0 +1,138 @@
+// The engine's public interface, as the server and the CLI use it.
+//
+//   auto model = ReformerModel::Load(dir, LoadOptions{});          // once, shared (immutable)
+//   auto session = Session::Create(model, SessionOptions{...});    // one per worker thread
+//   session->RunDocuments(docs, request, &outputs);                 // ragged batch, per-document exact
+//
+// Thread safety: ReformerModel is immutable after Load and may be shared by any number of threads.
+// A Session is confined to the thread that created it (oneDNN primitives with the default
+// scratchpad must run on the thread that created them); it owns its workspace arena.
+// The engine starts no threads of its own (oneDNN's OpenMP team runs on the caller's thread).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model/config.h"
+
+namespace reformer {
+
+class Tokenizer;
+struct ModelWeights;
+
+// Which outputs to compute. Only what is asked is computed.
+enum OutputFlags : uint32_t {
+  kOutputLogits = 1u << 0,         // [T, V]
+  kOutputHiddenStates = 1u << 1,   // [T, 2H], final LayerNorm output
+  kOutputTokenLogprobs = 1u << 2,  // [T]: log p(x_t | x_<t) for t >= 1, 0 at t = 0 (causal models)
+  kOutputEmbedding = 1u << 3,      // [2H]: mean of hidden states over the document's tokens
+  kOutputAll = kOutputLogits | kOutputHiddenStates | kOutputTokenLogprobs | kOutputEmbedding,
+};
+
+struct LoadOptions {
+  // Override the rotation seed when the directory has no rotations.safetensors
+  // (else: config `hash_seed`, else kDefaultRotationSeed).
+  std::optional<int64_t> rotation_seed;
+  static constexpr int64_t kDefaultRotationSeed = 0;
+};
+
+// Immutable loaded model: config, weights (mmap'd or converted to f32), LSH rotations,
+// pre-packed matmul weights, optional tokenizer.
+class ReformerModel {
+ public:
+  // Loads `dir`/config.json, `dir`/model.safetensors, optional `dir`/rotations.safetensors and a
+  // tokenizer (`spiece.model`, or byte-level for vocab 258). Every error names the file and tensor.
+  static absl::StatusOr<std::shared_ptr<const ReformerModel>> Load(const std::string& dir,
+                                                                   const LoadOptions& options = {});
+  ~ReformerModel();
+
+  const ReformerConfig& config() const { return config_; }
+  const std::string& dir() const { return dir_; }
+  // nullptr when the model takes token ids only.
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const ModelWeights& weights() const { return *weights_; }
+  // Where the rotations came from: "rotations.safetensors" or "seed <n>".
+  const std::string& rotations_source() const { return rotations_source_; }
+  // Bytes of weights held (for logs/metrics).
+  size_t weight_bytes() const;
+
+ private:
+  ReformerModel();
+  ReformerConfig config_;
+  std::string dir_;
+  std::string rotations_source_;
+  std::unique_ptr<ModelWeights> weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+// Returns true when the caller wants the forward to stop (cancelled or past deadline).
+// Checked between layers and between attention blocks; cheap to call.
+using CancelFn = std::function<bool()>;
+
+struct SessionOptions {
+  int num_threads = 1;                         // OpenMP threads this session's calls use
+  size_t workspace_budget_bytes = 256u << 20;  // bound on the working memory beyond the streams
+};
+
+// Outputs for one document; vectors for outputs not requested stay empty.
+struct DocumentOutput {
+  int64_t num_tokens = 0;
+  std::vector<float> logits;          // [num_tokens * V]
+  std::vector<float> hidden_states;   // [num_tokens * 2H]
+  std::vector<float> token_logprobs;  // [num_tokens]
+  std::vector<float> embedding;       // [2H]
+};
+
+// A padded batch in Hugging Face's semantics: ids [B, T] row-major, optional mask [B, T].
+struct PaddedBatch {
+  int64_t batch = 0;
+  int64_t length = 0;
+  std::vector<int32_t> input_ids;
+  std::vector<uint8_t> attention_mask;  // empty = no mask
+};
+
+struct PaddedOutput {
+  std::vector<float> logits;         // [B, T, V]
+  std::vector<float> hidden_states;  // [B, T, 2H]
+  // Per LSH layer that hashed: buckets [B, nh, nH * T_padded] (for parity tests).
+  std::vector<std::vector<int32_t>> buckets;
+  std::vector<int> bucket_layers;
+};
+
+class Session {
+ public:
+  static absl::StatusOr<std::unique_ptr<Session>> Create(std::shared_ptr<const ReformerModel> model,
+                                                         const SessionOptions& options);
+  virtual ~Session() = default;
+
+  // Ragged batch: each document is computed exactly as HF computes it alone (batch of one, no
+  // padding); a document's outputs do not depend on its batch mates. Dense matmuls run over all
+  // documents' tokens concatenated. Errors: INVALID_ARGUMENT (empty doc, id out of range, too long),
+  // CANCELLED when `cancel` returns true, RESOURCE_EXHAUSTED when over the workspace budget.
+  virtual absl::Status RunDocuments(absl::Span<const absl::Span<const int32_t>> documents,
+                                    uint32_t outputs, std::vector<DocumentOutput>* results,
+                                    const CancelFn& cancel = nullptr) = 0;
+
+  // Padded batch in HF semantics (top-level fixture expectations).
+  virtual absl::Status RunPadded(const PaddedBatch& batch, PaddedOutput* result,
+                                 const CancelFn& cancel = nullptr) = 0;
+
+  // Workspace high-water mark (bytes) since creation or the last reset.
+  virtual size_t workspace_high_water_bytes() const = 0;
+  virtual void reset_workspace_high_water() = 0;
+};
+
+// Estimated peak working bytes for running `lengths` as one ragged batch with `outputs`
+// (including the two residual streams and the requested outputs, excluding weights).
+// The server uses it for admission; tests check it against the high-water mark (±20 %).
+size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
+                                uint32_t outputs, const SessionOptions& options);
+
+}  // namespace reformer

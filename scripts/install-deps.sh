@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs reformer-serve's build, test and tool dependencies from Debian 12 packages.
+# Idempotent: packages already installed are not touched (a second run installs nothing).
+# Non-interactive; needs root (run it with sudo otherwise).
+set -euo pipefail
+
+# Build + product dependencies.
+PACKAGES=(
+  g++ cmake ninja-build pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
+  libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev
+  libsentencepiece-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Test tooling: a real Python gRPC client, model conversion/training, monitoring checks.
+  python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy
+  curl
+)
+# Optional extras: REFORMER_EXTRA_PACKAGES="python3-torch prometheus" scripts/install-deps.sh
+if [[ -n "${REFORMER_EXTRA_PACKAGES:-}" ]]; then
+  read -r -a extra <<<"${REFORMER_EXTRA_PACKAGES}"
+  PACKAGES+=("${extra[@]}")
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages already installed; nothing to do."
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: not root; run:  sudo $0" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: done."
