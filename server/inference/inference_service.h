@@ -1,0 +1,108 @@
+// InferenceService: the server's compute core, between the gRPC layer and the engine. No gRPC.
+//
+// Owns the request scheduler (server/batching) and the worker threads; each worker thread owns one
+// engine Session (thread-confined). The gRPC layer converts a wire request into an InferenceRequest,
+// calls Submit(), and answers the RPC from the DoneCallback.
+//
+// Contract:
+//  - Submit() either rejects synchronously (returns a non-OK status; `done` is NOT called and ownership
+//    stays with the caller) or accepts: then `done` is called exactly once, later, on a worker thread
+//    (or on the thread that calls Shutdown/expiry sweep), with OK + outputs or an error
+//    (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE on shutdown after drain timeout, INTERNAL on engine bug).
+//  - Rejections: INVALID_ARGUMENT (empty doc, id out of range, doc longer than the model context, sum over
+//    rows above max_tokens_per_request), RESOURCE_EXHAUSTED (can never fit batch/memory limits),
+//    UNAVAILABLE (queue full in requests or tokens, or draining). Messages carry the numbers.
+//  - Cancellation: the caller sets `*request.cancelled = true`; a queued request is answered CANCELLED
+//    without computing; a running one stops within about one layer.
+//  - Deadlines: `deadline` (absolute, on the injected clock). Expired requests are answered
+//    DEADLINE_EXCEEDED without computing; a running one stops within one layer.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/model/engine_api.h"
+
+namespace reformer::serving {
+
+struct InferenceRequest {
+  std::string id;                               // client's request id (echoed; never a metric label)
+  std::vector<std::vector<int32_t>> documents;  // each entry one document's real tokens (padding removed)
+  uint32_t outputs = kOutputAll;                // reformer::OutputFlags
+  int priority = 0;                             // 0 = default; 1 = highest, larger = lower priority
+  absl::Time deadline = absl::InfiniteFuture();
+  std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+  std::string method;                           // for metrics labels, e.g. "ModelInfer"
+};
+
+struct InferenceResult {
+  absl::Status status;
+  std::vector<DocumentOutput> outputs;  // one per document, in request order (when OK)
+  int64_t tokens = 0;                   // real tokens processed
+  double queue_seconds = 0;
+  double compute_seconds = 0;
+};
+
+using DoneCallback = std::function<void(InferenceResult)>;
+
+struct InferenceOptions {
+  int workers = 1;                       // worker threads, each with its own engine Session
+  int threads_per_worker = 1;            // OpenMP threads per Session
+  int64_t max_batch_tokens = 65536;      // tokens per formed batch
+  int64_t max_batch_size = 32;           // documents per formed batch
+  size_t memory_budget_bytes = size_t{4} << 30;  // engine peak-memory estimate bound per batch
+  size_t workspace_budget_bytes = size_t{256} << 20;
+  absl::Duration max_queue_delay = absl::Milliseconds(5);
+  int64_t max_queue_requests = 1024;
+  int64_t max_queue_tokens = 4 << 20;
+  int64_t max_tokens_per_request = 0;    // 0 = 8 x model context
+  absl::Status Validate() const;
+};
+
+// Receives scheduler/worker events (implemented by server/metrics with Prometheus). All methods are
+// called from scheduler or worker threads and must be thread-safe and cheap.
+class InferenceObserver {
+ public:
+  virtual ~InferenceObserver() = default;
+  virtual void OnQueueChanged(int64_t queued_requests, int64_t queued_tokens) {}
+  virtual void OnRejected(const std::string& reason) {}  // "queue_full", "too_large", "draining", "invalid"
+  virtual void OnBatch(int64_t documents, int64_t tokens) {}
+  virtual void OnRequestDone(const std::string& method, const absl::Status& status, int64_t tokens,
+                             double queue_seconds, double compute_seconds) {}
+  virtual void OnWorkspaceBytes(int worker, size_t bytes) {}
+  virtual void OnInflightChanged(int64_t inflight) {}
+};
+
+class Clock;
+
+class InferenceService {
+ public:
+  // Starts `options.workers` threads, each creating its own Session on `model`. `clock` and
+  // `observer` are borrowed and must outlive the service.
+  static absl::StatusOr<std::unique_ptr<InferenceService>> Create(
+      std::shared_ptr<const ReformerModel> model, const InferenceOptions& options, const Clock* clock,
+      InferenceObserver* observer);
+  virtual ~InferenceService() = default;  // Shutdown() if not done yet
+
+  virtual absl::Status Submit(std::unique_ptr<InferenceRequest> request, DoneCallback done) = 0;
+
+  // Stop admitting (new Submit → UNAVAILABLE); queued and running work continues.
+  virtual void StartDraining() = 0;
+  // Waits until nothing is queued or running, or `timeout` passes; true if idle.
+  virtual bool WaitIdle(absl::Duration timeout) = 0;
+  // Answers whatever is still queued/running with UNAVAILABLE/CANCELLED and joins the workers.
+  virtual void Shutdown() = 0;
+
+  virtual const ReformerModel& model() const = 0;
+  virtual const InferenceOptions& options() const = 0;
+  virtual int64_t queued_requests() const = 0;
+  virtual int64_t queued_tokens() const = 0;
+};
+
+}  // namespace reformer::serving
