@@ -56,3 +56,10 @@ function(reformer_enable_sanitizers list)
   add_link_options(-fsanitize=${_joined})
   message(STATUS "Sanitizers: ${_joined}")
 endfunction()
+
+# add_subdirectory only when the folder has a CMakeLists.txt (lets folders land one at a time).
+macro(reformer_add_subdirectory dir)
+  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${dir}/CMakeLists.txt)
+    add_subdirectory(${dir})
+  endif()
+endmacro()
