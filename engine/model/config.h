@@ -64,6 +64,9 @@ struct ReformerConfig {
   // lcm / min over the chunk lengths in use (SPEC §3).
   int64_t chunk_lcm() const;
   int64_t chunk_min() const;
+  // Longest document the model accepts, counted after internal padding: max_position_embeddings,
+  // and with axial embeddings at most a0*a1 (HF checks both).
+  int64_t context_length() const;
   // Length after the engine's internal padding for a document of `t0` tokens (SPEC §3).
   int64_t PaddedLength(int64_t t0) const;
 

@@ -1,0 +1,90 @@
+// Safetensors reader (bounds-checked, over an mmap) and writer.
+//
+// Format: 8-byte little-endian header length N, N bytes of JSON
+// {"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}},
+// then the data block; offsets are relative to the start of the data block.
+// Every error message names the file (and the tensor when there is one).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace reformer {
+
+enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool, kU16, kU32, kU64 };
+
+absl::StatusOr<DType> ParseDType(absl::string_view name);
+const char* DTypeName(DType dtype);
+size_t DTypeSize(DType dtype);
+
+struct TensorEntry {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // into the mapping
+  size_t nbytes = 0;
+  int64_t numel() const;
+};
+
+std::string ShapeString(const std::vector<int64_t>& shape);
+
+class SafetensorsFile {
+ public:
+  // Maps and parses `path`.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // Parses an in-memory buffer; `owner` keeps `data` alive; `source` names it in errors.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Parse(std::shared_ptr<const void> owner,
+                                                                const uint8_t* data, size_t size,
+                                                                const std::string& source);
+
+  const std::string& path() const { return path_; }
+  // nullptr when absent.
+  const TensorEntry* Find(const std::string& name) const;
+  bool Has(const std::string& name) const { return Find(name) != nullptr; }
+  std::vector<std::string> Names() const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  std::shared_ptr<const void> owner() const { return owner_; }
+
+  // Returns the tensor as float32, checking the shape (`expected_shape` empty = any shape).
+  // F32 aligned data is returned as a view into the mapping (kept alive by `*keepalive`);
+  // F16/BF16/F64 (and unaligned F32) are converted into a new buffer stored in `*keepalive`.
+  // Errors: NOT_FOUND (missing tensor), INVALID_ARGUMENT (shape or dtype), naming file and tensor.
+  absl::StatusOr<const float*> ReadF32(const std::string& name,
+                                       const std::vector<int64_t>& expected_shape,
+                                       std::shared_ptr<const void>* keepalive) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  std::shared_ptr<const void> owner_;
+  std::map<std::string, TensorEntry> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// A tensor to write: raw little-endian bytes of `dtype` with `shape`.
+struct TensorToWrite {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+
+// Serialises tensors (header keys sorted; data 8-byte aligned) to `path`.
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
+std::string SerializeSafetensors(const std::vector<TensorToWrite>& tensors,
+                                 const std::map<std::string, std::string>& metadata = {});
+
+TensorToWrite F32Tensor(const std::string& name, std::vector<int64_t> shape, const float* data);
+
+// IEEE half / bfloat16 → float.
+float HalfToFloat(uint16_t h);
+float BFloat16ToFloat(uint16_t b);
+
+}  // namespace reformer
