@@ -15,7 +15,21 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy
   curl
 )
-# Optional extras: REFORMER_EXTRA_PACKAGES="python3-torch prometheus" scripts/install-deps.sh
+# --test adds what the test suite's tools need: PyTorch (training/conversion tests), Prometheus
+# (promtool and the scrape test), npm when no Node is on the machine (Kubernetes manifest check).
+for arg in "$@"; do
+  case "$arg" in
+    --test)
+      PACKAGES+=(python3-torch prometheus)
+      command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+      ;;
+    -h|--help)
+      echo "usage: $0 [--test]"; exit 0 ;;
+    *)
+      echo "install-deps: unknown argument '$arg' (usage: $0 [--test])" >&2; exit 2 ;;
+  esac
+done
+# Optional extras: REFORMER_EXTRA_PACKAGES="podman buildah" scripts/install-deps.sh
 if [[ -n "${REFORMER_EXTRA_PACKAGES:-}" ]]; then
   read -r -a extra <<<"${REFORMER_EXTRA_PACKAGES}"
   PACKAGES+=("${extra[@]}")
