@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""Every PromQL query deploy/ ships: Grafana dashboard panels and variables, and the prometheus-adapter rules.
+
+Used by run_promtool.sh (`--as-rules FILE` writes them as recording rules so `promtool check rules` parses each
+one offline) and by prometheus_ingestion_test.py (evaluates them against a real Prometheus).
+Grafana variables are substituted: $__rate_interval / $__interval -> the given window, $namespace / $job -> regexes.
+label_values(m, l) variable queries become `group by (l) (m)`. Adapter templates: <<.Series>> -> the series name,
+<<.LabelMatchers>> -> the given matchers, <<.GroupBy>> -> the given label list.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import yaml
+
+
+def dashboard_queries(source_dir, rate_interval="1m", namespace=".*", job=".*"):
+    """[(name, expr)] for every panel target and every query variable of the dashboard."""
+    with open(os.path.join(source_dir, "deploy/monitoring/grafana-dashboard.json")) as f:
+        dash = json.load(f)
+
+    def subst(expr):
+        expr = expr.replace("$__rate_interval", rate_interval).replace("$__interval", rate_interval)
+        expr = re.sub(r"\$\{?namespace\}?", namespace, expr)
+        expr = re.sub(r"\$\{?job\}?", job, expr)
+        if "$" in expr:
+            raise ValueError(f"unsubstituted Grafana variable in {expr}")
+        return expr
+
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            if p.get("type") == "row":
+                walk(p.get("panels", []))
+                continue
+            for t in p.get("targets", []):
+                out.append((f"panel {p['id']} '{p['title']}' {t['refId']}", subst(t["expr"])))
+
+    walk(dash["panels"])
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") != "query":
+            continue
+        q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+        m = re.fullmatch(r"label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)", q.strip())
+        if not m:
+            raise ValueError(f"variable {v['name']}: unsupported query {q}")
+        out.append((f"variable {v['name']}", f"group by ({m.group(2)}) ({subst(m.group(1))})"))
+    return out
+
+
+def adapter_rules(source_dir):
+    """The prometheus-adapter rules (parsed config.yaml of the adapter ConfigMap)."""
+    with open(os.path.join(source_dir, "deploy/k8s/prometheus-adapter/adapter-config.yaml")) as f:
+        cm = yaml.safe_load(f)
+    return yaml.safe_load(cm["data"]["config.yaml"])["rules"]
+
+
+def adapter_queries(source_dir, label_matchers='namespace!=""', group_by="pod"):
+    """[(name, expr)]: each rule's seriesQuery and its metricsQuery with the adapter's templates expanded."""
+    out = []
+    for r in adapter_rules(source_dir):
+        series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", r["seriesQuery"]).group(0)
+        name = r.get("name", {}).get("as", series)
+        out.append((f"adapter {name} seriesQuery", r["seriesQuery"]))
+        q = (r["metricsQuery"].replace("<<.Series>>", series).replace("<<.LabelMatchers>>", label_matchers)
+             .replace("<<.GroupBy>>", group_by))
+        if "<<" in q:
+            raise ValueError(f"unexpanded adapter template in {q}")
+        out.append((f"adapter {name} metricsQuery", q))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--source-dir", required=True)
+    ap.add_argument("--as-rules", help="write the queries as a Prometheus recording-rule file")
+    args = ap.parse_args()
+    queries = dashboard_queries(args.source_dir) + adapter_queries(args.source_dir)
+    if args.as_rules:
+        rules = [{"record": f"check:query_{i}", "expr": expr} for i, (_, expr) in enumerate(queries)]
+        with open(args.as_rules, "w") as f:
+            yaml.safe_dump({"groups": [{"name": "deploy-queries", "rules": rules}]}, f, sort_keys=False)
+    for name, expr in queries:
+        print(f"{name}: {expr}")
+    print(f"{len(queries)} queries", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
