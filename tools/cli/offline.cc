@@ -1,0 +1,273 @@
+#include "tools/cli/offline.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/model/engine_api.h"
+#include "engine/model/scoring.h"
+#include "engine/model/tokenizer.h"
+#include "engine/weights/safetensors.h"
+#include "nlohmann/json.hpp"
+#include "tools/cli/progress.h"
+
+namespace reformer::cli {
+namespace {
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "reformer-cli: %s\n", msg.c_str());
+  return 1;
+}
+
+int Fail(const absl::Status& st) { return Fail(std::string(st.message())); }
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+int DefaultThreads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+// Minimal flag parsing: --name value, --name=value, --flag.
+struct Args {
+  std::vector<std::string> positional;
+  std::vector<std::pair<std::string, std::string>> flags;
+  bool Has(const std::string& name) const {
+    for (const auto& f : flags) {
+      if (f.first == name) return true;
+    }
+    return false;
+  }
+  std::string Get(const std::string& name, const std::string& def = "") const {
+    for (const auto& f : flags) {
+      if (f.first == name) return f.second;
+    }
+    return def;
+  }
+};
+
+Args ParseArgs(int argc, char** argv, const std::vector<std::string>& bool_flags) {
+  Args a;
+  for (int i = 0; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s.rfind("--", 0) == 0) {
+      std::string name = s.substr(2), value;
+      const auto eq = name.find('=');
+      if (eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      } else if (std::find(bool_flags.begin(), bool_flags.end(), name) == bool_flags.end() &&
+                 i + 1 < argc) {
+        value = argv[++i];
+      }
+      a.flags.emplace_back(name, value);
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return a;
+}
+
+absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const ReformerModel>& model,
+                                                     const Args& args) {
+  SessionOptions so;
+  so.num_threads = args.Has("threads") ? std::atoi(args.Get("threads").c_str()) : DefaultThreads();
+  if (so.num_threads <= 0) so.num_threads = 1;
+  return Session::Create(model, so);
+}
+
+}  // namespace
+
+int RunForward(int argc, char** argv) {
+  const Args args = ParseArgs(argc, argv, {"per-document"});
+  const std::string model_dir = args.Get("model"), inputs = args.Get("inputs"), output = args.Get("output");
+  if (model_dir.empty() || inputs.empty() || output.empty()) {
+    return Fail(
+        "usage: reformer-cli forward --model DIR --inputs FILE.json --output OUT.safetensors "
+        "[--per-document] [--threads N]");
+  }
+  std::string text;
+  if (!ReadFile(inputs, &text)) return Fail(absl::StrCat(inputs, ": cannot read"));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    return Fail(absl::StrCat(inputs, ": not valid JSON: ", e.what()));
+  }
+  if (!j.contains("input_ids") || !j["input_ids"].is_array() || j["input_ids"].empty()) {
+    return Fail(absl::StrCat(inputs, ": needs \"input_ids\": [[...], ...]"));
+  }
+  PaddedBatch batch;
+  batch.batch = static_cast<int64_t>(j["input_ids"].size());
+  batch.length = static_cast<int64_t>(j["input_ids"][0].size());
+  const bool has_mask = j.contains("attention_mask") && !j["attention_mask"].is_null();
+  try {
+    for (int64_t b = 0; b < batch.batch; ++b) {
+      const auto& row = j["input_ids"][b];
+      if (static_cast<int64_t>(row.size()) != batch.length) {
+        return Fail(absl::StrCat(inputs, ": input_ids row ", b, " has ", row.size(), " ids, row 0 has ",
+                                 batch.length));
+      }
+      for (const auto& v : row) batch.input_ids.push_back(v.get<int32_t>());
+      if (has_mask) {
+        const auto& m = j["attention_mask"][b];
+        if (static_cast<int64_t>(m.size()) != batch.length) {
+          return Fail(absl::StrCat(inputs, ": attention_mask row ", b, " length differs from input_ids"));
+        }
+        for (const auto& v : m) batch.attention_mask.push_back(v.get<int>() != 0 ? 1 : 0);
+      }
+    }
+  } catch (const std::exception& e) {
+    return Fail(absl::StrCat(inputs, ": ", e.what()));
+  }
+
+  auto model = ReformerModel::Load(model_dir);
+  if (!model.ok()) return Fail(model.status());
+  auto session = MakeSession(*model, args);
+  if (!session.ok()) return Fail(session.status());
+  const ReformerConfig& c = (*model)->config();
+  const int64_t B = batch.batch, T = batch.length, V = c.vocab_size, H2 = 2 * c.hidden_size;
+  std::vector<float> logits(static_cast<size_t>(B * T * V), 0.0f), hidden(static_cast<size_t>(B * T * H2), 0.0f);
+
+  if (args.Has("per-document")) {
+    // Each row's real tokens (mask == 1) form one document of a ragged batch.
+    std::vector<std::vector<int32_t>> docs(B);
+    std::vector<std::vector<int64_t>> positions(B);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t t = 0; t < T; ++t) {
+        if (!has_mask || batch.attention_mask[b * T + t]) {
+          docs[b].push_back(batch.input_ids[b * T + t]);
+          positions[b].push_back(t);
+        }
+      }
+      if (docs[b].empty()) return Fail(absl::StrCat(inputs, ": row ", b, " has no real tokens"));
+      for (size_t k = 1; k < positions[b].size(); ++k) {
+        if (positions[b][k] != positions[b][k - 1] + 1) {
+          return Fail(absl::StrCat(inputs, ": attention_mask row ", b, " has a hole at position ",
+                                   positions[b][k - 1] + 1, " (padding must be on the left or right)"));
+        }
+      }
+    }
+    std::vector<absl::Span<const int32_t>> spans(docs.begin(), docs.end());
+    std::vector<DocumentOutput> outs;
+    absl::Status st = (*session)->RunDocuments(spans, kOutputLogits | kOutputHiddenStates, &outs);
+    if (!st.ok()) return Fail(st);
+    for (int64_t b = 0; b < B; ++b) {
+      for (size_t k = 0; k < positions[b].size(); ++k) {
+        const int64_t t = positions[b][k];
+        std::memcpy(&logits[(b * T + t) * V], &outs[b].logits[k * V], sizeof(float) * V);
+        std::memcpy(&hidden[(b * T + t) * H2], &outs[b].hidden_states[k * H2], sizeof(float) * H2);
+      }
+    }
+  } else {
+    PaddedOutput out;
+    absl::Status st = (*session)->RunPadded(batch, &out);
+    if (!st.ok()) return Fail(st);
+    logits = std::move(out.logits);
+    hidden = std::move(out.hidden_states);
+  }
+  absl::Status st = WriteSafetensors(output, {F32Tensor("logits", {B, T, V}, logits.data()),
+                                              F32Tensor("hidden_states", {B, T, H2}, hidden.data())});
+  if (!st.ok()) return Fail(st);
+  std::fprintf(stderr, "wrote %s: logits [%lld, %lld, %lld], hidden_states [%lld, %lld, %lld]\n", output.c_str(),
+               static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(V),
+               static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(H2));
+  return 0;
+}
+
+int RunScore(int argc, char** argv) {
+  const Args args = ParseArgs(argc, argv, {"json"});
+  const std::string model_dir = args.Get("model");
+  if (model_dir.empty() || args.positional.empty()) {
+    return Fail("usage: reformer-cli score --model DIR [--json] [--threads N] FILE...");
+  }
+  auto model = ReformerModel::Load(model_dir);
+  if (!model.ok()) return Fail(model.status());
+  const Tokenizer* tok = (*model)->tokenizer();
+  if (tok == nullptr) {
+    return Fail(absl::StrCat(model_dir, ": the model has no tokenizer (no spiece.model, vocab_size ",
+                             (*model)->config().vocab_size, " is not byte-level), so it cannot score text"));
+  }
+  if (!(*model)->config().is_decoder) {
+    return Fail(absl::StrCat(model_dir, ": not a causal model (is_decoder: false); bits per byte need a causal LM"));
+  }
+  auto session = MakeSession(*model, args);
+  if (!session.ok()) return Fail(session.status());
+  const int64_t window = (*model)->config().max_position_embeddings;
+  int rc = 0;
+  for (const std::string& file : args.positional) {
+    std::string text;
+    if (!ReadFile(file, &text)) {
+      rc = Fail(absl::StrCat(file, ": cannot read"));
+      continue;
+    }
+    auto ids = tok->Encode(text);
+    if (!ids.ok()) {
+      rc = Fail(absl::StrCat(file, ": ", ids.status().message()));
+      continue;
+    }
+    if (ids->size() < 2) {
+      rc = Fail(absl::StrCat(file, ": needs at least 2 tokens to score, has ", ids->size()));
+      continue;
+    }
+    ScoreTotals totals;
+    const auto windows = SplitWindows(*ids, window);
+    ProgressBar bar(file, static_cast<double>(ids->size()));
+    double done = 0;
+    bool failed = false;
+    for (const auto& w : windows) {
+      std::vector<DocumentOutput> outs;
+      // The cancel hook doubles as a progress tick (it runs between layers).
+      const double share = static_cast<double>(w.size());
+      const int64_t layers = (*model)->config().num_layers();
+      int64_t ticks = 0;
+      CancelFn tick = [&]() {
+        ++ticks;
+        bar.Update(done + share * std::min<double>(1.0, static_cast<double>(ticks) / (2.0 * layers)));
+        return false;
+      };
+      absl::Status st = (*session)->RunDocuments({w}, kOutputTokenLogprobs, &outs, tick);
+      if (!st.ok()) {
+        bar.Finish();
+        rc = Fail(absl::StrCat(file, ": ", st.message()));
+        failed = true;
+        break;
+      }
+      totals.Add(ScoreWindow(w, outs[0].token_logprobs, tok));
+      done += share;
+      bar.Update(done);
+    }
+    bar.Finish();
+    if (failed) continue;
+    if (args.Has("json")) {
+      nlohmann::json o = {{"file", file},
+                          {"bits_per_byte", totals.bits_per_byte()},
+                          {"perplexity", totals.perplexity()},
+                          {"bytes", totals.bytes},
+                          {"tokens", static_cast<int64_t>(ids->size())}};
+      std::printf("%s\n", o.dump().c_str());
+    } else {
+      std::printf("%s: %.4f bits/byte, perplexity %.4f, %lld bytes, %lld tokens\n", file.c_str(),
+                  totals.bits_per_byte(), totals.perplexity(), static_cast<long long>(totals.bytes),
+                  static_cast<long long>(ids->size()));
+    }
+    std::fflush(stdout);
+  }
+  return rc;
+}
+
+}  // namespace reformer::cli
