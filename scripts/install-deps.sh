@@ -12,7 +12,7 @@ PACKAGES=(
   libsentencepiece-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Test tooling: a real Python gRPC client, model conversion/training, monitoring checks.
-  python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy
+  python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy python3-yaml
   curl
 )
 # --test adds what the test suite's tools need: PyTorch (training/conversion tests), Prometheus
@@ -29,7 +29,8 @@ for arg in "$@"; do
       echo "install-deps: unknown argument '$arg' (usage: $0 [--test])" >&2; exit 2 ;;
   esac
 done
-# Optional extras: REFORMER_EXTRA_PACKAGES="podman buildah" scripts/install-deps.sh
+# Optional extras, e.g. for deploy/test-image.sh:
+#   REFORMER_EXTRA_PACKAGES="podman buildah debootstrap runc" scripts/install-deps.sh
 if [[ -n "${REFORMER_EXTRA_PACKAGES:-}" ]]; then
   read -r -a extra <<<"${REFORMER_EXTRA_PACKAGES}"
   PACKAGES+=("${extra[@]}")
