@@ -62,6 +62,12 @@ struct InferenceOptions {
   int64_t max_queue_requests = 1024;
   int64_t max_queue_tokens = 4 << 20;
   int64_t max_tokens_per_request = 0;    // 0 = 8 x model context
+  // Batches above this many tokens are "long"; with workers >= 2 at most workers-1 long batches run
+  // at once, so short requests always have a worker (see server/batching/batch_scheduler.h for the
+  // latency bound). 0 disables the reservation.
+  int64_t long_batch_tokens = 16384;
+  // Documents in one batch have lengths within this factor of each other (similar-length grouping).
+  double length_ratio = 4.0;
   absl::Status Validate() const;
 };
 
@@ -70,13 +76,13 @@ struct InferenceOptions {
 class InferenceObserver {
  public:
   virtual ~InferenceObserver() = default;
-  virtual void OnQueueChanged(int64_t queued_requests, int64_t queued_tokens) {}
-  virtual void OnRejected(const std::string& reason) {}  // "queue_full", "too_large", "draining", "invalid"
-  virtual void OnBatch(int64_t documents, int64_t tokens) {}
-  virtual void OnRequestDone(const std::string& method, const absl::Status& status, int64_t tokens,
-                             double queue_seconds, double compute_seconds) {}
-  virtual void OnWorkspaceBytes(int worker, size_t bytes) {}
-  virtual void OnInflightChanged(int64_t inflight) {}
+  virtual void OnQueueChanged(int64_t /*queued_requests*/, int64_t /*queued_tokens*/) {}
+  virtual void OnRejected(const std::string& /*reason*/) {}  // "queue_full", "too_large", "draining", "invalid"
+  virtual void OnBatch(int64_t /*documents*/, int64_t /*tokens*/) {}
+  virtual void OnRequestDone(const std::string& /*method*/, const absl::Status& /*status*/, int64_t /*tokens*/,
+                             double /*queue_seconds*/, double /*compute_seconds*/) {}
+  virtual void OnWorkspaceBytes(int /*worker*/, size_t /*bytes*/) {}
+  virtual void OnInflightChanged(int64_t /*inflight*/) {}
 };
 
 class Clock;

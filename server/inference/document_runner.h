@@ -1,0 +1,51 @@
+// DocumentRunner: what an InferenceService worker computes with. Production wraps an engine Session
+// (server/inference/inference_service.cc); tests substitute fakes to exercise the service's threading,
+// cancellation and draining without a model.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model/engine_api.h"
+#include "server/batching/batch_scheduler.h"
+#include "server/inference/inference_service.h"
+
+namespace reformer::serving {
+
+// Thread-confined: created on the worker thread that uses it, never shared.
+class DocumentRunner {
+ public:
+  virtual ~DocumentRunner() = default;
+  // Same contract as Session::RunDocuments: one DocumentOutput per document, CANCELLED when `cancel`
+  // returned true.
+  virtual absl::Status Run(absl::Span<const absl::Span<const int32_t>> documents, uint32_t outputs,
+                           std::vector<DocumentOutput>* results, const CancelFn& cancel) = 0;
+  virtual size_t workspace_high_water_bytes() const = 0;
+  virtual void reset_workspace_high_water() = 0;
+};
+
+// Called once on each worker thread (argument: worker index) before it takes work.
+using RunnerFactory = std::function<absl::StatusOr<std::unique_ptr<DocumentRunner>>(int worker)>;
+
+struct ModelLimits {
+  int64_t context = 0;     // max tokens per document (max_position_embeddings)
+  int64_t vocab_size = 0;  // token ids must be in [0, vocab_size)
+};
+
+// The service on any runner. `model` may be null (then model() must not be called). `estimate`
+// (batch lengths, output flags → peak working bytes) may be null. `clock`/`observer` are borrowed;
+// `observer` may be null.
+absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunners(
+    std::shared_ptr<const ReformerModel> model, const ModelLimits& limits, const InferenceOptions& options,
+    const Clock* clock, InferenceObserver* observer, RunnerFactory factory,
+    BatchScheduler::MemoryEstimateFn estimate);
+
+// The scheduler options the service derives from its own (exposed for tests and logs).
+SchedulerOptions ToSchedulerOptions(const InferenceOptions& options, const ModelLimits& limits);
+
+}  // namespace reformer::serving

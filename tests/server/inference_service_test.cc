@@ -1,0 +1,404 @@
+// InferenceService threading, cancellation, deadlines and draining on fake runners (no model).
+// The fake "layers" block on a gate the test opens, so the tests do not depend on timing except for
+// generous upper bounds on waits.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/batching/clock.h"
+#include "server/inference/document_runner.h"
+#include "server/inference/inference_service.h"
+
+namespace reformer::serving {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(20);  // upper bound for anything that should happen
+
+// Shared between the test and the runners of one service.
+struct FakeWorld {
+  absl::Mutex mu;
+  // Documents longer than this run "layer by layer" until `release_long` (checking cancel per layer).
+  int64_t gate_tokens ABSL_GUARDED_BY(mu) = 1 << 30;
+  bool release_long ABSL_GUARDED_BY(mu) = false;
+  int long_started ABSL_GUARDED_BY(mu) = 0;
+  int long_stopped ABSL_GUARDED_BY(mu) = 0;
+  std::vector<std::vector<int64_t>> batches ABSL_GUARDED_BY(mu);
+  std::map<int32_t, absl::Time> first_token_started ABSL_GUARDED_BY(mu);
+};
+
+class FakeRunner : public DocumentRunner {
+ public:
+  explicit FakeRunner(FakeWorld* world) : world_(world) {}
+  absl::Status Run(absl::Span<const absl::Span<const int32_t>> documents, uint32_t outputs,
+                   std::vector<DocumentOutput>* results, const CancelFn& cancel) override {
+    bool gated = false;
+    {
+      absl::MutexLock lock(&world_->mu);
+      std::vector<int64_t> lengths;
+      for (auto doc : documents) {
+        lengths.push_back(static_cast<int64_t>(doc.size()));
+        world_->first_token_started.emplace(doc[0], absl::Now());
+        if (static_cast<int64_t>(doc.size()) > world_->gate_tokens) gated = true;
+      }
+      world_->batches.push_back(lengths);
+      if (gated) ++world_->long_started;
+    }
+    if (gated) {
+      while (true) {  // one iteration = one "layer"
+        if (cancel && cancel()) {
+          absl::MutexLock lock(&world_->mu);
+          ++world_->long_stopped;
+          return absl::CancelledError("stopped by cancel callback");
+        }
+        absl::MutexLock lock(&world_->mu);
+        auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(world_->mu) { return world_->release_long; };
+        if (world_->mu.AwaitWithTimeout(absl::Condition(&released), absl::Milliseconds(1))) break;
+      }
+    }
+    results->clear();
+    for (auto doc : documents) {
+      DocumentOutput out;
+      out.num_tokens = static_cast<int64_t>(doc.size());
+      if (outputs & kOutputEmbedding) {
+        out.embedding = {static_cast<float>(std::accumulate(doc.begin(), doc.end(), int64_t{0}))};
+      }
+      if (outputs & kOutputTokenLogprobs) out.token_logprobs.assign(doc.begin(), doc.end());
+      results->push_back(std::move(out));
+    }
+    high_water_ = 1000;
+    return absl::OkStatus();
+  }
+  size_t workspace_high_water_bytes() const override { return high_water_; }
+  void reset_workspace_high_water() override { high_water_ = 0; }
+
+ private:
+  FakeWorld* world_;
+  size_t high_water_ = 0;
+};
+
+class CountingObserver : public InferenceObserver {
+ public:
+  void OnRejected(const std::string& reason) override {
+    absl::MutexLock lock(&mu_);
+    rejected_[reason]++;
+  }
+  void OnBatch(int64_t, int64_t tokens) override {
+    absl::MutexLock lock(&mu_);
+    batches_++;
+    batch_tokens_ += tokens;
+  }
+  void OnRequestDone(const std::string& method, const absl::Status& status, int64_t, double, double) override {
+    absl::MutexLock lock(&mu_);
+    done_[method + ":" + absl::StatusCodeToString(status.code())]++;
+  }
+  void OnWorkspaceBytes(int, size_t bytes) override {
+    absl::MutexLock lock(&mu_);
+    workspace_ = bytes;
+  }
+  void OnInflightChanged(int64_t inflight) override {
+    absl::MutexLock lock(&mu_);
+    inflight_ = inflight;
+  }
+  absl::Mutex mu_;
+  std::map<std::string, int> rejected_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> done_ ABSL_GUARDED_BY(mu_);
+  int batches_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t batch_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t workspace_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t inflight_ ABSL_GUARDED_BY(mu_) = -1;
+};
+
+// Collects answers; each id must be answered exactly once.
+class Answers {
+ public:
+  DoneCallback Callback(int id) {
+    return [this, id](InferenceResult r) {
+      absl::MutexLock lock(&mu_);
+      count_[id]++;
+      results_[id] = std::move(r);
+    };
+  }
+  bool WaitFor(int id, absl::Duration timeout = kWait) {
+    absl::MutexLock lock(&mu_);
+    auto has = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_.count(id) > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&has), timeout);
+  }
+  bool WaitForCount(size_t n, absl::Duration timeout = kWait) {
+    absl::MutexLock lock(&mu_);
+    auto has = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&has), timeout);
+  }
+  InferenceResult Get(int id) {
+    absl::MutexLock lock(&mu_);
+    return results_[id];
+  }
+  int Count(int id) {
+    absl::MutexLock lock(&mu_);
+    return count_[id];
+  }
+  size_t Size() {
+    absl::MutexLock lock(&mu_);
+    return count_.size();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<int, int> count_ ABSL_GUARDED_BY(mu_);
+  std::map<int, InferenceResult> results_ ABSL_GUARDED_BY(mu_);
+};
+
+class InferenceServiceTest : public ::testing::Test {
+ protected:
+  InferenceOptions Options(int workers) {
+    InferenceOptions o;
+    o.workers = workers;
+    o.max_batch_tokens = 65536;
+    o.max_batch_size = 8;
+    o.max_queue_delay = absl::Milliseconds(1);
+    o.long_batch_tokens = 4096;
+    return o;
+  }
+  void Start(const InferenceOptions& options) {
+    ModelLimits limits{65536, 1000};
+    auto s = CreateInferenceServiceWithRunners(
+        nullptr, limits, options, &clock_, &observer_,
+        [this](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
+          return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
+        },
+        nullptr);
+    ASSERT_TRUE(s.ok()) << s.status();
+    service_ = std::move(s).value();
+  }
+  std::unique_ptr<InferenceRequest> Request(std::vector<std::vector<int32_t>> docs, int first_token = -1) {
+    auto r = std::make_unique<InferenceRequest>();
+    r->documents = std::move(docs);
+    if (first_token >= 0) r->documents[0][0] = first_token;
+    r->outputs = kOutputEmbedding | kOutputTokenLogprobs;
+    r->method = "ModelInfer";
+    return r;
+  }
+  static std::vector<int32_t> Doc(int64_t n, int32_t value = 1) { return std::vector<int32_t>(n, value); }
+  void ReleaseLong() {
+    absl::MutexLock lock(&world_.mu);
+    world_.release_long = true;
+  }
+  bool WaitLongStarted(int n) {
+    absl::MutexLock lock(&world_.mu);
+    auto started = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(world_.mu) { return world_.long_started >= n; };
+    return world_.mu.AwaitWithTimeout(absl::Condition(&started), kWait);
+  }
+
+  RealClock clock_;
+  FakeWorld world_;
+  CountingObserver observer_;
+  Answers answers_;
+  std::unique_ptr<InferenceService> service_;  // destroyed first
+};
+
+TEST_F(InferenceServiceTest, ConcurrentRequestsAllAnsweredWithTheirOwnOutputs) {
+  Start(Options(2));
+  constexpr int kThreads = 4, kPerThread = 25;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < kThreads; ++t) {
+    clients.emplace_back([this, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const int id = t * kPerThread + i;
+        // Two documents with distinct contents: outputs must come back in request order.
+        auto req = Request({Doc(10 + id % 7, id % 100 + 1), Doc(50 + id, 3)});
+        ASSERT_TRUE(service_->Submit(std::move(req), answers_.Callback(id)).ok());
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  ASSERT_TRUE(answers_.WaitForCount(kThreads * kPerThread));
+  for (int id = 0; id < kThreads * kPerThread; ++id) {
+    InferenceResult r = answers_.Get(id);
+    ASSERT_TRUE(r.status.ok()) << id << " " << r.status;
+    ASSERT_EQ(r.outputs.size(), 2u);
+    EXPECT_EQ(r.outputs[0].embedding[0], static_cast<float>((10 + id % 7) * (id % 100 + 1))) << id;
+    EXPECT_EQ(r.outputs[1].embedding[0], static_cast<float>((50 + id) * 3)) << id;
+    EXPECT_EQ(r.outputs[1].token_logprobs.size(), static_cast<size_t>(50 + id));
+    EXPECT_TRUE(r.outputs[0].logits.empty());  // not requested
+    EXPECT_EQ(r.tokens, 10 + id % 7 + 50 + id);
+    EXPECT_EQ(answers_.Count(id), 1);
+  }
+  EXPECT_TRUE(service_->WaitIdle(kWait));
+  absl::MutexLock lock(&observer_.mu_);
+  EXPECT_EQ(observer_.done_["ModelInfer:OK"], kThreads * kPerThread);
+  EXPECT_GT(observer_.batches_, 0);
+  EXPECT_EQ(observer_.inflight_, 0);
+  EXPECT_EQ(observer_.workspace_, 1000u);
+}
+
+TEST_F(InferenceServiceTest, RejectsInvalidRequestsSynchronously) {
+  Start(Options(1));
+  absl::Status s = service_->Submit(Request({Doc(5), {1, 2, 1000}}), answers_.Callback(1));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("document 1, position 2: token id 1000 is outside [0, 1000)"));
+  s = service_->Submit(Request({Doc(5), {}}), answers_.Callback(2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  s = service_->Submit(Request({Doc(70000)}), answers_.Callback(3));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("70000 tokens"));
+  EXPECT_THAT(s.message(), HasSubstr("65536"));
+  service_->Shutdown();
+  EXPECT_EQ(answers_.Size(), 0u);  // no callback for a rejected request
+  absl::MutexLock lock(&observer_.mu_);
+  EXPECT_EQ(observer_.rejected_["invalid"], 3);
+}
+
+TEST_F(InferenceServiceTest, CancelStopsRunningBatchAndNextRequestStarts) {
+  Start(Options(1));
+  {
+    absl::MutexLock lock(&world_.mu);
+    world_.gate_tokens = 8000;
+  }
+  auto long_req = Request({Doc(16384)}, /*first_token=*/7);
+  auto flag = long_req->cancelled;
+  ASSERT_TRUE(service_->Submit(std::move(long_req), answers_.Callback(1)).ok());
+  ASSERT_TRUE(WaitLongStarted(1));
+  ASSERT_TRUE(service_->Submit(Request({Doc(512)}, /*first_token=*/9), answers_.Callback(2)).ok());
+  const absl::Time cancelled_at = absl::Now();
+  flag->store(true);
+  ASSERT_TRUE(answers_.WaitFor(2));
+  EXPECT_EQ(answers_.Get(1).status.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(answers_.Get(2).status.ok());
+  absl::MutexLock lock(&world_.mu);
+  EXPECT_EQ(world_.long_stopped, 1);
+  // The short request started shortly after the cancel (one fake layer is 1 ms; allow scheduling noise).
+  EXPECT_LT(world_.first_token_started[9] - cancelled_at, absl::Milliseconds(500));
+}
+
+TEST_F(InferenceServiceTest, PartiallyCancelledBatchKeepsRunningForTheOthers) {
+  InferenceOptions o = Options(1);
+  o.max_queue_delay = absl::Milliseconds(200);  // both requests land in one batch
+  Start(o);
+  {
+    absl::MutexLock lock(&world_.mu);
+    world_.gate_tokens = 100;
+  }
+  auto a = Request({Doc(200)});
+  auto flag = a->cancelled;
+  ASSERT_TRUE(service_->Submit(std::move(a), answers_.Callback(1)).ok());
+  ASSERT_TRUE(service_->Submit(Request({Doc(210)}), answers_.Callback(2)).ok());
+  ASSERT_TRUE(WaitLongStarted(1));
+  flag->store(true);
+  absl::SleepFor(absl::Milliseconds(20));  // several fake layers: the batch must not stop
+  ReleaseLong();
+  ASSERT_TRUE(answers_.WaitFor(1));
+  ASSERT_TRUE(answers_.WaitFor(2));
+  EXPECT_EQ(answers_.Get(1).status.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(answers_.Get(2).status.ok());
+  absl::MutexLock lock(&world_.mu);
+  EXPECT_EQ(world_.long_stopped, 0);
+  ASSERT_EQ(world_.batches.size(), 1u);
+  EXPECT_EQ(world_.batches[0].size(), 2u);
+}
+
+TEST_F(InferenceServiceTest, QueuedRequestExpiresWhileWorkersAreBusy) {
+  Start(Options(1));
+  {
+    absl::MutexLock lock(&world_.mu);
+    world_.gate_tokens = 1000;
+  }
+  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}), answers_.Callback(1)).ok());
+  ASSERT_TRUE(WaitLongStarted(1));
+  auto r = Request({Doc(10)}, /*first_token=*/5);
+  r->deadline = absl::Now() + absl::Milliseconds(30);
+  ASSERT_TRUE(service_->Submit(std::move(r), answers_.Callback(2)).ok());
+  ASSERT_TRUE(answers_.WaitFor(2));  // answered by the sweeper while the only worker is busy
+  EXPECT_EQ(answers_.Get(2).status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(answers_.Get(2).compute_seconds, 0);
+  ReleaseLong();
+  ASSERT_TRUE(answers_.WaitFor(1));
+  EXPECT_TRUE(answers_.Get(1).status.ok());
+  absl::MutexLock lock(&world_.mu);
+  EXPECT_EQ(world_.first_token_started.count(5), 0u);  // never computed
+}
+
+TEST_F(InferenceServiceTest, ShortRequestsCompleteWhileALongDocumentRuns) {
+  Start(Options(2));
+  {
+    absl::MutexLock lock(&world_.mu);
+    world_.gate_tokens = 60000;
+  }
+  ASSERT_TRUE(service_->Submit(Request({Doc(65536)}), answers_.Callback(0)).ok());
+  ASSERT_TRUE(WaitLongStarted(1));
+  // Another long one must not take the second worker.
+  ASSERT_TRUE(service_->Submit(Request({Doc(65000)}), answers_.Callback(1)).ok());
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(service_->Submit(Request({Doc(512)}), answers_.Callback(100 + i)).ok());
+    ASSERT_TRUE(answers_.WaitFor(100 + i)) << i;
+    EXPECT_TRUE(answers_.Get(100 + i).status.ok());
+  }
+  EXPECT_EQ(answers_.Count(0), 0);
+  EXPECT_EQ(answers_.Count(1), 0);
+  ReleaseLong();
+  ASSERT_TRUE(answers_.WaitFor(0));
+  ASSERT_TRUE(answers_.WaitFor(1));
+  EXPECT_TRUE(service_->WaitIdle(kWait));
+}
+
+TEST_F(InferenceServiceTest, DrainThenShutdownAnswersEverythingOnce) {
+  Start(Options(1));
+  {
+    absl::MutexLock lock(&world_.mu);
+    world_.gate_tokens = 1000;
+  }
+  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}), answers_.Callback(1)).ok());
+  ASSERT_TRUE(WaitLongStarted(1));
+  for (int i = 2; i <= 6; ++i) ASSERT_TRUE(service_->Submit(Request({Doc(10)}), answers_.Callback(i)).ok());
+  service_->StartDraining();
+  absl::Status s = service_->Submit(Request({Doc(10)}), answers_.Callback(99));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(service_->WaitIdle(absl::Milliseconds(20)));  // the long one is still running
+  service_->Shutdown();
+  ASSERT_EQ(answers_.Size(), 6u);
+  for (int i = 1; i <= 6; ++i) {
+    EXPECT_EQ(answers_.Count(i), 1) << i;
+    EXPECT_EQ(answers_.Get(i).status.code(), absl::StatusCode::kUnavailable) << i;
+  }
+  EXPECT_EQ(answers_.Count(99), 0);
+  EXPECT_TRUE(service_->WaitIdle(absl::ZeroDuration()));
+  service_->Shutdown();  // idempotent
+  absl::MutexLock lock(&observer_.mu_);
+  EXPECT_EQ(observer_.rejected_["draining"], 1);
+}
+
+TEST_F(InferenceServiceTest, DrainLetsQueuedWorkFinish) {
+  Start(Options(2));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(service_->Submit(Request({Doc(100)}), answers_.Callback(i)).ok());
+  service_->StartDraining();
+  EXPECT_TRUE(service_->WaitIdle(kWait));
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(answers_.Get(i).status.ok()) << i;
+}
+
+TEST_F(InferenceServiceTest, RunnerCreationFailureFailsCreate) {
+  ModelLimits limits{1024, 100};
+  std::atomic<int> calls{0};
+  auto s = CreateInferenceServiceWithRunners(
+      nullptr, limits, Options(2), &clock_, nullptr,
+      [&calls](int worker) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
+        ++calls;
+        if (worker == 1) return absl::ResourceExhaustedError("no memory for the session");
+        return std::unique_ptr<DocumentRunner>(nullptr);
+      },
+      nullptr);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(s.status().message(), HasSubstr("worker 1"));
+  EXPECT_EQ(calls.load(), 2);
+  InferenceOptions bad = Options(0);
+  EXPECT_EQ(bad.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace reformer::serving
