@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ namespace reformer {
 
 class Tokenizer;
 struct ModelWeights;
+struct PackedModel;
 
 // Which outputs to compute. Only what is asked is computed.
 enum OutputFlags : uint32_t {
@@ -51,6 +53,10 @@ class ReformerModel {
   // tokenizer (`spiece.model`, or byte-level for vocab 258). Every error names the file and tensor.
   static absl::StatusOr<std::shared_ptr<const ReformerModel>> Load(const std::string& dir,
                                                                    const LoadOptions& options = {});
+  // A model with random weights (N(0, 0.02²)-ish, LayerNorms at 1/0) and random rotations, built in
+  // memory from `config` (benchmarks and tests). Deterministic in `seed`.
+  static absl::StatusOr<std::shared_ptr<const ReformerModel>> CreateRandom(const ReformerConfig& config,
+                                                                           uint64_t seed);
   ~ReformerModel();
 
   const ReformerConfig& config() const { return config_; }
@@ -60,11 +66,18 @@ class ReformerModel {
   const ModelWeights& weights() const { return *weights_; }
   // Where the rotations came from: "rotations.safetensors" or "seed <n>".
   const std::string& rotations_source() const { return rotations_source_; }
-  // Bytes of weights held (for logs/metrics).
+  // Bytes of weights held (for logs/metrics), including the pre-packed matmul copies.
   size_t weight_bytes() const;
+  // Matmul weights pre-packed for oneDNN at load (engine-internal).
+  const PackedModel& packed() const { return *packed_; }
 
  private:
   ReformerModel();
+  // Validates the weights' shapes against the config and pre-packs them.
+  static absl::StatusOr<std::shared_ptr<const ReformerModel>> Assemble(
+      ReformerConfig config, std::unique_ptr<ModelWeights> weights, std::unique_ptr<Tokenizer> tokenizer,
+      std::string dir, std::string rotations_source);
+  std::unique_ptr<PackedModel> packed_;
   ReformerConfig config_;
   std::string dir_;
   std::string rotations_source_;
@@ -78,7 +91,10 @@ using CancelFn = std::function<bool()>;
 
 struct SessionOptions {
   int num_threads = 1;                         // OpenMP threads this session's calls use
-  size_t workspace_budget_bytes = 256u << 20;  // bound on the working memory beyond the streams
+  // Bound on the working memory beyond the two residual streams, the per-head O(T * head_size)
+  // attention buffers and the requested outputs: it sizes the token tiles of every dense
+  // matmul (at least 64 rows; RESOURCE_EXHAUSTED at Create if even that does not fit).
+  size_t workspace_budget_bytes = 256u << 20;
 };
 
 // Outputs for one document; vectors for outputs not requested stay empty.

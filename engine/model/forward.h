@@ -1,0 +1,77 @@
+// The Reformer forward pass (SPEC §3-§9) over a ragged batch of documents, engine-internal.
+//
+// Layout: the documents' (internally padded) tokens are concatenated into the two residual
+// streams A and Z, [rows, H]. Dense matmuls (per-head projections, attention output, FFN, LM
+// head) run over the concatenation in token tiles of at most `tile_rows` rows; a row's result
+// does not depend on its tile mates (oneDNN's f32 gemm reduces each row the same way for any
+// M >= 2; tiles always have a multiple of 16 rows), so a document's outputs are independent of
+// its batch mates. Attention runs per document and per head (ops/attention.h).
+//
+// Memory beyond A, Z and the requested outputs: one head's projections [rows, 2-3 * dh] and
+// attention output [rows, dh], the attention blocks of ops/attention.h, and one token tile of
+// the phase in progress. Everything is counted in the Workspace; PlanPeakBytes predicts it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/dnnl/matmul.h"
+#include "engine/model/engine_api.h"
+#include "engine/tensor/workspace.h"
+
+namespace reformer {
+
+// Matmul weights of one layer, pre-packed at load.
+struct PackedLayer {
+  std::vector<PackedWeight> head_proj;  // per head: [H, 2*dh] (qk|v) or [H, 3*dh] (q|k|v)
+  std::vector<PackedWeight> head_out;   // per head: [dh, H] block of attention.output.dense
+  PackedWeight ff_in;                   // [H, F]
+  PackedWeight ff_out;                  // [F, H]
+};
+
+struct PackedModel {
+  std::vector<PackedLayer> layers;
+  PackedWeight lm_head;  // [2H, V]
+  size_t bytes = 0;
+  static PackedModel Build(const ReformerConfig& config, const ModelWeights& weights);
+};
+
+// One document of a forward batch. `ids` and `mask` cover the padded length.
+struct ForwardDoc {
+  const int32_t* ids = nullptr;   // [padded_length]
+  const uint8_t* mask = nullptr;  // [padded_length] or null (no mask)
+  int64_t padded_length = 0;      // T: multiple of the chunk lcm, or <= the smallest chunk
+  int64_t output_length = 0;      // T0: outputs are produced for positions < T0
+  bool padding_bucket = false;    // SPEC §7.3: NB = nb + 1
+};
+
+struct ForwardOptions {
+  uint32_t outputs = 0;         // OutputFlags
+  bool want_buckets = false;    // per LSH layer that hashes: keys [nh, nH * T] per document
+  const CancelFn* cancel = nullptr;
+};
+
+struct ForwardOutputs {
+  std::vector<DocumentOutput> docs;
+  // buckets[layer_slot][doc] = [nh * nH * T]; bucket_layers[layer_slot] = layer index.
+  std::vector<std::vector<std::vector<int32_t>>> buckets;
+  std::vector<int> bucket_layers;
+};
+
+// Peak working bytes of a forward (streams, per-head buffers, tiles, attention blocks, outputs).
+size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& padded_lengths,
+                     const std::vector<int64_t>& output_lengths, uint32_t outputs, int64_t tile_rows,
+                     int num_threads);
+
+// Largest tile (power of two in [64, 4096]) whose per-phase tile buffers fit in half the budget;
+// 0 when not even 64 rows fit.
+int64_t TileRowsForBudget(const ReformerConfig& config, size_t budget_bytes);
+
+// Runs the forward. `ctx` and `ws` belong to the calling thread's session.
+absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, int64_t tile_rows,
+                        const std::vector<ForwardDoc>& docs, const ForwardOptions& options,
+                        ForwardOutputs* out);
+
+}  // namespace reformer

@@ -1,0 +1,118 @@
+// ReformerModel: load (config → weights → tokenizer → pre-packed matmul weights) and the
+// in-memory random model used by benchmarks.
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/logging.h"
+#include "engine/base/status_macros.h"
+#include "engine/model/engine_api.h"
+#include "engine/model/forward.h"
+#include "engine/model/tokenizer.h"
+#include "engine/model/weights.h"
+
+namespace reformer {
+
+ReformerModel::ReformerModel() = default;
+ReformerModel::~ReformerModel() = default;
+
+size_t ReformerModel::weight_bytes() const {
+  return weights_->total_bytes + (packed_ ? packed_->bytes : 0);
+}
+
+absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Assemble(
+    ReformerConfig config, std::unique_ptr<ModelWeights> weights, std::unique_ptr<Tokenizer> tokenizer,
+    std::string dir, std::string rotations_source) {
+  if (static_cast<int64_t>(weights->layers.size()) != config.num_layers())
+    return absl::InternalError("weights and config disagree on the layer count");
+  std::shared_ptr<ReformerModel> model(new ReformerModel());
+  model->packed_ = std::make_unique<PackedModel>(PackedModel::Build(config, *weights));
+  model->config_ = std::move(config);
+  model->weights_ = std::move(weights);
+  model->tokenizer_ = std::move(tokenizer);
+  model->dir_ = std::move(dir);
+  model->rotations_source_ = std::move(rotations_source);
+  return std::shared_ptr<const ReformerModel>(std::move(model));
+}
+
+absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Load(const std::string& dir,
+                                                                         const LoadOptions& options) {
+  const std::filesystem::path root(dir);
+  ASSIGN_OR_RETURN(ReformerConfig config, ReformerConfig::FromFile((root / "config.json").string()));
+  const std::string rot_path = (root / "rotations.safetensors").string();
+  std::error_code ec;
+  const bool has_rot = std::filesystem::exists(rot_path, ec);
+  const int64_t seed = options.rotation_seed.value_or(
+      config.hash_seed.value_or(LoadOptions::kDefaultRotationSeed));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights,
+                   ModelWeights::Load(config, (root / "model.safetensors").string(),
+                                      has_rot ? rot_path : std::string(), seed));
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::ForModelDir(dir, config));
+  std::string source = has_rot ? std::string("rotations.safetensors") : absl::StrCat("seed ", seed);
+  LOG_INFO("loaded model ", dir, ": ", config.Summary(), "; rotations from ", source);
+  return Assemble(std::move(config), std::move(weights), std::move(tokenizer), dir, std::move(source));
+}
+
+absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom(
+    const ReformerConfig& config, uint64_t seed) {
+  RETURN_IF_ERROR(config.Validate("<random model>"));
+  auto w = std::make_unique<ModelWeights>();
+  std::mt19937_64 rng(seed);
+  auto make = [&](std::vector<int64_t> shape, float stddev, float constant) {
+    WeightView v;
+    v.shape = std::move(shape);
+    auto buf = std::make_shared<std::vector<float>>(v.numel());
+    if (stddev > 0) {
+      // Cheap uniform with the requested standard deviation (benchmarks need size, not quality).
+      std::uniform_real_distribution<float> u(-stddev * 1.7320508f, stddev * 1.7320508f);
+      for (float& x : *buf) x = u(rng);
+    } else {
+      std::fill(buf->begin(), buf->end(), constant);
+    }
+    v.data = buf->data();
+    w->total_bytes += buf->size() * sizeof(float);
+    w->storage.push_back(std::move(buf));
+    return v;
+  };
+  const int64_t H = config.hidden_size, A = config.all_head_size(), F = config.feed_forward_size;
+  const int64_t V = config.vocab_size;
+  const float s = 0.02f;
+  w->word_embeddings = make({V, H}, s, 0);
+  if (config.axial_pos_embds) {
+    w->axial_pos0 = make({config.axial_pos_shape[0], 1, config.axial_pos_embds_dim[0]}, s, 0);
+    w->axial_pos1 = make({1, config.axial_pos_shape[1], config.axial_pos_embds_dim[1]}, s, 0);
+  } else {
+    w->position_embeddings = make({config.max_position_embeddings, H}, s, 0);
+  }
+  for (AttnType type : config.attn_layers) {
+    LayerWeights L;
+    L.type = type;
+    L.attn_ln_weight = make({H}, 0, 1.f);
+    L.attn_ln_bias = make({H}, 0, 0.f);
+    if (type == AttnType::kLsh) {
+      L.query_key = make({A, H}, s, 0);
+      L.rotations = make({config.num_attention_heads, config.attention_head_size, config.num_hashes,
+                          config.rotation_size() / 2},
+                         1.f, 0);
+    } else {
+      L.query = make({A, H}, s, 0);
+      L.key = make({A, H}, s, 0);
+    }
+    L.value = make({A, H}, s, 0);
+    L.attn_out = make({H, A}, s, 0);
+    L.ff_ln_weight = make({H}, 0, 1.f);
+    L.ff_ln_bias = make({H}, 0, 0.f);
+    L.ff_in_weight = make({F, H}, s, 0);
+    L.ff_in_bias = make({F}, s, 0);
+    L.ff_out_weight = make({H, F}, s, 0);
+    L.ff_out_bias = make({H}, s, 0);
+    w->layers.push_back(std::move(L));
+  }
+  w->final_ln_weight = make({2 * H}, 0, 1.f);
+  w->final_ln_bias = make({2 * H}, 0, 0.f);
+  w->lm_weight = make({V, 2 * H}, s, 0);
+  w->lm_bias = make({V}, s, 0);
+  return Assemble(config, std::move(w), nullptr, "", absl::StrCat("random seed ", seed));
+}
+
+}  // namespace reformer
