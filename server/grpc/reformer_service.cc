@@ -1,0 +1,201 @@
+#include "server/grpc/reformer_service.h"
+
+#include <cmath>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
+#include "engine/model/tokenizer.h"
+#include "server/batching/clock.h"
+#include "server/grpc/infer_convert.h"
+#include "server/grpc/rpc_reactors.h"
+
+namespace reformer::serving {
+namespace {
+
+namespace v1 = ::reformer::v1;
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> ToDocuments(
+    const google::protobuf::RepeatedPtrField<v1::Document>& documents, const ServiceEnv& env) {
+  const ServedModel& model = *env.model;
+  std::vector<std::vector<int32_t>> out;
+  out.reserve(static_cast<size_t>(documents.size()));
+  for (int i = 0; i < documents.size(); ++i) {
+    const v1::Document& d = documents[i];
+    switch (d.content_case()) {
+      case v1::Document::kText: {
+        if (model.tokenizer == nullptr) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "document ", i, " is text but model '", model.name,
+              "' has no tokenizer; send token ids"));
+        }
+        absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer->Encode(d.text());
+        if (!ids.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("document ", i, ": ", ids.status().message()));
+        }
+        RETURN_IF_ERROR(CheckTokenIds(*ids, model.config.vocab_size, "document", i));
+        out.push_back(*std::move(ids));
+        break;
+      }
+      case v1::Document::kIds: {
+        std::vector<int32_t> ids(d.ids().ids().begin(), d.ids().ids().end());
+        RETURN_IF_ERROR(CheckTokenIds(ids, model.config.vocab_size, "document", i));
+        out.push_back(std::move(ids));
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("document ", i, " has neither text nor ids"));
+    }
+  }
+  RETURN_IF_ERROR(CheckDocumentLengths(out, model, env.limits, "document"));
+  return out;
+}
+
+void FillUsage(const InferenceResult& result, int64_t tokens, v1::Usage* usage) {
+  usage->set_tokens(result.tokens > 0 ? result.tokens : tokens);
+  usage->set_queue_ms(result.queue_seconds * 1e3);
+  usage->set_compute_ms(result.compute_seconds * 1e3);
+}
+
+int64_t TotalTokens(const std::vector<std::vector<int32_t>>& docs) {
+  int64_t n = 0;
+  for (const auto& d : docs) n += static_cast<int64_t>(d.size());
+  return n;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ReformerApiService::Score(grpc::CallbackServerContext* ctx,
+                                                    const v1::ScoreRequest* request,
+                                                    v1::ScoreResponse* response) {
+  auto* reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Score");
+  if (!env_.model->config.is_decoder) {
+    reactor->Reject(absl::FailedPreconditionError(absl::StrCat(
+        "model '", env_.model->name,
+        "' is not a causal language model (is_decoder = false); Score needs one, use Embed")));
+    return reactor;
+  }
+  absl::StatusOr<std::vector<std::vector<int32_t>>> docs = ToDocuments(request->documents(), env_);
+  if (!docs.ok()) {
+    reactor->Reject(docs.status());
+    return reactor;
+  }
+  auto ir = std::make_unique<InferenceRequest>();
+  ir->documents = *docs;
+  ir->outputs = kOutputTokenLogprobs;
+  ir->priority = static_cast<int>(std::min<uint32_t>(request->priority(), 1u << 30));
+  const bool per_token = request->return_token_logprobs();
+  std::vector<bool> from_text;
+  for (const auto& d : request->documents()) from_text.push_back(d.has_text());
+  const ServedModel* model = env_.model;
+  auto shared_docs = std::make_shared<std::vector<std::vector<int32_t>>>(*std::move(docs));
+  reactor->Submit(std::move(ir), std::nullopt,
+                  [shared_docs, from_text, per_token, model, response](const InferenceResult& r) {
+                    const auto& docs = *shared_docs;
+                    if (r.outputs.size() != docs.size()) {
+                      return absl::InternalError("engine returned the wrong number of documents");
+                    }
+                    for (size_t i = 0; i < docs.size(); ++i) {
+                      const std::vector<float>& lp = r.outputs[i].token_logprobs;
+                      if (lp.size() != docs[i].size()) {
+                        return absl::InternalError(absl::StrCat(
+                            "engine token_logprobs for document ", i, " has ", lp.size(),
+                            " values, expected ", docs[i].size()));
+                      }
+                      v1::DocumentScore* s = response->add_scores();
+                      s->set_num_tokens(static_cast<int64_t>(docs[i].size()));
+                      double total = 0;
+                      int64_t bytes = 0;
+                      for (size_t t = 1; t < lp.size(); ++t) {
+                        total += lp[t];
+                        if (model->tokenizer != nullptr) {
+                          bytes += model->tokenizer->TokenBytes(docs[i][t]);
+                        }
+                      }
+                      s->set_total_logprob(total);
+                      s->set_num_bytes(bytes);
+                      s->set_bits_per_byte(bytes > 0 ? -total / std::log(2.0) / bytes : 0.0);
+                      if (per_token) {
+                        s->mutable_token_logprobs()->Add(lp.begin(), lp.end());
+                      }
+                      if (from_text[i]) {
+                        s->mutable_token_ids()->Add(docs[i].begin(), docs[i].end());
+                      }
+                    }
+                    FillUsage(r, TotalTokens(docs), response->mutable_usage());
+                    return absl::OkStatus();
+                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ReformerApiService::Embed(grpc::CallbackServerContext* ctx,
+                                                    const v1::EmbedRequest* request,
+                                                    v1::EmbedResponse* response) {
+  auto* reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Embed");
+  absl::StatusOr<std::vector<std::vector<int32_t>>> docs = ToDocuments(request->documents(), env_);
+  if (!docs.ok()) {
+    reactor->Reject(docs.status());
+    return reactor;
+  }
+  auto ir = std::make_unique<InferenceRequest>();
+  ir->documents = *docs;
+  ir->outputs = kOutputEmbedding;
+  ir->priority = static_cast<int>(std::min<uint32_t>(request->priority(), 1u << 30));
+  const bool normalize = request->normalize();
+  const int64_t width = env_.model->embedding_size();
+  auto shared_docs = std::make_shared<std::vector<std::vector<int32_t>>>(*std::move(docs));
+  reactor->Submit(std::move(ir), std::nullopt,
+                  [shared_docs, normalize, width, response](const InferenceResult& r) {
+                    const auto& docs = *shared_docs;
+                    if (r.outputs.size() != docs.size()) {
+                      return absl::InternalError("engine returned the wrong number of documents");
+                    }
+                    for (size_t i = 0; i < docs.size(); ++i) {
+                      const std::vector<float>& e = r.outputs[i].embedding;
+                      if (static_cast<int64_t>(e.size()) != width) {
+                        return absl::InternalError(absl::StrCat("engine embedding for document ",
+                                                                i, " has ", e.size(),
+                                                                " values, expected ", width));
+                      }
+                      v1::Embedding* out = response->add_embeddings();
+                      out->set_num_tokens(static_cast<int64_t>(docs[i].size()));
+                      double norm = 0;
+                      for (float x : e) norm += static_cast<double>(x) * x;
+                      norm = std::sqrt(norm);
+                      const float scale =
+                          normalize && norm > 0 ? static_cast<float>(1.0 / norm) : 1.0f;
+                      for (float x : e) out->add_values(x * scale);
+                    }
+                    FillUsage(r, TotalTokens(docs), response->mutable_usage());
+                    return absl::OkStatus();
+                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerContext* ctx,
+                                                           const v1::GetModelInfoRequest*,
+                                                           v1::GetModelInfoResponse* response) {
+  const absl::Time start = env_.clock->Now();
+  const ServedModel& m = *env_.model;
+  response->set_name(m.name);
+  response->set_version(m.version);
+  response->set_vocab_size(m.config.vocab_size);
+  response->set_max_tokens_per_document(m.context());
+  response->set_max_tokens_per_request(env_.limits.max_tokens_per_request);
+  response->set_hidden_size(m.config.hidden_size);
+  response->set_embedding_size(m.embedding_size());
+  response->set_num_layers(m.config.num_layers());
+  for (AttnType t : m.config.attn_layers) {
+    response->add_attn_layers(t == AttnType::kLsh ? "lsh" : "local");
+  }
+  response->set_causal(m.config.is_decoder);
+  response->set_tokenizer(m.tokenizer_name);
+  response->set_rotations_source(m.rotations_source);
+  response->set_num_hashes(m.config.num_hashes);
+  return FinishUnary(env_, ctx, kReformerService, "GetModelInfo", start, absl::OkStatus());
+}
+
+}  // namespace reformer::serving

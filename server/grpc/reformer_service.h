@@ -1,0 +1,29 @@
+// reformer.v1.ReformerService (Score, Embed, GetModelInfo) on the callback API.
+// Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone.
+// Status codes: see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
+#pragma once
+
+#include "proto/reformer.grpc.pb.h"
+#include "server/grpc/served_model.h"
+
+namespace reformer::serving {
+
+class ReformerApiService final : public reformer::v1::ReformerService::CallbackService {
+ public:
+  explicit ReformerApiService(const ServiceEnv& env) : env_(env) {}
+
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx,
+                                  const reformer::v1::ScoreRequest* request,
+                                  reformer::v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* ctx,
+                                  const reformer::v1::EmbedRequest* request,
+                                  reformer::v1::EmbedResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
+                                         const reformer::v1::GetModelInfoRequest* request,
+                                         reformer::v1::GetModelInfoResponse* response) override;
+
+ private:
+  const ServiceEnv env_;
+};
+
+}  // namespace reformer::serving

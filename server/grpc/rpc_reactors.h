@@ -1,0 +1,68 @@
+// Reactors shared by the gRPC services (callback API: handlers never block).
+//
+// UnaryInferReactor runs one InferenceRequest for a unary RPC. The handler creates it, then calls
+// exactly one of Reject() or Submit(); the reactor calls Finish exactly once: on a synchronous
+// rejection, from the InferenceService's done callback (OK, error, cancellation, shutdown), and
+// records the RPC and request metrics just before. Client cancellation sets the request's cancel
+// flag; the InferenceService then answers CANCELLED and stops computing within about one layer.
+// The reactor deletes itself in OnDone.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/grpc/served_model.h"
+#include "server/inference/inference_service.h"
+
+namespace reformer::serving {
+
+inline constexpr char kKServeService[] = "inference.GRPCInferenceService";
+inline constexpr char kReformerService[] = "reformer.v1.ReformerService";
+
+// Records grpc_server_* metrics for a unary RPC answered inline and finishes it.
+grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                      const char* service, const char* method, absl::Time start,
+                                      const absl::Status& status);
+
+// UNAVAILABLE unless the server is READY (starting or draining), with the reason.
+absl::Status CheckServing(const ServiceEnv& env);
+
+class UnaryInferReactor final : public grpc::ServerUnaryReactor {
+ public:
+  // Fills the response from an OK result; a non-OK return answers the RPC with that status.
+  using OnResult = std::function<absl::Status(const InferenceResult&)>;
+
+  UnaryInferReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx, const char* service,
+                    const char* method);
+
+  // Answers `status` (not OK) now.
+  void Reject(const absl::Status& status);
+  // Sets the request's deadline (earlier of the RPC deadline and `timeout`), cancel flag and
+  // method, and submits it. Input tokens/documents feed the metrics.
+  void Submit(std::unique_ptr<InferenceRequest> request, std::optional<absl::Duration> timeout,
+              OnResult on_result);
+
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  void Complete(const absl::Status& status);
+
+  const ServiceEnv env_;
+  grpc::CallbackServerContext* const ctx_;
+  const char* const service_;
+  const char* const method_;
+  const absl::Time start_;
+  int64_t input_tokens_ = 0;
+  int64_t documents_ = 0;
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+  OnResult on_result_;
+};
+
+}  // namespace reformer::serving

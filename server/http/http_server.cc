@@ -1,0 +1,141 @@
+#include "server/http/http_server.h"
+
+#include <civetweb.h>
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "prometheus/text_serializer.h"
+
+namespace reformer::serving {
+namespace {
+
+constexpr char kJson[] = "application/json";
+
+nlohmann::json Tensor(const std::string& name, const std::string& datatype,
+                      std::vector<int64_t> shape) {
+  return {{"name", name}, {"datatype", datatype}, {"shape", shape}};
+}
+
+HttpServer::Response JsonError(int status, const std::string& message) {
+  return {status, kJson, nlohmann::json{{"error", message}}.dump()};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
+                                                              prometheus::Registry* registry,
+                                                              const HealthState* health,
+                                                              const ServedModel* model) {
+  std::unique_ptr<HttpServer> server(new HttpServer(registry, health, model));
+  const std::string ports = options.bind_address.empty()
+                                ? std::to_string(options.port)
+                                : absl::StrCat(options.bind_address, ":", options.port);
+  const std::string threads = std::to_string(std::max(1, options.num_threads));
+  const char* civet_options[] = {"listening_ports", ports.c_str(), "num_threads", threads.c_str(),
+                                 "enable_keep_alive", "yes", nullptr};
+  mg_callbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  server->ctx_ = mg_start(&callbacks, nullptr, civet_options);
+  if (server->ctx_ == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot start the HTTP server on port ", ports, " (port in use?)"));
+  }
+  mg_set_request_handler(server->ctx_, "/", &HttpServer::HandleRequest, server.get());
+  mg_server_port bound[4];
+  const int n = mg_get_server_ports(server->ctx_, 4, bound);
+  if (n <= 0) return absl::InternalError("civetweb reports no listening port");
+  server->port_ = bound[0].port;
+  return server;
+}
+
+HttpServer::~HttpServer() {
+  if (ctx_ != nullptr) mg_stop(ctx_);
+}
+
+int HttpServer::HandleRequest(mg_connection* conn, void* self) {
+  const mg_request_info* info = mg_get_request_info(conn);
+  const std::string method = info->request_method != nullptr ? info->request_method : "";
+  const std::string path = info->local_uri != nullptr ? info->local_uri : "/";
+  Response r = static_cast<const HttpServer*>(self)->Handle(method, path);
+  mg_printf(conn,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: "
+            "no-store\r\n\r\n",
+            r.status, mg_get_response_code_text(conn, r.status), r.content_type.c_str(),
+            r.body.size());
+  if (method != "HEAD") mg_write(conn, r.body.data(), r.body.size());
+  return r.status;
+}
+
+HttpServer::Response HttpServer::Handle(const std::string& method, const std::string& path) const {
+  if (method != "GET" && method != "HEAD") {
+    return {405, "text/plain; charset=utf-8", "only GET and HEAD are supported\n"};
+  }
+  if (path == "/metrics") {
+    prometheus::TextSerializer serializer;
+    return {200, "text/plain; version=0.0.4; charset=utf-8",
+            serializer.Serialize(registry_->Collect())};
+  }
+  if (path == "/healthz" || path == "/v2/health/live") {
+    return {200, "text/plain; charset=utf-8", "ok\n"};
+  }
+  const bool ready = health_->ready();
+  const std::string state = ServingStateName(health_->state());
+  if (path == "/readyz" || path == "/v2/health/ready") {
+    return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};
+  }
+  if (path == "/v2" || path == "/v2/") {
+    nlohmann::json j = {{"name", "reformer-server"},
+                        {"version", "0.1.0"},
+                        {"extensions", {"parameters", "statistics"}}};
+    return {200, kJson, j.dump()};
+  }
+  const std::string prefix = "/v2/models/";
+  if (absl::StartsWith(path, prefix)) {
+    std::string rest = path.substr(prefix.size());
+    bool want_ready = false;
+    if (absl::EndsWith(rest, "/ready")) {
+      want_ready = true;
+      rest.resize(rest.size() - std::strlen("/ready"));
+    }
+    // Optional /versions/{v}.
+    std::string version;
+    const size_t v = rest.find("/versions/");
+    if (v != std::string::npos) {
+      version = rest.substr(v + std::strlen("/versions/"));
+      rest.resize(v);
+    }
+    if (rest != model_->name || (!version.empty() && version != model_->version)) {
+      return JsonError(404, absl::StrCat("model '", rest, version.empty() ? "" : " version ",
+                                         version, "' is not served here; this server serves '",
+                                         model_->name, "'"));
+    }
+    if (want_ready) {
+      return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};
+    }
+    const ServedModel& m = *model_;
+    const int64_t vocab = m.config.vocab_size, e = m.embedding_size();
+    nlohmann::json inputs = nlohmann::json::array(
+        {Tensor("input_ids", "INT64", {-1, -1}), Tensor("attention_mask", "INT64", {-1, -1})});
+    nlohmann::json outputs = nlohmann::json::array(
+        {Tensor("logits", "FP32", {-1, -1, vocab}), Tensor("hidden_states", "FP32", {-1, -1, e}),
+         Tensor("token_logprobs", "FP32", {-1, -1}), Tensor("embedding", "FP32", {-1, e})});
+    if (m.tokenizer != nullptr) {
+      inputs.push_back(Tensor("text", "BYTES", {-1}));
+      outputs.push_back(Tensor("token_ids", "INT64", {-1, -1}));
+      outputs.push_back(Tensor("lengths", "INT32", {-1}));
+    }
+    nlohmann::json j = {{"name", m.name},
+                        {"versions", {m.version}},
+                        {"platform", m.platform},
+                        {"inputs", inputs},
+                        {"outputs", outputs}};
+    return {200, kJson, j.dump()};
+  }
+  return {404, "text/plain; charset=utf-8", absl::StrCat("no such endpoint: ", path, "\n")};
+}
+
+}  // namespace reformer::serving
