@@ -25,13 +25,9 @@
 #include "engine/base/logging.h"
 #include "engine/model/engine_api.h"
 #include "engine/model/tokenizer.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "prometheus/registry.h"
 #include "server/batching/clock.h"
-#include "server/grpc/kserve_service.h"
-#include "server/grpc/reformer_service.h"
+#include "server/grpc/grpc_server.h"
 #include "server/grpc/served_model.h"
 #include "server/health/health_state.h"
 #include "server/http/http_server.h"
@@ -88,16 +84,11 @@ const std::vector<std::string> kEnvFlags = {
     "keepalive_timeout_s", "min_client_ping_interval_s", "max_connection_age_s",
     "max_connection_age_grace_s", "max_connection_idle_s", "warmup"};
 
-constexpr char kLiveness[] = "liveness";
-constexpr char kReadiness[] = "readiness";
-
 std::string Basename(std::string dir) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   size_t slash = dir.rfind('/');
   return slash == std::string::npos ? dir : dir.substr(slash + 1);
 }
-
-int64_t ClampToInt(int64_t v) { return std::min<int64_t>(v, std::numeric_limits<int>::max()); }
 
 // One short forward through the whole serving path, before READY.
 absl::Status WarmUp(InferenceService* inference, const ServedModel& model) {
@@ -227,62 +218,30 @@ int Run(int argc, char** argv) {
   env.metrics = &metrics;
   env.clock = &clock;
   env.limits = limits;
-  KServeService kserve(env);
-  ReformerApiService reformer_api(env);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int grpc_port = 0;
-  builder.AddListeningPort(absl::StrCat(absl::GetFlag(FLAGS_bind_address), ":",
-                                        absl::GetFlag(FLAGS_grpc_port)),
-                           grpc::InsecureServerCredentials(), &grpc_port);
-  builder.RegisterService(&kserve);
-  builder.RegisterService(&reformer_api);
+  GrpcServerOptions grpc_options;
+  grpc_options.address =
+      absl::StrCat(absl::GetFlag(FLAGS_bind_address), ":", absl::GetFlag(FLAGS_grpc_port));
   // Explicit message limits: a request of max_tokens_per_request tokens as INT64 ids + mask (or
   // text at up to 16 bytes/token), a response of max_response_bytes, plus framing slack.
   const int64_t slack = int64_t{1} << 20;
-  builder.SetMaxReceiveMessageSize(
-      static_cast<int>(ClampToInt(16 * limits.max_tokens_per_request + slack)));
-  builder.SetMaxSendMessageSize(static_cast<int>(ClampToInt(limits.max_response_bytes + slack)));
-  if (absl::GetFlag(FLAGS_keepalive_time_s) > 0) {
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
-                               static_cast<int>(ClampToInt(absl::GetFlag(FLAGS_keepalive_time_s) * 1000)));
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                               static_cast<int>(ClampToInt(absl::GetFlag(FLAGS_keepalive_timeout_s) * 1000)));
-  }
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(
-      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-      static_cast<int>(ClampToInt(absl::GetFlag(FLAGS_min_client_ping_interval_s) * 1000)));
-  if (absl::GetFlag(FLAGS_max_connection_age_s) > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
-                               static_cast<int>(ClampToInt(absl::GetFlag(FLAGS_max_connection_age_s) * 1000)));
-    builder.AddChannelArgument(
-        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-        static_cast<int>(ClampToInt(absl::GetFlag(FLAGS_max_connection_age_grace_s) * 1000)));
-  }
-  if (absl::GetFlag(FLAGS_max_connection_idle_s) > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
-                               static_cast<int>(ClampToInt(absl::GetFlag(FLAGS_max_connection_idle_s) * 1000)));
-  }
-  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
-  if (grpc_server == nullptr || grpc_port == 0) {
-    LOG_ERROR("cannot listen for gRPC on ", absl::GetFlag(FLAGS_bind_address), ":",
-              absl::GetFlag(FLAGS_grpc_port), " (port in use?)");
+  grpc_options.max_receive_message_bytes = 16 * limits.max_tokens_per_request + slack;
+  grpc_options.max_send_message_bytes = limits.max_response_bytes + slack;
+  grpc_options.keepalive_time = absl::Seconds(absl::GetFlag(FLAGS_keepalive_time_s));
+  grpc_options.keepalive_timeout = absl::Seconds(absl::GetFlag(FLAGS_keepalive_timeout_s));
+  grpc_options.min_client_ping_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_min_client_ping_interval_s));
+  grpc_options.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
+  grpc_options.max_connection_age_grace =
+      absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_grace_s));
+  grpc_options.max_connection_idle = absl::Seconds(absl::GetFlag(FLAGS_max_connection_idle_s));
+  absl::StatusOr<std::unique_ptr<GrpcServer>> grpc_server =
+      GrpcServer::Start(grpc_options, env, &health);
+  if (!grpc_server.ok()) {
+    LOG_ERROR(grpc_server.status().message());
     inference->Shutdown();
     return 1;
   }
-  grpc::HealthCheckServiceInterface* grpc_health = grpc_server->GetHealthCheckService();
-  // "" and "readiness": SERVING only when READY; "liveness": SERVING while the process runs.
-  grpc_health->SetServingStatus("", false);
-  grpc_health->SetServingStatus(kReadiness, false);
-  grpc_health->SetServingStatus(kLiveness, true);
-  health.AddListener([grpc_health](ServingState state) {
-    const bool ready = state == ServingState::kReady;
-    grpc_health->SetServingStatus("", ready);
-    grpc_health->SetServingStatus(kReadiness, ready);
-  });
+  const int grpc_port = (*grpc_server)->port();
 
   // --- HTTP --------------------------------------------------------------------------------------
   HttpOptions http_options;
@@ -294,8 +253,8 @@ int Run(int argc, char** argv) {
       HttpServer::Start(http_options, &registry, &health, &served);
   if (!http.ok()) {
     LOG_ERROR(http.status().message());
-    grpc_server->Shutdown();
     inference->Shutdown();
+    (*grpc_server)->Shutdown();
     return 1;
   }
   // Machine-readable line (tests and scripts read the ports from it when given port 0).
@@ -310,8 +269,8 @@ int Run(int argc, char** argv) {
     const absl::Time warm_start = absl::Now();
     if (absl::Status s = WarmUp(inference.get(), served); !s.ok()) {
       LOG_ERROR("warm-up forward failed: ", s.ToString());
-      grpc_server->Shutdown();
       inference->Shutdown();
+      (*grpc_server)->Shutdown();
       return 1;
     }
     LOG_INFO("warm-up forward took ", absl::FormatDuration(absl::Now() - warm_start));
@@ -329,8 +288,7 @@ int Run(int argc, char** argv) {
   const bool idle = inference->WaitIdle(drain);
   LOG_INFO(idle ? "drained: no work left" : "drain timeout: answering what is left");
   inference->Shutdown();  // answers anything left, joins the workers
-  grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  grpc_server->Wait();
+  (*grpc_server)->Shutdown(absl::Seconds(2));
   http->reset();
   LOG_INFO("stopped");
   return 0;

@@ -1,0 +1,65 @@
+// GrpcServer: the gRPC port — KServe v2 and reformer.v1 services, grpc.health.v1 and server
+// reflection — with explicit message-size, keepalive and connection-age settings.
+//
+// Health services: "liveness" SERVING while the process runs; "" and "readiness" SERVING only
+// while the HealthState is READY (they follow its transitions at once).
+// Owns the services and the grpc::Server; borrows everything in ServiceEnv and `health`.
+// Shutdown() (also run by the destructor) cancels what is still open after `grace` and waits for
+// every RPC to finish; call InferenceService::Shutdown() first so that no RPC waits on compute.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/grpc/served_model.h"
+#include "server/health/health_state.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace reformer::serving {
+
+class KServeService;
+class ReformerApiService;
+
+struct GrpcServerOptions {
+  std::string address = "0.0.0.0:8001";  // port 0 = pick one (see port())
+  int64_t max_receive_message_bytes = 64 << 20;
+  int64_t max_send_message_bytes = 512 << 20;
+  absl::Duration keepalive_time = absl::Seconds(60);     // zero = gRPC default
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  absl::Duration min_client_ping_interval = absl::Seconds(10);
+  absl::Duration max_connection_age = absl::Minutes(5);  // zero = never
+  absl::Duration max_connection_age_grace = absl::Seconds(30);
+  absl::Duration max_connection_idle = absl::ZeroDuration();  // zero = never
+};
+
+class GrpcServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
+                                                           const ServiceEnv& env,
+                                                           HealthState* health);
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  int port() const { return port_; }
+  void Shutdown(absl::Duration grace = absl::Seconds(2));
+
+  struct HealthLink;  // shared with the HealthState listener; cut on Shutdown
+
+ private:
+  GrpcServer() = default;
+
+  std::unique_ptr<KServeService> kserve_;
+  std::unique_ptr<ReformerApiService> reformer_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<HealthLink> health_link_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace reformer::serving

@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""End-to-end test with a real Python gRPC client (Debian's python3-grpcio).
+
+Generates stubs from the project's proto/ (and grpc-proto's health.proto) into a temp dir,
+starts reformer-server on a fixture model directory with --grpc_port 0, and checks:
+  * ModelInfer (raw INT64 and typed INT32 + BOOL mask, right and left padding): each row equals the
+    fixture's solo/ expectation for that document alone within 1e-4 (logits and hidden_states);
+    rows without padding also equal the top-level expected values; padding positions are 0;
+  * id echo, usage parameters, ModelMetadata/ServerReady, grpc.health.v1 "", liveness, readiness;
+  * INVALID_ARGUMENT for a mask with a hole;
+  * SIGTERM -> exit code 0.
+Usage: kserve_client_test.py SERVER_BINARY SOURCE_DIR
+"""
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+SERVER = sys.argv[1] if len(sys.argv) > 1 else None
+SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
+TOL = 1e-4
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    dtypes = {"F32": np.float32, "I32": np.int32, "U8": np.uint8, "I64": np.int64}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def generate_stubs(out_dir):
+    from grpc_tools import protoc
+    proto_dir = os.path.join(SOURCE, "proto")
+    args = ["protoc", "-I" + proto_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
+            os.path.join(proto_dir, "grpc_service.proto"), os.path.join(proto_dir, "reformer.proto")]
+    if protoc.main(args) != 0:
+        raise RuntimeError("protoc failed for the project protos")
+    health_root = "/usr/share/grpc-proto"
+    if os.path.exists(os.path.join(health_root, "grpc/health/v1/health.proto")):
+        if protoc.main(["protoc", "-I" + health_root, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
+                        "grpc/health/v1/health.proto"]) != 0:
+            raise RuntimeError("protoc failed for health.proto")
+    sys.path.insert(0, out_dir)
+
+
+class Server:
+    def __init__(self, model_dir):
+        self.proc = subprocess.Popen(
+            [SERVER, "--model_dir", model_dir, "--grpc_port", "0", "--http_port", "0",
+             "--bind_address", "127.0.0.1", "--workers", "2", "--threads_per_worker", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "grpc_port=" not in line:
+            self.proc.kill()
+            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        self.grpc_port = int(fields["grpc_port"])
+        self.http_port = int(fields["http_port"])
+
+    def wait_ready(self, channel, timeout=60):
+        import grpc_service_pb2 as pb
+        import grpc_service_pb2_grpc as pbg
+        stub = pbg.GRPCInferenceServiceStub(channel)
+        import time
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("server not ready")
+
+    def terminate(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = -1
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return rc
+
+
+class KServeClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        generate_stubs(cls.tmp.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def fixture(self, name):
+        d = os.path.join(SOURCE, "tests", "fixtures", name)
+        with open(os.path.join(d, "inputs.json")) as f:
+            inputs = json.load(f)
+        ids = np.array(inputs["input_ids"], dtype=np.int64)
+        mask = np.array(inputs.get("attention_mask", np.ones_like(ids)), dtype=np.int64)
+        expected = load_safetensors(os.path.join(d, "expected.safetensors"))
+        solo = {}
+        index_path = os.path.join(d, "solo", "index.json")
+        if os.path.exists(index_path):
+            with open(index_path) as f:
+                for row in json.load(f)["rows"]:
+                    solo[row["row"]] = load_safetensors(os.path.join(d, "solo", row["dir"], "expected.safetensors"))
+        return d, ids, mask, expected, solo
+
+    def infer(self, stub, model, ids, mask, typed=False, request_id="req-1", outputs=None):
+        import grpc_service_pb2 as pb
+        req = pb.ModelInferRequest(model_name=model, id=request_id)
+        b, t = ids.shape
+        t_ids = req.inputs.add(name="input_ids", datatype="INT32" if typed else "INT64", shape=[b, t])
+        t_mask = req.inputs.add(name="attention_mask", datatype="BOOL" if typed else "INT64", shape=[b, t])
+        if typed:
+            t_ids.contents.int_contents.extend(ids.astype(np.int32).ravel().tolist())
+            t_mask.contents.bool_contents.extend([bool(v) for v in mask.ravel()])
+        else:
+            req.raw_input_contents.append(ids.astype("<i8").tobytes())
+            req.raw_input_contents.append(mask.astype("<i8").tobytes())
+        for name in outputs or []:
+            req.outputs.add(name=name)
+        resp = stub.ModelInfer(req, timeout=120)
+        out = {}
+        for tensor, raw in zip(resp.outputs, resp.raw_output_contents):
+            dtype = {"FP32": "<f4", "INT64": "<i8", "INT32": "<i4"}[tensor.datatype]
+            out[tensor.name] = np.frombuffer(raw, dtype=dtype).reshape(list(tensor.shape))
+        return resp, out
+
+    def check_rows(self, out, ids, mask, expected, solo):
+        b = ids.shape[0]
+        checked = 0
+        for r in range(b):
+            pos = np.nonzero(mask[r])[0]
+            n = len(pos)
+            for key in ("logits", "hidden_states"):
+                got = out[key][r, pos]
+                if r in solo:
+                    ref = solo[r][key][0]
+                    self.assertEqual(ref.shape[0], n)
+                    diff = float(np.max(np.abs(got - ref)))
+                    self.assertLessEqual(diff, TOL, f"row {r} {key} vs solo: max diff {diff}")
+                    checked += 1
+                if n == ids.shape[1]:  # no padding: the top-level values apply directly
+                    diff = float(np.max(np.abs(got - expected[key][r])))
+                    self.assertLessEqual(diff, TOL, f"row {r} {key} vs batch expected: max diff {diff}")
+                    checked += 1
+                pad = np.setdiff1d(np.arange(ids.shape[1]), pos)
+                if len(pad):
+                    self.assertEqual(float(np.max(np.abs(out[key][r, pad]))), 0.0)
+        return checked
+
+    def run_fixture(self, name, variants):
+        import grpc
+        import grpc_service_pb2 as pb
+        import grpc_service_pb2_grpc as pbg
+        d, ids, mask, expected, solo = self.fixture(name)
+        server = Server(d)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}",
+                                       options=[("grpc.max_receive_message_length", 1 << 30)]) as channel:
+                server.wait_ready(channel)
+                stub = pbg.GRPCInferenceServiceStub(channel)
+                for variant in variants:
+                    v_ids, v_mask, v_solo, v_expected = variant(ids, mask, solo, expected)
+                    for typed in (False, True):
+                        resp, out = self.infer(stub, name, v_ids, v_mask, typed=typed, request_id=f"{name}-{typed}")
+                        self.assertEqual(resp.id, f"{name}-{typed}")
+                        self.assertEqual(resp.model_name, name)
+                        self.assertEqual(resp.model_version, "1")
+                        self.assertEqual(resp.parameters["tokens"].int64_param, int(v_mask.sum()))
+                        self.assertIn("queue_ms", resp.parameters)
+                        self.assertEqual(set(out), {"logits", "hidden_states", "token_logprobs", "embedding"})
+                        self.assertGreater(self.check_rows(out, v_ids, v_mask, v_expected, v_solo), 0)
+                # Only the requested output comes back.
+                resp, out = self.infer(stub, name, ids, mask, outputs=["embedding"])
+                self.assertEqual(list(out), ["embedding"])
+                # A mask with a hole is INVALID_ARGUMENT naming row and position.
+                bad = mask.copy()
+                bad[0, 3] = 0
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    self.infer(stub, name, ids, bad)
+                self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertIn("row 0", ctx.exception.details())
+                self.assertIn("position 3", ctx.exception.details())
+                # Metadata and health.
+                meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=name))
+                self.assertEqual(meta.name, name)
+                self.assertIn("logits", [o.name for o in meta.outputs])
+                try:
+                    from grpc.health.v1 import health_pb2, health_pb2_grpc
+                except ImportError:
+                    health_pb2 = None
+                if health_pb2 is not None:
+                    health = health_pb2_grpc.HealthStub(channel)
+                    for service in ("", "liveness", "readiness"):
+                        status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+                        self.assertEqual(status, health_pb2.HealthCheckResponse.SERVING, service)
+        finally:
+            rc = server.terminate()
+        self.assertEqual(rc, 0, "reformer-server must exit 0 on SIGTERM")
+
+    def test_f1_right_and_left_padding(self):
+        def as_given(ids, mask, solo, expected):
+            return ids, mask, solo, expected
+
+        def left_padded(ids, mask, solo, expected):
+            # Move every row's real tokens to the end (left padding); same documents.
+            ids2 = np.zeros_like(ids)
+            mask2 = np.zeros_like(mask)
+            t = ids.shape[1]
+            for r in range(ids.shape[0]):
+                real = ids[r][mask[r] == 1]
+                ids2[r, t - len(real):] = real
+                ids2[r, :t - len(real)] = 7  # padding ids are ignored
+                mask2[r, t - len(real):] = 1
+            return ids2, mask2, solo, expected
+
+        self.run_fixture("f1_mixed_causal_multihash_rightpad", [as_given, left_padded])
+
+    def test_f3_bidirectional_three_rows(self):
+        def as_given(ids, mask, solo, expected):
+            return ids, mask, solo, expected
+
+        self.run_fixture("f3_bidirectional_lookahead_noaxial", [as_given])
+
+
+if __name__ == "__main__":
+    if not SERVER or not os.path.exists(SERVER):
+        print("usage: kserve_client_test.py SERVER_BINARY SOURCE_DIR", file=sys.stderr)
+        sys.exit(2)
+    unittest.main(argv=[sys.argv[0]])
