@@ -95,6 +95,11 @@ struct SessionOptions {
   // attention buffers and the requested outputs: it sizes the token tiles of every dense
   // matmul (at least 64 rows; RESOURCE_EXHAUSTED at Create if even that does not fit).
   size_t workspace_budget_bytes = 256u << 20;
+  // Rows of every dense matmul call (0 = automatic: 1024, or less if the budget requires). All
+  // calls use exactly this many rows (the last tile of a batch is zero-padded), which keeps a
+  // document's results bitwise independent of its batch mates; larger tiles run the matmuls
+  // faster (up to 4096), smaller ones waste less on small batches.
+  int64_t tile_rows = 0;
 };
 
 // Outputs for one document; vectors for outputs not requested stay empty.

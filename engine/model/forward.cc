@@ -16,8 +16,6 @@
 namespace reformer {
 namespace {
 
-constexpr int64_t kRowAlign = 16;  // tiles always have a multiple of 16 rows (never a gemv)
-
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 int64_t ProjWidth(AttnType t) { return t == AttnType::kLsh ? 2 : 3; }
@@ -114,12 +112,13 @@ PackedModel PackedModel::Build(const ReformerConfig& c, const ModelWeights& w) {
   return pm;
 }
 
-int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes) {
+int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes, int64_t requested) {
   const int64_t H = c.hidden_size;
   const size_t row_bytes =
       sizeof(float) * std::max({H, H + c.feed_forward_size, 2 * H + c.vocab_size});
+  const int64_t cap = requested > 0 ? std::min<int64_t>(requested, 4096) : 1024;
   int64_t tile = 0;
-  for (int64_t t = 64; t <= 4096; t *= 2)
+  for (int64_t t = 64; t <= cap; t *= 2)
     if (t * row_bytes <= budget_bytes / 2) tile = t;
   return tile;
 }
@@ -130,8 +129,8 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
   const int64_t H = c.hidden_size, dh = c.attention_head_size, V = c.vocab_size;
   int64_t total = 0;
   for (int64_t t : padded_lengths) total += t;
-  const int64_t rows = RoundUp(std::max<int64_t>(total, 1), kRowAlign);
-  const int64_t tile = std::min(tile_rows, rows);
+  const int64_t tile = tile_rows;
+  const int64_t rows = RoundUp(std::max<int64_t>(total, 1), tile);
   size_t fixed = sizeof(float) * 2 * rows * H;  // A, Z
   fixed += static_cast<size_t>(total) * (sizeof(int32_t) + 1);  // padded ids and masks
   for (int64_t t0 : output_lengths) fixed += OutputBytes(c, t0, outputs);
@@ -169,8 +168,9 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
   std::vector<int64_t> offset(n_docs + 1, 0);
   for (int64_t d = 0; d < n_docs; ++d) offset[d + 1] = offset[d] + docs[d].padded_length;
   const int64_t total = offset[n_docs];
-  const int64_t rows = RoundUp(std::max<int64_t>(total, 1), kRowAlign);
-  const int64_t tile = std::min(tile_rows, rows);
+  // Every dense matmul runs on exactly `tile` rows: the streams are padded to whole tiles.
+  const int64_t tile = tile_rows;
+  const int64_t rows = RoundUp(std::max<int64_t>(total, 1), tile);
 
   // Outputs (counted while the forward runs: they are part of the estimate).
   size_t out_bytes = 0;
@@ -239,7 +239,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
         {
           WsBuffer<float> y(ws, tile * H);
           for (int64_t t0 = 0; t0 < rows; t0 += tile) {
-            const int64_t m = std::min(tile, rows - t0);
+            const int64_t m = tile;
             LayerNormRows(Z.data() + t0 * H, H, m, H, L.attn_ln_weight.data, L.attn_ln_bias.data,
                           c.layer_norm_eps, y.data(), H);
             MatmulCall mc;
@@ -276,7 +276,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
           }
         }
         for (int64_t t0 = 0; t0 < rows; t0 += tile) {
-          const int64_t m = std::min(tile, rows - t0);
+          const int64_t m = tile;
           MatmulCall mc;
           mc.With(P.head_out[h]);
           mc.m = m;
@@ -293,7 +293,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
       // Feed-forward in token tiles: Z += act(LN(A) W1 + b1) W2 + b2.
       WsBuffer<float> x(ws, tile * H), f(ws, tile * F);
       for (int64_t t0 = 0; t0 < rows; t0 += tile) {
-        const int64_t m = std::min(tile, rows - t0);
+        const int64_t m = tile;
         LayerNormRows(A.data() + t0 * H, H, m, H, L.ff_ln_weight.data, L.ff_ln_bias.data,
                       c.layer_norm_eps, x.data(), H);
         MatmulCall m1;
@@ -333,7 +333,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
   if (opt.outputs & kOutputEmbedding) emb_sum.assign(n_docs, std::vector<double>(2 * H, 0.0));
   int64_t d = 0;
   for (int64_t t0 = 0; t0 < rows && d < n_docs; t0 += tile) {
-    const int64_t m = std::min(tile, rows - t0);
+    const int64_t m = tile;
     LayerNormConcatRows(A.data() + t0 * H, Z.data() + t0 * H, H, m, H, w.final_ln_weight.data,
                         w.final_ln_bias.data, c.layer_norm_eps, hb.data(), 2 * H);
     if (need_lm) {

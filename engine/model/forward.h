@@ -1,11 +1,12 @@
 // The Reformer forward pass (SPEC §3-§9) over a ragged batch of documents, engine-internal.
 //
 // Layout: the documents' (internally padded) tokens are concatenated into the two residual
-// streams A and Z, [rows, H]. Dense matmuls (per-head projections, attention output, FFN, LM
-// head) run over the concatenation in token tiles of at most `tile_rows` rows; a row's result
-// does not depend on its tile mates (oneDNN's f32 gemm reduces each row the same way for any
-// M >= 2; tiles always have a multiple of 16 rows), so a document's outputs are independent of
-// its batch mates. Attention runs per document and per head (ops/attention.h).
+// streams A and Z, [rows, H], rows rounded up to whole tiles. Dense matmuls (per-head
+// projections, attention output, FFN, LM head) run over the concatenation in tiles of exactly
+// `tile_rows` rows. oneDNN's f32 gemm picks its K blocking from M (measured: rows differ in the
+// last bits between M = 256 and M = 1024 at K = 1024), but for a fixed M every row position gives
+// the same bits; so with one fixed M a document's outputs are bitwise independent of its batch
+// mates. Attention runs per document and per head (ops/attention.h).
 //
 // Memory beyond A, Z and the requested outputs: one head's projections [rows, 2-3 * dh] and
 // attention output [rows, dh], the attention blocks of ops/attention.h, and one token tile of
@@ -65,9 +66,9 @@ size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& p
                      const std::vector<int64_t>& output_lengths, uint32_t outputs, int64_t tile_rows,
                      int num_threads);
 
-// Largest tile (power of two in [64, 4096]) whose per-phase tile buffers fit in half the budget;
-// 0 when not even 64 rows fit.
-int64_t TileRowsForBudget(const ReformerConfig& config, size_t budget_bytes);
+// Largest tile (power of two in [64, min(requested or 1024, 4096)]) whose per-phase tile buffers
+// fit in half the budget; 0 when not even 64 rows fit.
+int64_t TileRowsForBudget(const ReformerConfig& config, size_t budget_bytes, int64_t requested);
 
 // Runs the forward. `ctx` and `ws` belong to the calling thread's session.
 absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, int64_t tile_rows,

@@ -153,7 +153,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const R
   if (!model) return absl::InvalidArgumentError("Session::Create: null model");
   if (options.num_threads < 1)
     return absl::InvalidArgumentError(absl::StrCat("num_threads must be >= 1, got ", options.num_threads));
-  const int64_t tile = TileRowsForBudget(model->config(), options.workspace_budget_bytes);
+  const int64_t tile = TileRowsForBudget(model->config(), options.workspace_budget_bytes, options.tile_rows);
   if (tile == 0)
     return absl::ResourceExhaustedError(absl::StrCat("workspace budget of ", options.workspace_budget_bytes,
                                                      " bytes is below one 64-token tile for this model"));
@@ -168,7 +168,7 @@ size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const i
     padded.push_back(config.PaddedLength(t0));
     out_len.push_back(t0);
   }
-  const int64_t tile = std::max<int64_t>(64, TileRowsForBudget(config, options.workspace_budget_bytes));
+  const int64_t tile = std::max<int64_t>(64, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
   return PlanPeakBytes(config, padded, out_len, outputs, tile, std::max(1, options.num_threads));
 }
 

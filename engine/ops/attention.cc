@@ -99,11 +99,11 @@ size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
   if (t <= p.chunk) return bytes + BlockBuffers::Bytes(t, t, dh, threads);
   const int64_t nh = p.buckets.num_hashes, n = nh * t;
   const int64_t half = p.buckets.rotation_half();
-  bytes += sizeof(float) * HashRows(t, p.chunk) * nh * half;      // projections tile
   bytes += sizeof(int32_t) * (2 * n + nh * p.buckets.num_keys_per_round() + 1);  // keys, perm, counts
-  if (nh > 1) bytes += sizeof(float) * (n * dh + n);              // per-round outputs and lse
-  bytes += BlockBuffers::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
-  return bytes;
+  const size_t hashing = sizeof(float) * HashRows(t, p.chunk) * nh * half;  // projections tile
+  size_t attend = BlockBuffers::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
+  if (nh > 1) attend += sizeof(float) * (n * dh + n);  // per-round outputs and lse
+  return bytes + std::max(hashing, attend);
 }
 
 size_t LocalAttentionWorkBytes(const LocalAttentionParams& p, int threads) {
