@@ -1,0 +1,68 @@
+"""ctest: `reformer-cli forward` reproduces every parity fixture at 1e-4.
+
+Padded-batch mode must match the fixture's top-level expected.safetensors (HF's padded batch) at
+valid positions; --per-document mode must match every solo/ row (each document computed alone).
+Usage: cli_forward_check.py <reformer-cli> <fixtures-dir>
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import safetensors_np  # noqa: E402
+
+TOL = 1e-4
+
+
+def main():
+    cli, fixtures = sys.argv[1], sys.argv[2]
+    names = sorted(d for d in os.listdir(fixtures) if os.path.isfile(os.path.join(fixtures, d, "config.json")))
+    assert names, "no fixtures found"
+    failures = 0
+    checks = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            fdir = os.path.join(fixtures, name)
+            inputs = json.load(open(os.path.join(fdir, "inputs.json")))
+            ids = np.array(inputs["input_ids"])
+            mask = np.array(inputs["attention_mask"]) if inputs.get("attention_mask") is not None else np.ones_like(ids)
+            expected = safetensors_np.load(os.path.join(fdir, "expected.safetensors"))
+            for mode in ("padded", "per-document"):
+                out = os.path.join(tmp, f"{name}.{mode}.safetensors")
+                cmd = [cli, "forward", "--model", fdir, "--inputs", os.path.join(fdir, "inputs.json"), "--output", out]
+                if mode == "per-document":
+                    cmd.append("--per-document")
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                got = safetensors_np.load(out)
+                assert got["logits"].shape == expected["logits"].shape, (name, mode, got["logits"].shape)
+                assert got["hidden_states"].shape == expected["hidden_states"].shape
+                if mode == "padded":
+                    valid = expected["valid_mask"].astype(bool)
+                    for key in ("logits", "hidden_states"):
+                        diff = float(np.abs(got[key][valid] - expected[key][valid]).max())
+                        checks += 1
+                        ok = diff <= TOL
+                        failures += not ok
+                        print(f"{'ok ' if ok else 'BAD'} {name} padded {key}: max diff {diff:.2e}")
+                else:
+                    index = json.load(open(os.path.join(fdir, "solo", "index.json"))) if os.path.isdir(
+                        os.path.join(fdir, "solo")) else {"rows": []}
+                    for row in index["rows"]:
+                        solo = safetensors_np.load(os.path.join(fdir, "solo", row["dir"], "expected.safetensors"))
+                        real = mask[row["row"]].astype(bool)
+                        for key in ("logits", "hidden_states"):
+                            diff = float(np.abs(got[key][row["row"]][real] - solo[key][0]).max())
+                            checks += 1
+                            ok = diff <= TOL
+                            failures += not ok
+                            print(f"{'ok ' if ok else 'BAD'} {name} solo row {row['row']} {key}: max diff {diff:.2e}")
+    print(f"{checks - failures} passed, {failures} failed")
+    return 1 if failures or checks == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
