@@ -93,9 +93,10 @@ struct SessionOptions {
   int num_threads = 1;                         // OpenMP threads this session's calls use
   // Bound on the working memory beyond the two residual streams, the per-head O(T * head_size)
   // attention buffers and the requested outputs: it sizes the token tiles of every dense
-  // matmul (at least 64 rows; RESOURCE_EXHAUSTED at Create if even that does not fit).
+  // matmul (at least 256 rows; RESOURCE_EXHAUSTED at Create if even that does not fit).
   size_t workspace_budget_bytes = 256u << 20;
-  // Rows of every dense matmul call (0 = automatic: 1024, or less if the budget requires). All
+  // Rows of every dense matmul call, a power of two in [256, 4096] (0 = automatic: 1024, or less if
+  // the budget requires). All
   // calls use exactly this many rows (the last tile of a batch is zero-padded), which keeps a
   // document's results bitwise independent of its batch mates; larger tiles run the matmuls
   // faster (up to 4096), smaller ones waste less on small batches.

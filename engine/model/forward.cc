@@ -118,7 +118,7 @@ int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes, int64_t 
       sizeof(float) * std::max({H, H + c.feed_forward_size, 2 * H + c.vocab_size});
   const int64_t cap = requested > 0 ? std::min<int64_t>(requested, 4096) : 1024;
   int64_t tile = 0;
-  for (int64_t t = 64; t <= cap; t *= 2)
+  for (int64_t t = 256; t <= cap; t *= 2)
     if (t * row_bytes <= budget_bytes / 2) tile = t;
   return tile;
 }

@@ -66,8 +66,9 @@ size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& p
                      const std::vector<int64_t>& output_lengths, uint32_t outputs, int64_t tile_rows,
                      int num_threads);
 
-// Largest tile (power of two in [64, min(requested or 1024, 4096)]) whose per-phase tile buffers
-// fit in half the budget; 0 when not even 64 rows fit.
+// Largest tile (power of two in [256, min(requested or 1024, 4096)]) whose per-phase tile buffers
+// fit in half the budget; 0 when not even 256 rows fit. (At M = 64 oneDNN's rows were measured to
+// depend on their position in the call for some shapes; from 128 up they did not.)
 int64_t TileRowsForBudget(const ReformerConfig& config, size_t budget_bytes, int64_t requested);
 
 // Runs the forward. `ctx` and `ws` belong to the calling thread's session.

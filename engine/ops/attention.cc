@@ -10,93 +10,101 @@
 #include "engine/base/status_macros.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/ops/simd_math.h"
+#include "engine/ops/small_gemm.h"
 #include "engine/ops/softmax.h"
 #include "engine/tensor/workspace.h"
 
 namespace reformer {
 namespace {
 
-// Rows of qk projected onto the rotations per matmul call (a multiple of the chunk).
+// Rows of qk projected onto the rotations per oneDNN call (a multiple of the chunk).
 int64_t HashRows(int64_t seq_len, int64_t chunk) {
-  int64_t rows = std::max<int64_t>(chunk, (512 / chunk) * chunk);
+  int64_t rows = std::max<int64_t>(chunk, (2048 / chunk) * chunk);
   return std::min(rows, seq_len);
 }
 
-// Block buffers for `rows` queries against `keys` keys of width dh.
+// Chunks handed to the OpenMP team between two polls of the cancel flag.
+constexpr int64_t kChunksPerPoll = 64;
+
+// Per-thread buffers for one block of `rows` queries against `keys` keys of width dh.
 struct BlockBuffers {
-  WsBuffer<float> q, k, v, s, o, lse, scratch;
-  WsBuffer<int32_t> qpos, kpos;
+  int64_t rows, keys, dh, stride;
+  WsBuffer<float> mem;
+  WsBuffer<int32_t> pos;  // qpos[rows] then kpos[keys]
   WsBuffer<uint8_t> kvalid;
-  BlockBuffers(Workspace* ws, int64_t rows, int64_t keys, int64_t dh, int threads)
-      : q(ws, rows * dh), k(ws, keys * dh), v(ws, keys * dh), s(ws, rows * keys), o(ws, rows * dh),
-        lse(ws, rows), scratch(ws, static_cast<size_t>(threads) * keys), qpos(ws, rows),
-        kpos(ws, keys), kvalid(ws, keys) {}
-  static size_t Bytes(int64_t rows, int64_t keys, int64_t dh, int threads) {
-    return sizeof(float) * (rows * dh + 2 * keys * dh + rows * keys + rows * dh + rows +
-                            static_cast<size_t>(threads) * keys) +
-           sizeof(int32_t) * (rows + keys) + keys;
+  BlockBuffers(Workspace* ws, int64_t r, int64_t k, int64_t d, int threads)
+      : rows(r), keys(k), dh(d), stride(FloatsPerThread(r, k, d)),
+        mem(ws, static_cast<size_t>(threads) * stride), pos(ws, static_cast<size_t>(threads) * (r + k)),
+        kvalid(ws, static_cast<size_t>(threads) * k) {}
+  static int64_t FloatsPerThread(int64_t r, int64_t k, int64_t d) {
+    return r * d /*q*/ + d * k /*kᵀ*/ + k * d /*v*/ + r * k /*s*/ + r * d /*o*/ + r /*lse*/ + k /*scratch*/;
+  }
+  static size_t Bytes(int64_t r, int64_t k, int64_t d, int threads) {
+    return static_cast<size_t>(threads) *
+           (sizeof(float) * FloatsPerThread(r, k, d) + sizeof(int32_t) * (r + k) + k);
+  }
+  struct View {
+    float *q, *kt, *v, *s, *o, *lse, *scratch;
+    int32_t *qpos, *kpos;
+    uint8_t* kvalid;
+  };
+  View For(int thread) {
+    View v;
+    float* base = mem.data() + static_cast<int64_t>(thread) * stride;
+    v.q = base;
+    v.kt = v.q + rows * dh;
+    v.v = v.kt + dh * keys;
+    v.s = v.v + keys * dh;
+    v.o = v.s + rows * keys;
+    v.lse = v.o + rows * dh;
+    v.scratch = v.lse + rows;
+    v.qpos = pos.data() + static_cast<int64_t>(thread) * (rows + keys);
+    v.kpos = v.qpos + rows;
+    v.kvalid = kvalid.data() + static_cast<int64_t>(thread) * keys;
+    return v;
   }
 };
 
-// scores[rows, keys] = q · kᵀ, masks, lse softmax, o = p · v.
-absl::Status AttendBlock(DnnlContext* ctx, BlockBuffers& b, int64_t rows, int64_t keys, int64_t dh,
-                         bool causal, bool self_mask) {
-  MatmulCall qk;
-  qk.m = rows;
-  qk.k = dh;
-  qk.n = keys;
-  qk.src = b.q.data();
-  qk.lda = dh;
-  qk.b = b.k.data();
-  qk.b_stride_k = 1;
-  qk.b_stride_n = dh;
-  qk.dst = b.s.data();
-  qk.ldc = keys;
-  RETURN_IF_ERROR(ctx->Matmul(qk));
-  float* s = b.s.data();
-  const int32_t* qpos = b.qpos.data();
-  const int32_t* kpos = b.kpos.data();
-  const uint8_t* kvalid = b.kvalid.data();
-  float* lse = b.lse.data();
-  float* scratch = b.scratch.data();
-#pragma omp parallel for schedule(static) if (rows * keys >= 16384)
+// One block on the calling thread: s = q · kᵀ, masks (SPEC §7.5 / §8), lse softmax, o = p · v.
+void AttendBlock(const BlockBuffers::View& b, int64_t rows, int64_t keys, int64_t dh, bool causal,
+                 bool self_mask) {
+  SmallGemm(rows, keys, dh, b.q, dh, b.kt, keys, b.s, keys);
   for (int64_t i = 0; i < rows; ++i) {
-    float* row = s + i * keys;
-    const int32_t qp = qpos[i];
+    float* row = b.s + i * keys;
+    const int32_t qp = b.qpos[i];
     for (int64_t j = 0; j < keys; ++j) {
-      const int32_t kp = kpos[j];
-      if (!kvalid[j] || (causal && kp > qp)) row[j] = kMaskValue;
+      const int32_t kp = b.kpos[j];
+      if (!b.kvalid[j] || (causal && kp > qp)) row[j] = kMaskValue;
       if (self_mask && kp == qp) row[j] = kSelfMaskValue;
     }
-    float* tmp = scratch + static_cast<int64_t>(omp_get_thread_num()) * keys;
-    const float l = LogSumExp(row, keys, tmp);
+    const float l = LogSumExp(row, keys, b.scratch);
     simd::ExpShiftSum(row, l, row, keys);
-    lse[i] = l;
+    b.lse[i] = l;
   }
-  MatmulCall pv;
-  pv.m = rows;
-  pv.k = keys;
-  pv.n = dh;
-  pv.src = s;
-  pv.lda = keys;
-  pv.b = b.v.data();
-  pv.b_stride_k = dh;
-  pv.b_stride_n = 1;
-  pv.dst = b.o.data();
-  pv.ldc = dh;
-  return ctx->Matmul(pv);
+  SmallGemm(rows, dh, keys, b.s, keys, b.v, dh, b.o, dh);
 }
 
 inline void CopyRow(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
 
+// Writes key row `src` (dh values, optionally divided by `div`) as column `col` of kᵀ [dh, keys].
+inline void StoreKeyColumn(const float* src, int64_t dh, int64_t keys, int64_t col, float* kt, float div) {
+  if (div == 1.f) {
+    for (int64_t d = 0; d < dh; ++d) kt[d * keys + col] = src[d];
+  } else {
+    for (int64_t d = 0; d < dh; ++d) kt[d * keys + col] = src[d] / div;
+  }
+}
+
 int64_t WindowChunks(int64_t before, int64_t after) { return 1 + before + after; }
+
+int Threads() { return omp_get_max_threads(); }
 
 }  // namespace
 
 size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
   size_t bytes = sizeof(float) * t * dh;  // knorm
-  if (t <= p.chunk) return bytes + BlockBuffers::Bytes(t, t, dh, threads);
+  if (t <= p.chunk) return bytes + BlockBuffers::Bytes(t, t, dh, 1);
   const int64_t nh = p.buckets.num_hashes, n = nh * t;
   const int64_t half = p.buckets.rotation_half();
   bytes += sizeof(int32_t) * (2 * n + nh * p.buckets.num_keys_per_round() + 1);  // keys, perm, counts
@@ -108,7 +116,7 @@ size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
 
 size_t LocalAttentionWorkBytes(const LocalAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
-  if (t <= p.chunk) return BlockBuffers::Bytes(t, t, dh, threads);
+  if (t <= p.chunk) return BlockBuffers::Bytes(t, t, dh, 1);
   return BlockBuffers::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
 }
 
@@ -117,7 +125,6 @@ absl::Status LshAttentionHead(DnnlContext* ctx, Workspace* ws, const LshAttentio
                               const float* rotations, const uint8_t* mask, float* out,
                               int64_t ld_out, int32_t* keys_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
-  const int threads = omp_get_max_threads();
   // Shared-QK keys: knorm(u) = u / sqrt(mean(u^2) + 1e-6) / sqrt(dh)  (SPEC §7.1).
   WsBuffer<float> knorm(ws, t_len * dh);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
@@ -132,16 +139,17 @@ absl::Status LshAttentionHead(DnnlContext* ctx, Workspace* ws, const LshAttentio
   }
 
   if (t_len <= c) {  // SPEC §7.2: plain attention, self mask, no hashing.
-    BlockBuffers b(ws, t_len, t_len, dh, threads);
+    BlockBuffers bb(ws, t_len, t_len, dh, 1);
+    BlockBuffers::View b = bb.For(0);
     for (int64_t t = 0; t < t_len; ++t) {
-      CopyRow(qk + t * ld_qk, b.q.data() + t * dh, dh);
-      CopyRow(knorm.data() + t * dh, b.k.data() + t * dh, dh);
-      CopyRow(v + t * ld_v, b.v.data() + t * dh, dh);
+      CopyRow(qk + t * ld_qk, b.q + t * dh, dh);
+      StoreKeyColumn(knorm.data() + t * dh, dh, t_len, t, b.kt, 1.f);
+      CopyRow(v + t * ld_v, b.v + t * dh, dh);
       b.qpos[t] = b.kpos[t] = static_cast<int32_t>(t);
       b.kvalid[t] = mask ? mask[t] : 1;
     }
-    RETURN_IF_ERROR(AttendBlock(ctx, b, t_len, t_len, dh, p.causal, /*self_mask=*/true));
-    for (int64_t t = 0; t < t_len; ++t) CopyRow(b.o.data() + t * dh, out + t * ld_out, dh);
+    AttendBlock(b, t_len, t_len, dh, p.causal, /*self_mask=*/true);
+    for (int64_t t = 0; t < t_len; ++t) CopyRow(b.o + t * dh, out + t * ld_out, dh);
     return absl::OkStatus();
   }
 
@@ -168,7 +176,10 @@ absl::Status LshAttentionHead(DnnlContext* ctx, Workspace* ws, const LshAttentio
       mc.dst = rt.data();
       mc.ldc = nh * half;
       RETURN_IF_ERROR(ctx->Matmul(mc));
-      ComputeBucketKeys(rt.data(), nh * half, t0, rows, t_len, spec, mask, keys.data());
+#pragma omp parallel for schedule(static)
+      for (int64_t i0 = 0; i0 < rows; i0 += 64)
+        ComputeBucketKeys(rt.data() + i0 * nh * half, nh * half, t0 + i0, std::min<int64_t>(64, rows - i0), t_len,
+                          spec, mask, keys.data());
     }
   }
   if (keys_out) std::memcpy(keys_out, keys.data(), sizeof(int32_t) * n_slots);
@@ -181,34 +192,40 @@ absl::Status LshAttentionHead(DnnlContext* ctx, Workspace* ws, const LshAttentio
   }
   const int64_t win = WindowChunks(p.before, p.after);
   const int64_t n_chunks = n_slots / c, n_keys = win * c;
-  BlockBuffers b(ws, c, n_keys, dh, threads);
+  const int threads = Threads();
+  BlockBuffers bb(ws, c, n_keys, dh, threads);
   const int32_t* pm = perm.data();
-  for (int64_t j = 0; j < n_chunks; ++j) {
-    if (cancel && (j % 16) == 0 && cancel()) return absl::CancelledError("forward cancelled");
-    for (int64_t i = 0; i < c; ++i) {
-      const int64_t pos = pm[j * c + i] % t_len;
-      CopyRow(qk + pos * ld_qk, b.q.data() + i * dh, dh);
-      b.qpos[i] = static_cast<int32_t>(pos);
-    }
-    int64_t r = 0;
-    for (int64_t off = -p.before; off <= p.after; ++off) {
-      const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
-      for (int64_t i = 0; i < c; ++i, ++r) {
-        const int64_t pos = pm[jj * c + i] % t_len;
-        CopyRow(knorm.data() + pos * dh, b.k.data() + r * dh, dh);
-        CopyRow(v + pos * ld_v, b.v.data() + r * dh, dh);
-        b.kpos[r] = static_cast<int32_t>(pos);
-        b.kvalid[r] = mask ? mask[pos] : 1;
+  for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
+    if (cancel && cancel()) return absl::CancelledError("forward cancelled");
+    const int64_t j1 = std::min(n_chunks, j0 + kChunksPerPoll);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t j = j0; j < j1; ++j) {
+      BlockBuffers::View b = bb.For(omp_get_thread_num());
+      for (int64_t i = 0; i < c; ++i) {
+        const int64_t pos = pm[j * c + i] % t_len;
+        CopyRow(qk + pos * ld_qk, b.q + i * dh, dh);
+        b.qpos[i] = static_cast<int32_t>(pos);
       }
-    }
-    RETURN_IF_ERROR(AttendBlock(ctx, b, c, n_keys, dh, p.causal, /*self_mask=*/true));
-    for (int64_t i = 0; i < c; ++i) {
-      const int64_t k = pm[j * c + i];
-      if (nh == 1) {
-        CopyRow(b.o.data() + i * dh, out + k * ld_out, dh);
-      } else {
-        CopyRow(b.o.data() + i * dh, o_rounds.data() + k * dh, dh);
-        lse_rounds[k] = b.lse[i];
+      int64_t r = 0;
+      for (int64_t off = -p.before; off <= p.after; ++off) {
+        const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
+        for (int64_t i = 0; i < c; ++i, ++r) {
+          const int64_t pos = pm[jj * c + i] % t_len;
+          StoreKeyColumn(knorm.data() + pos * dh, dh, n_keys, r, b.kt, 1.f);
+          CopyRow(v + pos * ld_v, b.v + r * dh, dh);
+          b.kpos[r] = static_cast<int32_t>(pos);
+          b.kvalid[r] = mask ? mask[pos] : 1;
+        }
+      }
+      AttendBlock(b, c, n_keys, dh, p.causal, /*self_mask=*/true);
+      for (int64_t i = 0; i < c; ++i) {
+        const int64_t k = pm[j * c + i];
+        if (nh == 1) {
+          CopyRow(b.o + i * dh, out + k * ld_out, dh);
+        } else {
+          CopyRow(b.o + i * dh, o_rounds.data() + k * dh, dh);
+          lse_rounds[k] = b.lse[i];
+        }
       }
     }
   }
@@ -237,52 +254,55 @@ absl::Status LshAttentionHead(DnnlContext* ctx, Workspace* ws, const LshAttentio
   return absl::OkStatus();
 }
 
-absl::Status LocalAttentionHead(DnnlContext* ctx, Workspace* ws, const LocalAttentionParams& p,
+absl::Status LocalAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LocalAttentionParams& p,
                                 const float* q, int64_t ld_q, const float* k, int64_t ld_k,
                                 const float* v, int64_t ld_v, const uint8_t* mask, float* out,
                                 int64_t ld_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
-  const int threads = omp_get_max_threads();
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
-  auto load_key = [&](int64_t pos, float* kdst, float* vdst) {
-    const float* ks = k + pos * ld_k;
-    for (int64_t j = 0; j < dh; ++j) kdst[j] = ks[j] / sqrt_dh;
-    CopyRow(v + pos * ld_v, vdst, dh);
-  };
   if (t_len <= c) {
-    BlockBuffers b(ws, t_len, t_len, dh, threads);
+    BlockBuffers bb(ws, t_len, t_len, dh, 1);
+    BlockBuffers::View b = bb.For(0);
     for (int64_t t = 0; t < t_len; ++t) {
-      CopyRow(q + t * ld_q, b.q.data() + t * dh, dh);
-      load_key(t, b.k.data() + t * dh, b.v.data() + t * dh);
+      CopyRow(q + t * ld_q, b.q + t * dh, dh);
+      StoreKeyColumn(k + t * ld_k, dh, t_len, t, b.kt, sqrt_dh);
+      CopyRow(v + t * ld_v, b.v + t * dh, dh);
       b.qpos[t] = b.kpos[t] = static_cast<int32_t>(t);
       b.kvalid[t] = mask ? mask[t] : 1;
     }
-    RETURN_IF_ERROR(AttendBlock(ctx, b, t_len, t_len, dh, p.causal, /*self_mask=*/false));
-    for (int64_t t = 0; t < t_len; ++t) CopyRow(b.o.data() + t * dh, out + t * ld_out, dh);
+    AttendBlock(b, t_len, t_len, dh, p.causal, /*self_mask=*/false);
+    for (int64_t t = 0; t < t_len; ++t) CopyRow(b.o + t * dh, out + t * ld_out, dh);
     return absl::OkStatus();
   }
   REFORMER_CHECK(t_len % c == 0);
   const int64_t win = WindowChunks(p.before, p.after);
   const int64_t n_chunks = t_len / c, n_keys = win * c;
-  BlockBuffers b(ws, c, n_keys, dh, threads);
-  for (int64_t j = 0; j < n_chunks; ++j) {
-    if (cancel && (j % 16) == 0 && cancel()) return absl::CancelledError("forward cancelled");
-    for (int64_t i = 0; i < c; ++i) {
-      CopyRow(q + (j * c + i) * ld_q, b.q.data() + i * dh, dh);
-      b.qpos[i] = static_cast<int32_t>(j * c + i);
-    }
-    int64_t r = 0;
-    for (int64_t off = -p.before; off <= p.after; ++off) {
-      const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
-      for (int64_t i = 0; i < c; ++i, ++r) {
-        const int64_t pos = jj * c + i;
-        load_key(pos, b.k.data() + r * dh, b.v.data() + r * dh);
-        b.kpos[r] = static_cast<int32_t>(pos);
-        b.kvalid[r] = mask ? mask[pos] : 1;
+  const int threads = Threads();
+  BlockBuffers bb(ws, c, n_keys, dh, threads);
+  for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
+    if (cancel && cancel()) return absl::CancelledError("forward cancelled");
+    const int64_t j1 = std::min(n_chunks, j0 + kChunksPerPoll);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t j = j0; j < j1; ++j) {
+      BlockBuffers::View b = bb.For(omp_get_thread_num());
+      for (int64_t i = 0; i < c; ++i) {
+        CopyRow(q + (j * c + i) * ld_q, b.q + i * dh, dh);
+        b.qpos[i] = static_cast<int32_t>(j * c + i);
       }
+      int64_t r = 0;
+      for (int64_t off = -p.before; off <= p.after; ++off) {
+        const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
+        for (int64_t i = 0; i < c; ++i, ++r) {
+          const int64_t pos = jj * c + i;
+          StoreKeyColumn(k + pos * ld_k, dh, n_keys, r, b.kt, sqrt_dh);
+          CopyRow(v + pos * ld_v, b.v + r * dh, dh);
+          b.kpos[r] = static_cast<int32_t>(pos);
+          b.kvalid[r] = mask ? mask[pos] : 1;
+        }
+      }
+      AttendBlock(b, c, n_keys, dh, p.causal, /*self_mask=*/false);
+      for (int64_t i = 0; i < c; ++i) CopyRow(b.o + i * dh, out + (j * c + i) * ld_out, dh);
     }
-    RETURN_IF_ERROR(AttendBlock(ctx, b, c, n_keys, dh, p.causal, /*self_mask=*/false));
-    for (int64_t i = 0; i < c; ++i) CopyRow(b.o.data() + i * dh, out + (j * c + i) * ld_out, dh);
   }
   return absl::OkStatus();
 }

@@ -1,0 +1,221 @@
+// Session behaviour beyond parity: per-document invariance (bitwise), determinism, outputs,
+// the memory estimate against the workspace high-water mark, cancellation, argument errors.
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/model/engine_api.h"
+#include "gtest/gtest.h"
+#include "tests/engine/fixture_util.h"
+
+namespace reformer {
+namespace {
+
+std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = static_cast<int32_t>(1 + rng() % (vocab - 1));
+  return v;
+}
+
+std::unique_ptr<Session> MakeSession(std::shared_ptr<const ReformerModel> m, int64_t tile_rows = 0) {
+  SessionOptions so;
+  so.num_threads = 2;
+  so.tile_rows = tile_rows;
+  auto s = Session::Create(std::move(m), so);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+std::shared_ptr<const ReformerModel> LoadFixtureModel(const std::string& name) {
+  auto m = ReformerModel::Load(testing::FixtureRoot() + "/" + name);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *m : nullptr;
+}
+
+bool Bitwise(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+float MaxDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = a.size() == b.size() ? 0.f : INFINITY;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+// A document's outputs do not depend on its batch mates or their order: bitwise here (fixed
+// matmul tile rows), and never more than 1e-5 apart.
+TEST(SessionTest, RaggedBatchEqualsEachDocumentAlone) {
+  for (const char* fixture : {"f1_mixed_causal_multihash_rightpad", "f6_auto_buckets_leftpad_6layers"}) {
+    auto model = LoadFixtureModel(fixture);
+    ASSERT_TRUE(model);
+    const int64_t V = model->config().vocab_size;
+    const int64_t maxlen = model->config().context_length();
+    std::vector<std::vector<int32_t>> docs;
+    int k = 0;
+    for (int64_t len : {maxlen, maxlen - 86, int64_t{40}, int64_t{33}, int64_t{100}, int64_t{7}, int64_t{129}})
+      docs.push_back(RandomIds(len, V, 100 + k++));
+    for (int64_t tile : {int64_t{256}, int64_t{0}}) {
+      auto session = MakeSession(model, tile);
+      ASSERT_TRUE(session);
+      std::vector<DocumentOutput> alone(docs.size());
+      for (size_t d = 0; d < docs.size(); ++d) {
+        std::vector<absl::Span<const int32_t>> one = {docs[d]};
+        std::vector<DocumentOutput> r;
+        ASSERT_TRUE(session->RunDocuments(one, kOutputAll, &r).ok());
+        alone[d] = std::move(r[0]);
+      }
+      std::vector<std::vector<size_t>> orders = {{0, 1, 2, 3, 4, 5, 6}, {6, 5, 4, 3, 2, 1, 0}, {2, 0, 5},
+                                                 {3, 6, 1, 4}, {5, 5, 2}};
+      int non_bitwise = 0;
+      float worst = 0;
+      for (const auto& order : orders) {
+        std::vector<absl::Span<const int32_t>> batch;
+        for (size_t d : order) batch.push_back(docs[d]);
+        std::vector<DocumentOutput> r;
+        ASSERT_TRUE(session->RunDocuments(batch, kOutputAll, &r).ok());
+        for (size_t i = 0; i < order.size(); ++i) {
+          const DocumentOutput& a = alone[order[i]];
+          const DocumentOutput& b = r[i];
+          for (auto [x, y] : {std::pair{&a.logits, &b.logits}, {&a.hidden_states, &b.hidden_states},
+                              {&a.token_logprobs, &b.token_logprobs}, {&a.embedding, &b.embedding}}) {
+            worst = std::max(worst, MaxDiff(*x, *y));
+            non_bitwise += !Bitwise(*x, *y);
+          }
+        }
+      }
+      std::printf("[%s tile %ld] ragged vs alone: max diff %.3g, non-bitwise outputs %d\n", fixture,
+                  static_cast<long>(tile), worst, non_bitwise);
+      EXPECT_LE(worst, 1e-5f);
+      EXPECT_EQ(non_bitwise, 0) << "expected bitwise invariance with fixed tile rows";
+    }
+  }
+}
+
+TEST(SessionTest, DeterministicAcrossRunsAndSessions) {
+  auto model = LoadFixtureModel("f1_mixed_causal_multihash_rightpad");
+  ASSERT_TRUE(model);
+  std::vector<int32_t> a = RandomIds(256, 64, 1), b = RandomIds(99, 64, 2);
+  std::vector<absl::Span<const int32_t>> batch = {a, b};
+  std::vector<std::vector<DocumentOutput>> runs(3);
+  auto s1 = MakeSession(model), s2 = MakeSession(model);
+  ASSERT_TRUE(s1->RunDocuments(batch, kOutputAll, &runs[0]).ok());
+  ASSERT_TRUE(s1->RunDocuments(batch, kOutputAll, &runs[1]).ok());
+  ASSERT_TRUE(s2->RunDocuments(batch, kOutputAll, &runs[2]).ok());
+  for (int r = 1; r < 3; ++r)
+    for (size_t d = 0; d < batch.size(); ++d) {
+      EXPECT_TRUE(Bitwise(runs[0][d].logits, runs[r][d].logits));
+      EXPECT_TRUE(Bitwise(runs[0][d].hidden_states, runs[r][d].hidden_states));
+      EXPECT_TRUE(Bitwise(runs[0][d].token_logprobs, runs[r][d].token_logprobs));
+    }
+}
+
+TEST(SessionTest, OutputsAreConsistentAndOnlyWhenAsked) {
+  auto model = LoadFixtureModel("f4_internal_pad_to_lcm_chunks");
+  ASSERT_TRUE(model);
+  const int64_t V = model->config().vocab_size, H2 = 2 * model->config().hidden_size;
+  auto session = MakeSession(model);
+  std::vector<int32_t> ids = RandomIds(150, V, 3);
+  std::vector<absl::Span<const int32_t>> batch = {ids};
+  std::vector<DocumentOutput> all, lp_only;
+  ASSERT_TRUE(session->RunDocuments(batch, kOutputAll, &all).ok());
+  ASSERT_TRUE(session->RunDocuments(batch, kOutputTokenLogprobs, &lp_only).ok());
+  const DocumentOutput& o = all[0];
+  ASSERT_EQ(o.num_tokens, 150);
+  ASSERT_EQ(o.logits.size(), size_t(150 * V));
+  EXPECT_EQ(o.token_logprobs[0], 0.f);
+  for (int64_t t = 1; t < 150; ++t) {
+    double m = -1e30, s = 0;
+    for (int64_t v = 0; v < V; ++v) m = std::max<double>(m, o.logits[(t - 1) * V + v]);
+    for (int64_t v = 0; v < V; ++v) s += std::exp(o.logits[(t - 1) * V + v] - m);
+    EXPECT_NEAR(o.token_logprobs[t], o.logits[(t - 1) * V + ids[t]] - m - std::log(s), 1e-5);
+  }
+  for (int64_t j = 0; j < H2; ++j) {
+    double mean = 0;
+    for (int64_t t = 0; t < 150; ++t) mean += o.hidden_states[t * H2 + j];
+    EXPECT_NEAR(o.embedding[j], mean / 150, 1e-5);
+  }
+  EXPECT_TRUE(lp_only[0].logits.empty());
+  EXPECT_TRUE(lp_only[0].hidden_states.empty());
+  EXPECT_TRUE(lp_only[0].embedding.empty());
+  EXPECT_TRUE(Bitwise(lp_only[0].token_logprobs, o.token_logprobs));
+}
+
+absl::StatusOr<std::shared_ptr<const ReformerModel>> MediumRandomModel() {
+  auto cfg = ReformerConfig::FromJson(R"({
+    "attn_layers": ["local", "lsh", "local", "lsh"], "hidden_size": 128, "num_attention_heads": 4,
+    "attention_head_size": 32, "feed_forward_size": 256, "vocab_size": 258, "is_decoder": true,
+    "axial_pos_shape": [64, 128], "axial_pos_embds_dim": [32, 96], "max_position_embeddings": 8192,
+    "lsh_attn_chunk_length": 64, "local_attn_chunk_length": 64, "num_hashes": 2, "num_buckets": 32})",
+                                      "test");
+  if (!cfg.ok()) return cfg.status();
+  return ReformerModel::CreateRandom(*cfg, 7);
+}
+
+TEST(SessionTest, MemoryEstimateWithin20PercentOfHighWater) {
+  auto model = MediumRandomModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  for (uint32_t outputs : {uint32_t{kOutputTokenLogprobs}, uint32_t{kOutputAll}}) {
+    for (std::vector<int64_t> lengths : {std::vector<int64_t>{5000}, std::vector<int64_t>{1000, 300, 77, 2000},
+                                         std::vector<int64_t>{60}}) {
+      SessionOptions so;
+      so.num_threads = 2;
+      so.workspace_budget_bytes = 16u << 20;
+      auto session = Session::Create(*model, so);
+      ASSERT_TRUE(session.ok());
+      std::vector<std::vector<int32_t>> docs;
+      std::vector<absl::Span<const int32_t>> batch;
+      for (size_t i = 0; i < lengths.size(); ++i) docs.push_back(RandomIds(lengths[i], 258, 50 + i));
+      for (const auto& d : docs) batch.push_back(d);
+      std::vector<DocumentOutput> r;
+      ASSERT_TRUE((*session)->RunDocuments(batch, outputs, &r).ok());
+      const double hw = static_cast<double>((*session)->workspace_high_water_bytes());
+      const double est = static_cast<double>(EstimatePeakWorkingBytes((*model)->config(), lengths, outputs, so));
+      std::printf("lengths %zu docs (first %ld), outputs %u: high-water %.0f, estimate %.0f\n", lengths.size(),
+                  static_cast<long>(lengths[0]), outputs, hw, est);
+      EXPECT_GE(est, 0.8 * hw);
+      EXPECT_LE(est, 1.2 * hw);
+    }
+  }
+}
+
+TEST(SessionTest, CancellationStopsMidForward) {
+  auto model = MediumRandomModel();
+  ASSERT_TRUE(model.ok());
+  auto session = MakeSession(*model);
+  std::vector<int32_t> ids = RandomIds(4096, 258, 9);
+  std::vector<absl::Span<const int32_t>> batch = {ids};
+  std::vector<DocumentOutput> r;
+  int calls = 0;
+  ASSERT_TRUE(session->RunDocuments(batch, kOutputTokenLogprobs, &r, [&] { return ++calls < 0; }).ok());
+  const int full = calls;
+  ASSERT_GT(full, 8) << "cancel must be polled between layers and attention blocks";
+  calls = 0;
+  absl::Status st = session->RunDocuments(batch, kOutputTokenLogprobs, &r, [&] { return ++calls >= full / 2; });
+  EXPECT_TRUE(absl::IsCancelled(st)) << st;
+  EXPECT_EQ(calls, full / 2);  // stopped at the first positive poll
+  // The session stays usable.
+  EXPECT_TRUE(session->RunDocuments(batch, kOutputTokenLogprobs, &r).ok());
+}
+
+TEST(SessionTest, ArgumentErrors) {
+  auto model = LoadFixtureModel("f1_mixed_causal_multihash_rightpad");
+  ASSERT_TRUE(model);
+  auto session = MakeSession(model);
+  std::vector<DocumentOutput> r;
+  std::vector<int32_t> empty, bad = {1, 2, 64}, too_long(300, 1);
+  EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments({}, kOutputAll, &r)));
+  std::vector<absl::Span<const int32_t>> b1 = {empty}, b2 = {bad}, b3 = {too_long};
+  EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(b1, kOutputAll, &r)));
+  EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(b2, kOutputAll, &r)));
+  EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(b3, kOutputAll, &r)));
+  PaddedBatch pb{2, 3, {1, 2, 3}, {}};
+  PaddedOutput po;
+  EXPECT_TRUE(absl::IsInvalidArgument(session->RunPadded(pb, &po)));
+  SessionOptions tiny;
+  tiny.workspace_budget_bytes = 1024;
+  EXPECT_TRUE(absl::IsResourceExhausted(Session::Create(model, tiny).status()));
+}
+
+}  // namespace
+}  // namespace reformer
