@@ -1,0 +1,755 @@
+// In-process gRPC tests (localhost:0) of the KServe v2 and reformer.v1 services on a fake
+// InferenceService: every RPC, every documented error code, deadlines, cancellation, draining,
+// health, streaming, statistics and per-row padding invariance of the RPC layer.
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
+#include "tests/server/grpc_test_util.h"
+
+namespace reformer::serving::testing {
+namespace {
+
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+using ::testing::HasSubstr;
+
+// A [B,T] batch with a mask; rows given as (left pad, tokens, right pad).
+struct Row {
+  int64_t left = 0;
+  std::vector<int32_t> tokens;
+  int64_t right = 0;
+};
+
+ModelInferRequest IdsRequest(const std::vector<Row>& rows, bool raw = true,
+                             const std::string& id_dtype = "INT64",
+                             const std::string& mask_dtype = "INT64", bool with_mask = true) {
+  ModelInferRequest req;
+  req.set_model_name("fake");
+  req.set_id("req-7");
+  const int64_t b = static_cast<int64_t>(rows.size());
+  const int64_t t = rows.empty() ? 0
+                                 : rows[0].left + static_cast<int64_t>(rows[0].tokens.size()) +
+                                       rows[0].right;
+  std::vector<int64_t> ids, mask;
+  for (const Row& r : rows) {
+    for (int64_t i = 0; i < r.left; ++i) ids.push_back(5), mask.push_back(0);
+    for (int32_t tok : r.tokens) ids.push_back(tok), mask.push_back(1);
+    for (int64_t i = 0; i < r.right; ++i) ids.push_back(0), mask.push_back(0);
+  }
+  auto* in_ids = req.add_inputs();
+  in_ids->set_name("input_ids");
+  in_ids->set_datatype(id_dtype);
+  in_ids->add_shape(b);
+  in_ids->add_shape(t);
+  inference::ModelInferRequest::InferInputTensor* in_mask = nullptr;
+  if (with_mask) {
+    in_mask = req.add_inputs();
+    in_mask->set_name("attention_mask");
+    in_mask->set_datatype(mask_dtype);
+    in_mask->add_shape(b);
+    in_mask->add_shape(t);
+  }
+  auto encode = [&](const std::vector<int64_t>& v, const std::string& dtype) {
+    std::string out;
+    for (int64_t x : v) {
+      if (dtype == "INT64") {
+        out.append(reinterpret_cast<const char*>(&x), 8);
+      } else if (dtype == "INT32") {
+        int32_t y = static_cast<int32_t>(x);
+        out.append(reinterpret_cast<const char*>(&y), 4);
+      } else {
+        out.push_back(static_cast<char>(x != 0));
+      }
+    }
+    return out;
+  };
+  if (raw) {
+    req.add_raw_input_contents(encode(ids, id_dtype));
+    if (with_mask) req.add_raw_input_contents(encode(mask, mask_dtype));
+  } else {
+    for (int64_t x : ids) {
+      if (id_dtype == "INT64") in_ids->mutable_contents()->add_int64_contents(x);
+      else in_ids->mutable_contents()->add_int_contents(static_cast<int32_t>(x));
+    }
+    if (with_mask) {
+      for (int64_t x : mask) {
+        if (mask_dtype == "INT64") in_mask->mutable_contents()->add_int64_contents(x);
+        else if (mask_dtype == "INT32") in_mask->mutable_contents()->add_int_contents(static_cast<int32_t>(x));
+        else in_mask->mutable_contents()->add_bool_contents(x != 0);
+      }
+    }
+  }
+  return req;
+}
+
+ModelInferRequest TextRequest(const std::vector<std::string>& texts) {
+  ModelInferRequest req;
+  req.set_model_name("fake");
+  auto* in = req.add_inputs();
+  in->set_name("text");
+  in->set_datatype("BYTES");
+  in->add_shape(static_cast<int64_t>(texts.size()));
+  std::string raw;
+  for (const std::string& s : texts) {
+    uint32_t n = static_cast<uint32_t>(s.size());
+    raw.append(reinterpret_cast<const char*>(&n), 4);
+    raw += s;
+  }
+  req.add_raw_input_contents(raw);
+  return req;
+}
+
+template <typename T>
+std::vector<T> Output(const ModelInferResponse& resp, const std::string& name,
+                      std::vector<int64_t>* shape = nullptr) {
+  for (int i = 0; i < resp.outputs_size(); ++i) {
+    if (resp.outputs(i).name() != name) continue;
+    const std::string& raw = resp.raw_output_contents(i);
+    std::vector<T> v(raw.size() / sizeof(T));
+    std::memcpy(v.data(), raw.data(), raw.size());
+    if (shape) shape->assign(resp.outputs(i).shape().begin(), resp.outputs(i).shape().end());
+    return v;
+  }
+  ADD_FAILURE() << "no output " << name;
+  return {};
+}
+
+grpc::Status Infer(TestServer& s, const ModelInferRequest& req, ModelInferResponse* resp,
+                   absl::Duration deadline = absl::Seconds(30)) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline));
+  return s.kserve().ModelInfer(&ctx, req, resp);
+}
+
+void ExpectError(TestServer& s, const ModelInferRequest& req, grpc::StatusCode code,
+                 const std::vector<std::string>& fragments) {
+  ModelInferResponse resp;
+  grpc::Status st = Infer(s, req, &resp);
+  EXPECT_EQ(st.error_code(), code) << st.error_message();
+  for (const std::string& f : fragments) EXPECT_THAT(st.error_message(), HasSubstr(f));
+}
+
+std::vector<int32_t> Tokens(int n, int seed) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.push_back((i * 7 + seed * 13 + 1) % 40);
+  return t;
+}
+
+// --- Metadata RPCs -------------------------------------------------------------------------------
+
+TEST(KServeTest, LiveReadyAndMetadata) {
+  TestServer s;
+  {
+    grpc::ClientContext ctx;
+    inference::ServerLiveResponse r;
+    ASSERT_TRUE(s.kserve().ServerLive(&ctx, {}, &r).ok());
+    EXPECT_TRUE(r.live());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ServerReadyResponse r;
+    ASSERT_TRUE(s.kserve().ServerReady(&ctx, {}, &r).ok());
+    EXPECT_TRUE(r.ready());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelReadyRequest q;
+    q.set_name("fake");
+    inference::ModelReadyResponse r;
+    ASSERT_TRUE(s.kserve().ModelReady(&ctx, q, &r).ok());
+    EXPECT_TRUE(r.ready());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelReadyRequest q;
+    q.set_name("other");
+    inference::ModelReadyResponse r;
+    EXPECT_EQ(s.kserve().ModelReady(&ctx, q, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ServerMetadataResponse r;
+    ASSERT_TRUE(s.kserve().ServerMetadata(&ctx, {}, &r).ok());
+    EXPECT_EQ(r.name(), "reformer-server");
+    EXPECT_THAT(r.extensions(), ::testing::Contains("statistics"));
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelMetadataRequest q;
+    q.set_name("fake");
+    inference::ModelMetadataResponse r;
+    ASSERT_TRUE(s.kserve().ModelMetadata(&ctx, q, &r).ok());
+    EXPECT_EQ(r.versions(0), "1");
+    ASSERT_GE(r.outputs_size(), 4);
+    EXPECT_EQ(r.outputs(0).name(), "logits");
+    EXPECT_THAT(r.outputs(0).shape(), ::testing::ElementsAre(-1, -1, 40));
+    EXPECT_EQ(r.properties().at("max_tokens_per_document"), "64");
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelMetadataRequest q;
+    q.set_name("fake");
+    q.set_version("2");
+    inference::ModelMetadataResponse r;
+    EXPECT_EQ(s.kserve().ModelMetadata(&ctx, q, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+TEST(KServeTest, NotReadyWhileStarting) {
+  TestServerOptions o;
+  o.ready = false;
+  TestServer s(o);
+  grpc::ClientContext ctx;
+  inference::ServerReadyResponse r;
+  ASSERT_TRUE(s.kserve().ServerReady(&ctx, {}, &r).ok());
+  EXPECT_FALSE(r.ready());
+  ExpectError(s, IdsRequest({{0, Tokens(4, 1), 0}}), grpc::StatusCode::UNAVAILABLE, {"starting"});
+}
+
+// --- ModelInfer ----------------------------------------------------------------------------------
+
+TEST(KServeTest, InferRightPaddedRawInt64) {
+  TestServer s;
+  ModelInferRequest req = IdsRequest({{0, Tokens(6, 1), 0}, {0, Tokens(4, 2), 2}});
+  ModelInferResponse resp;
+  ASSERT_TRUE(Infer(s, req, &resp).ok());
+  EXPECT_EQ(resp.id(), "req-7");
+  EXPECT_EQ(resp.model_name(), "fake");
+  EXPECT_EQ(resp.model_version(), "1");
+  EXPECT_EQ(resp.parameters().at("tokens").int64_param(), 10);
+  EXPECT_TRUE(resp.parameters().contains("queue_ms"));
+  EXPECT_TRUE(resp.parameters().contains("compute_ms"));
+  EXPECT_EQ(resp.outputs_size(), 4);
+  EXPECT_EQ(resp.raw_output_contents_size(), 4);
+  std::vector<int64_t> shape;
+  std::vector<float> logits = Output<float>(resp, "logits", &shape);
+  EXPECT_THAT(shape, ::testing::ElementsAre(2, 6, 40));
+  DocumentOutput row1 = FakeCompute(Tokens(4, 2), kOutputAll, 40, 6);
+  for (int t = 0; t < 4; ++t)
+    for (int v = 0; v < 40; ++v) EXPECT_EQ(logits[(6 + t) * 40 + v], row1.logits[t * 40 + v]);
+  for (int t = 4; t < 6; ++t)
+    for (int v = 0; v < 40; ++v) EXPECT_EQ(logits[(6 + t) * 40 + v], 0.f);
+  std::vector<float> emb = Output<float>(resp, "embedding", &shape);
+  EXPECT_THAT(shape, ::testing::ElementsAre(2, 6));
+  for (int k = 0; k < 6; ++k) EXPECT_EQ(emb[6 + k], row1.embedding[k]);
+  Output<float>(resp, "token_logprobs", &shape);
+  EXPECT_THAT(shape, ::testing::ElementsAre(2, 6));
+  Output<float>(resp, "hidden_states", &shape);
+  EXPECT_THAT(shape, ::testing::ElementsAre(2, 6, 6));
+  // The service got the documents without padding.
+  auto last = s.inference().last();
+  ASSERT_EQ(last->documents.size(), 2u);
+  EXPECT_EQ(last->documents[1], Tokens(4, 2));
+  EXPECT_EQ(last->id, "req-7");
+  EXPECT_EQ(last->method, "ModelInfer");
+}
+
+// The same documents with left, right and no padding, raw and typed, INT32/INT64/BOOL masks,
+// sent concurrently, give the same per-document outputs as each sent alone without padding.
+TEST(KServeTest, PaddingAndConcurrencyInvariance) {
+  TestServer s;
+  const std::vector<int32_t> a = Tokens(9, 3), b = Tokens(5, 4);
+  ModelInferResponse alone_a, alone_b;
+  ASSERT_TRUE(Infer(s, IdsRequest({{0, a, 0}}, true, "INT64", "INT64", false), &alone_a).ok());
+  ASSERT_TRUE(Infer(s, IdsRequest({{0, b, 0}}), &alone_b).ok());
+  const std::vector<float> la = Output<float>(alone_a, "logits");
+  const std::vector<float> lb = Output<float>(alone_b, "logits");
+  struct Variant {
+    std::vector<Row> rows;
+    bool raw;
+    std::string id_dtype, mask_dtype;
+  };
+  const std::vector<Variant> variants = {
+      {{{0, a, 0}, {0, b, 4}}, true, "INT64", "INT64"},   // right padding
+      {{{0, a, 0}, {4, b, 0}}, false, "INT32", "INT32"},  // left padding, typed
+      {{{1, a, 1}, {2, b, 4}}, true, "INT32", "BOOL"},    // both sides
+      {{{3, a, 0}, {2, b, 5}}, false, "INT64", "BOOL"},
+  };
+  std::vector<ModelInferResponse> responses(variants.size() * 3);
+  std::vector<grpc::Status> statuses(responses.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < responses.size(); ++i) {
+    threads.emplace_back([&, i] {
+      const Variant& v = variants[i % variants.size()];
+      statuses[i] = Infer(s, IdsRequest(v.rows, v.raw, v.id_dtype, v.mask_dtype), &responses[i]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < responses.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
+    const Variant& v = variants[i % variants.size()];
+    std::vector<int64_t> shape;
+    std::vector<float> logits = Output<float>(responses[i], "logits", &shape);
+    const int64_t t = shape[1];
+    for (int r = 0; r < 2; ++r) {
+      const std::vector<float>& ref = r == 0 ? la : lb;
+      const int64_t n = static_cast<int64_t>(ref.size() / 40);
+      for (int64_t p = 0; p < n; ++p)
+        for (int64_t k = 0; k < 40; ++k)
+          ASSERT_NEAR(logits[(r * t + v.rows[r].left + p) * 40 + k], ref[p * 40 + k], 1e-5);
+    }
+  }
+}
+
+TEST(KServeTest, OnlyRequestedOutputs) {
+  TestServer s;
+  ModelInferRequest req = IdsRequest({{0, Tokens(5, 1), 0}});
+  req.add_outputs()->set_name("token_logprobs");
+  req.add_outputs()->set_name("embedding");
+  ModelInferResponse resp;
+  ASSERT_TRUE(Infer(s, req, &resp).ok());
+  ASSERT_EQ(resp.outputs_size(), 2);
+  EXPECT_EQ(resp.outputs(0).name(), "token_logprobs");
+  EXPECT_EQ(resp.outputs(1).name(), "embedding");
+  EXPECT_EQ(s.inference().last()->outputs, kOutputTokenLogprobs | kOutputEmbedding);
+}
+
+TEST(KServeTest, TextInputReturnsTokenIdsAndLengths) {
+  TestServer s;
+  ModelInferResponse resp;
+  ASSERT_TRUE(Infer(s, TextRequest({"hi!", "a"}), &resp).ok());
+  std::vector<int64_t> shape;
+  std::vector<int64_t> ids = Output<int64_t>(resp, "token_ids", &shape);
+  EXPECT_THAT(shape, ::testing::ElementsAre(2, 3));
+  const std::vector<int32_t> hi = *ByteTokenizer().Encode("hi!");
+  EXPECT_THAT(ids, ::testing::ElementsAre(hi[0], hi[1], hi[2], *ByteTokenizer().Encode("a")->data(), 0, 0));
+  EXPECT_THAT(Output<int32_t>(resp, "lengths"), ::testing::ElementsAre(3, 1));
+  std::vector<float> lp = Output<float>(resp, "token_logprobs", &shape);
+  EXPECT_THAT(shape, ::testing::ElementsAre(2, 3));
+}
+
+TEST(KServeTest, PriorityAndTimeoutParameters) {
+  TestServer s;
+  ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}});
+  (*req.mutable_parameters())["priority"].set_uint64_param(1);
+  (*req.mutable_parameters())["timeout"].set_int64_param(5'000'000);  // 5 s, below the RPC's 30 s
+  const absl::Time before = absl::Now();
+  ModelInferResponse resp;
+  ASSERT_TRUE(Infer(s, req, &resp).ok());
+  auto last = s.inference().last();
+  EXPECT_EQ(last->priority, 1);
+  EXPECT_GE(last->deadline, before + absl::Seconds(5));
+  EXPECT_LE(last->deadline, absl::Now() + absl::Seconds(5));
+  // Without a timeout the RPC deadline applies.
+  ModelInferRequest plain = IdsRequest({{0, Tokens(3, 1), 0}});
+  ASSERT_TRUE(Infer(s, plain, &resp, absl::Seconds(20)).ok());
+  // (the wire carries the RPC timeout rounded up, so allow a second)
+  EXPECT_LE(s.inference().last()->deadline, absl::Now() + absl::Seconds(21));
+  EXPECT_GE(s.inference().last()->deadline, absl::Now() + absl::Seconds(15));
+}
+
+TEST(KServeTest, InvalidArgumentErrors) {
+  TestServerOptions o;
+  TestServer s(o);
+  // Mask with a hole, naming row and position.
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(4, 1), 0}, {0, Tokens(4, 2), 0}});
+    std::string mask = req.raw_input_contents(1);
+    int64_t zero = 0;
+    std::memcpy(mask.data() + (4 + 2) * 8, &zero, 8);
+    req.set_raw_input_contents(1, mask);
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"row 1", "hole", "position 2"});
+  }
+  // Empty row.
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}, {3, {}, 0}}), grpc::StatusCode::INVALID_ARGUMENT,
+              {"row 1", "empty"});
+  // Id out of range, naming row and position.
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 1}, {1, {1, 2, 40}, 0}}),
+              grpc::StatusCode::INVALID_ARGUMENT, {"row 1", "position 3", "40", "[0, 40)"});
+  ExpectError(s, IdsRequest({{0, {1, -1}, 0}}), grpc::StatusCode::INVALID_ARGUMENT,
+              {"row 0", "position 1"});
+  // Document longer than the context, with the limit.
+  ExpectError(s, IdsRequest({{0, Tokens(65, 1), 0}}), grpc::StatusCode::INVALID_ARGUMENT,
+              {"row 0", "65 tokens", "context of 64"});
+  // Sum over rows above max_tokens_per_request.
+  ExpectError(s, IdsRequest({{0, Tokens(60, 1), 0}, {0, Tokens(60, 2), 0}, {0, Tokens(60, 3), 0}}),
+              grpc::StatusCode::INVALID_ARGUMENT, {"180 tokens", "--max_tokens_per_request=128"});
+  // Mixing raw and typed contents.
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}});
+    req.mutable_inputs(1)->mutable_contents()->add_int64_contents(1);
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"raw_input_contents"});
+  }
+  // Raw byte length must match shape x dtype.
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}});
+    req.set_raw_input_contents(0, req.raw_input_contents(0).substr(0, 20));
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"20 bytes", "needs 24"});
+  }
+  // Typed count mismatch.
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}}, false);
+    req.mutable_inputs(0)->mutable_contents()->add_int64_contents(1);
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"4 typed elements", "needs 3"});
+  }
+  // Wrong dtypes, shapes, names.
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}, true, "FP32"), grpc::StatusCode::INVALID_ARGUMENT,
+              {"FP32"});
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}, true, "INT64", "FP32"),
+              grpc::StatusCode::INVALID_ARGUMENT, {"attention_mask", "FP32"});
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}});
+    req.mutable_inputs(0)->set_name("ids");
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"unknown input 'ids'"});
+  }
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(4, 1), 0}});
+    req.mutable_inputs(0)->clear_shape();
+    req.mutable_inputs(0)->add_shape(4);
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"[B,T]"});
+  }
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(4, 1), 0}});
+    req.add_outputs()->set_name("attention");
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"unknown output 'attention'"});
+  }
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(4, 1), 0}});
+    req.add_outputs()->set_name("token_ids");
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"only for 'text'"});
+  }
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(4, 1), 0}});
+    (*req.mutable_parameters())["priority"].set_string_param("high");
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"priority"});
+  }
+  {
+    ModelInferRequest req = TextRequest({"x"});
+    *req.add_inputs() = IdsRequest({{0, Tokens(1, 1), 0}}).inputs(0);
+    req.add_raw_input_contents(IdsRequest({{0, Tokens(1, 1), 0}}).raw_input_contents(0));
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"not both"});
+  }
+  ExpectError(s, TextRequest({"ok", ""}), grpc::StatusCode::INVALID_ARGUMENT, {"text row 1", "empty"});
+  {
+    ModelInferRequest req;
+    req.set_model_name("fake");
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"missing input"});
+  }
+  // Nothing reached the engine.
+  EXPECT_EQ(s.inference().submitted(), 0);
+}
+
+TEST(KServeTest, TextWithoutTokenizerIsInvalid) {
+  TestServerOptions o;
+  o.tokenizer = false;
+  TestServer s(o);
+  ExpectError(s, TextRequest({"abc"}), grpc::StatusCode::INVALID_ARGUMENT, {"no tokenizer"});
+}
+
+TEST(KServeTest, UnknownModelIsNotFound) {
+  TestServer s;
+  ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}});
+  req.set_model_name("gpt");
+  ExpectError(s, req, grpc::StatusCode::NOT_FOUND, {"'gpt'", "'fake'"});
+  req.set_model_name("fake");
+  req.set_model_version("3");
+  ExpectError(s, req, grpc::StatusCode::NOT_FOUND, {"version"});
+}
+
+TEST(KServeTest, ResponseTooLargeIsRefusedUpFrontWithNumbers) {
+  TestServerOptions o;
+  o.max_response_bytes = 10000;
+  TestServer s(o);
+  // logits alone: 2 x 60 x 40 x 4 = 19200 bytes.
+  ModelInferRequest req = IdsRequest({{0, Tokens(60, 1), 0}, {0, Tokens(60, 2), 0}});
+  ExpectError(s, req, grpc::StatusCode::RESOURCE_EXHAUSTED,
+              {"logits 19200", "--max_response_bytes=10000", "fewer outputs"});
+  EXPECT_EQ(s.inference().submitted(), 0);
+  req.add_outputs()->set_name("embedding");
+  ModelInferResponse resp;
+  EXPECT_TRUE(Infer(s, req, &resp).ok());
+}
+
+TEST(KServeTest, ServiceRejectionsPassThrough) {
+  TestServer s;
+  s.inference().SetReject(absl::ResourceExhaustedError("needs 9 GiB, budget 4 GiB"));
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}), grpc::StatusCode::RESOURCE_EXHAUSTED, {"9 GiB"});
+  s.inference().SetReject(absl::OkStatus());
+  // Queue full -> UNAVAILABLE.
+  s.inference().SetHold(true);
+  s.inference().SetMaxQueue(1);
+  std::thread first([&] {
+    ModelInferResponse resp;
+    EXPECT_TRUE(Infer(s, IdsRequest({{0, Tokens(3, 1), 0}}), &resp).ok());
+  });
+  ASSERT_TRUE(s.inference().WaitSubmitted(1));
+  ExpectError(s, IdsRequest({{0, Tokens(3, 2), 0}}), grpc::StatusCode::UNAVAILABLE, {"queue full"});
+  s.inference().SetHold(false);
+  first.join();
+}
+
+TEST(KServeTest, EngineBugIsInternal) {
+  TestServer s;
+  s.inference().SetDropOneOutput(true);
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}), grpc::StatusCode::INTERNAL, {"engine returned"});
+}
+
+// --- Deadlines, cancellation, draining ---------------------------------------------------------
+
+TEST(KServeTest, RpcDeadlineExceeded) {
+  TestServer s;
+  s.inference().SetHold(true);
+  ModelInferResponse resp;
+  const absl::Time before = absl::Now();
+  grpc::Status st = Infer(s, IdsRequest({{0, Tokens(3, 1), 0}}), &resp, absl::Milliseconds(300));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server-side request carried the RPC deadline (the wire rounds the timeout up a little).
+  EXPECT_GE(s.inference().last()->deadline, before + absl::Milliseconds(250));
+  EXPECT_LE(s.inference().last()->deadline, before + absl::Milliseconds(1300));
+}
+
+TEST(KServeTest, TimeoutParameterExpiresOnTheServer) {
+  TestServer s;
+  s.inference().SetHold(true);
+  ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}});
+  (*req.mutable_parameters())["timeout"].set_int64_param(100'000);  // 100 ms
+  ModelInferResponse resp;
+  grpc::Status st = Infer(s, req, &resp, absl::Seconds(30));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(st.error_message(), HasSubstr("deadline"));  // the server's answer, not the client's
+}
+
+TEST(KServeTest, ClientCancellationSetsTheCancelFlag) {
+  TestServer s;
+  s.inference().SetHold(true);
+  grpc::ClientContext ctx;
+  grpc::Status st;
+  std::thread call([&] {
+    ModelInferResponse resp;
+    st = s.kserve().ModelInfer(&ctx, IdsRequest({{0, Tokens(3, 1), 0}}), &resp);
+  });
+  ASSERT_TRUE(s.inference().WaitSubmitted(1));
+  auto request = s.inference().last();
+  ctx.TryCancel();
+  call.join();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED);
+  const absl::Time limit = absl::Now() + absl::Seconds(10);
+  while (!request->cancelled->load() && absl::Now() < limit) absl::SleepFor(absl::Milliseconds(2));
+  EXPECT_TRUE(request->cancelled->load());
+}
+
+TEST(KServeTest, DrainingRefusesNewWorkAndFinishesQueued) {
+  TestServer s;
+  s.inference().SetHold(true);
+  grpc::Status first_status;
+  std::thread first([&] {
+    ModelInferResponse resp;
+    first_status = Infer(s, IdsRequest({{0, Tokens(3, 1), 0}}), &resp);
+  });
+  ASSERT_TRUE(s.inference().WaitSubmitted(1));
+  s.health().StartDraining();
+  ExpectError(s, IdsRequest({{0, Tokens(3, 2), 0}}), grpc::StatusCode::UNAVAILABLE, {"shutting down"});
+  {
+    grpc::ClientContext ctx;
+    inference::ServerReadyResponse r;
+    ASSERT_TRUE(s.kserve().ServerReady(&ctx, {}, &r).ok());
+    EXPECT_FALSE(r.ready());
+  }
+  s.inference().SetHold(false);
+  first.join();
+  EXPECT_TRUE(first_status.ok()) << first_status.error_message();
+}
+
+// --- Health service -----------------------------------------------------------------------------
+
+grpc::health::v1::HealthCheckResponse::ServingStatus Check(TestServer& s, const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status st = stub->Check(&ctx, req, &resp);
+  EXPECT_TRUE(st.ok()) << service << ": " << st.error_message();
+  return resp.status();
+}
+
+TEST(HealthServiceTest, FollowsStartingReadyDraining) {
+  using S = grpc::health::v1::HealthCheckResponse;
+  TestServerOptions o;
+  o.ready = false;
+  TestServer s(o);
+  EXPECT_EQ(Check(s, "liveness"), S::SERVING);
+  EXPECT_EQ(Check(s, "readiness"), S::NOT_SERVING);
+  EXPECT_EQ(Check(s, ""), S::NOT_SERVING);
+  s.health().SetReady();
+  EXPECT_EQ(Check(s, "readiness"), S::SERVING);
+  EXPECT_EQ(Check(s, ""), S::SERVING);
+  s.health().StartDraining();
+  EXPECT_EQ(Check(s, "readiness"), S::NOT_SERVING);
+  EXPECT_EQ(Check(s, ""), S::NOT_SERVING);
+  EXPECT_EQ(Check(s, "liveness"), S::SERVING);
+}
+
+// --- Streaming, statistics, metrics -------------------------------------------------------------
+
+TEST(KServeTest, StreamInferAnswersEveryRequestAndReportsErrorsInline) {
+  TestServer s;
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  for (int i = 0; i < 3; ++i) {
+    ModelInferRequest req = IdsRequest({{0, Tokens(4 + i, i), 0}});
+    req.set_id("s" + std::to_string(i));
+    if (i == 1) req.set_model_name("nope");
+    ASSERT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  std::map<std::string, inference::ModelStreamInferResponse> got;
+  inference::ModelStreamInferResponse r;
+  while (stream->Read(&r)) got[r.infer_response().id()] = r;
+  EXPECT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got["s0"].error_message(), "");
+  EXPECT_THAT(got["s1"].error_message(), HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(got["s2"].infer_response().outputs_size(), 4);
+  std::vector<int64_t> shape;
+  Output<float>(got["s2"].infer_response(), "logits", &shape);
+  EXPECT_THAT(shape, ::testing::ElementsAre(1, 6, 40));
+}
+
+TEST(KServeTest, StatisticsAndMetricsCountRequests) {
+  TestServer s;
+  ModelInferResponse resp;
+  ASSERT_TRUE(Infer(s, IdsRequest({{0, Tokens(3, 1), 0}, {0, Tokens(3, 2), 0}}), &resp).ok());
+  ExpectError(s, IdsRequest({{0, {99}, 0}}), grpc::StatusCode::INVALID_ARGUMENT, {});
+  grpc::ClientContext ctx;
+  inference::ModelStatisticsResponse stats;
+  ASSERT_TRUE(s.kserve().ModelStatistics(&ctx, {}, &stats).ok());
+  ASSERT_EQ(stats.model_stats_size(), 1);
+  const auto& m = stats.model_stats(0);
+  EXPECT_EQ(m.name(), "fake");
+  EXPECT_EQ(m.inference_count(), 2u);
+  EXPECT_EQ(m.inference_stats().success().count(), 1u);
+  EXPECT_EQ(m.inference_stats().fail().count(), 1u);
+  EXPECT_GT(m.last_inference(), 0u);
+  grpc::ClientContext ctx2;
+  inference::ModelStatisticsRequest q;
+  q.set_name("x");
+  EXPECT_EQ(s.kserve().ModelStatistics(&ctx2, q, &stats).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  const std::string text = prometheus::TextSerializer().Serialize(s.registry().Collect());
+  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\"} 1"));
+  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"ModelInfer\"} 1"));
+  EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"ModelInfer\","
+                              "grpc_service=\"inference.GRPCInferenceService\",grpc_type=\"unary\"} 1"));
+  EXPECT_THAT(text, HasSubstr("grpc_server_started_total{grpc_method=\"ModelInfer\""));
+  EXPECT_THAT(text, HasSubstr("grpc_server_handling_seconds_bucket{grpc_method=\"ModelInfer\""));
+  EXPECT_THAT(text, HasSubstr("reformer_rejected_total{reason=\"invalid\"} 1"));
+  EXPECT_THAT(text, HasSubstr("reformer_input_tokens_count 1"));
+}
+
+// --- reformer.v1 --------------------------------------------------------------------------------
+
+TEST(ReformerApiTest, ScoreTextAndIds) {
+  TestServer s;
+  reformer::v1::ScoreRequest req;
+  req.add_documents()->set_text("abcd");
+  auto* ids_doc = req.add_documents()->mutable_ids();
+  for (int32_t id : {3, 4, 5}) ids_doc->add_ids(id);
+  req.set_return_token_logprobs(true);
+  req.set_priority(2);
+  grpc::ClientContext ctx;
+  reformer::v1::ScoreResponse resp;
+  grpc::Status st = s.api().Score(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.scores_size(), 2);
+  const std::vector<int32_t> ids = *ByteTokenizer().Encode("abcd");
+  DocumentOutput ref = FakeCompute(ids, kOutputTokenLogprobs, 40, 6);
+  double total = ref.token_logprobs[1] + ref.token_logprobs[2] + ref.token_logprobs[3];
+  EXPECT_NEAR(resp.scores(0).total_logprob(), total, 1e-6);
+  EXPECT_EQ(resp.scores(0).num_tokens(), 4);
+  EXPECT_EQ(resp.scores(0).num_bytes(), 3);
+  EXPECT_NEAR(resp.scores(0).bits_per_byte(), -total / std::log(2.0) / 3, 1e-6);
+  EXPECT_EQ(resp.scores(0).token_logprobs_size(), 4);
+  EXPECT_THAT(resp.scores(0).token_ids(), ::testing::ElementsAreArray(ids));
+  EXPECT_EQ(resp.scores(1).token_ids_size(), 0);
+  EXPECT_EQ(resp.usage().tokens(), 7);
+  EXPECT_EQ(s.inference().last()->priority, 2);
+  EXPECT_EQ(s.inference().last()->outputs, kOutputTokenLogprobs);
+}
+
+TEST(ReformerApiTest, ScoreErrors) {
+  TestServer s;
+  auto score = [&](const reformer::v1::ScoreRequest& req) {
+    grpc::ClientContext ctx;
+    reformer::v1::ScoreResponse resp;
+    return s.api().Score(&ctx, req, &resp);
+  };
+  reformer::v1::ScoreRequest empty_doc;
+  empty_doc.add_documents()->set_text("ok");
+  empty_doc.add_documents()->set_text("");
+  grpc::Status st = score(empty_doc);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("document 1 is empty"));
+  reformer::v1::ScoreRequest bad_id;
+  bad_id.add_documents()->mutable_ids()->add_ids(1);
+  bad_id.mutable_documents(0)->mutable_ids()->add_ids(77);
+  st = score(bad_id);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("document 0 position 1"));
+  reformer::v1::ScoreRequest none;
+  none.add_documents();
+  EXPECT_EQ(score(none).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(score(reformer::v1::ScoreRequest()).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  TestServerOptions o;
+  o.causal = false;
+  TestServer mlm(o);
+  grpc::ClientContext ctx;
+  reformer::v1::ScoreResponse resp;
+  reformer::v1::ScoreRequest req;
+  req.add_documents()->set_text("abc");
+  EXPECT_EQ(mlm.api().Score(&ctx, req, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST(ReformerApiTest, EmbedNormalizes) {
+  TestServer s;
+  reformer::v1::EmbedRequest req;
+  req.add_documents()->set_text("hello");
+  req.add_documents()->mutable_ids()->add_ids(9);
+  req.set_normalize(true);
+  grpc::ClientContext ctx;
+  reformer::v1::EmbedResponse resp;
+  ASSERT_TRUE(s.api().Embed(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.embeddings_size(), 2);
+  for (const auto& e : resp.embeddings()) {
+    ASSERT_EQ(e.values_size(), 6);
+    double norm = 0;
+    for (float v : e.values()) norm += v * v;
+    EXPECT_NEAR(norm, 1.0, 1e-5);
+  }
+  EXPECT_EQ(resp.embeddings(1).num_tokens(), 1);
+  EXPECT_EQ(s.inference().last()->outputs, kOutputEmbedding);
+}
+
+TEST(ReformerApiTest, GetModelInfo) {
+  TestServer s;
+  grpc::ClientContext ctx;
+  reformer::v1::GetModelInfoResponse info;
+  ASSERT_TRUE(s.api().GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.name(), "fake");
+  EXPECT_EQ(info.vocab_size(), 40);
+  EXPECT_EQ(info.max_tokens_per_document(), 64);
+  EXPECT_EQ(info.max_tokens_per_request(), 128);
+  EXPECT_EQ(info.embedding_size(), 6);
+  EXPECT_THAT(info.attn_layers(), ::testing::ElementsAre("local", "lsh"));
+  EXPECT_TRUE(info.causal());
+  EXPECT_EQ(info.tokenizer(), "bytes");
+}
+
+TEST(ReformerApiTest, DrainingIsUnavailable) {
+  TestServer s;
+  s.health().StartDraining();
+  reformer::v1::EmbedRequest req;
+  req.add_documents()->set_text("x");
+  grpc::ClientContext ctx;
+  reformer::v1::EmbedResponse resp;
+  EXPECT_EQ(s.api().Embed(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace reformer::serving::testing
