@@ -277,6 +277,9 @@ def run(args):
         "requests_per_s": len(ok) / elapsed, "tokens_per_s": tokens / elapsed, "tokens_ok": tokens,
         "latency": latency_summary([e - s for s, e, _ in ok]),
     }
+    if args.dump_lengths:
+        with open(args.dump_lengths, "w") as f:
+            f.write("".join(f"{t}\n" for _, _, t in ok))
     if args.background_long:
         # Short requests that ran entirely while a long document was in flight.
         spans = [(s, e) for s, e, _ in rec.long_calls]
@@ -335,6 +338,8 @@ def main(argv=None):
     p.add_argument("--connect-timeout", type=float, default=10)
     p.add_argument("--proto-dir", default=os.path.join(REPO_ROOT, "proto"))
     p.add_argument("--json", default="", help="also write the results to this JSON file")
+    p.add_argument("--dump-lengths", default="",
+                   help="write the lengths of the answered short requests here (for offline_throughput)")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:

@@ -1,0 +1,120 @@
+// offline_throughput: the engine alone on a list of document lengths (the baseline that served
+// throughput is compared with). Random token ids, one Session, --threads OpenMP threads, documents run
+// one at a time (default) or as ragged batches of up to --batch_tokens tokens in the given order.
+//
+//   offline_throughput --model_dir DIR --lengths_file lengths.txt [--threads 2] [--batch_tokens 0]
+//                      [--outputs token_logprobs] [--repeat 1]
+// lengths.txt: one document length per line (tools/loadgen/loadgen.py --dump-lengths writes it).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/model/engine_api.h"
+
+namespace {
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: offline_throughput --model_dir DIR --lengths_file FILE [--threads N] "
+               "[--batch_tokens N] [--outputs token_logprobs|logits|hidden_states|embedding|all] [--repeat N]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir, lengths_file, outputs_name = "token_logprobs";
+  int threads = 2, repeat = 1;
+  int64_t batch_tokens = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--model_dir") model_dir = value();
+    else if (a == "--lengths_file") lengths_file = value();
+    else if (a == "--threads") threads = std::atoi(value().c_str());
+    else if (a == "--batch_tokens") batch_tokens = std::atoll(value().c_str());
+    else if (a == "--outputs") outputs_name = value();
+    else if (a == "--repeat") repeat = std::atoi(value().c_str());
+    else return Usage();
+  }
+  if (model_dir.empty() || lengths_file.empty() || threads < 1 || repeat < 1) return Usage();
+  uint32_t outputs = 0;
+  if (outputs_name == "token_logprobs") outputs = reformer::kOutputTokenLogprobs;
+  else if (outputs_name == "logits") outputs = reformer::kOutputLogits;
+  else if (outputs_name == "hidden_states") outputs = reformer::kOutputHiddenStates;
+  else if (outputs_name == "embedding") outputs = reformer::kOutputEmbedding;
+  else if (outputs_name == "all") outputs = reformer::kOutputAll;
+  else return Usage();
+
+  std::vector<int64_t> lengths;
+  std::ifstream in(lengths_file);
+  for (int64_t n; in >> n;) lengths.push_back(n);
+  if (lengths.empty()) {
+    std::fprintf(stderr, "no lengths in %s\n", lengths_file.c_str());
+    return 1;
+  }
+  auto model = reformer::ReformerModel::Load(model_dir);
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
+    return 1;
+  }
+  reformer::SessionOptions so;
+  so.num_threads = threads;
+  auto session = reformer::Session::Create(*model, so);
+  if (!session.ok()) {
+    std::fprintf(stderr, "%s\n", session.status().ToString().c_str());
+    return 1;
+  }
+  const int64_t vocab = (*model)->config().vocab_size;
+  std::mt19937 rng(1);
+  std::vector<std::vector<int32_t>> docs;
+  int64_t total = 0;
+  for (int64_t n : lengths) {
+    std::vector<int32_t> d(n);
+    for (auto& t : d) t = static_cast<int32_t>(rng() % vocab);
+    docs.push_back(std::move(d));
+    total += n;
+  }
+  // Batches in order: one document each, or up to batch_tokens tokens.
+  std::vector<std::vector<absl::Span<const int32_t>>> batches;
+  for (const auto& d : docs) {
+    const int64_t cur = batches.empty() ? 0 : [&] {
+      int64_t s = 0;
+      for (auto sp : batches.back()) s += static_cast<int64_t>(sp.size());
+      return s;
+    }();
+    if (batches.empty() || batch_tokens <= 0 || cur + static_cast<int64_t>(d.size()) > batch_tokens) {
+      batches.emplace_back();
+    }
+    batches.back().push_back(absl::MakeConstSpan(d));
+  }
+  // Warm-up on the first document.
+  std::vector<reformer::DocumentOutput> out;
+  std::vector<absl::Span<const int32_t>> warm = {batches[0][0]};
+  if (auto s = (*session)->RunDocuments(warm, outputs, &out); !s.ok()) {
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    return 1;
+  }
+  double best = 1e300;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& b : batches) {
+      if (auto s = (*session)->RunDocuments(b, outputs, &out); !s.ok()) {
+        std::fprintf(stderr, "%s\n", s.ToString().c_str());
+        return 1;
+      }
+    }
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, sec);
+    std::printf("run %d: %zu documents, %lld tokens in %.3f s: %.2f docs/s, %.0f tokens/s\n", r, docs.size(),
+                static_cast<long long>(total), sec, docs.size() / sec, total / sec);
+  }
+  std::printf("offline best: %.2f docs/s, %.0f tokens/s (threads %d, batch_tokens %lld, %zu batches)\n",
+              docs.size() / best, total / best, threads, static_cast<long long>(batch_tokens), batches.size());
+  return 0;
+}
