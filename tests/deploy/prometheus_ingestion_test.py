@@ -140,7 +140,7 @@ def main():
         grpc_port, http_port = free_port(), free_port()
         server_log = open(os.path.join(tmp, "server.log"), "w")
         server = subprocess.Popen(
-            [args.server, f"--model_dir={args.model_dir}", f"--model_name={model_name}", f"--grpc_port={grpc_port}",
+            [args.server, "--bind_address=127.0.0.1", f"--model_dir={args.model_dir}", f"--model_name={model_name}", f"--grpc_port={grpc_port}",
              f"--http_port={http_port}", "--workers=1", "--threads_per_worker=2"],
             stdout=server_log, stderr=subprocess.STDOUT)
         procs.append(server)
@@ -197,7 +197,7 @@ def main():
                             {"query": f'sum(rate(reformer_requests_total{{job="{JOB}",code="OK"}}[1m]))'})
             ok_up = up.get("status") == "success" and finite_values(up["data"]["result"]) == [1.0]
             rate_vals = finite_values(rate.get("data", {}).get("result", []))
-            if ok_up and rate_vals and rate_vals[0] > 0 and counts.get("InvalidArgument", 0) > 0:
+            if ok_up and rate_vals and rate_vals[0] > 0 and counts.get("INVALID_ARGUMENT", 0) > 0:
                 break
             if time.monotonic() > deadline:
                 fails.check(False, f"scrape not up or no request rate after 60 s: up={up} rate={rate} counts={counts}")
