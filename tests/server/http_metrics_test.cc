@@ -1,0 +1,268 @@
+// HTTP endpoints (civetweb on localhost:0), the metric set's exposition, the health state machine
+// and main's configuration helpers (environment flags, CPU quota, thread defaults, model search).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/flags/flag.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
+#include "server/health/health_state.h"
+#include "server/http/http_server.h"
+#include "server/metrics/server_metrics.h"
+#include "server/server_flags.h"
+
+ABSL_FLAG(int, test_port, 8001, "for ApplyEnvironmentToFlags");
+ABSL_FLAG(std::string, test_name, "", "for ApplyEnvironmentToFlags");
+
+namespace reformer::serving {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+
+// Minimal HTTP/1.1 GET over loopback.
+HttpReply Get(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  HttpReply reply;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return reply;
+  }
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(fd);
+    return reply;
+  }
+  std::string all;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) all.append(buf, static_cast<size_t>(n));
+  close(fd);
+  if (all.size() > 12) reply.status = std::atoi(all.substr(9, 3).c_str());
+  size_t body = all.find("\r\n\r\n");
+  if (body != std::string::npos) reply.body = all.substr(body + 4);
+  return reply;
+}
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_.name = "tiny";
+    model_.config.vocab_size = 64;
+    model_.config.hidden_size = 8;
+    metrics_ = std::make_unique<ServerMetrics>(&registry_, MetricsOptions{});
+    HttpOptions o;
+    o.port = 0;
+    o.bind_address = "127.0.0.1";
+    o.num_threads = 2;
+    auto server = HttpServer::Start(o, &registry_, &health_, &model_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_GT(server_->port(), 0);
+  }
+  ServedModel model_;
+  HealthState health_;
+  prometheus::Registry registry_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpServerTest, ProbesFollowTheHealthState) {
+  const int port = server_->port();
+  EXPECT_EQ(Get(port, "/healthz").status, 200);
+  EXPECT_EQ(Get(port, "/v2/health/live").status, 200);
+  HttpReply r = Get(port, "/readyz");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_THAT(r.body, HasSubstr("STARTING"));
+  EXPECT_EQ(Get(port, "/v2/health/ready").status, 503);
+  EXPECT_EQ(Get(port, "/v2/models/tiny/ready").status, 503);
+  health_.SetReady();
+  EXPECT_EQ(Get(port, "/readyz").status, 200);
+  EXPECT_EQ(Get(port, "/v2/health/ready").status, 200);
+  EXPECT_EQ(Get(port, "/v2/models/tiny/ready").status, 200);
+  health_.StartDraining();
+  r = Get(port, "/readyz");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_THAT(r.body, HasSubstr("DRAINING"));
+  EXPECT_EQ(Get(port, "/healthz").status, 200);
+}
+
+TEST_F(HttpServerTest, KServeRestMetadata) {
+  const int port = server_->port();
+  HttpReply r = Get(port, "/v2");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("\"name\":\"reformer-server\""));
+  r = Get(port, "/v2/models/tiny");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("\"name\":\"logits\""));
+  EXPECT_THAT(r.body, HasSubstr("[-1,-1,64]"));
+  EXPECT_THAT(r.body, HasSubstr("[-1,16]"));
+  EXPECT_EQ(Get(port, "/v2/models/tiny/versions/1").status, 200);
+  EXPECT_EQ(Get(port, "/v2/models/other").status, 404);
+  EXPECT_EQ(Get(port, "/v2/models/other/ready").status, 404);
+  EXPECT_EQ(Get(port, "/nothing").status, 404);
+  EXPECT_EQ(server_->Handle("POST", "/v2").status, 405);
+}
+
+// The exposition carries exactly the metric names, in base units, with our buckets.
+TEST_F(HttpServerTest, MetricsExposition) {
+  metrics_->RpcStarted("unary", "inference.GRPCInferenceService", "ModelInfer");
+  metrics_->RpcHandled("unary", "inference.GRPCInferenceService", "ModelInfer",
+                       absl::StatusCode::kUnavailable, 0.02);
+  metrics_->RequestFinished("ModelInfer", absl::StatusCode::kOk, 0.3, 700, 2, 1000);
+  metrics_->OnRequestDone("ModelInfer", absl::OkStatus(), 700, 0.01, 0.25);
+  metrics_->OnBatch(3, 1500);
+  metrics_->OnQueueChanged(4, 2048);
+  metrics_->OnInflightChanged(5);
+  metrics_->OnRejected("queue_full");
+  metrics_->OnWorkspaceBytes(1, 1 << 20);
+  HttpReply r = Get(server_->port(), "/metrics");
+  ASSERT_EQ(r.status, 200);
+  const std::string& t = r.body;
+  for (const char* name :
+       {"reformer_requests_total", "reformer_request_duration_seconds", "reformer_queue_duration_seconds",
+        "reformer_batch_size", "reformer_batch_tokens", "reformer_input_tokens", "reformer_queue_requests",
+        "reformer_queue_tokens", "reformer_inflight_requests", "reformer_rejected_total",
+        "reformer_workspace_bytes", "reformer_tokens_processed_total", "reformer_build_info",
+        "grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds"}) {
+    EXPECT_THAT(t, HasSubstr(std::string("# TYPE ") + name + " ")) << name;
+  }
+  EXPECT_THAT(t, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\"} 1"));
+  EXPECT_THAT(t, HasSubstr("reformer_request_duration_seconds_bucket{method=\"ModelInfer\",le=\"0.5\"} 1"));
+  EXPECT_THAT(t, HasSubstr("reformer_request_duration_seconds_bucket{method=\"ModelInfer\",le=\"0.25\"} 0"));
+  EXPECT_THAT(t, HasSubstr("reformer_batch_size_bucket{le=\"4\"} 1"));
+  EXPECT_THAT(t, HasSubstr("reformer_batch_tokens_bucket{le=\"1024\"} 0"));
+  EXPECT_THAT(t, HasSubstr("reformer_batch_tokens_bucket{le=\"2048\"} 1"));
+  EXPECT_THAT(t, HasSubstr("reformer_queue_tokens 2048"));
+  EXPECT_THAT(t, HasSubstr("reformer_inflight_requests 5"));
+  EXPECT_THAT(t, HasSubstr("reformer_rejected_total{reason=\"queue_full\"} 1"));
+  EXPECT_THAT(t, HasSubstr("reformer_rejected_total{reason=\"draining\"} 0"));
+  EXPECT_THAT(t, HasSubstr("reformer_workspace_bytes{worker=\"1\"} 1048576"));
+  EXPECT_THAT(t, HasSubstr("reformer_tokens_processed_total 700"));
+  EXPECT_THAT(t, HasSubstr("reformer_build_info{model=\"default\",version=\"0.1.0\"} 1"));
+  EXPECT_THAT(t, HasSubstr("grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"ModelInfer\","
+                           "grpc_service=\"inference.GRPCInferenceService\",grpc_type=\"unary\"} 1"));
+  // Snapshot (ModelStatistics) reads the same calls.
+  ModelStatsSnapshot s = metrics_->Snapshot();
+  EXPECT_EQ(s.inference_count, 2u);
+  EXPECT_EQ(s.execution_count, 1u);
+  EXPECT_EQ(s.success.count, 1u);
+  EXPECT_EQ(s.success.ns, 300'000'000u);
+  EXPECT_EQ(s.compute.ns, 250'000'000u);
+  EXPECT_EQ(s.batch_sizes.at(3), 1u);
+}
+
+TEST(MetricsTest, BucketsCoverTheirRange) {
+  auto b = ServerMetrics::PowerOfTwoBuckets(16, 4096);
+  EXPECT_EQ(b.front(), 16);
+  EXPECT_EQ(b.back(), 4096);
+  b = ServerMetrics::PowerOfTwoBuckets(16, 5000);
+  EXPECT_EQ(b.back(), 8192);
+  auto s = ServerMetrics::SecondsBuckets();
+  EXPECT_EQ(s.front(), 0.001);
+  EXPECT_GE(s.back(), 300);
+  EXPECT_TRUE(std::is_sorted(s.begin(), s.end()));
+}
+
+TEST(HealthStateTest, MovesForwardOnlyAndNotifies) {
+  HealthState h;
+  std::vector<ServingState> seen;
+  h.AddListener([&](ServingState s) { seen.push_back(s); });
+  EXPECT_FALSE(h.ready());
+  EXPECT_TRUE(h.live());
+  h.SetReady();
+  EXPECT_TRUE(h.ready());
+  h.SetReady();
+  h.StartDraining();
+  EXPECT_TRUE(h.draining());
+  EXPECT_FALSE(h.ready());
+  h.SetReady();  // ignored once draining
+  h.StartDraining();
+  EXPECT_TRUE(h.draining());
+  EXPECT_EQ(seen, (std::vector<ServingState>{ServingState::kReady, ServingState::kDraining}));
+}
+
+TEST(ServerFlagsTest, EnvironmentSetsFlagsAndReportsBadValues) {
+  EXPECT_EQ(FlagEnvName("grpc_port"), "REFORMER_GRPC_PORT");
+  std::map<std::string, std::string> env = {{"REFORMER_TEST_PORT", "9009"}, {"REFORMER_TEST_NAME", "m"}};
+  auto getenv = [&](const char* n) -> const char* {
+    auto it = env.find(n);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  ASSERT_TRUE(ApplyEnvironmentToFlags({"test_port", "test_name"}, getenv).ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_port), 9009);
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_name), "m");
+  env["REFORMER_TEST_PORT"] = "eighty";
+  absl::Status s = ApplyEnvironmentToFlags({"test_port"}, getenv);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("REFORMER_TEST_PORT='eighty'"));
+}
+
+TEST(ServerFlagsTest, CpuQuotaAndThreadDefaults) {
+  EXPECT_EQ(ParseCpuMax("200000 100000\n"), 2);
+  EXPECT_EQ(ParseCpuMax("150000 100000"), 2);
+  EXPECT_EQ(ParseCpuMax("50000 100000"), 1);
+  EXPECT_FALSE(ParseCpuMax("max 100000").has_value());
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "cgroup_test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "cpu.max") << "100000 100000\n";
+  EXPECT_EQ(AvailableCpus(dir.string()), 1);
+  int w = 0, t = 0;
+  ResolveThreads(2, &w, &t);
+  EXPECT_EQ(w * t, 2);
+  EXPECT_EQ(w, 2);
+  w = 0, t = 0;
+  ResolveThreads(8, &w, &t);
+  EXPECT_EQ(w, 2);
+  EXPECT_EQ(t, 4);
+  w = 1, t = 0;
+  ResolveThreads(4, &w, &t);
+  EXPECT_EQ(t, 4);
+  w = 0, t = 2;
+  ResolveThreads(4, &w, &t);
+  EXPECT_EQ(w, 2);
+}
+
+TEST(ServerFlagsTest, DefaultModelSearchOrder) {
+  const std::filesystem::path root = std::filesystem::path(::testing::TempDir()) / "install_test";
+  std::filesystem::remove_all(root);
+  const auto exe_dir = root / "build" / "bin";
+  std::filesystem::create_directories(exe_dir);
+  auto candidates = DefaultModelDirCandidates(exe_dir.string(), "/env/model");
+  ASSERT_EQ(candidates.size(), 5u);
+  EXPECT_EQ(candidates[0], "/env/model");
+  EXPECT_EQ(candidates[1], exe_dir.string() + "/../share/reformer-serve/models/default");
+  EXPECT_EQ(candidates[2], exe_dir.string() + "/../../models/default");
+  EXPECT_EQ(candidates[3], "/usr/share/reformer-serve/models/default");
+  EXPECT_EQ(candidates[4], "/opt/reformer-serve/models/default");
+  auto missing = FindDefaultModelDir(exe_dir.string(), nullptr);
+  if (!missing.ok()) {
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_THAT(std::string(missing.status().message()), HasSubstr("models/default"));
+  }
+  // The checkout layout (build/bin -> models/default) is found.
+  std::filesystem::create_directories(root / "models" / "default");
+  std::ofstream(root / "models" / "default" / "config.json") << "{}";
+  auto found = FindDefaultModelDir(exe_dir.string(), nullptr);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(*found, exe_dir.string() + "/../../models/default");
+}
+
+}  // namespace
+}  // namespace reformer::serving
