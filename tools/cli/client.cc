@@ -1,0 +1,367 @@
+// reformer-cli client commands: talk to a running reformer-server over gRPC (reformer.v1 and
+// KServe v2). Long files are split into pieces that fit the model's context, sent a few at a
+// time, with a progress bar on stderr.
+#include "tools/cli/client.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "grpcpp/grpcpp.h"
+#include "proto/grpc_service.grpc.pb.h"
+#include "proto/reformer.grpc.pb.h"
+#include "tools/cli/progress.h"
+
+namespace reformer::cli {
+namespace {
+
+namespace v1 = ::reformer::v1;
+
+struct ClientFlags {
+  std::string server = "localhost:8001";
+  bool json = false;
+  double timeout_s = 600;
+  int64_t piece_bytes = 0;  // 0 = from the model's context
+  bool normalize = false;
+  std::vector<std::string> files;
+};
+
+void ClientUsage() {
+  std::fprintf(stderr,
+               "reformer-cli client commands (a running reformer-server):\n"
+               "  health [--server H:P]            liveness/readiness; exit 0 when ready\n"
+               "  info   [--server H:P] [--json]   served model: name, context, vocab, layers\n"
+               "  score  FILE... [--server H:P] [--json] [--piece-bytes N]\n"
+               "         total log-prob and bits per byte of each file (causal models). Files longer\n"
+               "         than the context are scored in independent pieces of at most the context.\n"
+               "  embed  FILE... [--server H:P] [--normalize]\n"
+               "         one JSON line per file: mean final hidden state over its tokens\n"
+               "Common: --timeout SECONDS (default 600) per request.\n");
+}
+
+bool ParseFlags(int argc, char** argv, ClientFlags* f) {
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      const std::string prefix = std::string(name) + "=";
+      if (a.rfind(prefix, 0) == 0) return argv[i] + prefix.size();
+      if (a == name && i + 1 < argc) return argv[++i];
+      return nullptr;
+    };
+    if (a == "--json") {
+      f->json = true;
+    } else if (a == "--normalize") {
+      f->normalize = true;
+    } else if (a.rfind("--server", 0) == 0) {
+      const char* v = value("--server");
+      if (!v) return false;
+      f->server = v;
+    } else if (a.rfind("--timeout", 0) == 0) {
+      const char* v = value("--timeout");
+      if (!v) return false;
+      f->timeout_s = std::atof(v);
+    } else if (a.rfind("--piece-bytes", 0) == 0) {
+      const char* v = value("--piece-bytes");
+      if (!v) return false;
+      f->piece_bytes = std::atoll(v);
+    } else if (a.rfind("--", 0) == 0) {
+      std::fprintf(stderr, "reformer-cli: unknown flag %s\n", a.c_str());
+      return false;
+    } else {
+      f->files.push_back(a);
+    }
+  }
+  return true;
+}
+
+std::shared_ptr<grpc::Channel> Connect(const ClientFlags& f) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(512 << 20);
+  args.SetMaxSendMessageSize(512 << 20);
+  return grpc::CreateCustomChannel(f.server, grpc::InsecureChannelCredentials(), args);
+}
+
+void SetDeadline(grpc::ClientContext* ctx, double seconds) {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+}
+
+int Fail(const std::string& what, const grpc::Status& st) {
+  std::fprintf(stderr, "reformer-cli: %s: %s (%d)\n", what.c_str(), st.error_message().c_str(),
+               static_cast<int>(st.error_code()));
+  return 1;
+}
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+std::string JsonEscape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      o.push_back('\\');
+      o.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      o += buf;
+    } else {
+      o.push_back(c);
+    }
+  }
+  return o;
+}
+
+// Splits text into pieces of at most `max_bytes` bytes, preferring to cut after a newline or a
+// space, never inside a UTF-8 sequence.
+std::vector<std::string> Split(const std::string& text, int64_t max_bytes) {
+  std::vector<std::string> pieces;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = std::min(text.size(), pos + static_cast<size_t>(max_bytes));
+    if (end < text.size()) {
+      size_t cut = text.find_last_of("\n ", end - 1);
+      if (cut != std::string::npos && cut > pos + static_cast<size_t>(max_bytes) / 2) {
+        end = cut + 1;
+      } else {
+        while (end > pos + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+      }
+    }
+    pieces.push_back(text.substr(pos, end - pos));
+    pos = end;
+  }
+  return pieces;
+}
+
+bool GetInfo(v1::ReformerService::Stub* stub, const ClientFlags& f, v1::GetModelInfoResponse* info) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, std::min(f.timeout_s, 30.0));
+  grpc::Status st = stub->GetModelInfo(&ctx, {}, info);
+  if (!st.ok()) {
+    Fail("GetModelInfo on " + f.server, st);
+    return false;
+  }
+  return true;
+}
+
+int Health(const ClientFlags& f) {
+  auto stub = inference::GRPCInferenceService::NewStub(Connect(f));
+  inference::ServerLiveResponse live;
+  inference::ServerReadyResponse ready;
+  grpc::ClientContext c1;
+  SetDeadline(&c1, 10);
+  grpc::Status st = stub->ServerLive(&c1, {}, &live);
+  if (!st.ok()) return Fail("ServerLive on " + f.server, st);
+  grpc::ClientContext c2;
+  SetDeadline(&c2, 10);
+  st = stub->ServerReady(&c2, {}, &ready);
+  if (!st.ok()) return Fail("ServerReady on " + f.server, st);
+  std::printf("%s: live=%s ready=%s\n", f.server.c_str(), live.live() ? "yes" : "no",
+              ready.ready() ? "yes" : "no");
+  return ready.ready() ? 0 : 1;
+}
+
+int Info(const ClientFlags& f) {
+  auto stub = v1::ReformerService::NewStub(Connect(f));
+  v1::GetModelInfoResponse info;
+  if (!GetInfo(stub.get(), f, &info)) return 1;
+  std::string layers;
+  for (const auto& l : info.attn_layers()) layers += (layers.empty() ? "" : ",") + l;
+  if (f.json) {
+    std::printf(
+        "{\"name\":\"%s\",\"version\":\"%s\",\"vocab_size\":%lld,\"max_tokens_per_document\":%lld,"
+        "\"max_tokens_per_request\":%lld,\"hidden_size\":%lld,\"embedding_size\":%lld,"
+        "\"attn_layers\":\"%s\",\"causal\":%s,\"tokenizer\":\"%s\",\"rotations_source\":\"%s\"}\n",
+        JsonEscape(info.name()).c_str(), JsonEscape(info.version()).c_str(),
+        static_cast<long long>(info.vocab_size()), static_cast<long long>(info.max_tokens_per_document()),
+        static_cast<long long>(info.max_tokens_per_request()), static_cast<long long>(info.hidden_size()),
+        static_cast<long long>(info.embedding_size()), layers.c_str(), info.causal() ? "true" : "false",
+        JsonEscape(info.tokenizer()).c_str(), JsonEscape(info.rotations_source()).c_str());
+  } else {
+    std::printf("model %s (version %s)\n  layers %lld [%s], hidden %lld, embedding %lld, vocab %lld\n"
+                "  context %lld tokens/document, %lld tokens/request\n  causal %s, tokenizer %s, "
+                "rotations %s\n",
+                info.name().c_str(), info.version().c_str(), static_cast<long long>(info.num_layers()),
+                layers.c_str(), static_cast<long long>(info.hidden_size()),
+                static_cast<long long>(info.embedding_size()), static_cast<long long>(info.vocab_size()),
+                static_cast<long long>(info.max_tokens_per_document()),
+                static_cast<long long>(info.max_tokens_per_request()), info.causal() ? "yes" : "no",
+                info.tokenizer().empty() ? "none (ids only)" : info.tokenizer().c_str(),
+                info.rotations_source().c_str());
+  }
+  return 0;
+}
+
+// Pieces of every file, and the requests (groups of pieces) that fit the request limit.
+struct Work {
+  std::vector<std::vector<std::string>> pieces;  // per file
+  int64_t total_bytes = 0;
+};
+
+bool Prepare(const ClientFlags& f, const v1::GetModelInfoResponse& info, Work* w) {
+  if (f.files.empty()) {
+    std::fprintf(stderr, "reformer-cli: no input files\n");
+    return false;
+  }
+  if (info.tokenizer().empty()) {
+    std::fprintf(stderr, "reformer-cli: model '%s' has no tokenizer (token ids only)\n",
+                 info.name().c_str());
+    return false;
+  }
+  // A token stands for at least one byte, so a piece of context - margin bytes fits.
+  const int64_t piece = f.piece_bytes > 0 ? f.piece_bytes
+                                          : std::max<int64_t>(1, info.max_tokens_per_document() - 8);
+  for (const std::string& path : f.files) {
+    std::string text;
+    if (!ReadFile(path, &text)) {
+      std::fprintf(stderr, "reformer-cli: cannot read %s\n", path.c_str());
+      return false;
+    }
+    w->total_bytes += static_cast<int64_t>(text.size());
+    w->pieces.push_back(Split(text, piece));
+  }
+  return true;
+}
+
+int Score(const ClientFlags& f) {
+  auto stub = v1::ReformerService::NewStub(Connect(f));
+  v1::GetModelInfoResponse info;
+  if (!GetInfo(stub.get(), f, &info)) return 1;
+  if (!info.causal()) {
+    std::fprintf(stderr, "reformer-cli: model '%s' is not causal; score needs a causal LM\n",
+                 info.name().c_str());
+    return 1;
+  }
+  Work w;
+  if (!Prepare(f, info, &w)) return 1;
+  const int64_t per_request =
+      std::max<int64_t>(1, info.max_tokens_per_request() / std::max<int64_t>(1, info.max_tokens_per_document()));
+  ProgressBar bar("score", static_cast<double>(w.total_bytes));
+  double done_bytes = 0;
+  for (size_t i = 0; i < f.files.size(); ++i) {
+    double total = 0;
+    int64_t tokens = 0, bytes = 0;
+    const auto& pieces = w.pieces[i];
+    for (size_t start = 0; start < pieces.size(); start += static_cast<size_t>(per_request)) {
+      v1::ScoreRequest req;
+      const size_t end = std::min(pieces.size(), start + static_cast<size_t>(per_request));
+      for (size_t k = start; k < end; ++k) req.add_documents()->set_text(pieces[k]);
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, f.timeout_s);
+      v1::ScoreResponse resp;
+      grpc::Status st = stub->Score(&ctx, req, &resp);
+      if (!st.ok()) {
+        bar.Finish();
+        return Fail("Score " + f.files[i], st);
+      }
+      for (const auto& s : resp.scores()) {
+        total += s.total_logprob();
+        tokens += s.num_tokens();
+        bytes += s.num_bytes();
+      }
+      for (size_t k = start; k < end; ++k) done_bytes += static_cast<double>(pieces[k].size());
+      bar.Update(done_bytes);
+    }
+    const double bpb = bytes > 0 ? -total / std::log(2.0) / static_cast<double>(bytes) : 0;
+    bar.Finish();
+    if (f.json) {
+      std::printf("{\"file\":\"%s\",\"pieces\":%zu,\"tokens\":%lld,\"bytes\":%lld,"
+                  "\"total_logprob\":%.6f,\"bits_per_byte\":%.6f}\n",
+                  JsonEscape(f.files[i]).c_str(), pieces.size(), static_cast<long long>(tokens),
+                  static_cast<long long>(bytes), total, bpb);
+    } else {
+      std::printf("%s: %lld tokens in %zu piece(s), %.4f bits/byte (total log-prob %.3f nats over "
+                  "%lld predicted bytes)\n",
+                  f.files[i].c_str(), static_cast<long long>(tokens), pieces.size(), bpb, total,
+                  static_cast<long long>(bytes));
+    }
+  }
+  return 0;
+}
+
+int Embed(const ClientFlags& f) {
+  auto stub = v1::ReformerService::NewStub(Connect(f));
+  v1::GetModelInfoResponse info;
+  if (!GetInfo(stub.get(), f, &info)) return 1;
+  Work w;
+  if (!Prepare(f, info, &w)) return 1;
+  const int64_t per_request =
+      std::max<int64_t>(1, info.max_tokens_per_request() / std::max<int64_t>(1, info.max_tokens_per_document()));
+  ProgressBar bar("embed", static_cast<double>(w.total_bytes));
+  double done_bytes = 0;
+  for (size_t i = 0; i < f.files.size(); ++i) {
+    // The file's embedding is the mean over all its tokens = token-weighted mean of the pieces'.
+    std::vector<double> sum(static_cast<size_t>(info.embedding_size()), 0.0);
+    int64_t tokens = 0;
+    const auto& pieces = w.pieces[i];
+    for (size_t start = 0; start < pieces.size(); start += static_cast<size_t>(per_request)) {
+      v1::EmbedRequest req;
+      const size_t end = std::min(pieces.size(), start + static_cast<size_t>(per_request));
+      for (size_t k = start; k < end; ++k) req.add_documents()->set_text(pieces[k]);
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, f.timeout_s);
+      v1::EmbedResponse resp;
+      grpc::Status st = stub->Embed(&ctx, req, &resp);
+      if (!st.ok()) {
+        bar.Finish();
+        return Fail("Embed " + f.files[i], st);
+      }
+      for (const auto& e : resp.embeddings()) {
+        for (int k = 0; k < e.values_size() && k < static_cast<int>(sum.size()); ++k) {
+          sum[k] += static_cast<double>(e.values(k)) * static_cast<double>(e.num_tokens());
+        }
+        tokens += e.num_tokens();
+      }
+      for (size_t k = start; k < end; ++k) done_bytes += static_cast<double>(pieces[k].size());
+      bar.Update(done_bytes);
+    }
+    bar.Finish();
+    double norm = 0;
+    for (double& x : sum) {
+      x /= std::max<int64_t>(tokens, 1);
+      norm += x * x;
+    }
+    norm = std::sqrt(norm);
+    std::printf("{\"file\":\"%s\",\"tokens\":%lld,\"embedding\":[", JsonEscape(f.files[i]).c_str(),
+                static_cast<long long>(tokens));
+    for (size_t k = 0; k < sum.size(); ++k) {
+      const double x = f.normalize && norm > 0 ? sum[k] / norm : sum[k];
+      std::printf("%s%.7g", k ? "," : "", x);
+    }
+    std::printf("]}\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RunClientCommand(const std::string& cmd, int argc, char** argv) {
+  if (cmd == "help-client") {
+    ClientUsage();
+    return 0;
+  }
+  ClientFlags f;
+  if (!ParseFlags(argc, argv, &f)) {
+    ClientUsage();
+    return 2;
+  }
+  if (cmd == "health") return Health(f);
+  if (cmd == "info") return Info(f);
+  if (cmd == "score") return Score(f);
+  if (cmd == "embed") return Embed(f);
+  std::fprintf(stderr, "reformer-cli: unknown client command '%s'\n\n", cmd.c_str());
+  ClientUsage();
+  return 2;
+}
+
+}  // namespace reformer::cli
