@@ -76,7 +76,7 @@ class ReformerModel {
   // Validates the weights' shapes against the config and pre-packs them.
   static absl::StatusOr<std::shared_ptr<const ReformerModel>> Assemble(
       ReformerConfig config, std::unique_ptr<ModelWeights> weights, std::unique_ptr<Tokenizer> tokenizer,
-      std::string dir, std::string rotations_source);
+      std::string dir, std::string rotations_source, std::unique_ptr<PackedModel> packed = nullptr);
   std::unique_ptr<PackedModel> packed_;
   ReformerConfig config_;
   std::string dir_;

@@ -99,9 +99,10 @@ PackedModel PackedModel::Build(const ReformerConfig& c, const ModelWeights& w) {
       pl.head_proj.push_back(PackedWeight::Build(H, k * dh, [&](int64_t kk, int64_t j) {
         return parts[j / dh][(h * dh + j % dh) * H + kk];
       }));
-      pl.head_out.push_back(PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, h * dh, dh, H));
-      pm.bytes += pl.head_proj.back().bytes() + pl.head_out.back().bytes();
+      pm.bytes += pl.head_proj.back().bytes();
     }
+    pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H);
+    pm.bytes += pl.attn_out.bytes();
     pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F);
     pl.ff_out = PackedWeight::FromLinear(L.ff_out_weight.data, F, 0, 0, F, H);
     pm.bytes += pl.ff_in.bytes() + pl.ff_out.bytes();
@@ -145,7 +146,7 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
                                              : LocalAttentionWorkBytes(LocalParams(c, t), num_threads);
       inner = std::max(inner, a);
     }
-    phase = std::max(phase, sizeof(float) * rows * (ProjWidth(type) + 1) * dh + inner);
+    phase = std::max(phase, sizeof(float) * rows * (ProjWidth(type) + c.num_attention_heads) * dh + inner);
   }
   phase = std::max(phase, sizeof(float) * tile * (H + c.feed_forward_size));
   const bool need_lm = outputs & (kOutputLogits | kOutputTokenLogprobs);
@@ -234,7 +235,9 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
       }
     }
     {
-      WsBuffer<float> proj(ws, rows * ldp), oh(ws, rows * dh);
+      // One head's projections at a time; the merged attention output of all heads [rows, nh*dh].
+      const int64_t ldo = nh * dh;
+      WsBuffer<float> proj(ws, rows * ldp), oh(ws, rows * ldo);
       for (int64_t h = 0; h < nh; ++h) {
         {
           WsBuffer<float> y(ws, tile * H);
@@ -255,7 +258,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
         for (int64_t d = 0; d < n_docs; ++d) {
           const ForwardDoc& doc = docs[d];
           const float* base = proj.data() + offset[d] * ldp;
-          float* o = oh.data() + offset[d] * dh;
+          float* o = oh.data() + offset[d] * ldo + h * dh;
           if (type == AttnType::kLsh) {
             const LshAttentionParams p = LshParams(c, doc.padded_length, doc.padding_bucket);
             if (doc.padded_length > p.chunk && L.rotations.data == nullptr)
@@ -267,26 +270,26 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
             int32_t* keys = bucket_slot >= 0 && doc.padded_length > p.chunk
                                 ? out->buckets[bucket_slot][d].data() + h * c.num_hashes * doc.padded_length
                                 : nullptr;
-            RETURN_IF_ERROR(LshAttentionHead(ctx, ws, p, base, ldp, base + dh, ldp, rot, doc.mask, o, dh,
+            RETURN_IF_ERROR(LshAttentionHead(ctx, ws, p, base, ldp, base + dh, ldp, rot, doc.mask, o, ldo,
                                              keys, cancel));
           } else {
             RETURN_IF_ERROR(LocalAttentionHead(ctx, ws, LocalParams(c, doc.padded_length), base, ldp,
-                                               base + dh, ldp, base + 2 * dh, ldp, doc.mask, o, dh,
+                                               base + dh, ldp, base + 2 * dh, ldp, doc.mask, o, ldo,
                                                cancel));
           }
         }
-        for (int64_t t0 = 0; t0 < rows; t0 += tile) {
-          const int64_t m = tile;
-          MatmulCall mc;
-          mc.With(P.head_out[h]);
-          mc.m = m;
-          mc.src = oh.data() + t0 * dh;
-          mc.lda = dh;
-          mc.dst = A.data() + t0 * H;
-          mc.ldc = H;
-          mc.accumulate = true;
-          RETURN_IF_ERROR(ctx->Matmul(mc));
-        }
+      }
+      // A += merged heads · attention.output.denseᵀ (SPEC §5 step 1).
+      for (int64_t t0 = 0; t0 < rows; t0 += tile) {
+        MatmulCall mc;
+        mc.With(P.attn_out);
+        mc.m = tile;
+        mc.src = oh.data() + t0 * ldo;
+        mc.lda = ldo;
+        mc.dst = A.data() + t0 * H;
+        mc.ldc = H;
+        mc.accumulate = true;
+        RETURN_IF_ERROR(ctx->Matmul(mc));
       }
     }
     {

@@ -8,9 +8,10 @@
 // the same bits; so with one fixed M a document's outputs are bitwise independent of its batch
 // mates. Attention runs per document and per head (ops/attention.h).
 //
-// Memory beyond A, Z and the requested outputs: one head's projections [rows, 2-3 * dh] and
-// attention output [rows, dh], the attention blocks of ops/attention.h, and one token tile of
-// the phase in progress. Everything is counted in the Workspace; PlanPeakBytes predicts it.
+// Memory beyond A, Z and the requested outputs: one head's projections [rows, 2-3 * dh], the
+// merged attention output of all heads [rows, nh * dh] (so the output projection is one matmul
+// with K = nh * dh), the attention blocks of ops/attention.h, and one token tile of the phase in
+// progress. Everything is counted in the Workspace; PlanPeakBytes predicts it.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +28,7 @@ namespace reformer {
 // Matmul weights of one layer, pre-packed at load.
 struct PackedLayer {
   std::vector<PackedWeight> head_proj;  // per head: [H, 2*dh] (qk|v) or [H, 3*dh] (q|k|v)
-  std::vector<PackedWeight> head_out;   // per head: [dh, H] block of attention.output.dense
+  PackedWeight attn_out;                // [nh*dh, H]: attention.output.dense
   PackedWeight ff_in;                   // [H, F]
   PackedWeight ff_out;                  // [F, H]
 };

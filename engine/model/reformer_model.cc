@@ -22,11 +22,12 @@ size_t ReformerModel::weight_bytes() const {
 
 absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Assemble(
     ReformerConfig config, std::unique_ptr<ModelWeights> weights, std::unique_ptr<Tokenizer> tokenizer,
-    std::string dir, std::string rotations_source) {
+    std::string dir, std::string rotations_source, std::unique_ptr<PackedModel> packed) {
   if (static_cast<int64_t>(weights->layers.size()) != config.num_layers())
     return absl::InternalError("weights and config disagree on the layer count");
   std::shared_ptr<ReformerModel> model(new ReformerModel());
-  model->packed_ = std::make_unique<PackedModel>(PackedModel::Build(config, *weights));
+  model->packed_ = packed ? std::move(packed)
+                          : std::make_unique<PackedModel>(PackedModel::Build(config, *weights));
   model->config_ = std::move(config);
   model->weights_ = std::move(weights);
   model->tokenizer_ = std::move(tokenizer);
@@ -58,6 +59,10 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom
   RETURN_IF_ERROR(config.Validate("<random model>"));
   auto w = std::make_unique<ModelWeights>();
   std::mt19937_64 rng(seed);
+  // Matmul weights are only read by PackedModel::Build: they live in `transient` and are
+  // released once packed, so the random model holds one copy (as a real model's RSS should).
+  std::vector<std::shared_ptr<const void>> transient;
+  bool to_transient = false;
   auto make = [&](std::vector<int64_t> shape, float stddev, float constant) {
     WeightView v;
     v.shape = std::move(shape);
@@ -70,8 +75,18 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom
       std::fill(buf->begin(), buf->end(), constant);
     }
     v.data = buf->data();
-    w->total_bytes += buf->size() * sizeof(float);
-    w->storage.push_back(std::move(buf));
+    if (to_transient) {
+      transient.push_back(std::move(buf));
+    } else {
+      w->total_bytes += buf->size() * sizeof(float);
+      w->storage.push_back(std::move(buf));
+    }
+    return v;
+  };
+  auto make_matmul = [&](std::vector<int64_t> shape) {
+    to_transient = true;
+    WeightView v = make(std::move(shape), 0.02f, 0);
+    to_transient = false;
     return v;
   };
   const int64_t H = config.hidden_size, A = config.all_head_size(), F = config.feed_forward_size;
@@ -90,29 +105,37 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom
     L.attn_ln_weight = make({H}, 0, 1.f);
     L.attn_ln_bias = make({H}, 0, 0.f);
     if (type == AttnType::kLsh) {
-      L.query_key = make({A, H}, s, 0);
+      L.query_key = make_matmul({A, H});
       L.rotations = make({config.num_attention_heads, config.attention_head_size, config.num_hashes,
                           config.rotation_size() / 2},
                          1.f, 0);
     } else {
-      L.query = make({A, H}, s, 0);
-      L.key = make({A, H}, s, 0);
+      L.query = make_matmul({A, H});
+      L.key = make_matmul({A, H});
     }
-    L.value = make({A, H}, s, 0);
-    L.attn_out = make({H, A}, s, 0);
+    L.value = make_matmul({A, H});
+    L.attn_out = make_matmul({H, A});
     L.ff_ln_weight = make({H}, 0, 1.f);
     L.ff_ln_bias = make({H}, 0, 0.f);
-    L.ff_in_weight = make({F, H}, s, 0);
+    L.ff_in_weight = make_matmul({F, H});
     L.ff_in_bias = make({F}, s, 0);
-    L.ff_out_weight = make({H, F}, s, 0);
+    L.ff_out_weight = make_matmul({H, F});
     L.ff_out_bias = make({H}, s, 0);
     w->layers.push_back(std::move(L));
   }
   w->final_ln_weight = make({2 * H}, 0, 1.f);
   w->final_ln_bias = make({2 * H}, 0, 0.f);
-  w->lm_weight = make({V, 2 * H}, s, 0);
+  w->lm_weight = make_matmul({V, 2 * H});
   w->lm_bias = make({V}, s, 0);
-  return Assemble(config, std::move(w), nullptr, "", absl::StrCat("random seed ", seed));
+  // Pack, then drop the unpacked matmul weights (their views are cleared: only the packed
+  // copies are read by the forward).
+  auto packed = std::make_unique<PackedModel>(PackedModel::Build(config, *w));
+  transient.clear();
+  for (LayerWeights& L : w->layers)
+    for (WeightView* v : {&L.query_key, &L.query, &L.key, &L.value, &L.attn_out, &L.ff_in_weight, &L.ff_out_weight})
+      v->data = nullptr;
+  w->lm_weight.data = nullptr;
+  return Assemble(config, std::move(w), nullptr, "", absl::StrCat("random seed ", seed), std::move(packed));
 }
 
 }  // namespace reformer

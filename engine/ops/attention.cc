@@ -17,11 +17,8 @@
 namespace reformer {
 namespace {
 
-// Rows of qk projected onto the rotations per oneDNN call (a multiple of the chunk).
-int64_t HashRows(int64_t seq_len, int64_t chunk) {
-  int64_t rows = std::max<int64_t>(chunk, (2048 / chunk) * chunk);
-  return std::min(rows, seq_len);
-}
+// Rows of qk projected onto the rotations per thread-local block.
+constexpr int64_t kHashRows = 64;
 
 // Chunks handed to the OpenMP team between two polls of the cancel flag.
 constexpr int64_t kChunksPerPoll = 64;
@@ -108,7 +105,7 @@ size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
   const int64_t nh = p.buckets.num_hashes, n = nh * t;
   const int64_t half = p.buckets.rotation_half();
   bytes += sizeof(int32_t) * (2 * n + nh * p.buckets.num_keys_per_round() + 1);  // keys, perm, counts
-  const size_t hashing = sizeof(float) * HashRows(t, p.chunk) * nh * half;  // projections tile
+  const size_t hashing = sizeof(float) * threads * kHashRows * nh * half;  // projections, per thread
   size_t attend = BlockBuffers::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
   if (nh > 1) attend += sizeof(float) * (n * dh + n);  // per-round outputs and lse
   return bytes + std::max(hashing, attend);
@@ -120,7 +117,7 @@ size_t LocalAttentionWorkBytes(const LocalAttentionParams& p, int threads) {
   return BlockBuffers::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
 }
 
-absl::Status LshAttentionHead(DnnlContext* ctx, Workspace* ws, const LshAttentionParams& p,
+absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAttentionParams& p,
                               const float* qk, int64_t ld_qk, const float* v, int64_t ld_v,
                               const float* rotations, const uint8_t* mask, float* out,
                               int64_t ld_out, int32_t* keys_out, const CancelCheck& cancel) {
@@ -159,27 +156,15 @@ absl::Status LshAttentionHead(DnnlContext* ctx, Workspace* ws, const LshAttentio
   const int64_t nkeys = spec.num_keys_per_round();
   WsBuffer<int32_t> keys(ws, n_slots), perm(ws, n_slots), counts(ws, nh * nkeys + 1);
   {
-    // Hash projections r = qk · R (SPEC §7.3), on the unnormalised qk.
-    const int64_t hr = HashRows(t_len, c);
-    WsBuffer<float> rt(ws, hr * nh * half);
-    for (int64_t t0 = 0; t0 < t_len; t0 += hr) {
-      const int64_t rows = std::min(hr, t_len - t0);
-      MatmulCall mc;
-      mc.m = rows;
-      mc.k = dh;
-      mc.n = nh * half;
-      mc.src = qk + t0 * ld_qk;
-      mc.lda = ld_qk;
-      mc.b = rotations;
-      mc.b_stride_k = nh * half;
-      mc.b_stride_n = 1;
-      mc.dst = rt.data();
-      mc.ldc = nh * half;
-      RETURN_IF_ERROR(ctx->Matmul(mc));
+    // Hash projections r = qk · R (SPEC §7.3), on the unnormalised qk, in thread-local row blocks.
+    const int64_t width = nh * half;
+    WsBuffer<float> rt(ws, static_cast<size_t>(Threads()) * kHashRows * width);
 #pragma omp parallel for schedule(static)
-      for (int64_t i0 = 0; i0 < rows; i0 += 64)
-        ComputeBucketKeys(rt.data() + i0 * nh * half, nh * half, t0 + i0, std::min<int64_t>(64, rows - i0), t_len,
-                          spec, mask, keys.data());
+    for (int64_t t0 = 0; t0 < t_len; t0 += kHashRows) {
+      const int64_t rows = std::min(kHashRows, t_len - t0);
+      float* r = rt.data() + static_cast<int64_t>(omp_get_thread_num()) * kHashRows * width;
+      SmallGemm(rows, width, dh, qk + t0 * ld_qk, ld_qk, rotations, width, r, width);
+      ComputeBucketKeys(r, width, t0, rows, t_len, spec, mask, keys.data());
     }
   }
   if (keys_out) std::memcpy(keys_out, keys.data(), sizeof(int32_t) * n_slots);
