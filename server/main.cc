@@ -63,6 +63,9 @@ ABSL_FLAG(int64_t, max_tokens_per_request, 0,
 ABSL_FLAG(int64_t, max_response_bytes, int64_t{512} << 20,
           "Largest response; requests whose outputs would exceed it are refused up front.");
 ABSL_FLAG(int64_t, drain_timeout_s, 30, "On SIGTERM, how long queued/running work may finish.");
+ABSL_FLAG(double, drain_min_s, 0,
+          "After SIGTERM keep the ports up (readiness NOT_SERVING, new requests UNAVAILABLE) for at "
+          "least this long, so load balancers see readiness flip before the port closes.");
 ABSL_FLAG(int64_t, keepalive_time_s, 60, "Server keepalive ping interval (0 = gRPC default).");
 ABSL_FLAG(int64_t, keepalive_timeout_s, 20, "Keepalive ping ack timeout.");
 ABSL_FLAG(int64_t, min_client_ping_interval_s, 10,
@@ -80,7 +83,7 @@ const std::vector<std::string> kEnvFlags = {
     "model_dir", "model_name", "bind_address", "grpc_port", "http_port", "http_threads", "workers",
     "threads_per_worker", "max_batch_tokens", "max_batch_size", "memory_budget_bytes",
     "workspace_budget_bytes", "max_queue_delay_ms", "max_queue_requests", "max_queue_tokens",
-    "max_tokens_per_request", "max_response_bytes", "drain_timeout_s", "keepalive_time_s",
+    "max_tokens_per_request", "max_response_bytes", "drain_timeout_s", "drain_min_s", "keepalive_time_s",
     "keepalive_timeout_s", "min_client_ping_interval_s", "max_connection_age_s",
     "max_connection_age_grace_s", "max_connection_idle_s", "warmup"};
 
@@ -282,13 +285,18 @@ int Run(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   LOG_INFO("signal ", signal_number, ": draining (readiness NOT_SERVING, new requests UNAVAILABLE)");
+  const absl::Time drain_start = absl::Now();
   health.StartDraining();
   inference->StartDraining();
   const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   const bool idle = inference->WaitIdle(drain);
   LOG_INFO(idle ? "drained: no work left" : "drain timeout: answering what is left");
   inference->Shutdown();  // answers anything left, joins the workers
-  (*grpc_server)->Shutdown(absl::Seconds(2));
+  const absl::Duration min_drain = absl::Seconds(absl::GetFlag(FLAGS_drain_min_s));
+  if (absl::Now() - drain_start < min_drain) absl::SleepFor(min_drain - (absl::Now() - drain_start));
+  // Every inference RPC has its answer by now; what is left (idle streams, calls racing the
+  // close) is cancelled quickly.
+  (*grpc_server)->Shutdown(absl::Milliseconds(500));
   http->reset();
   LOG_INFO("stopped");
   return 0;

@@ -1,5 +1,6 @@
 #include "server/grpc/rpc_reactors.h"
 
+#include <chrono>
 #include <utility>
 
 #include "server/batching/clock.h"
@@ -89,7 +90,13 @@ void UnaryInferReactor::OnCancel() { cancelled_->store(true); }
 
 void UnaryInferReactor::OnDone() { delete this; }
 
-void UnaryInferReactor::Complete(const absl::Status& status) {
+void UnaryInferReactor::Complete(const absl::Status& result) {
+  absl::Status status = result;
+  // gRPC cancels the call on the server when its deadline passes; report that as what it is.
+  if (status.code() == absl::StatusCode::kCancelled &&
+      ctx_->deadline() <= std::chrono::system_clock::now()) {
+    status = absl::DeadlineExceededError("the call's deadline passed before the result was ready");
+  }
   if (env_.metrics != nullptr) {
     const absl::Time now = env_.clock->Now();
     const double seconds = absl::ToDoubleSeconds(now - start_);

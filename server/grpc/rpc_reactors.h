@@ -52,7 +52,7 @@ class UnaryInferReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override;
 
  private:
-  void Complete(const absl::Status& status);
+  void Complete(const absl::Status& result);
 
   const ServiceEnv env_;
   grpc::CallbackServerContext* const ctx_;

@@ -49,19 +49,20 @@ def generate_stubs(out_dir):
             os.path.join(proto_dir, "grpc_service.proto"), os.path.join(proto_dir, "reformer.proto")]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed for the project protos")
-    health_root = "/usr/share/grpc-proto"
-    if os.path.exists(os.path.join(health_root, "grpc/health/v1/health.proto")):
-        if protoc.main(["protoc", "-I" + health_root, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
-                        "grpc/health/v1/health.proto"]) != 0:
-            raise RuntimeError("protoc failed for health.proto")
+    grpc_proto_root = "/usr/share/grpc-proto"
+    for extra in ("grpc/health/v1/health.proto", "grpc/reflection/v1alpha/reflection.proto"):
+        if os.path.exists(os.path.join(grpc_proto_root, extra)):
+            if protoc.main(["protoc", "-I" + grpc_proto_root, "--python_out=" + out_dir,
+                            "--grpc_python_out=" + out_dir, extra]) != 0:
+                raise RuntimeError("protoc failed for " + extra)
     sys.path.insert(0, out_dir)
 
 
 class Server:
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, extra_args=()):
         self.proc = subprocess.Popen(
             [SERVER, "--model_dir", model_dir, "--grpc_port", "0", "--http_port", "0",
-             "--bind_address", "127.0.0.1", "--workers", "2", "--threads_per_worker", "1"],
+             "--bind_address", "127.0.0.1", "--workers", "2", "--threads_per_worker", "1"] + list(extra_args),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if "grpc_port=" not in line:
@@ -210,6 +211,18 @@ class KServeClientTest(unittest.TestCase):
                     for service in ("", "liveness", "readiness"):
                         status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
                         self.assertEqual(status, health_pb2.HealthCheckResponse.SERVING, service)
+                # Server reflection lists our services (what `buf curl` / grpcurl rely on).
+                try:
+                    from grpc.reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+                except ImportError:
+                    reflection_pb2 = None
+                if reflection_pb2 is not None:
+                    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+                    answers = list(refl.ServerReflectionInfo(
+                        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+                    names = [svc.name for svc in answers[0].list_services_response.service]
+                    self.assertIn("inference.GRPCInferenceService", names)
+                    self.assertIn("reformer.v1.ReformerService", names)
         finally:
             rc = server.terminate()
         self.assertEqual(rc, 0, "reformer-server must exit 0 on SIGTERM")
@@ -237,6 +250,67 @@ class KServeClientTest(unittest.TestCase):
             return ids, mask, solo, expected
 
         self.run_fixture("f3_bidirectional_lookahead_noaxial", [as_given])
+
+
+    def test_sigterm_drains_queued_work(self):
+        """SIGTERM: readiness flips, new requests get UNAVAILABLE, queued work still completes, exit 0."""
+        import time
+        import urllib.error
+        import urllib.request
+        import grpc
+        import grpc_service_pb2 as pb
+        import grpc_service_pb2_grpc as pbg
+        name = "f1_mixed_causal_multihash_rightpad"
+        d, ids, mask, expected, solo = self.fixture(name)
+        # A long batching delay keeps the first request queued while the signal arrives.
+        server = Server(d, ["--max_queue_delay_ms", "1500", "--drain_timeout_s", "20", "--drain_min_s", "3",
+                            "--warmup=false"])
+        rc = None
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+                server.wait_ready(channel)
+                stub = pbg.GRPCInferenceServiceStub(channel)
+                req = pb.ModelInferRequest(model_name=name, id="inflight")
+                req.inputs.add(name="input_ids", datatype="INT64", shape=list(ids.shape))
+                req.raw_input_contents.append(ids.astype("<i8").tobytes())
+                req.outputs.add(name="embedding")
+                future = stub.ModelInfer.future(req, timeout=60)
+                metrics_url = f"http://127.0.0.1:{server.http_port}/metrics"
+                deadline = time.time() + 10
+                while time.time() < deadline:
+                    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+                    if "reformer_inflight_requests 1" in text or "reformer_queue_requests 1" in text:
+                        break
+                    time.sleep(0.01)
+                self.assertFalse(future.done(), "the request must still be queued when SIGTERM arrives")
+                server.proc.send_signal(signal.SIGTERM)
+                # Readiness flips at once; liveness stays.
+                deadline = time.time() + 5
+                ready_status = 200
+                while time.time() < deadline and ready_status == 200:
+                    try:
+                        ready_status = urllib.request.urlopen(
+                            f"http://127.0.0.1:{server.http_port}/readyz", timeout=5).status
+                    except urllib.error.HTTPError as e:
+                        ready_status = e.code
+                    except urllib.error.URLError:
+                        break
+                    time.sleep(0.01)
+                self.assertEqual(ready_status, 503)
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    stub.ModelInfer(req, timeout=10)
+                self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+                resp = future.result(timeout=60)
+                self.assertEqual(resp.id, "inflight")
+                self.assertEqual(resp.outputs[0].name, "embedding")
+            rc = server.proc.wait(timeout=60)
+        finally:
+            if rc is None:
+                rc = server.terminate()
+            else:
+                server.proc.stdout.close()
+                server.proc.stderr.close()
+        self.assertEqual(rc, 0)
 
 
 if __name__ == "__main__":
