@@ -84,32 +84,45 @@ class OutputAccounting {
 
 }  // namespace
 
+PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& L, AttnType type) {
+  const int64_t H = c.hidden_size, nh = c.num_attention_heads, dh = c.attention_head_size;
+  const int64_t F = c.feed_forward_size;
+  PackedLayer pl;
+  const bool lsh = type == AttnType::kLsh;
+  const int64_t k = lsh ? 2 : 3;
+  const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
+                           lsh ? nullptr : L.value.data};
+  for (int64_t h = 0; h < nh; ++h) {
+    pl.head_proj.push_back(PackedWeight::Build(H, k * dh, [&](int64_t kk, int64_t j) {
+      return parts[j / dh][(h * dh + j % dh) * H + kk];
+    }));
+  }
+  pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H);
+  pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F);
+  pl.ff_out = PackedWeight::FromLinear(L.ff_out_weight.data, F, 0, 0, F, H);
+  return pl;
+}
+
+size_t PackedLayer::bytes() const {
+  size_t b = attn_out.bytes() + ff_in.bytes() + ff_out.bytes();
+  for (const PackedWeight& w : head_proj) b += w.bytes();
+  return b;
+}
+
+void PackedModel::Add(PackedLayer layer) {
+  bytes += layer.bytes();
+  layers.push_back(std::move(layer));
+}
+
+void PackedModel::SetLmHead(const ReformerConfig& c, const float* lm_weight) {
+  lm_head = PackedWeight::FromLinear(lm_weight, 2 * c.hidden_size, 0, 0, 2 * c.hidden_size, c.vocab_size);
+  bytes += lm_head.bytes();
+}
+
 PackedModel PackedModel::Build(const ReformerConfig& c, const ModelWeights& w) {
   PackedModel pm;
-  const int64_t H = c.hidden_size, nh = c.num_attention_heads, dh = c.attention_head_size;
-  const int64_t F = c.feed_forward_size, V = c.vocab_size;
-  for (int64_t i = 0; i < c.num_layers(); ++i) {
-    const LayerWeights& L = w.layers[i];
-    PackedLayer pl;
-    const bool lsh = c.attn_layers[i] == AttnType::kLsh;
-    const int64_t k = lsh ? 2 : 3;
-    const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
-                             lsh ? nullptr : L.value.data};
-    for (int64_t h = 0; h < nh; ++h) {
-      pl.head_proj.push_back(PackedWeight::Build(H, k * dh, [&](int64_t kk, int64_t j) {
-        return parts[j / dh][(h * dh + j % dh) * H + kk];
-      }));
-      pm.bytes += pl.head_proj.back().bytes();
-    }
-    pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H);
-    pm.bytes += pl.attn_out.bytes();
-    pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F);
-    pl.ff_out = PackedWeight::FromLinear(L.ff_out_weight.data, F, 0, 0, F, H);
-    pm.bytes += pl.ff_in.bytes() + pl.ff_out.bytes();
-    pm.layers.push_back(std::move(pl));
-  }
-  pm.lm_head = PackedWeight::FromLinear(w.lm_weight.data, 2 * H, 0, 0, 2 * H, V);
-  pm.bytes += pm.lm_head.bytes();
+  for (int64_t i = 0; i < c.num_layers(); ++i) pm.Add(PackLayer(c, w.layers[i], c.attn_layers[i]));
+  pm.SetLmHead(c, w.lm_weight.data);
   return pm;
 }
 

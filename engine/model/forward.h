@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/model/engine_api.h"
+#include "engine/model/weights.h"
 #include "engine/tensor/workspace.h"
 
 namespace reformer {
@@ -31,6 +32,7 @@ struct PackedLayer {
   PackedWeight attn_out;                // [nh*dh, H]: attention.output.dense
   PackedWeight ff_in;                   // [H, F]
   PackedWeight ff_out;                  // [F, H]
+  size_t bytes() const;
 };
 
 struct PackedModel {
@@ -38,6 +40,10 @@ struct PackedModel {
   PackedWeight lm_head;  // [2H, V]
   size_t bytes = 0;
   static PackedModel Build(const ReformerConfig& config, const ModelWeights& weights);
+  // Incremental form (lets a builder release each layer's unpacked weights once packed).
+  static PackedLayer PackLayer(const ReformerConfig& config, const LayerWeights& layer, AttnType type);
+  void Add(PackedLayer layer);
+  void SetLmHead(const ReformerConfig& config, const float* lm_weight);
 };
 
 // One document of a forward batch. `ids` and `mask` cover the padded length.

@@ -99,6 +99,10 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom
   } else {
     w->position_embeddings = make({config.max_position_embeddings, H}, s, 0);
   }
+  // Pack each layer as soon as it is drawn, then drop its unpacked matmul weights (their views
+  // are cleared: only the packed copies are read by the forward), so the random model never
+  // holds two copies of more than one layer.
+  auto packed = std::make_unique<PackedModel>();
   for (AttnType type : config.attn_layers) {
     LayerWeights L;
     L.type = type;
@@ -121,19 +125,18 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom
     L.ff_in_bias = make({F}, s, 0);
     L.ff_out_weight = make_matmul({H, F});
     L.ff_out_bias = make({H}, s, 0);
+    packed->Add(PackedModel::PackLayer(config, L, type));
+    transient.clear();
+    for (WeightView* v : {&L.query_key, &L.query, &L.key, &L.value, &L.attn_out, &L.ff_in_weight, &L.ff_out_weight})
+      v->data = nullptr;
     w->layers.push_back(std::move(L));
   }
   w->final_ln_weight = make({2 * H}, 0, 1.f);
   w->final_ln_bias = make({2 * H}, 0, 0.f);
   w->lm_weight = make_matmul({V, 2 * H});
   w->lm_bias = make({V}, s, 0);
-  // Pack, then drop the unpacked matmul weights (their views are cleared: only the packed
-  // copies are read by the forward).
-  auto packed = std::make_unique<PackedModel>(PackedModel::Build(config, *w));
+  packed->SetLmHead(config, w->lm_weight.data);
   transient.clear();
-  for (LayerWeights& L : w->layers)
-    for (WeightView* v : {&L.query_key, &L.query, &L.key, &L.value, &L.attn_out, &L.ff_in_weight, &L.ff_out_weight})
-      v->data = nullptr;
   w->lm_weight.data = nullptr;
   return Assemble(config, std::move(w), nullptr, "", absl::StrCat("random seed ", seed), std::move(packed));
 }
