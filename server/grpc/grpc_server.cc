@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -45,6 +46,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   s->kserve_ = std::make_unique<KServeService>(env);
   s->reformer_ = std::make_unique<ReformerApiService>(env);
 
+  // gRPC's built-in health service does not put grpc.health.v1 into the protobuf descriptor
+  // pool; touching the generated descriptor does, so reflection clients (buf curl, grpcurl) can
+  // call grpc.health.v1.Health/Check too.
+  grpc::health::v1::HealthCheckRequest::descriptor();
   // Process-wide switches of gRPC (idempotent): default health service, reflection plugin.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
