@@ -1,5 +1,8 @@
 // ReformerModel: load (config → weights → tokenizer → pre-packed matmul weights) and the
 // in-memory random model used by benchmarks.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <random>
 
@@ -12,6 +15,31 @@
 #include "engine/model/weights.h"
 
 namespace reformer {
+
+namespace {
+
+// After packing, the unpacked matmul weights are never read again. Give their memory back: the
+// whole pages inside each tensor (never a page shared with anything else) are dropped with
+// MADV_DONTNEED (an mmap'd file's pages are re-read from the file on a later touch, an anonymous
+// buffer's come back as zeros), and the views are cleared so nothing reads them. Without this a
+// loaded f32 model stays resident twice (mapping + packed copy).
+void ReleaseUnpackedMatmulWeights(ModelWeights* w) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto release = [&](WeightView* v) {
+    if (v->data == nullptr) return;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(v->data);
+    const uintptr_t end = begin + static_cast<uintptr_t>(v->numel()) * sizeof(float);
+    const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    v->data = nullptr;
+  };
+  for (LayerWeights& L : w->layers)
+    for (WeightView* v : {&L.query_key, &L.query, &L.key, &L.value, &L.attn_out, &L.ff_in_weight, &L.ff_out_weight})
+      release(v);
+  release(&w->lm_weight);
+}
+
+}  // namespace
 
 ReformerModel::ReformerModel() = default;
 ReformerModel::~ReformerModel() = default;
@@ -26,8 +54,11 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Assemble(
   if (static_cast<int64_t>(weights->layers.size()) != config.num_layers())
     return absl::InternalError("weights and config disagree on the layer count");
   std::shared_ptr<ReformerModel> model(new ReformerModel());
-  model->packed_ = packed ? std::move(packed)
-                          : std::make_unique<PackedModel>(PackedModel::Build(config, *weights));
+  if (!packed) {
+    packed = std::make_unique<PackedModel>(PackedModel::Build(config, *weights));
+    ReleaseUnpackedMatmulWeights(weights.get());
+  }
+  model->packed_ = std::move(packed);
   model->config_ = std::move(config);
   model->weights_ = std::move(weights);
   model->tokenizer_ = std::move(tokenizer);
