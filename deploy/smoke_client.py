@@ -30,6 +30,8 @@ from grpc_tools import protoc
 
 HEALTH_PROTO_DIR = "/usr/share/grpc-proto"  # Debian package grpc-proto
 HEALTH_PROTO = "grpc/health/v1/health.proto"
+SAMPLE_TEXT = ("And God said, Let there be light: and there was light. And God saw the light, that it was good: "
+               "and God divided the light from the darkness. ")
 
 
 def load_stubs(source_dir, out_dir=None):
@@ -147,7 +149,11 @@ def main():
         raise SystemExit(f"smoke: FAIL ServerLive={live} ServerReady={ready} ModelReady({args.model_name})={model_ready}")
     print(f"smoke: ServerLive, ServerReady, ModelReady({args.model_name}) true")
 
-    rows = [[2 + (7 * i + 3 * r) % (args.max_id - 1) for i in range(args.tokens)] for r in range(2)]
+    if args.max_id >= 257:  # byte-level vocabulary (id = byte + 2): score real English text
+        text = (SAMPLE_TEXT * (1 + args.tokens // len(SAMPLE_TEXT))).encode()
+        rows = [[b + 2 for b in text[r * 7:r * 7 + args.tokens]] for r in range(2)]
+    else:  # a small test vocabulary: any valid ids
+        rows = [[1 + (7 * i + 3 * r) % args.max_id for i in range(args.tokens)] for r in range(2)]
     start = time.monotonic()
     resp = kserve.ModelInfer(infer_request(stubs, args.model_name, rows, request_id="smoke-1"), timeout=120)
     elapsed = time.monotonic() - start
@@ -156,7 +162,7 @@ def main():
         raise SystemExit(f"smoke: FAIL response id {resp.id!r} != 'smoke-1'")
     total = sum(values)
     print(f"smoke: ModelInfer 2x{args.tokens} tokens -> token_logprobs [2, {args.tokens}], "
-          f"sum {total:.2f} nats ({-total / math.log(2) / (2 * (args.tokens - 1)):.3f} bits/token) in {elapsed:.2f} s")
+          f"sum {total:.2f} nats ({-total / math.log(2) / (2 * (args.tokens - 1)):.3f} bits/token{' of English text' if args.max_id >= 257 else ''}) in {elapsed:.2f} s")
 
     status, text = http_get(f"http://{args.http}/metrics")
     needed = ["reformer_requests_total", "reformer_request_duration_seconds_bucket", "reformer_queue_tokens",

@@ -124,7 +124,7 @@ if ! bounded 1080 podman build --isolation chroot --layers \
   tail -40 "${cache}/build.log" | sed 's/^/    | /'
   fail "podman build (full log: ${cache}/build.log)"
 fi
-grep -E '^(STEP|runtime packages:|COMMIT)' "${cache}/build.log" | sed 's/^/    | /' | cut -c1-160
+grep -E '^(STEP|runtime packages:|COMMIT)' "${cache}/build.log" | sed 's/^/    | /' | cut -c1-240
 step_done "podman build"
 
 # 3. Image checks.
@@ -135,7 +135,7 @@ user=$(podman image inspect --format '{{.Config.User}}' "${image}")
 [[ -n "${user}" && "${user%%:*}" != "0" && "${user%%:*}" != "root" ]] || fail "image runs as root (User='${user}')"
 uid=$(podman run --rm --entrypoint /usr/bin/id "${image}" -u)
 [[ "${uid}" != "0" ]] || fail "container process runs as uid 0"
-dev=$(podman run --rm --entrypoint /usr/bin/dpkg-query "${image}" -W -f '${Package}\n' | grep -E -- '-dev$|^g\+\+|^gcc|^cmake$|^clang' || true)
+dev=$(podman run --rm --entrypoint /usr/bin/dpkg-query "${image}" -W -f '${Package}\n' | grep -E -- '-dev$|^(gcc|g\+\+|cpp|clang|cmake|make|ninja-build)(-[0-9.]+)?$' || true)
 [[ -z "${dev}" ]] || fail "build tools or -dev packages in the runtime image: ${dev}"
 podman run --rm --entrypoint /bin/ls "${image}" /opt/reformer-serve/models/default/config.json >/dev/null \
   || fail "default model missing at /opt/reformer-serve/models/default"
