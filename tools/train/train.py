@@ -7,7 +7,7 @@ One command reproduces the bundled model (see models/default/MODEL_CARD.md):
 Deterministic: fixed seeds, per-step data windows derived from (seed, step), fixed thread count;
 two runs with the same arguments print identical loss logs (tests/train checks 2 x N steps).
 Writes to --out: config.json, model.safetensors, rotations.safetensors (the fixed serving/training
-rotations drawn from hash_seed as HF draws them), train_log.tsv, heldout_sample.txt, split.json;
+rotations drawn from hash_seed as HF draws them), train_log.tsv, heldout_sample.txt, heldout.txt, split.json;
 and a resumable state (optimizer included) to --state (default: <out>/../.train_state_<name>.pt,
 never committed).
 """
@@ -217,6 +217,8 @@ def main(argv=None):
         f.write("\n")
     with open(os.path.join(args.out, "heldout_sample.txt"), "wb") as f:
         f.write(corpus.sample_text(held_text))
+    with open(os.path.join(args.out, "heldout.txt"), "wb") as f:  # the documents evaluate.py --heldout scores
+        f.write(b"".join(docs))
 
     torch.manual_seed(args.seed)
     cfg = R.full_config(preset["model"])
