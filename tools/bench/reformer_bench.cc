@@ -3,7 +3,7 @@
 // machine's speed drifts, so the per-round ratio is the figure that counts).
 //
 //   reformer_bench --case enwik8 --tokens 16384 [--threads 2] [--rounds 3] [--tile 4096]
-//                  [--budget-mib 256] [--json]
+//                  [--budget-mib 256] [--max-seconds S] [--json]
 //
 // Cases: enwik8 (google/reformer-enwik8 shape), cp (google/reformer-crime-and-punishment shape).
 // Output: per round model seconds, tokens/s, achieved GFLOP/s (baselines.md FLOP/token), matmul
@@ -96,7 +96,7 @@ double MatmulProbe(reformer::DnnlContext* ctx, int iters) {
 void Usage() {
   std::fprintf(stderr,
                "usage: reformer_bench --case enwik8|cp --tokens N [--threads 2] [--rounds 3] [--tile 4096]\n"
-               "                      [--budget-mib 256] [--json]\n");
+               "                      [--budget-mib 256] [--max-seconds S] [--json]\n");
 }
 
 }  // namespace
@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
   int threads = 2, rounds = 3;
   int64_t tile = 4096;
   size_t budget_mib = 256;
+  double max_seconds = 0;  // > 0: cancel a forward after this long (peak-RSS runs on slow machines)
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -132,6 +133,7 @@ int main(int argc, char** argv) {
     else if (a == "--tile") tile = std::atoll(next());
     else if (a == "--budget-mib") budget_mib = std::strtoull(next(), nullptr, 10);
     else if (a == "--json") json = true;
+    else if (a == "--max-seconds") max_seconds = std::atof(next());
     else {
       Usage();
       return 2;
@@ -187,8 +189,17 @@ int main(int argc, char** argv) {
     const double mm_before = MatmulProbe(ctx->get(), 4);
     std::vector<reformer::DocumentOutput> out;
     auto t0 = Clock::now();
-    absl::Status st = (*session)->RunDocuments(docs, reformer::kOutputTokenLogprobs, &out);
+    reformer::CancelFn cancel;
+    if (max_seconds > 0)
+      cancel = [&] { return std::chrono::duration<double>(Clock::now() - t0).count() > max_seconds; };
+    absl::Status st = (*session)->RunDocuments(docs, reformer::kOutputTokenLogprobs, &out, cancel);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (absl::IsCancelled(st)) {
+      std::printf("round %d: cancelled after %.1f s (--max-seconds); workspace high-water %.0f MiB, "
+                  "peak RSS so far %.0f MiB\n",
+                  r, s, (*session)->workspace_high_water_bytes() / 1048576.0, PeakRssMiB());
+      return 0;
+    }
     if (!st.ok()) {
       std::fprintf(stderr, "forward: %s\n", std::string(st.message()).c_str());
       return 1;
@@ -222,6 +233,7 @@ int main(int argc, char** argv) {
         (*model)->weight_bytes() / 1048576.0, logprob_sum / std::max<int64_t>(1, tokens - 1),
         std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "");
   } else {
+    std::printf("workspace high-water %.0f MiB\n", (*session)->workspace_high_water_bytes() / 1048576.0);
     std::printf("median: %.2f s, %.0f tokens/s, model %.1f GFLOP/s, matmul %.1f GFLOP/s, ratio of medians %.3f "
                 "(per-round ratios: median %.3f, min %.3f, max %.3f); peak RSS %.0f MiB\n",
                 med_s, tokens / med_s, Median(model_gf), Median(mm_gf), Median(model_gf) / Median(mm_gf),
