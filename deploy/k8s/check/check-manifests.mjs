@@ -449,6 +449,7 @@ export async function checkDocs(docs, opts, findings) {
     }
   }
   checkAdapter(opts.adapter, hpaMetrics, findings);
+  if (fs.existsSync(opts.adapter)) for (const d of renderKustomization(opts.adapter)) await validateSchema(d, findings);
 
   const pdbs = byKind("PodDisruptionBudget");
   if (pdbs.length !== 1) findings.push(`expected one PodDisruptionBudget, found ${pdbs.length}`);
@@ -592,6 +593,7 @@ async function main() {
   const findings = [];
   if (opts.kubectl && kubectlAvailable()) {
     compareWithKubectl(opts.dir, docs, findings);
+    if (fs.existsSync(opts.adapter)) compareWithKubectl(opts.adapter, renderKustomization(opts.adapter), findings);
     console.log("check-manifests: offline rendering compared with `kubectl kustomize`");
   } else {
     console.log("check-manifests: kubectl not available; offline rendering only");
