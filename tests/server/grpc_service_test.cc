@@ -611,6 +611,29 @@ TEST(KServeTest, StreamInferAnswersEveryRequestAndReportsErrorsInline) {
   EXPECT_THAT(shape, ::testing::ElementsAre(1, 6, 40));
 }
 
+TEST(KServeTest, CancelledStreamCancelsPendingRequestsAndFinishes) {
+  TestServer s;
+  s.inference().SetHold(true);
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  ASSERT_TRUE(stream->Write(IdsRequest({{0, Tokens(4, 1), 0}})));
+  ASSERT_TRUE(s.inference().WaitSubmitted(1));
+  auto first = s.inference().last();
+  ASSERT_TRUE(stream->Write(IdsRequest({{0, Tokens(5, 2), 0}})));
+  ASSERT_TRUE(s.inference().WaitSubmitted(2));
+  auto second = s.inference().last();
+  ctx.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  const absl::Time limit = absl::Now() + absl::Seconds(10);
+  while ((!first->cancelled->load() || !second->cancelled->load()) && absl::Now() < limit) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_TRUE(first->cancelled->load());
+  EXPECT_TRUE(second->cancelled->load());
+  // Both were answered (CANCELLED) by the service; the stream reactor finished after them.
+  EXPECT_TRUE(s.inference().WaitIdle(absl::Seconds(10)));
+}
+
 TEST(KServeTest, StatisticsAndMetricsCountRequests) {
   TestServer s;
   ModelInferResponse resp;
