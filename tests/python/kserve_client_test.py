@@ -59,11 +59,12 @@ def generate_stubs(out_dir):
 
 
 class Server:
-    def __init__(self, model_dir, extra_args=()):
+    def __init__(self, model_dir, extra_args=(), env=None):
         self.proc = subprocess.Popen(
             [SERVER, "--model_dir", model_dir, "--grpc_port", "0", "--http_port", "0",
              "--bind_address", "127.0.0.1", "--workers", "2", "--threads_per_worker", "1"] + list(extra_args),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, **(env or {})))
         line = self.proc.stdout.readline()
         if "grpc_port=" not in line:
             self.proc.kill()
@@ -263,8 +264,9 @@ class KServeClientTest(unittest.TestCase):
         name = "f1_mixed_causal_multihash_rightpad"
         d, ids, mask, expected, solo = self.fixture(name)
         # A long batching delay keeps the first request queued while the signal arrives.
-        server = Server(d, ["--max_queue_delay_ms", "1500", "--drain_timeout_s", "20", "--drain_min_s", "3",
-                            "--warmup=false"])
+        # (Set through REFORMER_* environment variables, as a container would.)
+        server = Server(d, env={"REFORMER_MAX_QUEUE_DELAY_MS": "1500", "REFORMER_DRAIN_TIMEOUT_S": "20",
+                                "REFORMER_DRAIN_MIN_S": "3", "REFORMER_WARMUP": "false"})
         rc = None
         try:
             with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
