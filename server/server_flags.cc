@@ -93,7 +93,7 @@ int AvailableCpus(const std::string& cgroup_root) {
 void ResolveThreads(int cpus, int* workers, int* threads_per_worker) {
   cpus = std::max(cpus, 1);
   if (*workers <= 0 && *threads_per_worker <= 0) {
-    *workers = std::min(cpus, 2);
+    *workers = cpus;
   } else if (*workers <= 0) {
     *workers = std::max(1, cpus / *threads_per_worker);
   }

@@ -28,8 +28,9 @@ int AvailableCpus(const std::string& cgroup_root = "/sys/fs/cgroup");
 std::optional<int> ParseCpuMax(const std::string& text);
 
 // Fills workers/threads_per_worker that are 0 ("auto") so that workers * threads <= cpus:
-// workers = min(cpus, 2) (two workers keep short requests moving while a long one runs),
-// threads_per_worker = max(1, cpus / workers).
+// by default one single-threaded worker per CPU (each worker owns a session; with >= 2 workers
+// short requests keep moving while a long document runs, and single-threaded sessions do not
+// stall on OpenMP barriers when cores are shared); otherwise the given count and cpus / it.
 void ResolveThreads(int cpus, int* workers, int* threads_per_worker);
 
 // The bundled default model, searched in order: $REFORMER_MODEL_DIR,

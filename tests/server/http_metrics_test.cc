@@ -229,8 +229,8 @@ TEST(ServerFlagsTest, CpuQuotaAndThreadDefaults) {
   EXPECT_EQ(w, 2);
   w = 0, t = 0;
   ResolveThreads(8, &w, &t);
-  EXPECT_EQ(w, 2);
-  EXPECT_EQ(t, 4);
+  EXPECT_EQ(w, 8);
+  EXPECT_EQ(t, 1);
   w = 1, t = 0;
   ResolveThreads(4, &w, &t);
   EXPECT_EQ(t, 4);
