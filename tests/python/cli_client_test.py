@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""reformer-cli client commands against a running reformer-server.
+
+Makes a random byte-level model (tools/loadgen/make_random_model.py, crime-and-punishment shape),
+starts reformer-server on it (--grpc_port 0), and checks `health`, `info --json`, `score --json`
+(one piece and split into pieces: totals add up, bits/byte consistent) and `embed --normalize`
+(unit norm; a file's embedding is the token-weighted mean of its pieces').
+Usage: cli_client_test.py SERVER_BINARY CLI_BINARY SOURCE_DIR
+"""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import unittest
+
+SERVER, CLI, SOURCE = (sys.argv[1:4] + [None, None, None])[:3]
+
+
+class CliClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        model = os.path.join(cls.tmp.name, "model")
+        subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "tools/loadgen/make_random_model.py"),
+                        "--out", model, "--seed", "3"], check=True, capture_output=True)
+        cls.server = subprocess.Popen(
+            [SERVER, "--model_dir", model, "--model_name", "cp", "--grpc_port", "0", "--http_port", "0",
+             "--bind_address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = cls.server.stdout.readline()
+        if "grpc_port=" not in line:
+            cls.server.kill()
+            raise RuntimeError("server did not start: " + line + cls.server.stderr.read())
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        cls.addr = "127.0.0.1:" + fields["grpc_port"]
+        cls.text = os.path.join(cls.tmp.name, "a.txt")
+        with open(cls.text, "w") as f:
+            f.write("In the beginning God created the heaven and the earth. " * 5)
+        cls.n = os.path.getsize(cls.text)  # 275 bytes = 275 byte-level tokens
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.send_signal(signal.SIGTERM)
+        cls.server.wait(timeout=60)
+        cls.server.stdout.close()
+        cls.server.stderr.close()
+        cls.tmp.cleanup()
+
+    def cli(self, *args, ok=True):
+        r = subprocess.run([CLI, *args, "--server", self.addr], capture_output=True, text=True, timeout=300)
+        if r.returncode < 0:
+            self.fail(f"reformer-cli died with signal {-r.returncode} (see /work/notes/requests-grpc.md #2: "
+                      f"link libprotobuf before libsentencepiece)\n{r.stderr}")
+        if ok:
+            self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def wait_ready(self):
+        import time
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.cli("health", ok=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        self.fail("server not ready")
+
+    def test_health_and_info(self):
+        self.wait_ready()
+        self.assertIn("ready=yes", self.cli("health").stdout)
+        info = json.loads(self.cli("info", "--json").stdout)
+        self.assertEqual(info["name"], "cp")
+        self.assertEqual(info["vocab_size"], 258)
+        self.assertEqual(info["embedding_size"], 512)
+        self.assertTrue(info["causal"])
+        self.assertEqual(info["tokenizer"], "bytes")
+
+    def test_score_whole_and_in_pieces(self):
+        self.wait_ready()
+        whole = json.loads(self.cli("score", self.text, "--json").stdout)
+        self.assertEqual(whole["pieces"], 1)
+        self.assertEqual(whole["tokens"], self.n)
+        self.assertEqual(whole["bytes"], self.n - 1)  # the first token is not predicted
+        self.assertAlmostEqual(whole["bits_per_byte"], -whole["total_logprob"] / math.log(2) / (self.n - 1),
+                               places=4)
+        self.assertGreater(whole["bits_per_byte"], 0)
+        pieces = json.loads(self.cli("score", self.text, "--json", "--piece-bytes", "100").stdout)
+        self.assertEqual(pieces["pieces"], 3)
+        self.assertEqual(pieces["tokens"], self.n)
+        self.assertEqual(pieces["bytes"], self.n - 3)  # one unpredicted first token per piece
+
+    def test_embed(self):
+        self.wait_ready()
+        out = [json.loads(l) for l in self.cli("embed", self.text, "--normalize").stdout.splitlines()]
+        self.assertEqual(len(out), 1)
+        self.assertEqual(out[0]["tokens"], self.n)
+        self.assertEqual(len(out[0]["embedding"]), 512)
+        self.assertAlmostEqual(sum(x * x for x in out[0]["embedding"]), 1.0, places=4)
+
+    def test_errors(self):
+        self.wait_ready()
+        r = self.cli("score", os.path.join(self.tmp.name, "missing.txt"), ok=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot read", r.stderr)
+        r = subprocess.run([CLI, "health", "--server", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+
+
+if __name__ == "__main__":
+    if not (SERVER and CLI and SOURCE):
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    unittest.main(argv=[sys.argv[0]])
