@@ -6,8 +6,9 @@
   3. loadgen with 16 clients: 512-token documents, mixed 512-16384, and 512-token documents while one
      65,536-token document is kept in flight;
   4. the offline engine (offline_throughput) on the same document lengths, right after each served run:
-     one session with 2 threads (OMP_WAIT_POLICY=passive), and two 1-thread processes side by side
-     (the better is the baseline);
+     a 2-thread session (wall-clock tokens/s) and a 1-thread session (tokens per CPU-second); the served
+     side is measured both ways too (server process CPU time from /proc), because on a shared machine
+     wall-clock rates move with what other processes do while CPU-normalised rates do not;
   5. prints a markdown table (and --json).
 
   /usr/bin/python3 tools/loadgen/load_table.py --build build [--requests 400] [--mixed_requests 64]
@@ -42,37 +43,31 @@ def run_loadgen(port, model, extra, out_json, lengths_file):
         return json.load(f)
 
 
-def offline(build, model_dir, lengths_file, tmp):
-    """Tokens/s of the engine alone: max(one 2-thread session, two 1-thread processes on halves)."""
+def proc_cpu_seconds(pid):
+    """utime + stime of a process (all its threads), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def offline(build, model_dir, lengths_file):
+    """The engine alone on the same document lengths, one at a time: a 2-thread session (wall-clock
+    tokens/s) and a 1-thread session (tokens per CPU-second, which does not depend on how much of the
+    shared machine other processes take)."""
     exe = os.path.join(build, "bin", "offline_throughput")
 
-    def parse(out):
-        m = re.search(r"offline best: [\d.]+ docs/s, (\d+) tokens/s", out)
-        return float(m.group(1))
+    def run(threads):
+        # OMP_WAIT_POLICY=passive: with the default spinning barriers a 2-thread session collapses
+        # (10-15x slower) whenever other processes compete for the two cores.
+        r = subprocess.run([exe, "--model_dir", model_dir, "--lengths_file", lengths_file, "--threads", str(threads)],
+                           capture_output=True, text=True, check=True, env=dict(os.environ, OMP_WAIT_POLICY="passive"))
+        m = re.search(r"offline best: [\d.]+ docs/s, (\d+) tokens/s, (\d+) tokens/cpu_s", r.stdout)
+        return float(m.group(1)), float(m.group(2))
 
-    # OMP_WAIT_POLICY=passive: with the default spinning barriers a 2-thread session collapses (10-15x
-    # slower) whenever other processes compete for the two cores, as they do on a shared build machine.
-    r = subprocess.run([exe, "--model_dir", model_dir, "--lengths_file", lengths_file, "--threads", "2"],
-                       capture_output=True, text=True, check=True,
-                       env=dict(os.environ, OMP_WAIT_POLICY="passive"))
-    two_threads = parse(r.stdout)
-    with open(lengths_file) as f:
-        lengths = f.read().split()
-    halves = []
-    for i in range(2):
-        p = os.path.join(tmp, f"half{i}.txt")
-        with open(p, "w") as f:
-            f.write("\n".join(lengths[i::2]) + "\n")
-        halves.append(p)
-    t0 = time.monotonic()
-    procs = [subprocess.Popen([exe, "--model_dir", model_dir, "--lengths_file", h, "--threads", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for h in halves]
-    for p in procs:
-        p.communicate()
-    elapsed = time.monotonic() - t0  # includes two model loads (~0.1 s): slightly pessimistic
-    two_procs = sum(int(n) for n in lengths) / elapsed
-    return {"one_session_2_threads": two_threads, "two_processes_1_thread": two_procs,
-            "best": max(two_threads, two_procs)}
+    wall2, cpu2 = run(2)
+    wall1, cpu1 = run(1)
+    return {"two_threads_tokens_per_s": wall2, "two_threads_tokens_per_cpu_s": cpu2,
+            "one_thread_tokens_per_s": wall1, "one_thread_tokens_per_cpu_s": cpu1}
 
 
 def main():
@@ -115,35 +110,39 @@ def main():
         for name, extra in cases:
             lengths = os.path.join(tmp, f"lengths{len(rows)}.txt")
             load_before = loadavg()
+            cpu0 = proc_cpu_seconds(server.pid)
             served = run_loadgen(port, "m", [*extra, "--duration", str(args.duration if len(rows) < 2 else 60)],
                                  os.path.join(tmp, f"r{len(rows)}.json"), lengths)
-            base = offline(args.build, model_dir, lengths, tmp) if len(rows) < 2 else None
+            served["server_cpu_s"] = proc_cpu_seconds(server.pid) - cpu0
+            served["tokens_per_cpu_s"] = served["tokens_ok"] / max(1e-9, served["server_cpu_s"])
+            base = offline(args.build, model_dir, lengths) if len(rows) < 2 else None
             rows.append({"workload": name, "served": served, "offline": base,
                          "loadavg": [load_before, loadavg()]})
     finally:
         server.terminate()
         server.wait(timeout=120)
 
-    print("| workload | clients | req/s | tokens/s | p50 ms | p90 ms | p99 ms | offline tokens/s | served/offline |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| workload | clients | req/s | tokens/s | p50 ms | p90 ms | p99 ms | served tokens/CPU-s | "
+          "offline tokens/CPU-s | served/offline (CPU) | offline 2-thread tokens/s | served/offline (wall) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        s, lat = r["served"], r["served"]["latency"]
-        off = r["offline"]
-        frac = f"{100 * s['tokens_per_s'] / off['best']:.0f} %" if off else "-"
-        print(f"| {r['workload']} | {s['concurrency']} | {s['requests_per_s']:.2f} | {s['tokens_per_s']:.0f} | {lat['p50_ms']:.0f} | "
-              f"{lat['p90_ms']:.0f} | {lat['p99_ms']:.0f} | {off['best']:.0f} | {frac} |" if off else
-              f"| {r['workload']} | {s['concurrency']} | {s['requests_per_s']:.2f} | {s['tokens_per_s']:.0f} | {lat['p50_ms']:.0f} | "
-              f"{lat['p90_ms']:.0f} | {lat['p99_ms']:.0f} | - | - |")
+        s, lat, off = r["served"], r["served"]["latency"], r["offline"]
+        cells = [r["workload"], s["concurrency"], f"{s['requests_per_s']:.2f}", f"{s['tokens_per_s']:.0f}",
+                 f"{lat['p50_ms']:.0f}", f"{lat['p90_ms']:.0f}", f"{lat['p99_ms']:.0f}"]
+        if off:
+            cells += [f"{s['tokens_per_cpu_s']:.0f}", f"{off['one_thread_tokens_per_cpu_s']:.0f}",
+                      f"{100 * s['tokens_per_cpu_s'] / off['one_thread_tokens_per_cpu_s']:.0f} %",
+                      f"{off['two_threads_tokens_per_s']:.0f}",
+                      f"{100 * s['tokens_per_s'] / off['two_threads_tokens_per_s']:.0f} %"]
+        else:
+            cells += ["-"] * 5
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     for r in rows:
-        if r["offline"]:
-            o = r["offline"]
-            print(f"offline {r['workload']}: one 2-thread session {o['one_session_2_threads']:.0f} tokens/s, "
-                  f"two 1-thread processes {o['two_processes_1_thread']:.0f} tokens/s; load average "
-                  f"{r['loadavg'][0]:.1f} -> {r['loadavg'][1]:.1f}")
+        print(f"{r['workload']}: load average {r['loadavg'][0]:.1f} -> {r['loadavg'][1]:.1f}")
         if "background_long" in r["served"]:
             b = r["served"]["background_long"]
             d = b["short_during_long"]
-            print(f"64K document: {b['long_ok']}/{b['long_requests']} ok in {b['long_latency_s']} s; "
+            print(f"  64K document: {b['long_ok']}/{b['long_requests']} ok in {b['long_latency_s']} s; "
                   f"{d['count']} short requests ran entirely during it: p50 {d['p50_ms']:.0f} ms, "
                   f"p99 {d['p99_ms']:.0f} ms")
     if args.json:
