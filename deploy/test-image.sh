@@ -4,8 +4,9 @@
 #   1. base image: `debootstrap --variant=minbase bookworm` imported as localhost/bookworm-base (cached);
 #   2. `podman build --isolation chroot` of the Dockerfile (BUILD_BASE = BASE = the debootstrap'd base);
 #   3. image checks: runs as non-root, no compiler or -dev package inside, default model present; image size;
-#   4. `podman run` with -p 127.0.0.1:<free>:8001 and :8000; deploy/smoke_client.py checks grpc.health.v1 SERVING,
-#      a ModelInfer answer, /metrics, /healthz, /readyz;
+#   4. `podman run --cpus 1 --read-only` with -p 127.0.0.1:<free>:8001 and :8000; deploy/smoke_client.py checks
+#      grpc.health.v1 SERVING, a ModelInfer answer, /metrics, /healthz, /readyz; the server's default threads follow
+#      the container's CPU quota (1 worker x 1 thread);
 #   5. `podman stop` (SIGTERM) must end the container with exit code 0 within 10 s.
 # Prints the time of every step and the image size; exit 0 only when everything passed.
 # Bounded: every step has a timeout and the whole run is capped (default 20 minutes; with a cached base and a
@@ -150,13 +151,22 @@ s=[socket.socket() for _ in range(2)]
 print(*[x.getsockname()[1] for x in s])")
 step "podman run (gRPC 127.0.0.1:${grpc_port}, HTTP 127.0.0.1:${http_port})"
 podman run -d --name "${container}" -p "127.0.0.1:${grpc_port}:8001" -p "127.0.0.1:${http_port}:8000" \
-  --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges --cpus 2 \
+  --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges --cpus 1 \
   "${image}" >/dev/null || fail "podman run"
 if ! bounded 240 /usr/bin/python3 "${repo}/deploy/smoke_client.py" --grpc "127.0.0.1:${grpc_port}" \
     --http "127.0.0.1:${http_port}" --model-name default --max-id $((vocab - 1)) --wait 180 \
     --source-dir "${repo}" 2>&1 | sed 's/^/    | /'; then
   podman logs "${container}" 2>&1 | tail -30 | sed 's/^/    log| /'
   fail "smoke checks against the running container"
+fi
+# The container gets 1 CPU (cgroup quota): the server's default workers x threads must follow it.
+threads_line=$(podman logs "${container}" 2>&1 | grep -E -m1 '[0-9]+ workers x [0-9]+ threads' || true)
+echo "    server: ${threads_line#*] }"
+if [[ "${threads_line}" =~ ([0-9]+)\ workers\ x\ ([0-9]+)\ threads ]]; then
+  (( BASH_REMATCH[1] * BASH_REMATCH[2] == 1 )) \
+    || fail "with --cpus 1 the server runs ${BASH_REMATCH[1]} workers x ${BASH_REMATCH[2]} threads (want 1 in total)"
+else
+  echo "    WARNING: no 'N workers x M threads' line in the server log; CPU quota default not checked"
 fi
 step_done "run + gRPC/HTTP smoke checks"
 
