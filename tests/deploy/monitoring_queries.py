@@ -74,11 +74,63 @@ def adapter_queries(source_dir, label_matchers='namespace!=""', group_by="pod"):
     return out
 
 
+# What the dashboard must show (issue 6): (description, regex over one panel's expressions).
+REQUIRED_PANELS = [
+    ("request rate", r"rate\(reformer_requests_total"),
+    ("latency p50", r"histogram_quantile\(0\.5, .*reformer_request_duration_seconds_bucket"),
+    ("latency p99", r"histogram_quantile\(0\.99, .*reformer_request_duration_seconds_bucket"),
+    ("queue tokens", r"reformer_queue_tokens"),
+    ("batch size", r"reformer_batch_size_"),
+    ("tokens/s", r"rate\(reformer_tokens_processed_total"),
+    ("workspace memory", r"reformer_workspace_bytes"),
+]
+
+
+def check_dashboard(source_dir):
+    """Structural problems of the dashboard: [message]. Empty = fine."""
+    with open(os.path.join(source_dir, "deploy/monitoring/grafana-dashboard.json")) as f:
+        dash = json.load(f)
+    problems = []
+    panels = [p for p in dash["panels"] if p.get("type") != "row"]
+    ids = [p["id"] for p in dash["panels"]]
+    if len(ids) != len(set(ids)):
+        problems.append(f"duplicate panel ids {ids}")
+    for p in panels:
+        if not p.get("targets"):
+            problems.append(f"panel {p['id']} '{p.get('title')}' has no queries")
+        if p.get("datasource", {}).get("uid") != "${datasource}":
+            problems.append(f"panel {p['id']} does not use the $datasource variable")
+    for what, pattern in REQUIRED_PANELS:
+        if not any(re.search(pattern, " ".join(t["expr"] for t in p["targets"])) for p in panels):
+            problems.append(f"no panel shows {what} (/{pattern}/)")
+    cells = {}
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    problems.append(f"panels {cells[(x, y)]} and {p['id']} overlap at ({x}, {y})")
+                    break
+                cells[(x, y)] = p["id"]
+            else:
+                continue
+            break
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--source-dir", required=True)
     ap.add_argument("--as-rules", help="write the queries as a Prometheus recording-rule file")
+    ap.add_argument("--check-dashboard", action="store_true", help="fail on structural dashboard problems")
     args = ap.parse_args()
+    if args.check_dashboard:
+        problems = check_dashboard(args.source_dir)
+        for p in problems:
+            print(f"dashboard: {p}")
+        if problems:
+            sys.exit(1)
+        print(f"dashboard: OK ({len(REQUIRED_PANELS)} required views present, no overlaps)")
     queries = dashboard_queries(args.source_dir) + adapter_queries(args.source_dir)
     if args.as_rules:
         rules = [{"record": f"check:query_{i}", "expr": expr} for i, (_, expr) in enumerate(queries)]

@@ -15,5 +15,5 @@ set -x
 promtool check rules "${mon}/alerts.yml"
 promtool check config "${mon}/prometheus.yml"
 (cd "${mon}" && promtool test rules alerts_test.yml)
-/usr/bin/python3 "${src}/tests/deploy/monitoring_queries.py" --source-dir "${src}" --as-rules "${tmp}/queries.yml"
+/usr/bin/python3 "${src}/tests/deploy/monitoring_queries.py" --source-dir "${src}" --check-dashboard --as-rules "${tmp}/queries.yml"
 promtool check rules "${tmp}/queries.yml"
