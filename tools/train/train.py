@@ -73,7 +73,7 @@ PRESETS = {
         "batch": 1,
         "lr": 2e-3,
         "warmup": 200,
-        "steps": 3500,
+        "steps": 1450,
         "eval_docs": 8,
     },
     # A tiny config for the ctest: trains a few steps in seconds.

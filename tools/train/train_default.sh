@@ -14,4 +14,4 @@ if [ -n "$OPENBLAS_DIR" ]; then
 fi
 mkdir -p build-train
 exec nice -n 10 /usr/bin/python3 tools/train/train.py --preset default --out models/default \
-  --state build-train/train_state_default.pt --steps "${STEPS:-3500}" --resume "$@"
+  --state build-train/train_state_default.pt --steps "${STEPS:-1450}" --resume "$@"
