@@ -205,6 +205,7 @@ int Run(int argc, char** argv) {
     LOG_ERROR("invalid options: ", s.ToString());
     return 2;
   }
+  served.max_batch_size = options.max_batch_size;
   ServiceLimits limits;
   limits.max_tokens_per_request = options.max_tokens_per_request;
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);

@@ -1,5 +1,6 @@
 #include "server/grpc/kserve_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <utility>
@@ -242,6 +243,7 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
   response->set_version(kServerVersion);
   response->add_extensions("parameters");
   response->add_extensions("statistics");
+  response->add_extensions("model_configuration");
   return FinishUnary(env_, ctx, kKServeService, "ServerMetadata", start, absl::OkStatus());
 }
 
@@ -307,6 +309,49 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
 grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>*
 KServeService::ModelStreamInfer(grpc::CallbackServerContext* ctx) {
   return new StreamReactor(env_, ctx);
+}
+
+grpc::ServerUnaryReactor* KServeService::ModelConfig(grpc::CallbackServerContext* ctx,
+                                                     const inference::ModelConfigRequest* request,
+                                                     inference::ModelConfigResponse* response) {
+  const absl::Time start = env_.clock->Now();
+  absl::Status status = CheckModel(*env_.model, request->name(), request->version());
+  if (status.ok()) {
+    const ServedModel& m = *env_.model;
+    inference::ModelConfig* c = response->mutable_config();
+    c->set_name(m.name);
+    c->set_platform(m.platform);
+    c->set_backend("reformer");
+    c->set_max_batch_size(static_cast<int32_t>(std::min<int64_t>(m.max_batch_size, 1 << 30)));
+    auto input = [&](const char* name, inference::DataType type, std::initializer_list<int64_t> dims,
+                     bool optional) {
+      inference::ModelInput* in = c->add_input();
+      in->set_name(name);
+      in->set_data_type(type);
+      for (int64_t d : dims) in->add_dims(d);
+      in->set_optional(optional);
+    };
+    auto output = [&](const char* name, inference::DataType type,
+                      std::initializer_list<int64_t> dims) {
+      inference::ModelOutput* out = c->add_output();
+      out->set_name(name);
+      out->set_data_type(type);
+      for (int64_t d : dims) out->add_dims(d);
+    };
+    const bool text = m.tokenizer != nullptr;
+    input("input_ids", inference::TYPE_INT64, {-1}, text);
+    input("attention_mask", inference::TYPE_INT64, {-1}, true);
+    if (text) input("text", inference::TYPE_STRING, {1}, true);
+    output(kLogits, inference::TYPE_FP32, {-1, m.config.vocab_size});
+    output(kHiddenStates, inference::TYPE_FP32, {-1, m.embedding_size()});
+    output(kTokenLogprobs, inference::TYPE_FP32, {-1});
+    output(kEmbedding, inference::TYPE_FP32, {m.embedding_size()});
+    if (text) {
+      output(kTokenIds, inference::TYPE_INT64, {-1});
+      output(kLengths, inference::TYPE_INT32, {1});
+    }
+  }
+  return FinishUnary(env_, ctx, kKServeService, "ModelConfig", start, status);
 }
 
 grpc::ServerUnaryReactor* KServeService::ModelStatistics(

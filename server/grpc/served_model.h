@@ -26,6 +26,7 @@ struct ServedModel {
   const Tokenizer* tokenizer = nullptr;  // borrowed; nullptr = token ids only
   std::string tokenizer_name;
   std::string rotations_source;
+  int64_t max_batch_size = 0;  // documents per engine batch (ModelConfig)
 
   int64_t context() const { return config.max_position_embeddings; }
   int64_t embedding_size() const { return 2 * config.hidden_size; }

@@ -90,7 +90,7 @@ HttpServer::Response HttpServer::Handle(const std::string& method, const std::st
   if (path == "/v2" || path == "/v2/") {
     nlohmann::json j = {{"name", "reformer-server"},
                         {"version", "0.1.0"},
-                        {"extensions", {"parameters", "statistics"}}};
+                        {"extensions", {"parameters", "statistics", "model_configuration"}}};
     return {200, kJson, j.dump()};
   }
   const std::string prefix = "/v2/models/";

@@ -200,6 +200,31 @@ TEST(KServeTest, LiveReadyAndMetadata) {
   }
 }
 
+TEST(KServeTest, ModelConfigDescribesTensors) {
+  TestServer s;
+  grpc::ClientContext ctx;
+  inference::ModelConfigRequest q;
+  q.set_name("fake");
+  inference::ModelConfigResponse r;
+  ASSERT_TRUE(s.kserve().ModelConfig(&ctx, q, &r).ok());
+  const inference::ModelConfig& c = r.config();
+  EXPECT_EQ(c.name(), "fake");
+  EXPECT_EQ(c.max_batch_size(), 16);
+  EXPECT_EQ(c.backend(), "reformer");
+  ASSERT_EQ(c.input_size(), 3);
+  EXPECT_EQ(c.input(0).name(), "input_ids");
+  EXPECT_EQ(c.input(0).data_type(), inference::TYPE_INT64);
+  EXPECT_THAT(c.input(0).dims(), ::testing::ElementsAre(-1));
+  EXPECT_EQ(c.input(2).data_type(), inference::TYPE_STRING);
+  ASSERT_GE(c.output_size(), 4);
+  EXPECT_EQ(c.output(0).name(), "logits");
+  EXPECT_THAT(c.output(0).dims(), ::testing::ElementsAre(-1, 40));
+  EXPECT_THAT(c.output(3).dims(), ::testing::ElementsAre(6));
+  grpc::ClientContext ctx2;
+  q.set_name("other");
+  EXPECT_EQ(s.kserve().ModelConfig(&ctx2, q, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST(KServeTest, NotReadyWhileStarting) {
   TestServerOptions o;
   o.ready = false;

@@ -243,6 +243,7 @@ class TestServer {
       model_.tokenizer_name = "bytes";
     }
     model_.rotations_source = "seed 0";
+    model_.max_batch_size = 16;
     ServiceEnv env;
     env.inference = &inference_;
     env.model = &model_;
