@@ -91,15 +91,16 @@ using CancelFn = std::function<bool()>;
 
 struct SessionOptions {
   int num_threads = 1;                         // OpenMP threads this session's calls use
-  // Bound on the working memory beyond the two residual streams, the per-head O(T * head_size)
-  // attention buffers and the requested outputs: it sizes the token tiles of every dense
-  // matmul (at least 256 rows; RESOURCE_EXHAUSTED at Create if even that does not fit).
+  // Bound on the working memory beyond the two residual streams, the per-document attention
+  // buffers (one head's projections, the merged heads' output, O(T * head_size) LSH buffers) and
+  // the requested outputs: it sizes the token tile of every dense matmul (at least 256 rows;
+  // RESOURCE_EXHAUSTED at Create if even that does not fit).
   size_t workspace_budget_bytes = 256u << 20;
-  // Rows of every dense matmul call, a power of two in [256, 4096] (0 = automatic: 1024, or less if
-  // the budget requires). All
-  // calls use exactly this many rows (the last tile of a batch is zero-padded), which keeps a
-  // document's results bitwise independent of its batch mates; larger tiles run the matmuls
-  // faster (up to 4096), smaller ones waste less on small batches.
+  // Rows of every dense matmul call, a power of two in [256, 4096] (0 = automatic: 1024, or less
+  // if the budget requires). All calls use exactly this many rows (the last tile of a batch is
+  // zero-padded), which keeps a document's results bitwise independent of its batch mates;
+  // larger tiles run the matmuls faster (use 4096 for long documents), smaller ones waste less
+  // on small batches.
   int64_t tile_rows = 0;
 };
 
