@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -31,6 +32,8 @@ void ReleaseUnpackedMatmulWeights(ModelWeights* w) {
     const uintptr_t end = begin + static_cast<uintptr_t>(v->numel()) * sizeof(float);
     const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
     if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    const size_t bytes = static_cast<size_t>(v->numel()) * sizeof(float);
+    w->total_bytes -= std::min(w->total_bytes, bytes);
     v->data = nullptr;
   };
   for (LayerWeights& L : w->layers)
