@@ -274,13 +274,15 @@ TEST_F(InferenceServiceTest, CancelStopsRunningBatchAndNextRequestStarts) {
   EXPECT_TRUE(answers_.Get(2).status.ok());
   absl::MutexLock lock(&world_.mu);
   EXPECT_EQ(world_.long_stopped, 1);
-  // The short request started shortly after the cancel (one fake layer is 1 ms; allow scheduling noise).
-  EXPECT_LT(world_.first_token_started[9] - cancelled_at, absl::Milliseconds(500));
+  // The short request started shortly after the cancel (one fake layer is 1 ms; the bound only allows
+  // for scheduling noise on a loaded machine: without the cancel the long batch would never end).
+  EXPECT_LT(world_.first_token_started[9] - cancelled_at, absl::Seconds(2));
 }
 
 TEST_F(InferenceServiceTest, PartiallyCancelledBatchKeepsRunningForTheOthers) {
   InferenceOptions o = Options(1);
-  o.max_queue_delay = absl::Milliseconds(200);  // both requests land in one batch
+  o.max_batch_size = 2;                     // the batch closes (full) when the second request arrives
+  o.max_queue_delay = absl::Seconds(10);    // and not before: both requests land in one batch
   Start(o);
   {
     absl::MutexLock lock(&world_.mu);
