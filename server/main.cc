@@ -23,6 +23,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "engine/base/openmp_env.h"
 #include "engine/base/logging.h"
 #include "engine/model/engine_api.h"
 #include "engine/model/tokenizer.h"
@@ -50,7 +51,9 @@ ABSL_FLAG(int, http_port, 8000, "HTTP port (/metrics, /healthz, /readyz, /v2 RES
 ABSL_FLAG(int, http_threads, 4, "HTTP server threads.");
 ABSL_FLAG(int, workers, 0, "Worker threads, each with its own engine session (0 = from CPU quota).");
 ABSL_FLAG(int, threads_per_worker, 0, "OpenMP threads per worker (0 = CPU quota / workers).");
-ABSL_FLAG(int64_t, max_batch_tokens, 65536, "Most real tokens in one engine batch.");
+ABSL_FLAG(int64_t, max_batch_tokens, 0,
+          "Most real tokens in one engine batch; 0 = max(65536, the model's context), so a "
+          "document of the full context always fits.");
 ABSL_FLAG(int64_t, max_batch_size, 32, "Most documents in one engine batch.");
 ABSL_FLAG(int64_t, long_batch_tokens, 16384,
           "Batches above this many tokens are long; with >= 2 workers at most workers-1 long batches "
@@ -120,19 +123,8 @@ absl::Status WarmUp(InferenceService* inference, const ServedModel& model) {
   return result;
 }
 
-// libgomp reads OMP_WAIT_POLICY once, when it is loaded (before main). Spinning OpenMP barriers
-// collapse throughput when worker threads share cores (measured 2x-15x slower on 2 busy cores), so
-// unless the operator chose a policy, re-execute once with the passive policy.
-void EnsurePassiveOpenMpWait(char** argv) {
-  if (getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "passive", 1);
-  execv("/proc/self/exe", argv);
-  // Only reached if exec failed: carry on with the default policy.
-  fprintf(stderr, "reformer-server: could not re-execute with OMP_WAIT_POLICY=passive; continuing\n");
-}
-
 int Run(int argc, char** argv) {
-  EnsurePassiveOpenMpWait(argv);
+  reformer::EnsurePassiveOpenMpWait(argv);
   // Block the termination signals before any thread exists; the main thread takes them below.
   sigset_t signals;
   sigemptyset(&signals);
@@ -189,7 +181,9 @@ int Run(int argc, char** argv) {
   ResolveThreads(cpus, &workers, &threads);
   options.workers = workers;
   options.threads_per_worker = threads;
-  options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens) > 0
+                                 ? absl::GetFlag(FLAGS_max_batch_tokens)
+                                 : std::max<int64_t>(65536, served.context());
   options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   options.long_batch_tokens = absl::GetFlag(FLAGS_long_batch_tokens);
   options.length_ratio = absl::GetFlag(FLAGS_batch_length_ratio);

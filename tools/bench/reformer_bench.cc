@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/base/openmp_env.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/model/config.h"
 #include "engine/model/engine_api.h"
@@ -102,14 +103,7 @@ void Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // libgomp reads OMP_WAIT_POLICY when it loads. On a shared machine the default (spinning
-  // threads) loses up to half the throughput of barrier-heavy work to descheduled team mates,
-  // so unless the caller chose a policy, re-run this process with the passive one.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);
-    std::perror("execv /proc/self/exe");  // fall through: run with the default policy
-  }
+  reformer::EnsurePassiveOpenMpWait(argv);
   std::string case_name = "cp";
   int64_t tokens = 4096;
   int threads = 2, rounds = 3;

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "engine/base/openmp_env.h"
 #include "tools/cli/offline.h"
 #ifdef REFORMER_CLI_HAS_CLIENT
 #include "tools/cli/client.h"
@@ -33,6 +34,7 @@ void Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  reformer::EnsurePassiveOpenMpWait(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     Usage();
