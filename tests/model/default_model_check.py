@@ -46,7 +46,7 @@ def main():
         words = text.split(b" ")
         rng.shuffle(words)
         for name, data, margin in (("characters shuffled", bytes(chars), 2.0),
-                                   ("words shuffled", b" ".join(words), 0.15)):
+                                   ("words shuffled", b" ".join(words), 0.4)):
             path = os.path.join(tmp, name.replace(" ", "_") + ".txt")
             open(path, "wb").write(data)
             s = score(cli, model, path)
