@@ -15,23 +15,13 @@ except ImportError:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+import evaluate  # noqa: E402
 import reformer_torch as R  # noqa: E402
 
 SRC = os.environ.get("REFORMER_SOURCE_DIR", os.path.abspath(os.path.join(HERE, "..", "..", "..")))
 FIX = os.path.join(SRC, "tests", "fixtures")
 TOL = 1e-4
 
-
-def _load_model(d):
-    with open(os.path.join(d, "config.json")) as f:
-        cfg = json.load(f)
-    m = R.ReformerLM(cfg)
-    R.load_state(m, R.load_safetensors(os.path.join(d, "model.safetensors")))
-    rp = os.path.join(d, "rotations.safetensors")
-    if os.path.exists(rp):
-        m.set_rotations(R.load_safetensors(rp))
-    m.eval()
-    return m
 
 
 class FixtureParity(unittest.TestCase):
@@ -58,13 +48,13 @@ class FixtureParity(unittest.TestCase):
         self.assertEqual(len(cases), 6)
         for c in cases:
             d = os.path.join(FIX, c)
-            self._check(_load_model(d), d, d)
+            self._check(evaluate.load_model(d), d, d)
             solo = os.path.join(d, "solo")
             if os.path.isdir(solo):
                 for r in sorted(os.listdir(solo)):
                     if os.path.isdir(os.path.join(solo, r)):
                         # num_buckets: null resolves per model instance from its first call's length
-                        self._check(_load_model(d), d, os.path.join(solo, r))
+                        self._check(evaluate.load_model(d), d, os.path.join(solo, r))
 
     def test_hash_seed_rotations_equal_across_layers(self):
         cfg = {"attn_layers": ["local", "lsh", "lsh"], "num_attention_heads": 2, "attention_head_size": 8,
