@@ -150,6 +150,13 @@ class Session {
   // Workspace high-water mark (bytes) since creation or the last reset.
   virtual size_t workspace_high_water_bytes() const = 0;
   virtual void reset_workspace_high_water() = 0;
+
+  // Between runs a session keeps the working memory of its last run (at most that run's
+  // planned peak) so that the next run does not page-fault it in again; the next run first
+  // trims it to its own plan. ReleaseWorkspace returns all of it to the OS (server workers call
+  // it when they go idle). Returns the bytes released.
+  virtual size_t ReleaseWorkspace() = 0;
+  virtual size_t retained_workspace_bytes() const = 0;
 };
 
 // Estimated peak working bytes for running `lengths` as one ragged batch with `outputs`

@@ -200,11 +200,21 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     out_bytes += OutputBytes(c, t0, opt.outputs);
   }
   OutputAccounting accounting(ws, out_bytes);
+  // Working blocks are recycled up to this forward's planned peak (plus rounding slack); what the
+  // workspace already caches beyond that is returned to the OS now (workspace.h).
+  std::vector<int64_t> padded_lengths, output_lengths;
+  for (const ForwardDoc& doc : docs) {
+    padded_lengths.push_back(doc.padded_length);
+    output_lengths.push_back(doc.output_length);
+  }
+  const size_t plan = PlanPeakBytes(c, padded_lengths, output_lengths, opt.outputs, tile, threads);
+  ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
   out->buckets.clear();
   out->bucket_layers.clear();
 
   // Embeddings (SPEC §4): both streams start as x.
-  WsBuffer<float> A(ws, rows * H), Z(ws, rows * H);
+  WsBuffer<float> A(ws, rows * H, kUninitialized), Z(ws, rows * H, kUninitialized);
+  std::fill(A.data() + total * H, A.data() + rows * H, 0.f);  // tile padding rows
   for (int64_t d = 0; d < n_docs; ++d) {
     const ForwardDoc& doc = docs[d];
 #pragma omp parallel for schedule(static)
@@ -250,10 +260,11 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     {
       // One head's projections at a time; the merged attention output of all heads [rows, nh*dh].
       const int64_t ldo = nh * dh;
-      WsBuffer<float> proj(ws, rows * ldp), oh(ws, rows * ldo);
+      WsBuffer<float> proj(ws, rows * ldp, kUninitialized), oh(ws, rows * ldo, kUninitialized);
+      std::fill(oh.data() + total * ldo, oh.data() + rows * ldo, 0.f);  // tile padding rows
       for (int64_t h = 0; h < nh; ++h) {
         {
-          WsBuffer<float> y(ws, tile * H);
+          WsBuffer<float> y(ws, tile * H, kUninitialized);
           for (int64_t t0 = 0; t0 < rows; t0 += tile) {
             const int64_t m = tile;
             LayerNormRows(Z.data() + t0 * H, H, m, H, L.attn_ln_weight.data, L.attn_ln_bias.data,
@@ -307,7 +318,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     }
     {
       // Feed-forward in token tiles: Z += act(LN(A) W1 + b1) W2 + b2.
-      WsBuffer<float> x(ws, tile * H), f(ws, tile * F);
+      WsBuffer<float> x(ws, tile * H, kUninitialized), f(ws, tile * F, kUninitialized);
       for (int64_t t0 = 0; t0 < rows; t0 += tile) {
         const int64_t m = tile;
         LayerNormRows(A.data() + t0 * H, H, m, H, L.ff_ln_weight.data, L.ff_ln_bias.data,
@@ -340,10 +351,10 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
 
   // Final LayerNorm over concat(A, Z), then the requested outputs, tile by tile.
   const bool need_lm = opt.outputs & (kOutputLogits | kOutputTokenLogprobs);
-  WsBuffer<float> hb(ws, tile * 2 * H), lb, scratch;
+  WsBuffer<float> hb(ws, tile * 2 * H, kUninitialized), lb, scratch;
   if (need_lm) {
-    lb.Reset(ws, tile * V);
-    scratch.Reset(ws, static_cast<size_t>(threads) * V);
+    lb.Reset(ws, tile * V, kUninitialized);
+    scratch.Reset(ws, static_cast<size_t>(threads) * V, kUninitialized);
   }
   std::vector<std::vector<double>> emb_sum;
   if (opt.outputs & kOutputEmbedding) emb_sum.assign(n_docs, std::vector<double>(2 * H, 0.0));

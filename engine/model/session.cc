@@ -128,6 +128,12 @@ class SessionImpl final : public Session {
 
   size_t workspace_high_water_bytes() const override { return ws_.high_water(); }
   void reset_workspace_high_water() override { ws_.ResetHighWater(); }
+  size_t ReleaseWorkspace() override {
+    const size_t cached = ws_.cached_bytes();
+    ws_.Trim();
+    return cached;
+  }
+  size_t retained_workspace_bytes() const override { return ws_.cached_bytes(); }
 
  private:
   absl::Status CheckIds(const int32_t* ids, int64_t n, const std::string& what) const {

@@ -1,5 +1,6 @@
 #include "engine/ops/attention.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -8,10 +9,8 @@
 
 #include "engine/base/check.h"
 #include "engine/base/status_macros.h"
-#include "engine/dnnl/matmul.h"
 #include "engine/ops/simd_math.h"
 #include "engine/ops/small_gemm.h"
-#include "engine/ops/softmax.h"
 #include "engine/tensor/workspace.h"
 
 namespace reformer {
@@ -23,98 +22,147 @@ constexpr int64_t kHashRows = 64;
 // Chunks handed to the OpenMP team between two polls of the cancel flag.
 constexpr int64_t kChunksPerPoll = 64;
 
-// Per-thread buffers for one block of `rows` queries against `keys` keys of width dh.
-struct BlockBuffers {
-  int64_t rows, keys, dh, stride;
-  WsBuffer<float> mem;
-  WsBuffer<int32_t> pos;  // qpos[rows] then kpos[keys]
-  WsBuffer<uint8_t> kvalid;
-  BlockBuffers(Workspace* ws, int64_t r, int64_t k, int64_t d, int threads)
-      : rows(r), keys(k), dh(d), stride(FloatsPerThread(r, k, d)),
-        mem(ws, static_cast<size_t>(threads) * stride), pos(ws, static_cast<size_t>(threads) * (r + k)),
-        kvalid(ws, static_cast<size_t>(threads) * k) {}
-  static int64_t FloatsPerThread(int64_t r, int64_t k, int64_t d) {
-    return r * d /*q*/ + d * k /*kᵀ*/ + k * d /*v*/ + r * k /*s*/ + r * d /*o*/ + r /*lse*/ + k /*scratch*/;
+int64_t Align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// Per-thread scratch of one attention block: `rows` queries against `keys` keys. Queries, keys,
+// values and outputs are addressed through row pointers (see small_gemm.h).
+class BlockScratch {
+ public:
+  BlockScratch(Workspace* ws, int64_t rows, int64_t keys, int threads)
+      : rows_(rows), keys_(keys), stride_(BytesPerThread(rows, keys)),
+        mem_(ws, static_cast<size_t>(threads) * stride_, kUninitialized) {}
+
+  static int64_t BytesPerThread(int64_t rows, int64_t keys) {
+    return Align64(sizeof(float) * rows * keys) + Align64(2 * sizeof(float) * rows) +
+           Align64(sizeof(void*) * (2 * rows + 2 * keys)) + Align64(sizeof(int32_t) * (rows + 2 * keys));
   }
-  static size_t Bytes(int64_t r, int64_t k, int64_t d, int threads) {
-    return static_cast<size_t>(threads) *
-           (sizeof(float) * FloatsPerThread(r, k, d) + sizeof(int32_t) * (r + k) + k);
+  static size_t Bytes(int64_t rows, int64_t keys, int threads) {
+    return static_cast<size_t>(threads) * BytesPerThread(rows, keys);
   }
+
   struct View {
-    float *q, *kt, *v, *s, *o, *lse, *scratch;
-    int32_t *qpos, *kpos;
-    uint8_t* kvalid;
+    float* s;           // [rows, keys] scores, then unnormalised probabilities
+    float* lse;         // [rows]
+    float* scale;       // [rows]
+    const float** q;    // [rows]
+    float** out;        // [rows]
+    const float** k;    // [keys]
+    const float** v;    // [keys]
+    int32_t* qpos;      // [rows]
+    int32_t* kpos;      // [keys]
+    int32_t* kvalid;    // [keys]: -1 real key, 0 padding
   };
   View For(int thread) {
+    uint8_t* base = mem_.data() + static_cast<int64_t>(thread) * stride_;
     View v;
-    float* base = mem.data() + static_cast<int64_t>(thread) * stride;
-    v.q = base;
-    v.kt = v.q + rows * dh;
-    v.v = v.kt + dh * keys;
-    v.s = v.v + keys * dh;
-    v.o = v.s + rows * keys;
-    v.lse = v.o + rows * dh;
-    v.scratch = v.lse + rows;
-    v.qpos = pos.data() + static_cast<int64_t>(thread) * (rows + keys);
-    v.kpos = v.qpos + rows;
-    v.kvalid = kvalid.data() + static_cast<int64_t>(thread) * keys;
+    v.s = reinterpret_cast<float*>(base);
+    base += Align64(sizeof(float) * rows_ * keys_);
+    v.lse = reinterpret_cast<float*>(base);
+    v.scale = v.lse + rows_;
+    base += Align64(2 * sizeof(float) * rows_);
+    v.q = reinterpret_cast<const float**>(base);
+    v.k = v.q + rows_;
+    v.v = v.k + keys_;
+    v.out = reinterpret_cast<float**>(base + sizeof(void*) * (rows_ + 2 * keys_));
+    base += Align64(sizeof(void*) * (2 * rows_ + 2 * keys_));
+    v.qpos = reinterpret_cast<int32_t*>(base);
+    v.kpos = v.qpos + rows_;
+    v.kvalid = v.kpos + keys_;
     return v;
   }
+
+ private:
+  int64_t rows_, keys_, stride_;
+  WsBuffer<uint8_t> mem_;
 };
 
-// One block on the calling thread: s = q · kᵀ, masks (SPEC §7.5 / §8), lse softmax, o = p · v.
-void AttendBlock(const BlockBuffers::View& b, int64_t rows, int64_t keys, int64_t dh, bool causal,
+// Masks one score row (SPEC §7.5 / §8: padding keys and, when causal, later keys get MASK; in
+// LSH attention the query's own position gets SELF) and turns it into exp(s - max) in place.
+// lse = max + log(Σ exp(s - max)) in float32 as torch computes it; the probabilities
+// exp(s - lse) are then exp(s - max) · exp(max - lse), so `scale` = exp(max - lse). A fully
+// masked row has lse == max == MASK exactly and scale 1 (SPEC §10.2).
+void MaskedSoftmaxRow(float* s, int64_t n, int32_t qp, const int32_t* kpos, const int32_t* kvalid,
+                      bool causal, bool self_mask, float* lse, float* scale) {
+  const __m256i vqp = _mm256_set1_epi32(qp);
+  const __m256 vmask = _mm256_set1_ps(kMaskValue), vself = _mm256_set1_ps(kSelfMaskValue);
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i kp = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kpos + j));
+    __m256i off = _mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kvalid + j)),
+                                     _mm256_setzero_si256());
+    if (causal) off = _mm256_or_si256(off, _mm256_cmpgt_epi32(kp, vqp));
+    __m256 x = _mm256_blendv_ps(_mm256_loadu_ps(s + j), vmask, _mm256_castsi256_ps(off));
+    if (self_mask) x = _mm256_blendv_ps(x, vself, _mm256_castsi256_ps(_mm256_cmpeq_epi32(kp, vqp)));
+    _mm256_storeu_ps(s + j, x);
+    vmax = _mm256_max_ps(vmax, x);
+  }
+  float m = simd::HorizontalMax(vmax);
+  for (; j < n; ++j) {
+    float x = s[j];
+    if (!kvalid[j] || (causal && kpos[j] > qp)) x = kMaskValue;
+    if (self_mask && kpos[j] == qp) x = kSelfMaskValue;
+    s[j] = x;
+    m = std::max(m, x);
+  }
+  const float sum = simd::ExpShiftSum(s, m, s, n);
+  const float l = m + std::log(sum);
+  *lse = l;
+  *scale = std::exp(m - l);
+}
+
+// One block on the calling thread: scores, masks, softmax, output rows.
+void AttendBlock(const BlockScratch::View& b, int64_t rows, int64_t keys, int64_t dh, bool causal,
                  bool self_mask) {
-  SmallGemm(rows, keys, dh, b.q, dh, b.kt, keys, b.s, keys);
-  for (int64_t i = 0; i < rows; ++i) {
-    float* row = b.s + i * keys;
-    const int32_t qp = b.qpos[i];
-    for (int64_t j = 0; j < keys; ++j) {
-      const int32_t kp = b.kpos[j];
-      if (!b.kvalid[j] || (causal && kp > qp)) row[j] = kMaskValue;
-      if (self_mask && kp == qp) row[j] = kSelfMaskValue;
-    }
-    const float l = LogSumExp(row, keys, b.scratch);
-    simd::ExpShiftSum(row, l, row, keys);
-    b.lse[i] = l;
-  }
-  SmallGemm(rows, dh, keys, b.s, keys, b.v, dh, b.o, dh);
+  DotRows(rows, keys, dh, b.q, b.k, b.s, keys);
+  for (int64_t i = 0; i < rows; ++i)
+    MaskedSoftmaxRow(b.s + i * keys, keys, b.qpos[i], b.kpos, b.kvalid, causal, self_mask, &b.lse[i],
+                     &b.scale[i]);
+  GemmRowsOut(rows, dh, keys, b.s, keys, b.v, b.scale, b.out);
 }
 
-inline void CopyRow(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
-
-// Writes key row `src` (dh values, optionally divided by `div`) as column `col` of kᵀ [dh, keys].
-inline void StoreKeyColumn(const float* src, int64_t dh, int64_t keys, int64_t col, float* kt, float div) {
-  if (div == 1.f) {
-    for (int64_t d = 0; d < dh; ++d) kt[d * keys + col] = src[d];
-  } else {
-    for (int64_t d = 0; d < dh; ++d) kt[d * keys + col] = src[d] / div;
-  }
-}
+inline int32_t KeyValid(const uint8_t* mask, int64_t pos) { return (mask == nullptr || mask[pos]) ? -1 : 0; }
 
 int64_t WindowChunks(int64_t before, int64_t after) { return 1 + before + after; }
 
 int Threads() { return omp_get_max_threads(); }
+
+// Fills the query rows [0, t_len) of a plain (un-chunked) block and attends.
+void AttendAll(BlockScratch* bs, int64_t t_len, int64_t dh, const float* q, int64_t ld_q, const float* k,
+               int64_t ld_k, const float* v, int64_t ld_v, const uint8_t* mask, float* out, int64_t ld_out,
+               bool causal, bool self_mask) {
+  BlockScratch::View b = bs->For(0);
+  for (int64_t t = 0; t < t_len; ++t) {
+    b.q[t] = q + t * ld_q;
+    b.k[t] = k + t * ld_k;
+    b.v[t] = v + t * ld_v;
+    b.out[t] = out + t * ld_out;
+    b.qpos[t] = b.kpos[t] = static_cast<int32_t>(t);
+    b.kvalid[t] = KeyValid(mask, t);
+  }
+  AttendBlock(b, t_len, t_len, dh, causal, self_mask);
+}
 
 }  // namespace
 
 size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
   size_t bytes = sizeof(float) * t * dh;  // knorm
-  if (t <= p.chunk) return bytes + BlockBuffers::Bytes(t, t, dh, 1);
+  if (t <= p.chunk) return bytes + BlockScratch::Bytes(t, t, 1);
   const int64_t nh = p.buckets.num_hashes, n = nh * t;
   const int64_t half = p.buckets.rotation_half();
   bytes += sizeof(int32_t) * (2 * n + nh * p.buckets.num_keys_per_round() + 1);  // keys, perm, counts
   const size_t hashing = sizeof(float) * threads * kHashRows * nh * half;  // projections, per thread
-  size_t attend = BlockBuffers::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
+  size_t attend = BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), threads);
   if (nh > 1) attend += sizeof(float) * (n * dh + n);  // per-round outputs and lse
   return bytes + std::max(hashing, attend);
 }
 
 size_t LocalAttentionWorkBytes(const LocalAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
-  if (t <= p.chunk) return BlockBuffers::Bytes(t, t, dh, 1);
-  return BlockBuffers::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
+  const size_t keys = sizeof(float) * t * dh;  // keys / sqrt(dh)
+  if (t <= p.chunk) return keys + BlockScratch::Bytes(t, t, 1);
+  return keys + BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), threads);
 }
 
 absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAttentionParams& p,
@@ -123,7 +171,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
                               int64_t ld_out, int32_t* keys_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
   // Shared-QK keys: knorm(u) = u / sqrt(mean(u^2) + 1e-6) / sqrt(dh)  (SPEC §7.1).
-  WsBuffer<float> knorm(ws, t_len * dh);
+  WsBuffer<float> knorm(ws, t_len * dh, kUninitialized);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
 #pragma omp parallel for schedule(static) if (t_len >= 256)
   for (int64_t t = 0; t < t_len; ++t) {
@@ -136,17 +184,9 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
   }
 
   if (t_len <= c) {  // SPEC §7.2: plain attention, self mask, no hashing.
-    BlockBuffers bb(ws, t_len, t_len, dh, 1);
-    BlockBuffers::View b = bb.For(0);
-    for (int64_t t = 0; t < t_len; ++t) {
-      CopyRow(qk + t * ld_qk, b.q + t * dh, dh);
-      StoreKeyColumn(knorm.data() + t * dh, dh, t_len, t, b.kt, 1.f);
-      CopyRow(v + t * ld_v, b.v + t * dh, dh);
-      b.qpos[t] = b.kpos[t] = static_cast<int32_t>(t);
-      b.kvalid[t] = mask ? mask[t] : 1;
-    }
-    AttendBlock(b, t_len, t_len, dh, p.causal, /*self_mask=*/true);
-    for (int64_t t = 0; t < t_len; ++t) CopyRow(b.o + t * dh, out + t * ld_out, dh);
+    BlockScratch bs(ws, t_len, t_len, 1);
+    AttendAll(&bs, t_len, dh, qk, ld_qk, knorm.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
+              /*self_mask=*/true);
     return absl::OkStatus();
   }
 
@@ -154,11 +194,12 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
   const BucketSpec& spec = p.buckets;
   const int64_t nh = spec.num_hashes, n_slots = nh * t_len, half = spec.rotation_half();
   const int64_t nkeys = spec.num_keys_per_round();
-  WsBuffer<int32_t> keys(ws, n_slots), perm(ws, n_slots), counts(ws, nh * nkeys + 1);
+  WsBuffer<int32_t> keys(ws, n_slots, kUninitialized), perm(ws, n_slots, kUninitialized),
+      counts(ws, nh * nkeys + 1, kUninitialized);
   {
     // Hash projections r = qk · R (SPEC §7.3), on the unnormalised qk, in thread-local row blocks.
     const int64_t width = nh * half;
-    WsBuffer<float> rt(ws, static_cast<size_t>(Threads()) * kHashRows * width);
+    WsBuffer<float> rt(ws, static_cast<size_t>(Threads()) * kHashRows * width, kUninitialized);
 #pragma omp parallel for schedule(static)
     for (int64_t t0 = 0; t0 < t_len; t0 += kHashRows) {
       const int64_t rows = std::min(kHashRows, t_len - t0);
@@ -172,46 +213,39 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
 
   WsBuffer<float> o_rounds, lse_rounds;
   if (nh > 1) {
-    o_rounds.Reset(ws, n_slots * dh);
-    lse_rounds.Reset(ws, n_slots);
+    o_rounds.Reset(ws, n_slots * dh, kUninitialized);
+    lse_rounds.Reset(ws, n_slots, kUninitialized);
   }
   const int64_t win = WindowChunks(p.before, p.after);
   const int64_t n_chunks = n_slots / c, n_keys = win * c;
-  const int threads = Threads();
-  BlockBuffers bb(ws, c, n_keys, dh, threads);
+  BlockScratch bs(ws, c, n_keys, Threads());
   const int32_t* pm = perm.data();
   for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
     if (cancel && cancel()) return absl::CancelledError("forward cancelled");
     const int64_t j1 = std::min(n_chunks, j0 + kChunksPerPoll);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t j = j0; j < j1; ++j) {
-      BlockBuffers::View b = bb.For(omp_get_thread_num());
+      BlockScratch::View b = bs.For(omp_get_thread_num());
       for (int64_t i = 0; i < c; ++i) {
-        const int64_t pos = pm[j * c + i] % t_len;
-        CopyRow(qk + pos * ld_qk, b.q + i * dh, dh);
+        const int64_t slot = pm[j * c + i], pos = slot % t_len;
+        b.q[i] = qk + pos * ld_qk;
         b.qpos[i] = static_cast<int32_t>(pos);
+        b.out[i] = nh == 1 ? out + pos * ld_out : o_rounds.data() + slot * dh;
       }
       int64_t r = 0;
       for (int64_t off = -p.before; off <= p.after; ++off) {
         const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
         for (int64_t i = 0; i < c; ++i, ++r) {
           const int64_t pos = pm[jj * c + i] % t_len;
-          StoreKeyColumn(knorm.data() + pos * dh, dh, n_keys, r, b.kt, 1.f);
-          CopyRow(v + pos * ld_v, b.v + r * dh, dh);
+          b.k[r] = knorm.data() + pos * dh;
+          b.v[r] = v + pos * ld_v;
           b.kpos[r] = static_cast<int32_t>(pos);
-          b.kvalid[r] = mask ? mask[pos] : 1;
+          b.kvalid[r] = KeyValid(mask, pos);
         }
       }
       AttendBlock(b, c, n_keys, dh, p.causal, /*self_mask=*/true);
-      for (int64_t i = 0; i < c; ++i) {
-        const int64_t k = pm[j * c + i];
-        if (nh == 1) {
-          CopyRow(b.o + i * dh, out + k * ld_out, dh);
-        } else {
-          CopyRow(b.o + i * dh, o_rounds.data() + k * dh, dh);
-          lse_rounds[k] = b.lse[i];
-        }
-      }
+      if (nh > 1)
+        for (int64_t i = 0; i < c; ++i) lse_rounds[pm[j * c + i]] = b.lse[i];
     }
   }
   if (nh > 1) {
@@ -244,49 +278,47 @@ absl::Status LocalAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const Local
                                 const float* v, int64_t ld_v, const uint8_t* mask, float* out,
                                 int64_t ld_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
+  // Keys divided by sqrt(dh) (SPEC §8, §10.6), once per position.
+  WsBuffer<float> ks(ws, t_len * dh, kUninitialized);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
+#pragma omp parallel for schedule(static) if (t_len >= 256)
+  for (int64_t t = 0; t < t_len; ++t)
+    for (int64_t j = 0; j < dh; ++j) ks[t * dh + j] = k[t * ld_k + j] / sqrt_dh;
+
   if (t_len <= c) {
-    BlockBuffers bb(ws, t_len, t_len, dh, 1);
-    BlockBuffers::View b = bb.For(0);
-    for (int64_t t = 0; t < t_len; ++t) {
-      CopyRow(q + t * ld_q, b.q + t * dh, dh);
-      StoreKeyColumn(k + t * ld_k, dh, t_len, t, b.kt, sqrt_dh);
-      CopyRow(v + t * ld_v, b.v + t * dh, dh);
-      b.qpos[t] = b.kpos[t] = static_cast<int32_t>(t);
-      b.kvalid[t] = mask ? mask[t] : 1;
-    }
-    AttendBlock(b, t_len, t_len, dh, p.causal, /*self_mask=*/false);
-    for (int64_t t = 0; t < t_len; ++t) CopyRow(b.o + t * dh, out + t * ld_out, dh);
+    BlockScratch bs(ws, t_len, t_len, 1);
+    AttendAll(&bs, t_len, dh, q, ld_q, ks.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
+              /*self_mask=*/false);
     return absl::OkStatus();
   }
   REFORMER_CHECK(t_len % c == 0);
   const int64_t win = WindowChunks(p.before, p.after);
   const int64_t n_chunks = t_len / c, n_keys = win * c;
-  const int threads = Threads();
-  BlockBuffers bb(ws, c, n_keys, dh, threads);
+  BlockScratch bs(ws, c, n_keys, Threads());
   for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
     if (cancel && cancel()) return absl::CancelledError("forward cancelled");
     const int64_t j1 = std::min(n_chunks, j0 + kChunksPerPoll);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t j = j0; j < j1; ++j) {
-      BlockBuffers::View b = bb.For(omp_get_thread_num());
+      BlockScratch::View b = bs.For(omp_get_thread_num());
       for (int64_t i = 0; i < c; ++i) {
-        CopyRow(q + (j * c + i) * ld_q, b.q + i * dh, dh);
-        b.qpos[i] = static_cast<int32_t>(j * c + i);
+        const int64_t pos = j * c + i;
+        b.q[i] = q + pos * ld_q;
+        b.out[i] = out + pos * ld_out;
+        b.qpos[i] = static_cast<int32_t>(pos);
       }
       int64_t r = 0;
       for (int64_t off = -p.before; off <= p.after; ++off) {
         const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
         for (int64_t i = 0; i < c; ++i, ++r) {
           const int64_t pos = jj * c + i;
-          StoreKeyColumn(k + pos * ld_k, dh, n_keys, r, b.kt, sqrt_dh);
-          CopyRow(v + pos * ld_v, b.v + r * dh, dh);
+          b.k[r] = ks.data() + pos * dh;
+          b.v[r] = v + pos * ld_v;
           b.kpos[r] = static_cast<int32_t>(pos);
-          b.kvalid[r] = mask ? mask[pos] : 1;
+          b.kvalid[r] = KeyValid(mask, pos);
         }
       }
       AttendBlock(b, c, n_keys, dh, p.causal, /*self_mask=*/false);
-      for (int64_t i = 0; i < c; ++i) CopyRow(b.o + i * dh, out + (j * c + i) * ld_out, dh);
     }
   }
   return absl::OkStatus();

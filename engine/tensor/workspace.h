@@ -1,16 +1,27 @@
-// Workspace: accounting of the forward pass's working memory (per Session, single thread).
+// Workspace: the forward pass's working memory (per Session, single thread).
 //
-// Every buffer the forward allocates beyond the weights goes through a WsBuffer, which takes
-// 64-byte aligned storage and adds its size to the owning Workspace's `current` counter; the
-// high-water mark is what EstimatePeakWorkingBytes predicts (tests compare the two).
+// Accounting. Every buffer the forward allocates beyond the weights goes through a WsBuffer,
+// which adds its requested size to the owning Workspace's `current` counter; the high-water
+// mark of that counter is what EstimatePeakWorkingBytes predicts (tests compare the two).
+//
+// Storage. Fresh anonymous memory is expensive here: the first touch of every page faults, and
+// on the machines this runs on that costs ~1 s per GB (4 KiB pages), about as much as the
+// matmuls of a layer. So blocks of at least kLargeBlock bytes are mmap'd in 2 MiB multiples with
+// MADV_HUGEPAGE, and a released block is kept in a cache and handed out again to a later
+// request of up to its size (and at least half of it). The cache never makes the resident
+// working memory exceed the limit given by set_cache_limit (the forward sets it to its planned
+// peak): a request that finds no cached block evicts cached blocks first while mapped + new
+// bytes would exceed the limit. The cache outlives a forward, so back-to-back forwards reuse
+// their blocks; Trim() (Session::ReleaseWorkspace, called by server workers when they go idle)
+// returns every cached block to the OS.
 // Not thread-safe: a Workspace belongs to one Session (one thread).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "engine/base/check.h"
 
@@ -18,10 +29,14 @@ namespace reformer {
 
 class Workspace {
  public:
+  static constexpr size_t kLargeBlock = size_t{1} << 20;
+
   Workspace() = default;
+  ~Workspace();
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
+  // Accounting (requested bytes).
   void Add(size_t bytes) {
     current_ += bytes;
     if (current_ > high_water_) high_water_ = current_;
@@ -34,17 +49,44 @@ class Workspace {
   size_t high_water() const { return high_water_; }
   void ResetHighWater() { high_water_ = current_; }
 
+  // Storage: 64-byte aligned, uninitialised. `*capacity` receives the block's usable size,
+  // which must be passed back to Free.
+  void* Allocate(size_t bytes, size_t* capacity);
+  void Free(void* p, size_t capacity);
+  // Upper bound on mapped bytes (live + cached large blocks) the cache may keep; 0 = no cache.
+  // Evicts cached blocks at once while over the new limit.
+  void set_cache_limit(size_t bytes);
+  void Trim();  // = set_cache_limit(0)
+  size_t mapped_bytes() const { return mapped_; }
+  size_t cached_bytes() const { return cached_; }
+
  private:
+  struct Block {
+    void* p;
+    size_t bytes;
+  };
+  // Unmaps cached blocks, oldest first, while mapped bytes exceed `limit`.
+  void EvictTo(size_t limit);
   size_t current_ = 0;
   size_t high_water_ = 0;
+  size_t cache_limit_ = 0;
+  size_t mapped_ = 0;  // large blocks, live or cached
+  size_t cached_ = 0;
+  std::vector<Block> cache_;  // most recently released last
 };
 
-// An owning, 64-byte aligned, zero-initialised array counted against a Workspace.
+// Marker for WsBuffer's constructor: leave the storage uninitialised (the caller writes all of it).
+struct Uninitialized {};
+inline constexpr Uninitialized kUninitialized{};
+
+// An owning, 64-byte aligned array counted against a Workspace; zero-initialised unless
+// constructed with kUninitialized.
 template <typename T>
 class WsBuffer {
  public:
   WsBuffer() = default;
   WsBuffer(Workspace* ws, size_t n) { Reset(ws, n); }
+  WsBuffer(Workspace* ws, size_t n, Uninitialized) { Reset(ws, n, kUninitialized); }
   ~WsBuffer() { Release(); }
   WsBuffer(const WsBuffer&) = delete;
   WsBuffer& operator=(const WsBuffer&) = delete;
@@ -55,31 +97,36 @@ class WsBuffer {
       ws_ = o.ws_;
       data_ = o.data_;
       size_ = o.size_;
+      capacity_ = o.capacity_;
       o.ws_ = nullptr;
       o.data_ = nullptr;
       o.size_ = 0;
+      o.capacity_ = 0;
     }
     return *this;
   }
 
   void Reset(Workspace* ws, size_t n) {
+    Reset(ws, n, kUninitialized);
+    if (data_) std::memset(static_cast<void*>(data_), 0, n * sizeof(T));
+  }
+  void Reset(Workspace* ws, size_t n, Uninitialized) {
     Release();
     if (n == 0) return;
-    size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
-    REFORMER_CHECK(data_ != nullptr);
-    std::memset(static_cast<void*>(data_), 0, bytes);
+    REFORMER_CHECK(ws != nullptr);
+    data_ = static_cast<T*>(ws->Allocate(n * sizeof(T), &capacity_));
     ws_ = ws;
     size_ = n;
-    if (ws_) ws_->Add(n * sizeof(T));
+    ws_->Add(n * sizeof(T));
   }
   void Release() {
     if (data_) {
-      std::free(data_);
-      if (ws_) ws_->Sub(size_ * sizeof(T));
+      ws_->Free(data_, capacity_);
+      ws_->Sub(size_ * sizeof(T));
     }
     data_ = nullptr;
     size_ = 0;
+    capacity_ = 0;
     ws_ = nullptr;
   }
   T* data() { return data_; }
@@ -92,6 +139,7 @@ class WsBuffer {
   Workspace* ws_ = nullptr;
   T* data_ = nullptr;
   size_t size_ = 0;
+  size_t capacity_ = 0;
 };
 
 }  // namespace reformer

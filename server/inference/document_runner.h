@@ -27,6 +27,8 @@ class DocumentRunner {
                            std::vector<DocumentOutput>* results, const CancelFn& cancel) = 0;
   virtual size_t workspace_high_water_bytes() const = 0;
   virtual void reset_workspace_high_water() = 0;
+  // Called when the worker finds no work: return memory kept for the next run.
+  virtual void ReleaseIdleMemory() {}
 };
 
 // Called once on each worker thread (argument: worker index) before it takes work.

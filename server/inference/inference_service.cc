@@ -18,6 +18,7 @@ class SessionRunner final : public DocumentRunner {
   }
   size_t workspace_high_water_bytes() const override { return session_->workspace_high_water_bytes(); }
   void reset_workspace_high_water() override { session_->reset_workspace_high_water(); }
+  void ReleaseIdleMemory() override { session_->ReleaseWorkspace(); }
 
  private:
   std::unique_ptr<Session> session_;

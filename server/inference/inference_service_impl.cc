@@ -23,6 +23,9 @@ namespace {
 
 // How often idle workers and the sweeper re-check cancellation flags (these are not signalled).
 constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
+// A worker that has found no work for this long returns the working memory its session keeps
+// between runs (engine Session::ReleaseWorkspace); under load it keeps and reuses it.
+constexpr absl::Duration kReleaseIdleMemoryAfter = absl::Seconds(2);
 
 struct Task : BatchTask {
   std::unique_ptr<InferenceRequest> request;
@@ -190,6 +193,8 @@ class InferenceServiceImpl final : public InferenceService {
       ++started_workers_;
     }
     if (!runner.ok()) return;
+    bool holds_memory = false;  // ran a batch since it last released its session's memory
+    absl::Time idle_since = absl::InfiniteFuture();
     while (true) {
       uint64_t seen;
       {
@@ -199,9 +204,17 @@ class InferenceServiceImpl final : public InferenceService {
       }
       std::unique_ptr<Batch> batch = scheduler_->NextBatch();
       if (batch == nullptr) {
+        const absl::Time now = clock_->Now();
+        if (idle_since == absl::InfiniteFuture()) idle_since = now;
+        if (holds_memory && now - idle_since >= kReleaseIdleMemoryAfter) {
+          (*runner)->ReleaseIdleMemory();
+          holds_memory = false;
+        }
         WaitForWork(seen);
         continue;
       }
+      holds_memory = true;
+      idle_since = absl::InfiniteFuture();
       RunBatch(worker, **runner, *batch);
     }
     // Destroy the runner (engine Session) on the thread that created it.
