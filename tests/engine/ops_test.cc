@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <ostream>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/dnnl/matmul.h"
@@ -13,6 +16,7 @@
 #include "engine/ops/layer_norm.h"
 #include "engine/ops/lsh_hashing.h"
 #include "engine/ops/simd_math.h"
+#include "engine/ops/small_gemm.h"
 #include "engine/ops/softmax.h"
 #include "engine/tensor/workspace.h"
 #include "gtest/gtest.h"
@@ -28,9 +32,13 @@ std::vector<float> Randn(size_t n, uint32_t seed, float scale = 1.f) {
   return v;
 }
 
+// NaN anywhere (e.g. an output element never written) counts as an infinite difference.
 float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  float m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  float m = a.size() == b.size() ? 0.f : INFINITY;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const float d = std::abs(a[i] - b[i]);
+    m = std::isnan(d) ? INFINITY : std::max(m, d);
+  }
   return m;
 }
 
@@ -212,6 +220,170 @@ TEST(Matmul, PostOpsBiasAccumulateAndStridedB) {
     }
 }
 
+// ---- Row-pointer kernels (small_gemm.h) against double references. ----
+//
+// Every row the kernels read sits at its own (permuted, unaligned) place in one pool and is
+// followed by NaN: a kernel that reads past k (DotRows; also A's lda gap in GemmRowsOut) or n
+// (GemmRowsOut's B rows) produces NaN. Outputs start as NaN, so a skipped element fails the value
+// check; the cells around them hold kGuard, which a write outside the output must not change.
+//
+// Tolerance: any summation order of k float products (with or without FMA), plus the final scale
+// multiplication, is within γ_{k+1} · Σ|terms| of the exact value (Higham, Accuracy and Stability,
+// §3.1), γ_j = j·u/(1 - j·u), u = 2^-24. We allow twice (k + 2)·u·Σ|terms|; one dropped or doubled
+// term is far larger than that for these random inputs.
+
+constexpr float kGuard = -777.25f;
+
+// `count` rows of `len` floats at shuffled, unaligned offsets of one pool, each followed by NaN.
+struct RowPool {
+  std::vector<float> pool;
+  std::vector<float*> rows;
+  RowPool(int64_t count, int64_t len, uint32_t seed) {
+    std::mt19937 rng(seed);
+    const int64_t stride = len + 3;  // 3 NaN after each row; rows start at varying alignments
+    pool.assign(1 + count * stride, NAN);
+    std::vector<int64_t> slot(count);
+    std::iota(slot.begin(), slot.end(), 0);
+    std::shuffle(slot.begin(), slot.end(), rng);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (int64_t r = 0; r < count; ++r) {
+      float* row = pool.data() + 1 + slot[r] * stride;
+      for (int64_t p = 0; p < len; ++p) row[p] = nd(rng);
+      rows.push_back(row);
+    }
+  }
+  std::vector<const float*> Const() const { return {rows.begin(), rows.end()}; }
+};
+
+double ToleranceFor(int64_t k, double abs_sum) {
+  return 2.0 * static_cast<double>(k + 2) * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+}
+
+const std::vector<int64_t> kGemmM = {1, 2, 3, 4, 5, 7, 64, 65};
+const std::vector<int64_t> kGemmN = {1, 3, 4, 5, 8, 15, 16, 17, 24, 64, 128, 130};
+const std::vector<int64_t> kGemmK = {1, 7, 8, 9, 16, 63, 64, 65, 128};
+
+TEST(SmallGemm, DotRowsMatchesDoubleReferenceForAllShapes) {
+  int shapes = 0;
+  for (int64_t m : kGemmM)
+    for (int64_t n : kGemmN)
+      for (int64_t k : kGemmK) {
+        const uint32_t seed = static_cast<uint32_t>(m * 100000 + n * 1000 + k);
+        RowPool a(m, k, seed), b(n, k, seed + 1);
+        const std::vector<const float*> ar = a.Const(), br = b.Const();
+        const int64_t ldc = n + 5;
+        // Row -1 and row m are guard rows; columns [n, ldc) of every row too.
+        std::vector<float> cbuf((m + 2) * ldc, kGuard);
+        float* c = cbuf.data() + ldc;
+        for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, NAN);
+        DotRows(m, n, k, ar.data(), br.data(), c, ldc);
+        int bad = 0;
+        for (int64_t i = -1; i <= m; ++i)
+          for (int64_t j = 0; j < ldc; ++j) {
+            const float got = c[i * ldc + j];
+            if (i < 0 || i == m || j >= n) {
+              if (!(got == kGuard) && bad++ == 0)
+                ADD_FAILURE() << "m=" << m << " n=" << n << " k=" << k << ": wrote outside C at ("
+                              << i << ", " << j << "): " << got;
+              continue;
+            }
+            double ref = 0, abs_sum = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              const double t = static_cast<double>(ar[i][p]) * br[j][p];
+              ref += t;
+              abs_sum += std::abs(t);
+            }
+            const double tol = ToleranceFor(k, abs_sum);
+            if (!(std::abs(got - ref) <= tol) && bad++ == 0)
+              ADD_FAILURE() << "m=" << m << " n=" << n << " k=" << k << ": C[" << i << "][" << j
+                            << "] = " << got << ", reference " << ref << " (tolerance " << tol
+                            << ")";
+          }
+        EXPECT_EQ(bad, 0) << "m=" << m << " n=" << n << " k=" << k;
+        ++shapes;
+      }
+  EXPECT_EQ(shapes, 8 * 12 * 9);
+}
+
+TEST(SmallGemm, GemmRowsOutMatchesDoubleReferenceForAllShapes) {
+  std::mt19937 srng(77);
+  std::uniform_real_distribution<float> scale_dist(0.05f, 3.f);
+  for (int64_t m : kGemmM)
+    for (int64_t n : kGemmN)
+      for (int64_t k : kGemmK) {
+        const uint32_t seed = static_cast<uint32_t>(m * 100000 + n * 1000 + k + 7);
+        // A [m, k] with lda = k + 3; the gap holds NaN (must not be read).
+        const int64_t lda = k + 3;
+        std::vector<float> a(m * lda, NAN);
+        {
+          std::vector<float> r = Randn(m * k, seed);
+          for (int64_t i = 0; i < m; ++i) std::copy(&r[i * k], &r[i * k] + k, &a[i * lda]);
+        }
+        RowPool b(k, n, seed + 1);
+        const std::vector<const float*> br = b.Const();
+        // Scales of both signs and various magnitudes (one exactly 1, one exactly 0 when m > 2).
+        std::vector<float> scale(m);
+        for (int64_t i = 0; i < m; ++i) scale[i] = (i % 2 ? -1.f : 1.f) * scale_dist(srng);
+        if (m > 1) scale[1] = 1.f;
+        if (m > 2) scale[2] = 0.f;
+        // Output rows: permuted slots of a pool, each slot [guard, n outputs, guard x 2].
+        const int64_t stride = n + 3;
+        std::vector<float> out(m * stride, kGuard);
+        std::vector<int64_t> slot(m);
+        std::iota(slot.begin(), slot.end(), 0);
+        std::shuffle(slot.begin(), slot.end(), std::mt19937(seed + 2));
+        std::vector<float*> cr(m);
+        for (int64_t i = 0; i < m; ++i) {
+          cr[i] = out.data() + slot[i] * stride + 1;
+          std::fill(cr[i], cr[i] + n, NAN);
+        }
+        GemmRowsOut(m, n, k, a.data(), lda, br.data(), scale.data(), cr.data());
+        int bad = 0;
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t j = 0; j < n; ++j) {
+            double ref = 0, abs_sum = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              const double t = static_cast<double>(a[i * lda + p]) * br[p][j];
+              ref += t;
+              abs_sum += std::abs(t);
+            }
+            ref *= scale[i];
+            const double tol = ToleranceFor(k, abs_sum * std::abs(scale[i]));
+            const float got = cr[i][j];
+            if (!(std::abs(got - ref) <= tol) && bad++ == 0)
+              ADD_FAILURE() << "m=" << m << " n=" << n << " k=" << k << ": row " << i << " col "
+                            << j << " = " << got << ", reference " << ref << " (tolerance " << tol
+                            << ")";
+          }
+        }
+        for (int64_t s = 0; s < m; ++s) {
+          const float* row = out.data() + s * stride;
+          for (int64_t j : {int64_t{0}, n + 1, n + 2})
+            if (!(row[j] == kGuard) && bad++ == 0)
+              ADD_FAILURE() << "m=" << m << " n=" << n << " k=" << k << ": wrote outside the rows";
+        }
+        EXPECT_EQ(bad, 0) << "m=" << m << " n=" << n << " k=" << k;
+      }
+}
+
+// The tolerance above is not vacuous: dropping one product is caught.
+TEST(SmallGemm, ToleranceDetectsOneMissingTerm) {
+  int caught = 0, total = 0;
+  for (int64_t k : kGemmK) {
+    if (k == 1) continue;
+    std::vector<float> x = Randn(k, 5 + k), y = Randn(k, 6 + k);
+    double full = 0, abs_sum = 0;
+    for (int64_t p = 0; p < k; ++p)
+      full += double{x[p]} * y[p], abs_sum += std::abs(double{x[p]} * y[p]);
+    for (int64_t skip = 0; skip < k; ++skip) {
+      const double missing = full - double{x[skip]} * y[skip];
+      caught += std::abs(missing - full) > ToleranceFor(k, abs_sum);
+      ++total;
+    }
+  }
+  EXPECT_GT(caught, total * 9 / 10);
+}
+
 // ---- Naive attention references (SPEC §7, §8), float scores, double softmax sums. ----
 
 struct NaiveInput {
@@ -354,20 +526,33 @@ struct AttnCase {
   bool causal, masked, factorised;
 };
 
-class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
+void PrintTo(const AttnCase& ac, std::ostream* os) {
+  *os << "{T " << ac.T << ", chunk " << ac.c << ", before " << ac.before << ", after " << ac.after
+      << ", hashes " << ac.hashes << (ac.causal ? ", causal" : "") << (ac.masked ? ", masked" : "")
+      << (ac.factorised ? ", factorised" : "") << "}";
+}
+
+// Head dims: 16 (the original case), 12 (not a multiple of 8: scalar tails of the QKᵀ kernel),
+// 24 (a multiple of 8 but not of 16: the 8-column path of the PV kernel) and 64 (a typical head).
+class AttentionTest : public ::testing::TestWithParam<std::tuple<AttnCase, int64_t>> {
+ protected:
+  // Float sums in different orders (blocked kernels vs naive loops). Observed worst case over
+  // all cases and head dims: ~2e-6 (LSH keys are normalised, so scores do not grow with dh).
+  static constexpr float kTolerance = 1e-5f;
+};
 
 TEST_P(AttentionTest, LshMatchesNaive) {
-  const AttnCase& ac = GetParam();
+  const auto& [ac, dh] = GetParam();
   auto ctx = std::move(DnnlContext::Create()).value();
   Workspace ws;
-  NaiveInput in{ac.T, 16, Randn(ac.T * 16, 20), Randn(ac.T * 16, 21), {}};
+  NaiveInput in{ac.T, dh, Randn(ac.T * dh, 20), Randn(ac.T * dh, 21), {}};
   if (ac.masked) {
     in.mask.assign(ac.T, 1);
     for (int64_t t = ac.T - ac.T / 5; t < ac.T; ++t) in.mask[t] = 0;
   }
   LshAttentionParams p;
   p.seq_len = ac.T;
-  p.head_dim = 16;
+  p.head_dim = dh;
   p.chunk = ac.c;
   p.before = ac.before;
   p.after = ac.after;
@@ -375,15 +560,25 @@ TEST_P(AttentionTest, LshMatchesNaive) {
   p.buckets.factors = ac.factorised ? std::vector<int64_t>{2, 4} : std::vector<int64_t>{8};
   p.buckets.num_hashes = ac.hashes;
   p.buckets.padding_bucket = ac.masked;
-  std::vector<float> rot = Randn(16 * ac.hashes * p.buckets.rotation_half(), 22);
-  std::vector<float> out(ac.T * 16);
+  std::vector<float> rot = Randn(dh * ac.hashes * p.buckets.rotation_half(), 22);
+  // Output with a row stride wider than dh; the gap must stay untouched.
+  const int64_t ld_out = dh + 3;
+  std::vector<float> out(ac.T * ld_out, NAN);
   std::vector<int32_t> keys(ac.hashes * ac.T), ref_keys;
-  ASSERT_TRUE(LshAttentionHead(ctx.get(), &ws, p, in.qk.data(), 16, in.v.data(), 16, rot.data(),
-                               in.mask.empty() ? nullptr : in.mask.data(), out.data(), 16, keys.data(), {})
+  ASSERT_TRUE(LshAttentionHead(ctx.get(), &ws, p, in.qk.data(), dh, in.v.data(), dh, rot.data(),
+                               in.mask.empty() ? nullptr : in.mask.data(), out.data(), ld_out,
+                               keys.data(), {})
                   .ok());
   std::vector<float> ref = NaiveLsh(in, p, rot, &ref_keys);
-  // Tolerance 1e-5: float sums in different orders (oneDNN vs naive loops).
-  EXPECT_LT(MaxAbsDiff(out, ref), 1e-5f);
+  std::vector<float> got(ac.T * dh);
+  int gap_written = 0;
+  for (int64_t t = 0; t < ac.T; ++t) {
+    std::copy(&out[t * ld_out], &out[t * ld_out] + dh, &got[t * dh]);
+    for (int64_t j = dh; j < ld_out; ++j) gap_written += !std::isnan(out[t * ld_out + j]);
+  }
+  EXPECT_EQ(gap_written, 0);
+  // NaN (an unwritten element) fails.
+  EXPECT_LT(MaxAbsDiff(got, ref), kTolerance);
   if (ac.T > ac.c) {
     EXPECT_EQ(keys, ref_keys);
   }
@@ -392,41 +587,62 @@ TEST_P(AttentionTest, LshMatchesNaive) {
 }
 
 TEST_P(AttentionTest, LocalMatchesNaive) {
-  const AttnCase& ac = GetParam();
+  const auto& [ac, dh] = GetParam();
   auto ctx = std::move(DnnlContext::Create()).value();
   Workspace ws;
-  NaiveInput in{ac.T, 16, Randn(ac.T * 16, 30), Randn(ac.T * 16, 31), {}};
-  std::vector<float> k = Randn(ac.T * 16, 32);
+  NaiveInput in{ac.T, dh, Randn(ac.T * dh, 30), Randn(ac.T * dh, 31), {}};
+  std::vector<float> k = Randn(ac.T * dh, 32);
   if (ac.masked) {
     in.mask.assign(ac.T, 1);
     for (int64_t t = 0; t < ac.T / 3; ++t) in.mask[t] = 0;  // left padding: fully masked rows
   }
   LocalAttentionParams p;
   p.seq_len = ac.T;
-  p.head_dim = 16;
+  p.head_dim = dh;
   p.chunk = ac.c;
   p.before = ac.before;
   p.after = ac.after;
   p.causal = ac.causal;
-  std::vector<float> out(ac.T * 16);
-  ASSERT_TRUE(LocalAttentionHead(ctx.get(), &ws, p, in.qk.data(), 16, k.data(), 16, in.v.data(), 16,
-                                 in.mask.empty() ? nullptr : in.mask.data(), out.data(), 16, {})
+  const int64_t ld_out = dh + 3;
+  std::vector<float> out(ac.T * ld_out, NAN);
+  ASSERT_TRUE(LocalAttentionHead(ctx.get(), &ws, p, in.qk.data(), dh, k.data(), dh, in.v.data(), dh,
+                                 in.mask.empty() ? nullptr : in.mask.data(), out.data(), ld_out, {})
                   .ok());
   std::vector<float> ref = NaiveLocal(in, k, p);
   // Fully masked rows sum their window's values (SPEC §10.2): compare relative to magnitude.
   float worst = 0;
-  for (size_t i = 0; i < out.size(); ++i)
-    worst = std::max(worst, std::abs(out[i] - ref[i]) / std::max(1.f, std::abs(ref[i])));
-  EXPECT_LT(worst, 1e-5f);
+  int gap_written = 0;
+  for (int64_t t = 0; t < ac.T; ++t) {
+    for (int64_t j = 0; j < dh; ++j) {
+      const float o = out[t * ld_out + j], r = ref[t * dh + j];
+      const float d = std::abs(o - r) / std::max(1.f, std::abs(r));
+      worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+    }
+    for (int64_t j = dh; j < ld_out; ++j) gap_written += !std::isnan(out[t * ld_out + j]);
+  }
+  EXPECT_EQ(gap_written, 0);
+  EXPECT_LT(worst, kTolerance);
+  EXPECT_EQ(ws.current(), 0u);
   EXPECT_EQ(ws.high_water(), LocalAttentionWorkBytes(p, omp_get_max_threads()));
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, AttentionTest,
-    ::testing::Values(AttnCase{128, 16, 1, 0, 1, true, false, false}, AttnCase{128, 16, 1, 0, 3, true, true, true},
-                      AttnCase{96, 32, 1, 1, 2, false, true, false}, AttnCase{64, 16, 2, 0, 2, true, false, true},
-                      AttnCase{24, 32, 1, 0, 2, true, true, false}, AttnCase{32, 32, 1, 0, 4, false, false, false},
-                      AttnCase{160, 32, 0, 1, 4, false, true, true}));
+    ::testing::Combine(::testing::Values(AttnCase{128, 16, 1, 0, 1, true, false, false},
+                                         AttnCase{128, 16, 1, 0, 3, true, true, true},
+                                         AttnCase{96, 32, 1, 1, 2, false, true, false},
+                                         AttnCase{64, 16, 2, 0, 2, true, false, true},
+                                         AttnCase{24, 32, 1, 0, 2, true, true, false},
+                                         AttnCase{32, 32, 1, 0, 4, false, false, false},
+                                         AttnCase{160, 32, 0, 1, 4, false, true, true}),
+                       ::testing::Values(int64_t{16}, int64_t{12}, int64_t{24}, int64_t{64})),
+    [](const ::testing::TestParamInfo<std::tuple<AttnCase, int64_t>>& info) {
+      const AttnCase& ac = std::get<0>(info.param);
+      return "T" + std::to_string(ac.T) + "c" + std::to_string(ac.c) + "b" +
+             std::to_string(ac.before) + "a" + std::to_string(ac.after) + "h" +
+             std::to_string(ac.hashes) + (ac.causal ? "Causal" : "") + (ac.masked ? "Masked" : "") +
+             (ac.factorised ? "Fact" : "") + "_dh" + std::to_string(std::get<1>(info.param));
+    });
 
 }  // namespace
 }  // namespace reformer

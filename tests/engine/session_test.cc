@@ -1,6 +1,7 @@
 // Session behaviour beyond parity: per-document invariance (bitwise), determinism, outputs,
 // the memory estimate against the workspace high-water mark, cancellation, argument errors.
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -196,6 +197,76 @@ TEST(SessionTest, CancellationStopsMidForward) {
   EXPECT_EQ(calls, full / 2);  // stopped at the first positive poll
   // The session stays usable.
   EXPECT_TRUE(session->RunDocuments(batch, kOutputTokenLogprobs, &r).ok());
+}
+
+// The session keeps its last run's large working blocks (workspace.h) for the next run;
+// ReleaseWorkspace returns them. Reused blocks hold a previous run's data (the forward takes most
+// buffers uninitialised), so results must not depend on what ran before: bitwise equal to a run
+// on fresh memory, also when the previous run was a different, longer batch.
+TEST(SessionTest, RetainedWorkspaceIsReleasedAndDoesNotChangeResults) {
+  auto model = MediumRandomModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  SessionOptions so;
+  so.num_threads = 2;
+  auto created = Session::Create(*model, so);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Session& session = **created;
+  EXPECT_EQ(session.retained_workspace_bytes(), 0u);
+  EXPECT_EQ(session.ReleaseWorkspace(), 0u);
+
+  // 3000 tokens: the residual streams alone are 3000 x 128 floats (1.5 MB) each, over the 1 MiB
+  // threshold for cached blocks.
+  std::vector<int32_t> doc = RandomIds(3000, 258, 61);
+  std::vector<int32_t> other1 = RandomIds(4100, 258, 62), other2 = RandomIds(517, 258, 63);
+  std::vector<absl::Span<const int32_t>> batch = {doc}, other = {other1, other2};
+  auto run = [&](std::vector<absl::Span<const int32_t>>& b, std::vector<DocumentOutput>* r) {
+    ASSERT_TRUE(session.RunDocuments(b, kOutputAll, r).ok());
+  };
+  auto same = [](const DocumentOutput& a, const DocumentOutput& b) {
+    return Bitwise(a.logits, b.logits) && Bitwise(a.hidden_states, b.hidden_states) &&
+           Bitwise(a.token_logprobs, b.token_logprobs) && Bitwise(a.embedding, b.embedding);
+  };
+
+  std::vector<DocumentOutput> fresh, reused, dirtied, released;
+  run(batch, &fresh);  // fresh memory
+  ASSERT_EQ(fresh.size(), 1u);
+  ASSERT_EQ(fresh[0].logits.size(), size_t{3000} * 258);
+  const size_t retained = session.retained_workspace_bytes();
+  EXPECT_GT(retained, size_t{1} << 20);
+  // Kept at most the run's planned peak plus the slack forward.cc allows (1/8 + 16 MiB).
+  const int64_t len = 3000;
+  const size_t plan =
+      EstimatePeakWorkingBytes((*model)->config(), absl::MakeConstSpan(&len, 1), kOutputAll, so);
+  EXPECT_LE(retained, plan + plan / 8 + (size_t{16} << 20)) << "plan " << plan;
+  std::printf("retained after a 3000-token run: %zu bytes (plan %zu)\n", retained, plan);
+
+  run(batch, &reused);  // on the cached blocks of the same batch
+  EXPECT_GT(session.retained_workspace_bytes(), 0u);
+  run(other, &dirtied);  // a different, larger batch fills the blocks with other data
+  EXPECT_GT(session.retained_workspace_bytes(), 0u);
+  std::vector<DocumentOutput> after_other;
+  run(batch, &after_other);
+
+  const size_t before_release = session.retained_workspace_bytes();
+  EXPECT_GT(before_release, 0u);
+  EXPECT_EQ(session.ReleaseWorkspace(), before_release);
+  EXPECT_EQ(session.retained_workspace_bytes(), 0u);
+  EXPECT_EQ(session.ReleaseWorkspace(), 0u);  // nothing left
+  run(batch, &released);                      // fresh memory again
+  EXPECT_GT(session.retained_workspace_bytes(), 0u);
+
+  EXPECT_TRUE(same(fresh[0], reused[0])) << "second run on reused blocks differs";
+  EXPECT_TRUE(same(fresh[0], after_other[0])) << "run after a different batch differs";
+  EXPECT_TRUE(same(fresh[0], released[0])) << "run after ReleaseWorkspace differs";
+
+  // The other batch on reused blocks equals the same batch on a fresh session.
+  auto fresh_session = MakeSession(*model);
+  ASSERT_TRUE(fresh_session);
+  std::vector<DocumentOutput> other_fresh;
+  ASSERT_TRUE(fresh_session->RunDocuments(other, kOutputAll, &other_fresh).ok());
+  ASSERT_EQ(other_fresh.size(), 2u);
+  EXPECT_TRUE(same(other_fresh[0], dirtied[0]));
+  EXPECT_TRUE(same(other_fresh[1], dirtied[1]));
 }
 
 TEST(SessionTest, ArgumentErrors) {

@@ -33,6 +33,8 @@ struct FakeWorld {
   int long_stopped ABSL_GUARDED_BY(mu) = 0;
   std::vector<std::vector<int64_t>> batches ABSL_GUARDED_BY(mu);
   std::map<int32_t, absl::Time> first_token_started ABSL_GUARDED_BY(mu);
+  int idle_releases ABSL_GUARDED_BY(mu) = 0;  // DocumentRunner::ReleaseIdleMemory calls
+  std::thread::id run_thread ABSL_GUARDED_BY(mu), release_thread ABSL_GUARDED_BY(mu);
 };
 
 class FakeRunner : public DocumentRunner {
@@ -50,6 +52,7 @@ class FakeRunner : public DocumentRunner {
         if (static_cast<int64_t>(doc.size()) > world_->gate_tokens) gated = true;
       }
       world_->batches.push_back(lengths);
+      world_->run_thread = std::this_thread::get_id();
       if (gated) ++world_->long_started;
     }
     if (gated) {
@@ -79,6 +82,11 @@ class FakeRunner : public DocumentRunner {
   }
   size_t workspace_high_water_bytes() const override { return high_water_; }
   void reset_workspace_high_water() override { high_water_ = 0; }
+  void ReleaseIdleMemory() override {
+    absl::MutexLock lock(&world_->mu);
+    ++world_->idle_releases;
+    world_->release_thread = std::this_thread::get_id();
+  }
 
  private:
   FakeWorld* world_;
@@ -156,6 +164,41 @@ class Answers {
   std::map<int, InferenceResult> results_ ABSL_GUARDED_BY(mu_);
 };
 
+// A FakeClock that also counts the calls made on one thread. An idle worker reads the clock a
+// few times per poll (every 10 ms of real time, or sooner when woken); once it has made `n` more
+// calls after the test changed the time, it has run its idle check at the new time (and acted on
+// it) at least once. Here n = kPolls = 12 covers two full polls with room to spare.
+class WatchedFakeClock final : public Clock {
+ public:
+  absl::Time Now() const override {
+    absl::MutexLock lock(&mu_);
+    if (std::this_thread::get_id() == watched_) ++watched_calls_;
+    return now_;
+  }
+  void Advance(absl::Duration d) {
+    absl::MutexLock lock(&mu_);
+    now_ += d;
+  }
+  void WatchThisThread() {
+    absl::MutexLock lock(&mu_);
+    watched_ = std::this_thread::get_id();
+  }
+  // Waits (real time, bounded) until the watched thread has called Now() `n` more times.
+  bool WaitForWatchedCalls(int64_t n) {
+    absl::MutexLock lock(&mu_);
+    const int64_t target = watched_calls_ + n;
+    auto reached = [this, target]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return watched_calls_ >= target; };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), kWait);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::UnixEpoch() + absl::Hours(1);
+  std::thread::id watched_ ABSL_GUARDED_BY(mu_);
+  mutable int64_t watched_calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 class InferenceServiceTest : public ::testing::Test {
  protected:
   InferenceOptions Options(int workers) {
@@ -198,6 +241,7 @@ class InferenceServiceTest : public ::testing::Test {
   }
 
   RealClock clock_;
+  WatchedFakeClock fake_clock_;  // for tests that drive time by hand
   FakeWorld world_;
   CountingObserver observer_;
   Answers answers_;
@@ -382,6 +426,59 @@ TEST_F(InferenceServiceTest, DrainLetsQueuedWorkFinish) {
   service_->StartDraining();
   EXPECT_TRUE(service_->WaitIdle(kWait));
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(answers_.Get(i).status.ok()) << i;
+}
+
+// A worker that has been idle for 2 s (on the service's clock) after running a batch calls
+// ReleaseIdleMemory once, on its own thread, and not again until it has run another batch.
+TEST_F(InferenceServiceTest, IdleWorkerReleasesMemoryOnceAfterTwoSecondsOnTheClock) {
+  WatchedFakeClock& clock = fake_clock_;  // outlives service_
+  InferenceOptions o = Options(1);
+  o.max_queue_delay = absl::ZeroDuration();  // batches form at once: the fake clock need not move
+  auto created = CreateInferenceServiceWithRunners(
+      nullptr, ModelLimits{65536, 1000}, o, &clock, &observer_,
+      [this, &clock](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
+        clock.WatchThisThread();  // the factory runs on the worker thread
+        return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
+      },
+      nullptr);
+  ASSERT_TRUE(created.ok()) << created.status();
+  service_ = std::move(created).value();
+  constexpr int64_t kPolls = 12;  // worker clock reads: at least two full idle polls
+  auto releases = [this] {
+    absl::MutexLock lock(&world_.mu);
+    return world_.idle_releases;
+  };
+
+  // Idle from the start, but nothing was run: nothing to release, however long it idles.
+  ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
+  clock.Advance(absl::Hours(1));
+  ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
+  EXPECT_EQ(releases(), 0);
+
+  for (int round = 1; round <= 2; ++round) {
+    SCOPED_TRACE(round);
+    ASSERT_TRUE(service_->Submit(Request({Doc(100)}), answers_.Callback(round)).ok());
+    ASSERT_TRUE(answers_.WaitFor(round));
+    ASSERT_TRUE(answers_.Get(round).status.ok());
+    // The worker has gone idle at the current fake time.
+    ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
+    EXPECT_EQ(releases(), round - 1);
+    clock.Advance(absl::Seconds(2) - absl::Milliseconds(1));
+    ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
+    EXPECT_EQ(releases(), round - 1) << "released before 2 s of idleness";
+    clock.Advance(absl::Milliseconds(1));  // exactly 2 s idle
+    ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
+    // Checked after a few polls, not after a real-time wait: idleness is measured on the clock.
+    EXPECT_EQ(releases(), round) << "not released after 2 s of idleness on the service's clock";
+    // Once only: more idle time does not release again.
+    clock.Advance(absl::Minutes(5));
+    ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
+    EXPECT_EQ(releases(), round);
+  }
+  service_->Shutdown();
+  absl::MutexLock lock(&world_.mu);
+  EXPECT_EQ(world_.idle_releases, 2);
+  EXPECT_EQ(world_.release_thread, world_.run_thread);  // the runner's own (worker) thread
 }
 
 TEST_F(InferenceServiceTest, RunnerCreationFailureFailsCreate) {
