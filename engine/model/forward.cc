@@ -20,6 +20,18 @@ int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 int64_t ProjWidth(AttnType t) { return t == AttnType::kLsh ? 2 : 3; }
 
+}  // namespace
+
+int64_t HeadsPerProjection(const ReformerConfig& c, AttnType type) {
+  const int64_t nh = c.num_attention_heads, per_head = ProjWidth(type) * c.attention_head_size;
+  int64_t g = 1;
+  for (int64_t d = 1; d <= nh; ++d)
+    if (nh % d == 0 && d * per_head <= kMaxProjectionWidth) g = d;
+  return g;
+}
+
+namespace {
+
 PostOp ToPostOp(Activation a, float* alpha) {
   *alpha = 0.f;
   switch (a) {
@@ -92,9 +104,12 @@ PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& 
   const int64_t k = lsh ? 2 : 3;
   const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
                            lsh ? nullptr : L.value.data};
-  for (int64_t h = 0; h < nh; ++h) {
-    pl.head_proj.push_back(PackedWeight::Build(H, k * dh, [&](int64_t kk, int64_t j) {
-      return parts[j / dh][(h * dh + j % dh) * H + kk];
+  const int64_t g = HeadsPerProjection(c, type), width = k * dh;
+  for (int64_t h0 = 0; h0 < nh; h0 += g) {
+    // Columns: head h0 [part 0 | part 1 (| part 2)], head h0 + 1 [...], ...
+    pl.head_proj.push_back(PackedWeight::Build(H, g * width, [&](int64_t kk, int64_t j) {
+      const int64_t h = h0 + j / width, jj = j % width;
+      return parts[jj / dh][(h * dh + jj % dh) * H + kk];
     }));
   }
   pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H);
@@ -159,7 +174,8 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
                                              : LocalAttentionWorkBytes(LocalParams(c, t), num_threads);
       inner = std::max(inner, a);
     }
-    phase = std::max(phase, sizeof(float) * rows * (ProjWidth(type) + c.num_attention_heads) * dh + inner);
+    const int64_t proj_width = HeadsPerProjection(c, type) * ProjWidth(type) * dh;
+    phase = std::max(phase, sizeof(float) * rows * (proj_width + c.num_attention_heads * dh) + inner);
   }
   phase = std::max(phase, sizeof(float) * tile * (H + c.feed_forward_size));
   const bool need_lm = outputs & (kOutputLogits | kOutputTokenLogprobs);
@@ -244,7 +260,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     const LayerWeights& L = w.layers[li];
     const PackedLayer& P = pk.layers[li];
     const AttnType type = c.attn_layers[li];
-    const int64_t k = ProjWidth(type), ldp = k * dh;
+    const int64_t k = ProjWidth(type), g = HeadsPerProjection(c, type), ldp = g * k * dh;
     int bucket_slot = -1;
     if (opt.want_buckets && type == AttnType::kLsh) {
       bool hashes = false;
@@ -258,11 +274,12 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
       }
     }
     {
-      // One head's projections at a time; the merged attention output of all heads [rows, nh*dh].
+      // The projections of one group of g heads at a time (one LayerNorm and one matmul per
+      // tile); the merged attention output of all heads [rows, nh*dh].
       const int64_t ldo = nh * dh;
       WsBuffer<float> proj(ws, rows * ldp, kUninitialized), oh(ws, rows * ldo, kUninitialized);
       std::fill(oh.data() + total * ldo, oh.data() + rows * ldo, 0.f);  // tile padding rows
-      for (int64_t h = 0; h < nh; ++h) {
+      for (int64_t h0 = 0; h0 < nh; h0 += g) {
         {
           WsBuffer<float> y(ws, tile * H, kUninitialized);
           for (int64_t t0 = 0; t0 < rows; t0 += tile) {
@@ -270,7 +287,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
             LayerNormRows(Z.data() + t0 * H, H, m, H, L.attn_ln_weight.data, L.attn_ln_bias.data,
                           c.layer_norm_eps, y.data(), H);
             MatmulCall mc;
-            mc.With(P.head_proj[h]);
+            mc.With(P.head_proj[h0 / g]);
             mc.m = m;
             mc.src = y.data();
             mc.lda = H;
@@ -279,27 +296,29 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
             RETURN_IF_ERROR(ctx->Matmul(mc));
           }
         }
-        for (int64_t d = 0; d < n_docs; ++d) {
-          const ForwardDoc& doc = docs[d];
-          const float* base = proj.data() + offset[d] * ldp;
-          float* o = oh.data() + offset[d] * ldo + h * dh;
-          if (type == AttnType::kLsh) {
-            const LshAttentionParams p = LshParams(c, doc.padded_length, doc.padding_bucket);
-            if (doc.padded_length > p.chunk && L.rotations.data == nullptr)
-              return absl::FailedPreconditionError(
-                  absl::StrCat("layer ", li, " has no LSH rotations but a document of ",
-                                doc.padded_length, " tokens needs hashing"));
-            const int64_t rot_block = dh * c.num_hashes * p.buckets.rotation_half();
-            const float* rot = L.rotations.data ? L.rotations.data + h * rot_block : nullptr;
-            int32_t* keys = bucket_slot >= 0 && doc.padded_length > p.chunk
-                                ? out->buckets[bucket_slot][d].data() + h * c.num_hashes * doc.padded_length
-                                : nullptr;
-            RETURN_IF_ERROR(LshAttentionHead(ctx, ws, p, base, ldp, base + dh, ldp, rot, doc.mask, o, ldo,
-                                             keys, cancel));
-          } else {
-            RETURN_IF_ERROR(LocalAttentionHead(ctx, ws, LocalParams(c, doc.padded_length), base, ldp,
-                                               base + dh, ldp, base + 2 * dh, ldp, doc.mask, o, ldo,
-                                               cancel));
+        for (int64_t h = h0; h < h0 + g; ++h) {
+          for (int64_t d = 0; d < n_docs; ++d) {
+            const ForwardDoc& doc = docs[d];
+            const float* base = proj.data() + offset[d] * ldp + (h - h0) * k * dh;
+            float* o = oh.data() + offset[d] * ldo + h * dh;
+            if (type == AttnType::kLsh) {
+              const LshAttentionParams p = LshParams(c, doc.padded_length, doc.padding_bucket);
+              if (doc.padded_length > p.chunk && L.rotations.data == nullptr)
+                return absl::FailedPreconditionError(
+                    absl::StrCat("layer ", li, " has no LSH rotations but a document of ",
+                                  doc.padded_length, " tokens needs hashing"));
+              const int64_t rot_block = dh * c.num_hashes * p.buckets.rotation_half();
+              const float* rot = L.rotations.data ? L.rotations.data + h * rot_block : nullptr;
+              int32_t* keys = nullptr;
+              if (bucket_slot >= 0 && doc.padded_length > p.chunk)
+                keys = out->buckets[bucket_slot][d].data() + h * c.num_hashes * doc.padded_length;
+              RETURN_IF_ERROR(LshAttentionHead(ctx, ws, p, base, ldp, base + dh, ldp, rot, doc.mask, o,
+                                               ldo, keys, cancel));
+            } else {
+              RETURN_IF_ERROR(LocalAttentionHead(ctx, ws, LocalParams(c, doc.padded_length), base, ldp,
+                                                 base + dh, ldp, base + 2 * dh, ldp, doc.mask, o, ldo,
+                                                 cancel));
+            }
           }
         }
       }

@@ -176,9 +176,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
 #pragma omp parallel for schedule(static) if (t_len >= 256)
   for (int64_t t = 0; t < t_len; ++t) {
     const float* u = qk + t * ld_qk;
-    float ss = 0.f;
-    for (int64_t j = 0; j < dh; ++j) ss += u[j] * u[j];
-    const float inv = 1.f / std::sqrt(ss / static_cast<float>(dh) + 1e-6f);
+    const float inv = 1.f / std::sqrt(simd::SumOfSquares(u, dh) / static_cast<float>(dh) + 1e-6f);
     float* kr = knorm.data() + t * dh;
     for (int64_t j = 0; j < dh; ++j) kr[j] = (u[j] * inv) / sqrt_dh;
   }

@@ -85,6 +85,26 @@ inline float ExpShiftSum(const float* src, float shift, float* dst, int64_t n) {
   return sum;
 }
 
+inline float HorizontalMin(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_min_ps(lo, hi);
+  lo = _mm_min_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_min_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+inline float SumOfSquares(const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    acc = _mm256_fmadd_ps(v, v, acc);
+  }
+  float s = HorizontalSum(acc);
+  for (; i < n; ++i) s += x[i] * x[i];
+  return s;
+}
+
 inline float MaxOf(const float* src, int64_t n) {
   int64_t i = 0;
   float m = -INFINITY;

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <cstdint>
 #include <cstdlib>
 
 namespace reformer {
@@ -36,8 +37,15 @@ void* Workspace::Allocate(size_t bytes, size_t* capacity) {
   }
   const size_t want = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   EvictTo(cache_limit_ > want ? cache_limit_ - want : 0);
-  void* p = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  REFORMER_CHECK(p != MAP_FAILED);
+  // Map 2 MiB more and keep the 2 MiB-aligned part, so that every page can be a huge page.
+  void* raw =
+      mmap(nullptr, want + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REFORMER_CHECK(raw != MAP_FAILED);
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (begin + kHugePage - 1) / kHugePage * kHugePage;
+  if (aligned > begin) munmap(raw, aligned - begin);
+  munmap(reinterpret_cast<void*>(aligned + want), begin + kHugePage - aligned);  // > 0 bytes
+  void* p = reinterpret_cast<void*>(aligned);
   madvise(p, want, MADV_HUGEPAGE);  // advisory: fewer, cheaper page faults where THP is enabled
   mapped_ += want;
   *capacity = want;
