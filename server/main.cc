@@ -112,6 +112,7 @@ absl::Status WarmUp(InferenceService* inference, const ServedModel& model) {
   request->documents.push_back(std::move(ids));
   request->outputs = kOutputAll;
   request->method = "warmup";
+  request->internal = true;  // not in the request, token and latency metrics
   absl::Notification done;
   absl::Status result;
   absl::Status submitted = inference->Submit(std::move(request), [&](InferenceResult r) {

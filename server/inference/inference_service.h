@@ -39,6 +39,7 @@ struct InferenceRequest {
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
   std::string method;                           // for metrics labels, e.g. "ModelInfer"
+  bool internal = false;  // the server's own work (warm-up): not reported to the InferenceObserver
 };
 
 struct InferenceResult {

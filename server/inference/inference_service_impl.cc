@@ -223,7 +223,11 @@ class InferenceServiceImpl final : public InferenceService {
 
   void RunBatch(int worker, DocumentRunner& runner, const Batch& batch) {
     ReportQueue();
-    if (observer_) observer_->OnBatch(static_cast<int64_t>(batch.items.size()), batch.tokens);
+    bool counted = false;  // a batch of internal requests only (the warm-up) is not reported
+    for (const BatchItem& item : batch.items) {
+      counted |= !static_cast<const Task&>(*item.task).request->internal;
+    }
+    if (observer_ && counted) observer_->OnBatch(static_cast<int64_t>(batch.items.size()), batch.tokens);
     std::vector<absl::Span<const int32_t>> docs;
     docs.reserve(batch.items.size());
     for (const BatchItem& item : batch.items) {
@@ -277,7 +281,7 @@ class InferenceServiceImpl final : public InferenceService {
     result.tokens = timing.tokens;
     result.queue_seconds = timing.queue_seconds;
     result.compute_seconds = timing.compute_seconds;
-    if (observer_) {
+    if (observer_ && !task.request->internal) {
       observer_->OnRequestDone(task.request->method, result.status, result.tokens, result.queue_seconds,
                                result.compute_seconds);
     }
