@@ -283,6 +283,33 @@ TEST_F(InferenceServiceTest, ConcurrentRequestsAllAnsweredWithTheirOwnOutputs) {
   EXPECT_EQ(observer_.workspace_, 1000u);
 }
 
+TEST_F(InferenceServiceTest, InternalRequestsAreAnsweredButNotReportedToTheObserver) {
+  Start(Options(1));
+  auto warm = Request({Doc(64, 2)});
+  warm->method = "warmup";
+  warm->internal = true;
+  ASSERT_TRUE(service_->Submit(std::move(warm), answers_.Callback(1)).ok());
+  ASSERT_TRUE(answers_.WaitForCount(1));
+  EXPECT_TRUE(answers_.Get(1).status.ok());
+  EXPECT_EQ(answers_.Get(1).outputs[0].embedding[0], 128.f);
+  ASSERT_TRUE(service_->WaitIdle(kWait));
+  {
+    absl::MutexLock lock(&observer_.mu_);
+    EXPECT_EQ(observer_.batches_, 0);
+    EXPECT_EQ(observer_.batch_tokens_, 0);
+    EXPECT_TRUE(observer_.done_.empty());
+  }
+  // An ordinary request afterwards is reported as usual.
+  ASSERT_TRUE(service_->Submit(Request({Doc(10, 3)}), answers_.Callback(2)).ok());
+  ASSERT_TRUE(answers_.WaitForCount(2));
+  ASSERT_TRUE(service_->WaitIdle(kWait));
+  absl::MutexLock lock(&observer_.mu_);
+  EXPECT_EQ(observer_.batches_, 1);
+  EXPECT_EQ(observer_.batch_tokens_, 10);
+  EXPECT_EQ(observer_.done_["ModelInfer:OK"], 1);
+  EXPECT_EQ(observer_.done_.count("warmup:OK"), 0u);
+}
+
 TEST_F(InferenceServiceTest, RejectsInvalidRequestsSynchronously) {
   Start(Options(1));
   absl::Status s = service_->Submit(Request({Doc(5), {1, 2, 1000}}), answers_.Callback(1));
