@@ -104,12 +104,9 @@ PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& 
   const int64_t k = lsh ? 2 : 3;
   const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
                            lsh ? nullptr : L.value.data};
-  const int64_t g = HeadsPerProjection(c, type), width = k * dh;
-  for (int64_t h0 = 0; h0 < nh; h0 += g) {
-    // Columns: head h0 [part 0 | part 1 (| part 2)], head h0 + 1 [...], ...
-    pl.head_proj.push_back(PackedWeight::Build(H, g * width, [&](int64_t kk, int64_t j) {
-      const int64_t h = h0 + j / width, jj = j % width;
-      return parts[jj / dh][(h * dh + jj % dh) * H + kk];
+  for (int64_t h = 0; h < nh; ++h) {
+    pl.head_proj.push_back(PackedWeight::Build(H, k * dh, [&](int64_t kk, int64_t j) {
+      return parts[j / dh][(h * dh + j % dh) * H + kk];
     }));
   }
   pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H);
@@ -260,7 +257,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     const LayerWeights& L = w.layers[li];
     const PackedLayer& P = pk.layers[li];
     const AttnType type = c.attn_layers[li];
-    const int64_t k = ProjWidth(type), g = HeadsPerProjection(c, type), ldp = g * k * dh;
+    const int64_t k = ProjWidth(type), g = HeadsPerProjection(c, type), ldp = k * dh;
     int bucket_slot = -1;
     if (opt.want_buckets && type == AttnType::kLsh) {
       bool hashes = false;
@@ -274,10 +271,11 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
       }
     }
     {
-      // The projections of one group of g heads at a time (one LayerNorm and one matmul per
-      // tile); the merged attention output of all heads [rows, nh*dh].
+      // The projections of one group of g heads at a time: one LayerNorm per tile, one matmul per
+      // head into that head's own [rows, ldp] block (contiguous rows: the attention streams them);
+      // the merged attention output of all heads [rows, nh*dh].
       const int64_t ldo = nh * dh;
-      WsBuffer<float> proj(ws, rows * ldp, kUninitialized), oh(ws, rows * ldo, kUninitialized);
+      WsBuffer<float> proj(ws, g * rows * ldp, kUninitialized), oh(ws, rows * ldo, kUninitialized);
       std::fill(oh.data() + total * ldo, oh.data() + rows * ldo, 0.f);  // tile padding rows
       for (int64_t h0 = 0; h0 < nh; h0 += g) {
         {
@@ -286,20 +284,22 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
             const int64_t m = tile;
             LayerNormRows(Z.data() + t0 * H, H, m, H, L.attn_ln_weight.data, L.attn_ln_bias.data,
                           c.layer_norm_eps, y.data(), H);
-            MatmulCall mc;
-            mc.With(P.head_proj[h0 / g]);
-            mc.m = m;
-            mc.src = y.data();
-            mc.lda = H;
-            mc.dst = proj.data() + t0 * ldp;
-            mc.ldc = ldp;
-            RETURN_IF_ERROR(ctx->Matmul(mc));
+            for (int64_t h = h0; h < h0 + g; ++h) {
+              MatmulCall mc;
+              mc.With(P.head_proj[h]);
+              mc.m = m;
+              mc.src = y.data();
+              mc.lda = H;
+              mc.dst = proj.data() + ((h - h0) * rows + t0) * ldp;
+              mc.ldc = ldp;
+              RETURN_IF_ERROR(ctx->Matmul(mc));
+            }
           }
         }
         for (int64_t h = h0; h < h0 + g; ++h) {
           for (int64_t d = 0; d < n_docs; ++d) {
             const ForwardDoc& doc = docs[d];
-            const float* base = proj.data() + offset[d] * ldp + (h - h0) * k * dh;
+            const float* base = proj.data() + ((h - h0) * rows + offset[d]) * ldp;
             float* o = oh.data() + offset[d] * ldo + h * dh;
             if (type == AttnType::kLsh) {
               const LshAttentionParams p = LshParams(c, doc.padded_length, doc.padding_bucket);

@@ -8,7 +8,7 @@
 // the same bits; so with one fixed M a document's outputs are bitwise independent of its batch
 // mates. Attention runs per document and per head (ops/attention.h).
 //
-// Memory beyond A, Z and the requested outputs: one head group's projections [rows, g * 2-3 * dh], the
+// Memory beyond A, Z and the requested outputs: one head group's projections [g, rows, 2-3 * dh], the
 // merged attention output of all heads [rows, nh * dh] (so the output projection is one matmul
 // with K = nh * dh), the attention blocks of ops/attention.h, and one token tile of the phase in
 // progress. Everything is counted in the Workspace; PlanPeakBytes predicts it.
@@ -28,8 +28,7 @@ namespace reformer {
 
 // Matmul weights of one layer, pre-packed at load.
 struct PackedLayer {
-  // Per group of HeadsPerProjection heads: [H, g * 2*dh] (qk|v per head) or [H, g * 3*dh] (q|k|v).
-  std::vector<PackedWeight> head_proj;
+  std::vector<PackedWeight> head_proj;  // per head: [H, 2*dh] (qk|v) or [H, 3*dh] (q|k|v)
   PackedWeight attn_out;                // [nh*dh, H]: attention.output.dense
   PackedWeight ff_in;                   // [H, F]
   PackedWeight ff_out;                  // [F, H]
@@ -47,9 +46,9 @@ struct PackedModel {
   void SetLmHead(const ReformerConfig& config, const float* lm_weight);
 };
 
-// Heads whose projections are computed by one matmul: the largest divisor g of num_heads with
-// g * (2 or 3) * head_size <= kMaxProjectionWidth (small heads share a LayerNorm pass and a wider
-// matmul; large heads keep the per-head buffer small for long documents).
+// Heads whose projections are computed from one LayerNorm pass: the largest divisor g of
+// num_heads with g * (2 or 3) * head_size <= kMaxProjectionWidth (small heads share the pass;
+// large heads keep the projection buffer, g * rows * (2 or 3) * head_size, small).
 inline constexpr int64_t kMaxProjectionWidth = 384;
 int64_t HeadsPerProjection(const ReformerConfig& config, AttnType type);
 

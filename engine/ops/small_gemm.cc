@@ -7,74 +7,6 @@
 namespace reformer {
 namespace {
 
-// 4 rows x 16 columns register block.
-inline void Kernel4x16(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                       int64_t ldc) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  for (int64_t p = 0; p < k; ++p) {
-    const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
-    __m256 a0 = _mm256_broadcast_ss(a + p);
-    c00 = _mm256_fmadd_ps(a0, b0, c00);
-    c01 = _mm256_fmadd_ps(a0, b1, c01);
-    __m256 a1 = _mm256_broadcast_ss(a + lda + p);
-    c10 = _mm256_fmadd_ps(a1, b0, c10);
-    c11 = _mm256_fmadd_ps(a1, b1, c11);
-    __m256 a2 = _mm256_broadcast_ss(a + 2 * lda + p);
-    c20 = _mm256_fmadd_ps(a2, b0, c20);
-    c21 = _mm256_fmadd_ps(a2, b1, c21);
-    __m256 a3 = _mm256_broadcast_ss(a + 3 * lda + p);
-    c30 = _mm256_fmadd_ps(a3, b0, c30);
-    c31 = _mm256_fmadd_ps(a3, b1, c31);
-  }
-  _mm256_storeu_ps(c, c00);
-  _mm256_storeu_ps(c + 8, c01);
-  _mm256_storeu_ps(c + ldc, c10);
-  _mm256_storeu_ps(c + ldc + 8, c11);
-  _mm256_storeu_ps(c + 2 * ldc, c20);
-  _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-  _mm256_storeu_ps(c + 3 * ldc, c30);
-  _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-}
-
-inline void Kernel1x16(int64_t k, const float* a, const float* b, int64_t ldb, float* c) {
-  __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
-  for (int64_t p = 0; p < k; ++p) {
-    const __m256 a0 = _mm256_broadcast_ss(a + p);
-    c0 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + p * ldb), c0);
-    c1 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + p * ldb + 8), c1);
-  }
-  _mm256_storeu_ps(c, c0);
-  _mm256_storeu_ps(c + 8, c1);
-}
-
-}  // namespace
-
-void SmallGemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-               float* c, int64_t ldc) {
-  const int64_t n16 = n / 16 * 16;
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4)
-    for (int64_t j = 0; j < n16; j += 16) Kernel4x16(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc);
-  for (; i < m; ++i)
-    for (int64_t j = 0; j < n16; j += 16) Kernel1x16(k, a + i * lda, b + j, ldb, c + i * ldc + j);
-  if (n16 < n) {
-    for (int64_t r = 0; r < m; ++r)
-      for (int64_t j = n16; j < n; ++j) {
-        float s = 0.f;
-        for (int64_t p = 0; p < k; ++p) s += a[r * lda + p] * b[p * ldb + j];
-        c[r * ldc + j] = s;
-      }
-  }
-}
-
-}  // namespace reformer
-
-namespace reformer {
-namespace {
-
 // Four sums of eight lanes each: {Σa0, Σa1, Σa2, Σa3}.
 inline __m128 Reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   const __m256 t0 = _mm256_hadd_ps(a0, a1);
@@ -140,15 +72,37 @@ inline float DotOne(int64_t k, const float* a, const float* b) {
   return s;
 }
 
-// Six rows of A times 16 columns [col, col + 16) of the B rows.
-inline void RowsOut6x16(int64_t k, const float* a, int64_t lda, const float* const* b, int64_t col,
-                        const float* scale, float* const* c) {
+// B and C rows given by pointer arrays (attention) or by a base and a row stride.
+struct PointerRows {
+  const float* const* rows;
+  const float* operator()(int64_t i) const { return rows[i]; }
+};
+struct MutablePointerRows {
+  float* const* rows;
+  float* operator()(int64_t i) const { return rows[i]; }
+};
+struct StridedRows {
+  const float* base;
+  int64_t ld;
+  const float* operator()(int64_t i) const { return base + i * ld; }
+};
+struct MutableStridedRows {
+  float* base;
+  int64_t ld;
+  float* operator()(int64_t i) const { return base + i * ld; }
+};
+
+// Six rows of A times 16 columns [col, col + 16) of the B rows; output row i is multiplied by
+// scale[i] when `scale` is not null.
+template <class BRows, class CRows>
+inline void Rows6x16(int64_t k, const float* a, int64_t lda, BRows b, int64_t col, const float* scale,
+                     CRows c) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda,
               *a5 = a + 5 * lda;
   for (int64_t p = 0; p < k; ++p) {
-    const float* bp = b[p] + col;
+    const float* bp = b(p) + col;
     const __m256 x0 = _mm256_loadu_ps(bp), x1 = _mm256_loadu_ps(bp + 8);
     __m256 y = _mm256_broadcast_ss(a0 + p);
     c00 = _mm256_fmadd_ps(y, x0, c00);
@@ -170,9 +124,13 @@ inline void RowsOut6x16(int64_t k, const float* a, int64_t lda, const float* con
     c51 = _mm256_fmadd_ps(y, x1, c51);
   }
   auto store = [&](int i, __m256 lo, __m256 hi) {
-    const __m256 s = _mm256_set1_ps(scale[i]);
-    _mm256_storeu_ps(c[i] + col, _mm256_mul_ps(lo, s));
-    _mm256_storeu_ps(c[i] + col + 8, _mm256_mul_ps(hi, s));
+    if (scale != nullptr) {
+      const __m256 s = _mm256_set1_ps(scale[i]);
+      lo = _mm256_mul_ps(lo, s);
+      hi = _mm256_mul_ps(hi, s);
+    }
+    _mm256_storeu_ps(c(i) + col, lo);
+    _mm256_storeu_ps(c(i) + col + 8, hi);
   };
   store(0, c00, c01);
   store(1, c10, c11);
@@ -183,15 +141,42 @@ inline void RowsOut6x16(int64_t k, const float* a, int64_t lda, const float* con
 }
 
 // One row of A times columns [col, col + 8) of the B rows.
-inline void RowsOut1x8(int64_t k, const float* a, const float* const* b, int64_t col, float scale, float* c) {
+template <class BRows>
+inline void Row1x8(int64_t k, const float* a, BRows b, int64_t col, const float* scale, float* c) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
   int64_t p = 0;
   for (; p + 2 <= k; p += 2) {
-    acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p), _mm256_loadu_ps(b[p] + col), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p + 1), _mm256_loadu_ps(b[p + 1] + col), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p), _mm256_loadu_ps(b(p) + col), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p + 1), _mm256_loadu_ps(b(p + 1) + col), acc1);
   }
-  for (; p < k; ++p) acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p), _mm256_loadu_ps(b[p] + col), acc0);
-  _mm256_storeu_ps(c + col, _mm256_mul_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(scale)));
+  for (; p < k; ++p) acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p), _mm256_loadu_ps(b(p) + col), acc0);
+  __m256 r = _mm256_add_ps(acc0, acc1);
+  if (scale != nullptr) r = _mm256_mul_ps(r, _mm256_set1_ps(*scale));
+  _mm256_storeu_ps(c + col, r);
+}
+
+// C rows [m, n) = (scale ·) A [m, k] · B rows [k, n).
+template <class BRows, class CRows>
+void RowsGemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, BRows b, const float* scale,
+              CRows c) {
+  const int64_t n16 = n / 16 * 16, n8 = n / 8 * 8;
+  int64_t i = 0;
+  for (; i + 6 <= m; i += 6) {
+    auto rows = [&](int64_t r) { return c(i + r); };
+    for (int64_t col = 0; col < n16; col += 16)
+      Rows6x16(k, a + i * lda, lda, b, col, scale ? scale + i : nullptr, rows);
+  }
+  for (; i < m; ++i)
+    for (int64_t col = 0; col < n16; col += 8)
+      Row1x8(k, a + i * lda, b, col, scale ? scale + i : nullptr, c(i));
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t col = n16; col < n8; col += 8) Row1x8(k, a + r * lda, b, col, scale ? scale + r : nullptr, c(r));
+    for (int64_t col = n8; col < n; ++col) {
+      float s = 0.f;
+      for (int64_t p = 0; p < k; ++p) s += a[r * lda + p] * b(p)[col];
+      c(r)[col] = scale ? s * scale[r] : s;
+    }
+  }
 }
 
 }  // namespace
@@ -211,22 +196,12 @@ void DotRows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, const 
 
 void GemmRowsOut(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* const* b_rows,
                  const float* scale, float* const* c_rows) {
-  const int64_t n16 = n / 16 * 16, n8 = n / 8 * 8;
-  int64_t i = 0;
-  for (; i + 6 <= m; i += 6)
-    for (int64_t col = 0; col < n16; col += 16)
-      RowsOut6x16(k, a + i * lda, lda, b_rows, col, scale + i, c_rows + i);
-  for (; i < m; ++i)
-    for (int64_t col = 0; col < n16; col += 8)
-      RowsOut1x8(k, a + i * lda, b_rows, col, scale[i], c_rows[i]);
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t col = n16; col < n8; col += 8) RowsOut1x8(k, a + r * lda, b_rows, col, scale[r], c_rows[r]);
-    for (int64_t col = n8; col < n; ++col) {
-      float s = 0.f;
-      for (int64_t p = 0; p < k; ++p) s += a[r * lda + p] * b_rows[p][col];
-      c_rows[r][col] = s * scale[r];
-    }
-  }
+  RowsGemm(m, n, k, a, lda, PointerRows{b_rows}, scale, MutablePointerRows{c_rows});
+}
+
+void SmallGemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+               float* c, int64_t ldc) {
+  RowsGemm(m, n, k, a, lda, StridedRows{b, ldb}, nullptr, MutableStridedRows{c, ldc});
 }
 
 }  // namespace reformer
