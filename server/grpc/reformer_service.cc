@@ -198,4 +198,29 @@ grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerC
   return FinishUnary(env_, ctx, kReformerService, "GetModelInfo", start, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* ReformerApiService::Tokenize(grpc::CallbackServerContext* ctx,
+                                                       const v1::TokenizeRequest* request,
+                                                       v1::TokenizeResponse* response) {
+  const absl::Time start = env_.clock->Now();
+  const ServedModel& m = *env_.model;
+  absl::Status status;
+  if (m.tokenizer == nullptr) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("model '", m.name, "' has no tokenizer; it takes token ids only"));
+  }
+  for (int i = 0; status.ok() && i < request->texts_size(); ++i) {
+    absl::StatusOr<std::vector<int32_t>> ids = m.tokenizer->Encode(request->texts(i));
+    if (!ids.ok()) {
+      status = absl::InvalidArgumentError(absl::StrCat("text ", i, ": ", ids.status().message()));
+      break;
+    }
+    int64_t bytes = 0;
+    for (size_t t = 1; t < ids->size(); ++t) bytes += m.tokenizer->TokenBytes((*ids)[t]);
+    response->add_tokens()->mutable_ids()->Add(ids->begin(), ids->end());
+    response->add_predicted_bytes(bytes);
+  }
+  if (!status.ok()) response->Clear();
+  return FinishUnary(env_, ctx, kReformerService, "Tokenize", start, status);
+}
+
 }  // namespace reformer::serving

@@ -1,4 +1,4 @@
-// reformer.v1.ReformerService (Score, Embed, GetModelInfo) on the callback API.
+// reformer.v1.ReformerService (Score, Embed, GetModelInfo, Tokenize) on the callback API.
 // Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone.
 // Status codes: see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
 #pragma once
@@ -21,6 +21,9 @@ class ReformerApiService final : public reformer::v1::ReformerService::CallbackS
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
                                          const reformer::v1::GetModelInfoRequest* request,
                                          reformer::v1::GetModelInfoResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
+                                     const reformer::v1::TokenizeRequest* request,
+                                     reformer::v1::TokenizeResponse* response) override;
 
  private:
   const ServiceEnv env_;

@@ -3,8 +3,8 @@
 
 Makes a random byte-level model (tools/loadgen/make_random_model.py, crime-and-punishment shape),
 starts reformer-server on it (--grpc_port 0), and checks `health`, `info --json`, `score --json`
-(one piece and split into pieces: totals add up, bits/byte consistent) and `embed --normalize`
-(unit norm; a file's embedding is the token-weighted mean of its pieces').
+(one window and several: totals add up, bits/byte consistent, and the same figures as the offline
+`score --model`, text and JSON) and `embed --normalize` (unit norm).
 Usage: cli_client_test.py SERVER_BINARY CLI_BINARY SOURCE_DIR
 """
 import json
@@ -23,7 +23,7 @@ class CliClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        model = os.path.join(cls.tmp.name, "model")
+        model = cls.model = os.path.join(cls.tmp.name, "model")
         subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "tools/loadgen/make_random_model.py"),
                         "--out", model, "--seed", "3"], check=True, capture_output=True)
         cls.server = subprocess.Popen(
@@ -76,19 +76,43 @@ class CliClientTest(unittest.TestCase):
         self.assertTrue(info["causal"])
         self.assertEqual(info["tokenizer"], "bytes")
 
-    def test_score_whole_and_in_pieces(self):
+    def offline(self, *args):
+        r = subprocess.run([CLI, "score", "--model", self.model, *args], capture_output=True, text=True,
+                           timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def test_score_whole_and_in_windows(self):
         self.wait_ready()
         whole = json.loads(self.cli("score", self.text, "--json").stdout)
-        self.assertEqual(whole["pieces"], 1)
+        self.assertEqual(whole["windows"], 1)
         self.assertEqual(whole["tokens"], self.n)
         self.assertEqual(whole["bytes"], self.n - 1)  # the first token is not predicted
         self.assertAlmostEqual(whole["bits_per_byte"], -whole["total_logprob"] / math.log(2) / (self.n - 1),
-                               places=4)
+                               places=9)
+        self.assertAlmostEqual(whole["perplexity"], math.exp(-whole["total_logprob"] / (self.n - 1)), places=9)
         self.assertGreater(whole["bits_per_byte"], 0)
-        pieces = json.loads(self.cli("score", self.text, "--json", "--piece-bytes", "100").stdout)
-        self.assertEqual(pieces["pieces"], 3)
-        self.assertEqual(pieces["tokens"], self.n)
-        self.assertEqual(pieces["bytes"], self.n - 3)  # one unpredicted first token per piece
+        windows = json.loads(self.cli("score", self.text, "--json", "--window", "100").stdout)
+        self.assertEqual(windows["windows"], 3)
+        self.assertEqual(windows["tokens"], self.n)
+        self.assertEqual(windows["bytes"], self.n - 3)  # one unpredicted first token per window
+        self.assertNotAlmostEqual(windows["bits_per_byte"], whole["bits_per_byte"], places=6)
+
+    def test_score_equals_offline_score(self):
+        self.wait_ready()
+        # Several exact windows of 1,024 tokens (the last one shorter).
+        long_text = os.path.join(self.tmp.name, "long.txt")
+        with open(long_text, "w") as f:
+            f.write("And God said, Let there be light: and there was light. " * 40)  # 2,240 bytes
+        served = json.loads(self.cli("score", long_text, "--json", "--window", "1024").stdout)
+        offline = json.loads(self.offline(long_text, "--json", "--window", "1024"))
+        self.assertEqual(served["windows"], 3)
+        for key in ("bytes", "tokens"):
+            self.assertEqual(served[key], offline[key], key)
+        self.assertAlmostEqual(served["bits_per_byte"], offline["bits_per_byte"], places=6)
+        self.assertAlmostEqual(served["perplexity"], offline["perplexity"], places=5)
+        # The text format is the offline one, figure for figure.
+        self.assertEqual(self.cli("score", self.text).stdout, self.offline(self.text))
 
     def test_embed(self):
         self.wait_ready()

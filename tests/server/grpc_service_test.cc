@@ -789,6 +789,33 @@ TEST(ReformerApiTest, GetModelInfo) {
   EXPECT_EQ(info.tokenizer(), "bytes");
 }
 
+TEST(ReformerApiTest, TokenizeGivesTheIdsScoreComputesOn) {
+  TestServer s;
+  reformer::v1::TokenizeRequest req;
+  req.add_texts("abcd");
+  req.add_texts("x");
+  req.add_texts("");
+  grpc::ClientContext ctx;
+  reformer::v1::TokenizeResponse resp;
+  ASSERT_TRUE(s.api().Tokenize(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.tokens_size(), 3);
+  EXPECT_THAT(resp.tokens(0).ids(), ::testing::ElementsAreArray(*ByteTokenizer().Encode("abcd")));
+  EXPECT_THAT(resp.tokens(1).ids(), ::testing::ElementsAreArray(*ByteTokenizer().Encode("x")));
+  EXPECT_EQ(resp.tokens(2).ids_size(), 0);
+  EXPECT_THAT(resp.predicted_bytes(), ::testing::ElementsAre(3, 0, 0));
+  EXPECT_EQ(s.inference().last(), nullptr);  // no inference
+
+  TestServerOptions o;
+  o.tokenizer = false;
+  TestServer ids_only(o);
+  grpc::ClientContext ctx2;
+  reformer::v1::TokenizeResponse resp2;
+  grpc::Status st = ids_only.api().Tokenize(&ctx2, req, &resp2);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("no tokenizer"));
+  EXPECT_EQ(resp2.tokens_size(), 0);
+}
+
 TEST(ReformerApiTest, DrainingIsUnavailable) {
   TestServer s;
   s.health().StartDraining();

@@ -14,6 +14,7 @@
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/reformer.grpc.pb.h"
+#include "engine/model/scoring.h"
 #include "tools/cli/progress.h"
 
 namespace reformer::cli {
@@ -25,7 +26,8 @@ struct ClientFlags {
   std::string server = "localhost:8001";
   bool json = false;
   double timeout_s = 600;
-  int64_t piece_bytes = 0;  // 0 = from the model's context
+  int64_t piece_bytes = 0;  // embed: 0 = from the model's context
+  int64_t window = 0;       // score: tokens per window, 0 = the model's context
   bool normalize = false;
   std::vector<std::string> files;
 };
@@ -35,10 +37,11 @@ void ClientUsage() {
                "reformer-cli client commands (a running reformer-server):\n"
                "  health [--server H:P]            liveness/readiness; exit 0 when ready\n"
                "  info   [--server H:P] [--json]   served model: name, context, vocab, layers\n"
-               "  score  FILE... [--server H:P] [--json] [--piece-bytes N]\n"
-               "         total log-prob and bits per byte of each file (causal models). Files longer\n"
-               "         than the context are scored in independent pieces of at most the context.\n"
-               "  embed  FILE... [--server H:P] [--normalize]\n"
+               "  score  FILE... [--server H:P] [--json] [--window TOKENS]\n"
+               "         bits per byte of each file (causal models), exactly as the offline\n"
+               "         `score --model`: the server tokenizes the file, and windows of at most the\n"
+               "         context (or --window) tokens are scored independently.\n"
+               "  embed  FILE... [--server H:P] [--normalize] [--piece-bytes N]\n"
                "         one JSON line per file: mean final hidden state over its tokens\n"
                "Common: --timeout SECONDS (default 600) per request.\n");
 }
@@ -64,6 +67,10 @@ bool ParseFlags(int argc, char** argv, ClientFlags* f) {
       const char* v = value("--timeout");
       if (!v) return false;
       f->timeout_s = std::atof(v);
+    } else if (a.rfind("--window", 0) == 0) {
+      const char* v = value("--window");
+      if (!v) return false;
+      f->window = std::atoll(v);
     } else if (a.rfind("--piece-bytes", 0) == 0) {
       const char* v = value("--piece-bytes");
       if (!v) return false;
@@ -233,6 +240,41 @@ bool Prepare(const ClientFlags& f, const v1::GetModelInfoResponse& info, Work* w
   return true;
 }
 
+// The token ids of `text` under the served model's tokenizer. One Tokenize call for the whole
+// text, so that the ids equal an offline tokenization; a text too large for one message is
+// tokenized in slices cut at whitespace (a SentencePiece model may then tokenize the cut points
+// differently; byte-level models do not).
+bool TokenizeText(v1::ReformerService::Stub* stub, const ClientFlags& f, const std::string& path,
+                  const std::string& text, std::vector<int32_t>* ids) {
+  constexpr int64_t kSliceBytes = int64_t{1} << 20;
+  std::vector<std::string> slices = {text};
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    ids->clear();
+    grpc::Status st;
+    for (const std::string& slice : slices) {
+      v1::TokenizeRequest req;
+      req.add_texts(slice);
+      v1::TokenizeResponse resp;
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, f.timeout_s);
+      st = stub->Tokenize(&ctx, req, &resp);
+      if (!st.ok()) break;
+      ids->insert(ids->end(), resp.tokens(0).ids().begin(), resp.tokens(0).ids().end());
+    }
+    if (st.ok()) return true;
+    if (attempt == 0 && st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+        static_cast<int64_t>(text.size()) > kSliceBytes) {
+      std::fprintf(stderr, "reformer-cli: %s is too large for one Tokenize call; tokenizing it in 1 MiB slices\n",
+                   path.c_str());
+      slices = Split(text, kSliceBytes);
+      continue;
+    }
+    Fail("Tokenize " + path, st);
+    return false;
+  }
+  return false;
+}
+
 int Score(const ClientFlags& f) {
   auto stub = v1::ReformerService::NewStub(Connect(f));
   v1::GetModelInfoResponse info;
@@ -242,51 +284,93 @@ int Score(const ClientFlags& f) {
                  info.name().c_str());
     return 1;
   }
-  Work w;
-  if (!Prepare(f, info, &w)) return 1;
-  const int64_t per_request =
-      std::max<int64_t>(1, info.max_tokens_per_request() / std::max<int64_t>(1, info.max_tokens_per_document()));
-  ProgressBar bar("score", static_cast<double>(w.total_bytes));
-  double done_bytes = 0;
-  for (size_t i = 0; i < f.files.size(); ++i) {
-    double total = 0;
-    int64_t tokens = 0, bytes = 0;
-    const auto& pieces = w.pieces[i];
-    for (size_t start = 0; start < pieces.size(); start += static_cast<size_t>(per_request)) {
+  if (info.tokenizer().empty()) {
+    std::fprintf(stderr, "reformer-cli: model '%s' has no tokenizer (token ids only)\n", info.name().c_str());
+    return 1;
+  }
+  if (f.files.empty()) {
+    std::fprintf(stderr, "reformer-cli: no input files\n");
+    return 1;
+  }
+  if (f.window < 0 || f.window == 1) {
+    std::fprintf(stderr, "reformer-cli: --window must be at least 2 tokens\n");
+    return 1;
+  }
+  const int64_t context = info.max_tokens_per_document();
+  const int64_t window = f.window > 0 ? std::min(f.window, context) : context;
+  const int64_t per_request = std::max<int64_t>(window, info.max_tokens_per_request());
+  int rc = 0;
+  for (const std::string& path : f.files) {
+    std::string text;
+    if (!ReadFile(path, &text)) {
+      std::fprintf(stderr, "reformer-cli: cannot read %s\n", path.c_str());
+      rc = 1;
+      continue;
+    }
+    std::vector<int32_t> ids;
+    if (!TokenizeText(stub.get(), f, path, text, &ids)) {
+      rc = 1;
+      continue;
+    }
+    if (ids.size() < 2) {
+      std::fprintf(stderr, "reformer-cli: %s: needs at least 2 tokens to score, has %zu\n", path.c_str(),
+                   ids.size());
+      rc = 1;
+      continue;
+    }
+    const std::vector<absl::Span<const int32_t>> windows = SplitWindows(ids, window);
+    ProgressBar bar(path, static_cast<double>(ids.size()));
+    ScoreTotals totals;
+    double done = 0;
+    bool failed = false;
+    // Requests of consecutive windows up to the server's per-request token limit.
+    for (size_t start = 0; start < windows.size() && !failed;) {
       v1::ScoreRequest req;
-      const size_t end = std::min(pieces.size(), start + static_cast<size_t>(per_request));
-      for (size_t k = start; k < end; ++k) req.add_documents()->set_text(pieces[k]);
+      int64_t tokens = 0;
+      size_t end = start;
+      while (end < windows.size() &&
+             (end == start || tokens + static_cast<int64_t>(windows[end].size()) <= per_request)) {
+        req.add_documents()->mutable_ids()->mutable_ids()->Add(windows[end].begin(), windows[end].end());
+        tokens += static_cast<int64_t>(windows[end].size());
+        ++end;
+      }
       grpc::ClientContext ctx;
       SetDeadline(&ctx, f.timeout_s);
       v1::ScoreResponse resp;
       grpc::Status st = stub->Score(&ctx, req, &resp);
       if (!st.ok()) {
         bar.Finish();
-        return Fail("Score " + f.files[i], st);
+        rc = Fail("Score " + path, st);
+        failed = true;
+        break;
       }
       for (const auto& s : resp.scores()) {
-        total += s.total_logprob();
-        tokens += s.num_tokens();
-        bytes += s.num_bytes();
+        ScoreTotals w;
+        w.nll_nats = -s.total_logprob();
+        w.tokens = std::max<int64_t>(0, s.num_tokens() - 1);
+        w.bytes = s.num_bytes();
+        totals.Add(w);
       }
-      for (size_t k = start; k < end; ++k) done_bytes += static_cast<double>(pieces[k].size());
-      bar.Update(done_bytes);
+      done += static_cast<double>(tokens);
+      bar.Update(done);
+      start = end;
     }
-    const double bpb = bytes > 0 ? -total / std::log(2.0) / static_cast<double>(bytes) : 0;
     bar.Finish();
+    if (failed) continue;
+    // The offline `score` format (tools/cli/offline.cc), plus the window count.
     if (f.json) {
-      std::printf("{\"file\":\"%s\",\"pieces\":%zu,\"tokens\":%lld,\"bytes\":%lld,"
-                  "\"total_logprob\":%.6f,\"bits_per_byte\":%.6f}\n",
-                  JsonEscape(f.files[i]).c_str(), pieces.size(), static_cast<long long>(tokens),
-                  static_cast<long long>(bytes), total, bpb);
+      std::printf("{\"file\":\"%s\",\"bits_per_byte\":%.17g,\"perplexity\":%.17g,\"bytes\":%lld,"
+                  "\"tokens\":%zu,\"windows\":%zu,\"total_logprob\":%.17g}\n",
+                  JsonEscape(path).c_str(), totals.bits_per_byte(), totals.perplexity(),
+                  static_cast<long long>(totals.bytes), ids.size(), windows.size(), -totals.nll_nats);
     } else {
-      std::printf("%s: %lld tokens in %zu piece(s), %.4f bits/byte (total log-prob %.3f nats over "
-                  "%lld predicted bytes)\n",
-                  f.files[i].c_str(), static_cast<long long>(tokens), pieces.size(), bpb, total,
-                  static_cast<long long>(bytes));
+      std::printf("%s: %.4f bits/byte, perplexity %.4f, %lld bytes, %zu tokens\n", path.c_str(),
+                  totals.bits_per_byte(), totals.perplexity(), static_cast<long long>(totals.bytes),
+                  ids.size());
     }
+    std::fflush(stdout);
   }
-  return 0;
+  return rc;
 }
 
 int Embed(const ClientFlags& f) {

@@ -20,8 +20,9 @@ void Usage() {
                "      Run the model on input_ids [B][T] (+ optional attention_mask) and write float32 logits\n"
                "      [B,T,V] and hidden_states [B,T,2H]. Default: Hugging Face padded-batch semantics;\n"
                "      --per-document: each row's real tokens are one document computed as if alone.\n"
-               "  score --model DIR [--json] [--threads N] FILE...\n"
-               "      Bits per byte and perplexity of each text file under a causal model.\n"
+               "  score --model DIR [--json] [--threads N] [--window TOKENS] FILE...\n"
+               "      Bits per byte and perplexity of each text file under a causal model; texts longer\n"
+               "      than the context (or --window) are scored in independent windows.\n"
 #ifdef REFORMER_CLI_HAS_CLIENT
                "\n"
                "Client (talks to a running reformer-server, --server host:port, default localhost:8001):\n"

@@ -193,7 +193,7 @@ int RunScore(int argc, char** argv) {
   const Args args = ParseArgs(argc, argv, {"json"});
   const std::string model_dir = args.Get("model");
   if (model_dir.empty() || args.positional.empty()) {
-    return Fail("usage: reformer-cli score --model DIR [--json] [--threads N] FILE...");
+    return Fail("usage: reformer-cli score --model DIR [--json] [--threads N] [--window TOKENS] FILE...");
   }
   auto model = ReformerModel::Load(model_dir);
   if (!model.ok()) return Fail(model.status());
@@ -207,7 +207,13 @@ int RunScore(int argc, char** argv) {
   }
   auto session = MakeSession(*model, args);
   if (!session.ok()) return Fail(session.status());
-  const int64_t window = (*model)->config().max_position_embeddings;
+  // Windows of the model's context, or fewer tokens with --window.
+  int64_t window = (*model)->config().max_position_embeddings;
+  if (args.Has("window")) {
+    const int64_t w = std::atoll(args.Get("window").c_str());
+    if (w < 2) return Fail(absl::StrCat("--window must be at least 2 tokens, got '", args.Get("window"), "'"));
+    window = std::min(window, w);
+  }
   int rc = 0;
   for (const std::string& file : args.positional) {
     std::string text;
