@@ -9,12 +9,21 @@
 namespace reformer {
 namespace {
 
-// Sum and sum of squared deviations of two segments (so the concat case needs no copy).
+// Sum and sum of squared deviations of two segments (so the concat case needs no copy). Four
+// independent accumulators in the wide loops keep the adds from waiting on each other.
 inline void Moments(const float* x0, int64_t n0, const float* x1, int64_t n1, float* mean, float* var) {
   __m256 acc = _mm256_setzero_ps();
   float tail = 0.f;
   auto sum_seg = [&](const float* x, int64_t n) {
     int64_t i = 0;
+    __m256 s1 = _mm256_setzero_ps(), s2 = s1, s3 = s1;
+    for (; i + 32 <= n; i += 32) {
+      acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
+      s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+      s2 = _mm256_add_ps(s2, _mm256_loadu_ps(x + i + 16));
+      s3 = _mm256_add_ps(s3, _mm256_loadu_ps(x + i + 24));
+    }
+    acc = _mm256_add_ps(_mm256_add_ps(acc, s1), _mm256_add_ps(s2, s3));
     for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
     for (; i < n; ++i) tail += x[i];
   };
@@ -27,6 +36,18 @@ inline void Moments(const float* x0, int64_t n0, const float* x1, int64_t n1, fl
   float tail2 = 0.f;
   auto var_seg = [&](const float* x, int64_t k) {
     int64_t i = 0;
+    __m256 v1 = _mm256_setzero_ps(), v2 = v1, v3 = v1;
+    for (; i + 32 <= k; i += 32) {
+      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
+      const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 16), vm);
+      const __m256 d3 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 24), vm);
+      acc2 = _mm256_fmadd_ps(d0, d0, acc2);
+      v1 = _mm256_fmadd_ps(d1, d1, v1);
+      v2 = _mm256_fmadd_ps(d2, d2, v2);
+      v3 = _mm256_fmadd_ps(d3, d3, v3);
+    }
+    acc2 = _mm256_add_ps(_mm256_add_ps(acc2, v1), _mm256_add_ps(v2, v3));
     for (; i + 8 <= k; i += 8) {
       __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
       acc2 = _mm256_fmadd_ps(d, d, acc2);
