@@ -22,11 +22,13 @@ int64_t ProjWidth(AttnType t) { return t == AttnType::kLsh ? 2 : 3; }
 
 }  // namespace
 
-int64_t HeadsPerProjection(const ReformerConfig& c, AttnType type) {
+int64_t HeadsPerProjection(const ReformerConfig& c, AttnType type, int64_t rows) {
   const int64_t nh = c.num_attention_heads, per_head = ProjWidth(type) * c.attention_head_size;
   int64_t g = 1;
-  for (int64_t d = 1; d <= nh; ++d)
-    if (nh % d == 0 && d * per_head <= kMaxProjectionWidth) g = d;
+  for (int64_t d = 2; d <= nh; ++d) {
+    const size_t bytes = sizeof(float) * static_cast<size_t>(rows) * d * per_head;
+    if (nh % d == 0 && d * per_head <= kMaxProjectionWidth && bytes <= kMaxGroupedProjectionBytes) g = d;
+  }
   return g;
 }
 
@@ -171,7 +173,7 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
                                              : LocalAttentionWorkBytes(LocalParams(c, t), num_threads);
       inner = std::max(inner, a);
     }
-    const int64_t proj_width = HeadsPerProjection(c, type) * ProjWidth(type) * dh;
+    const int64_t proj_width = HeadsPerProjection(c, type, rows) * ProjWidth(type) * dh;
     phase = std::max(phase, sizeof(float) * rows * (proj_width + c.num_attention_heads * dh) + inner);
   }
   phase = std::max(phase, sizeof(float) * tile * (H + c.feed_forward_size));
@@ -257,7 +259,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     const LayerWeights& L = w.layers[li];
     const PackedLayer& P = pk.layers[li];
     const AttnType type = c.attn_layers[li];
-    const int64_t k = ProjWidth(type), g = HeadsPerProjection(c, type), ldp = k * dh;
+    const int64_t k = ProjWidth(type), g = HeadsPerProjection(c, type, rows), ldp = k * dh;
     int bucket_slot = -1;
     if (opt.want_buckets && type == AttnType::kLsh) {
       bool hashes = false;

@@ -46,11 +46,14 @@ struct PackedModel {
   void SetLmHead(const ReformerConfig& config, const float* lm_weight);
 };
 
-// Heads whose projections are computed from one LayerNorm pass: the largest divisor g of
-// num_heads with g * (2 or 3) * head_size <= kMaxProjectionWidth (small heads share the pass;
-// large heads keep the projection buffer, g * rows * (2 or 3) * head_size, small).
+// Heads whose projections are computed from one LayerNorm pass over `rows` rows: the largest
+// divisor g of num_heads with g * (2 or 3) * head_size <= kMaxProjectionWidth and a projection
+// buffer (g * rows * (2 or 3) * head_size floats) of at most kMaxGroupedProjectionBytes, else 1.
+// Small heads of short-to-medium batches share the pass; long documents keep one head's buffer.
+// The grouping never changes a number: each head's matmul is the same call either way.
 inline constexpr int64_t kMaxProjectionWidth = 384;
-int64_t HeadsPerProjection(const ReformerConfig& config, AttnType type);
+inline constexpr size_t kMaxGroupedProjectionBytes = size_t{256} << 20;
+int64_t HeadsPerProjection(const ReformerConfig& config, AttnType type, int64_t rows);
 
 // One document of a forward batch. `ids` and `mask` cover the padded length.
 struct ForwardDoc {
