@@ -66,6 +66,24 @@ int64_t TotalTokens(const std::vector<std::vector<int32_t>>& docs) {
   return n;
 }
 
+// The inference request of a Score or Embed call, and the token ids its answer is built from.
+struct PreparedCall {
+  std::unique_ptr<InferenceRequest> request;
+  std::shared_ptr<const std::vector<std::vector<int32_t>>> documents;
+};
+
+absl::StatusOr<PreparedCall> Prepare(const google::protobuf::RepeatedPtrField<v1::Document>& documents,
+                                     uint32_t outputs, uint32_t priority, const ServiceEnv& env) {
+  ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> docs, ToDocuments(documents, env));
+  PreparedCall call;
+  call.request = std::make_unique<InferenceRequest>();
+  call.request->documents = docs;
+  call.request->outputs = outputs;
+  call.request->priority = static_cast<int>(std::min<uint32_t>(priority, 1u << 30));
+  call.documents = std::make_shared<const std::vector<std::vector<int32_t>>>(std::move(docs));
+  return call;
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* ReformerApiService::Score(grpc::CallbackServerContext* ctx,
@@ -78,22 +96,19 @@ grpc::ServerUnaryReactor* ReformerApiService::Score(grpc::CallbackServerContext*
         "' is not a causal language model (is_decoder = false); Score needs one, use Embed")));
     return reactor;
   }
-  absl::StatusOr<std::vector<std::vector<int32_t>>> docs = ToDocuments(request->documents(), env_);
-  if (!docs.ok()) {
-    reactor->Reject(docs.status());
+  absl::StatusOr<PreparedCall> call =
+      Prepare(request->documents(), kOutputTokenLogprobs, request->priority(), env_);
+  if (!call.ok()) {
+    reactor->Reject(call.status());
     return reactor;
   }
-  auto ir = std::make_unique<InferenceRequest>();
-  ir->documents = *docs;
-  ir->outputs = kOutputTokenLogprobs;
-  ir->priority = static_cast<int>(std::min<uint32_t>(request->priority(), 1u << 30));
   const bool per_token = request->return_token_logprobs();
   std::vector<bool> from_text;
   for (const auto& d : request->documents()) from_text.push_back(d.has_text());
   const ServedModel* model = env_.model;
-  auto shared_docs = std::make_shared<std::vector<std::vector<int32_t>>>(*std::move(docs));
-  reactor->Submit(std::move(ir), std::nullopt,
-                  [shared_docs, from_text, per_token, model, response](const InferenceResult& r) {
+  reactor->Submit(std::move(call->request), std::nullopt,
+                  [shared_docs = call->documents, from_text, per_token, model,
+                   response](const InferenceResult& r) {
                     const auto& docs = *shared_docs;
                     if (r.outputs.size() != docs.size()) {
                       return absl::InternalError("engine returned the wrong number of documents");
@@ -135,20 +150,16 @@ grpc::ServerUnaryReactor* ReformerApiService::Embed(grpc::CallbackServerContext*
                                                     const v1::EmbedRequest* request,
                                                     v1::EmbedResponse* response) {
   auto* reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Embed");
-  absl::StatusOr<std::vector<std::vector<int32_t>>> docs = ToDocuments(request->documents(), env_);
-  if (!docs.ok()) {
-    reactor->Reject(docs.status());
+  absl::StatusOr<PreparedCall> call =
+      Prepare(request->documents(), kOutputEmbedding, request->priority(), env_);
+  if (!call.ok()) {
+    reactor->Reject(call.status());
     return reactor;
   }
-  auto ir = std::make_unique<InferenceRequest>();
-  ir->documents = *docs;
-  ir->outputs = kOutputEmbedding;
-  ir->priority = static_cast<int>(std::min<uint32_t>(request->priority(), 1u << 30));
   const bool normalize = request->normalize();
   const int64_t width = env_.model->embedding_size();
-  auto shared_docs = std::make_shared<std::vector<std::vector<int32_t>>>(*std::move(docs));
-  reactor->Submit(std::move(ir), std::nullopt,
-                  [shared_docs, normalize, width, response](const InferenceResult& r) {
+  reactor->Submit(std::move(call->request), std::nullopt,
+                  [shared_docs = call->documents, normalize, width, response](const InferenceResult& r) {
                     const auto& docs = *shared_docs;
                     if (r.outputs.size() != docs.size()) {
                       return absl::InternalError("engine returned the wrong number of documents");
