@@ -111,14 +111,20 @@ void MaskedSoftmaxRow(float* s, int64_t n, int32_t qp, const int32_t* kpos, cons
   *scale = std::exp(m - l);
 }
 
-// One block on the calling thread: scores, masks, softmax, output rows.
+// One block on the calling thread: scores, masks, softmax, output rows; kRowGroup query rows at a
+// time, so that their scores stay in L1 from the product with the keys to the one with the values.
+constexpr int64_t kRowGroup = 12;
 void AttendBlock(const BlockScratch::View& b, int64_t rows, int64_t keys, int64_t dh, bool causal,
                  bool self_mask) {
-  DotRows(rows, keys, dh, b.q, b.k, b.s, keys);
-  for (int64_t i = 0; i < rows; ++i)
-    MaskedSoftmaxRow(b.s + i * keys, keys, b.qpos[i], b.kpos, b.kvalid, causal, self_mask, &b.lse[i],
-                     &b.scale[i]);
-  GemmRowsOut(rows, dh, keys, b.s, keys, b.v, b.scale, b.out);
+  for (int64_t i0 = 0; i0 < rows; i0 += kRowGroup) {
+    const int64_t n = std::min(kRowGroup, rows - i0);
+    float* s = b.s + i0 * keys;
+    DotRows(n, keys, dh, b.q + i0, b.k, s, keys);
+    for (int64_t i = i0; i < i0 + n; ++i)
+      MaskedSoftmaxRow(b.s + i * keys, keys, b.qpos[i], b.kpos, b.kvalid, causal, self_mask, &b.lse[i],
+                       &b.scale[i]);
+    GemmRowsOut(n, dh, keys, s, keys, b.v, b.scale + i0, b.out + i0);
+  }
 }
 
 inline int32_t KeyValid(const uint8_t* mask, int64_t pos) { return (mask == nullptr || mask[pos]) ? -1 : 0; }

@@ -8,12 +8,12 @@
 // on the machines this runs on that costs ~1 s per GB (4 KiB pages), about as much as the
 // matmuls of a layer. So blocks of at least kLargeBlock bytes are mmap'd in 2 MiB multiples with
 // MADV_HUGEPAGE, and a released block is kept in a cache and handed out again to a later
-// request of up to its size (and at least half of it). The cache never makes the resident
-// working memory exceed the limit given by set_cache_limit (the forward sets it to its planned
-// peak): a request that finds no cached block evicts cached blocks first while mapped + new
-// bytes would exceed the limit. The cache outlives a forward, so back-to-back forwards reuse
-// their blocks; Trim() (Session::ReleaseWorkspace, called by server workers when they go idle)
-// returns every cached block to the OS.
+// request of up to its size (and at least half of it). Cached blocks are unmapped, oldest
+// first, whenever mapped bytes (live + cached) would exceed the limit given by set_cache_limit
+// (the forward sets it to its planned peak plus 1/8 and 16 MiB of rounding slack), so the cache
+// itself never takes the working memory past that limit. The cache outlives a forward, so
+// back-to-back forwards reuse their blocks; Trim() (Session::ReleaseWorkspace, which server
+// workers call after 2 s without work) returns every cached block to the OS.
 // Not thread-safe: a Workspace belongs to one Session (one thread).
 #pragma once
 
