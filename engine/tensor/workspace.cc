@@ -15,7 +15,7 @@ constexpr size_t kHugePage = size_t{2} << 20;
 Workspace::~Workspace() { Trim(); }
 
 void* Workspace::Allocate(size_t bytes, size_t* capacity) {
-  if (bytes <= kLargeBlock) {
+  if (!kRecyclesBlocks || bytes <= kLargeBlock) {
     const size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, rounded);
     REFORMER_CHECK(p != nullptr);
@@ -53,7 +53,7 @@ void* Workspace::Allocate(size_t bytes, size_t* capacity) {
 }
 
 void Workspace::Free(void* p, size_t capacity) {
-  if (capacity <= kLargeBlock) {
+  if (!kRecyclesBlocks || capacity <= kLargeBlock) {
     std::free(p);
     return;
   }

@@ -14,6 +14,8 @@
 // itself never takes the working memory past that limit. The cache outlives a forward, so
 // back-to-back forwards reuse their blocks; Trim() (Session::ReleaseWorkspace, which server
 // workers call after 2 s without work) returns every cached block to the OS.
+// Under AddressSanitizer every block comes from the heap and nothing is cached, so that ASan
+// still sees each buffer's bounds and every use after release (kRecyclesBlocks is false).
 // Not thread-safe: a Workspace belongs to one Session (one thread).
 #pragma once
 
@@ -27,9 +29,22 @@
 
 namespace reformer {
 
+#if defined(__SANITIZE_ADDRESS__)
+#define REFORMER_WORKSPACE_HEAP_ONLY 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define REFORMER_WORKSPACE_HEAP_ONLY 1
+#endif
+#endif
+
 class Workspace {
  public:
   static constexpr size_t kLargeBlock = size_t{1} << 20;
+#ifdef REFORMER_WORKSPACE_HEAP_ONLY
+  static constexpr bool kRecyclesBlocks = false;
+#else
+  static constexpr bool kRecyclesBlocks = true;
+#endif
 
   Workspace() = default;
   ~Workspace();

@@ -27,7 +27,12 @@ bool AllBytesAre(const void* p, size_t n, uint8_t value) {
   return std::all_of(b, b + n, [value](uint8_t x) { return x == value; });
 }
 
+// Sanitizer builds use plain heap blocks (workspace.h): the cache behaviour is not there to test.
+#define SKIP_WITHOUT_BLOCK_CACHE() \
+  if (!Workspace::kRecyclesBlocks) GTEST_SKIP() << "sanitizer build: heap blocks, no cache"
+
 TEST(WorkspaceTest, ReleasedLargeBlockIsReusedForTheSameSizeWhenTheLimitAllows) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(64 * kMiB);
   const size_t bytes = 3 * kMiB + 100;
@@ -55,6 +60,7 @@ TEST(WorkspaceTest, ReleasedLargeBlockIsReusedForTheSameSizeWhenTheLimitAllows) 
 }
 
 TEST(WorkspaceTest, NothingIsCachedWithLimitZero) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;  // default limit: 0
   const size_t bytes = 3 * kMiB;
   for (int round = 0; round < 3; ++round) {
@@ -71,6 +77,7 @@ TEST(WorkspaceTest, NothingIsCachedWithLimitZero) {
 }
 
 TEST(WorkspaceTest, BestFitReusesBlocksOfUpToTwiceTheRequest) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(256 * kMiB);
   size_t c4 = 0, c6 = 0, c8 = 0;
@@ -121,6 +128,7 @@ TEST(WorkspaceTest, BestFitReusesBlocksOfUpToTwiceTheRequest) {
 }
 
 TEST(WorkspaceTest, LoweringTheLimitEvictsOldestCachedBlocksAtOnce) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(64 * kMiB);
   size_t ca = 0, cb = 0, cc = 0;
@@ -154,6 +162,7 @@ TEST(WorkspaceTest, LoweringTheLimitEvictsOldestCachedBlocksAtOnce) {
 }
 
 TEST(WorkspaceTest, TrimReturnsEveryCachedBlockAndDisablesTheCache) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(128 * kMiB);
   std::vector<std::pair<void*, size_t>> blocks;
@@ -183,6 +192,7 @@ TEST(WorkspaceTest, TrimReturnsEveryCachedBlockAndDisablesTheCache) {
 // Random allocate / free / limit changes: the mapped bytes never exceed max(limit, live bytes),
 // mapped == live + cached, and live blocks never overlap (each keeps its own tag intact).
 TEST(WorkspaceTest, MappedBytesStayWithinMaxOfLimitAndLiveBytes) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   std::mt19937 rng(123);
   struct Live {
@@ -280,6 +290,7 @@ TEST(WorkspaceTest, SmallAllocationsBypassTheCache) {
 }
 
 TEST(WorkspaceTest, ZeroInitialisedBufferIsZeroEvenOnADirtyReusedBlock) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(64 * kMiB);
   const size_t n = (3 * kMiB) / sizeof(float) + 7;
@@ -318,6 +329,7 @@ TEST(WorkspaceTest, ZeroInitialisedBufferIsZeroEvenOnADirtyReusedBlock) {
 }
 
 TEST(WorkspaceTest, AccountingCountsRequestedBytesNotCapacity) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(64 * kMiB);
   const size_t n1 = 300000;  // 1.2 MB of floats: a 2 MiB block
@@ -354,6 +366,7 @@ TEST(WorkspaceTest, AccountingCountsRequestedBytesNotCapacity) {
 }
 
 TEST(WorkspaceTest, MovedBufferReturnsItsWholeBlockToTheCache) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(64 * kMiB);
   const size_t n = (5 * kMiB) / sizeof(float);
