@@ -261,6 +261,7 @@ TEST(WorkspaceTest, MappedBytesStayWithinMaxOfLimitAndLiveBytes) {
 }
 
 TEST(WorkspaceTest, SmallAllocationsBypassTheCache) {
+  SKIP_WITHOUT_BLOCK_CACHE();
   Workspace ws;
   ws.set_cache_limit(64 * kMiB);
   for (size_t bytes : {size_t{1}, size_t{100}, size_t{4096}, kMiB - 1, kMiB}) {
