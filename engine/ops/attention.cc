@@ -149,6 +149,46 @@ void AttendAll(BlockScratch* bs, int64_t t_len, int64_t dh, const float* q, int6
   AttendBlock(b, t_len, t_len, dh, causal, self_mask);
 }
 
+// The chunked attention both kinds share (SPEC §7.4-7.5, §8): slot s of the (for LSH: sorted)
+// sequence is position pos_of(s); chunk j's queries attend to the keys of chunks j - before ...
+// j + after, circularly. out_of(slot, pos) is where a query's output row goes, done(j, view)
+// runs after chunk j. Chunks run on the OpenMP team; `cancel` is polled every kChunksPerPoll chunks.
+template <class PosOf, class OutOf, class Done>
+absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t before, int64_t after,
+                          int64_t dh, bool causal, bool self_mask, PosOf pos_of, const float* q,
+                          int64_t ld_q, const float* k, int64_t ld_k, const float* v, int64_t ld_v,
+                          const uint8_t* mask, OutOf out_of, Done done, const CancelCheck& cancel) {
+  const int64_t n_chunks = n_slots / c, n_keys = WindowChunks(before, after) * c;
+  for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
+    if (cancel && cancel()) return absl::CancelledError("forward cancelled");
+    const int64_t j1 = std::min(n_chunks, j0 + kChunksPerPoll);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t j = j0; j < j1; ++j) {
+      BlockScratch::View b = bs->For(omp_get_thread_num());
+      for (int64_t i = 0; i < c; ++i) {
+        const int64_t slot = j * c + i, pos = pos_of(slot);
+        b.q[i] = q + pos * ld_q;
+        b.out[i] = out_of(slot, pos);
+        b.qpos[i] = static_cast<int32_t>(pos);
+      }
+      int64_t r = 0;
+      for (int64_t off = -before; off <= after; ++off) {
+        const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
+        for (int64_t i = 0; i < c; ++i, ++r) {
+          const int64_t pos = pos_of(jj * c + i);
+          b.k[r] = k + pos * ld_k;
+          b.v[r] = v + pos * ld_v;
+          b.kpos[r] = static_cast<int32_t>(pos);
+          b.kvalid[r] = KeyValid(mask, pos);
+        }
+      }
+      AttendBlock(b, c, n_keys, dh, causal, self_mask);
+      done(j, b);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
@@ -220,38 +260,19 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
     o_rounds.Reset(ws, n_slots * dh, kUninitialized);
     lse_rounds.Reset(ws, n_slots, kUninitialized);
   }
-  const int64_t win = WindowChunks(p.before, p.after);
-  const int64_t n_chunks = n_slots / c, n_keys = win * c;
-  BlockScratch bs(ws, c, n_keys, Threads());
+  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, Threads());
   const int32_t* pm = perm.data();
-  for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
-    if (cancel && cancel()) return absl::CancelledError("forward cancelled");
-    const int64_t j1 = std::min(n_chunks, j0 + kChunksPerPoll);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t j = j0; j < j1; ++j) {
-      BlockScratch::View b = bs.For(omp_get_thread_num());
-      for (int64_t i = 0; i < c; ++i) {
-        const int64_t slot = pm[j * c + i], pos = slot % t_len;
-        b.q[i] = qk + pos * ld_qk;
-        b.qpos[i] = static_cast<int32_t>(pos);
-        b.out[i] = nh == 1 ? out + pos * ld_out : o_rounds.data() + slot * dh;
-      }
-      int64_t r = 0;
-      for (int64_t off = -p.before; off <= p.after; ++off) {
-        const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
-        for (int64_t i = 0; i < c; ++i, ++r) {
-          const int64_t pos = pm[jj * c + i] % t_len;
-          b.k[r] = knorm.data() + pos * dh;
-          b.v[r] = v + pos * ld_v;
-          b.kpos[r] = static_cast<int32_t>(pos);
-          b.kvalid[r] = KeyValid(mask, pos);
-        }
-      }
-      AttendBlock(b, c, n_keys, dh, p.causal, /*self_mask=*/true);
-      if (nh > 1)
-        for (int64_t i = 0; i < c; ++i) lse_rounds[pm[j * c + i]] = b.lse[i];
-    }
-  }
+  // Sorted slot s holds flat index pm[s] = round * T + position; outputs of several rounds go to
+  // o_rounds (row = flat index) with their lse, to be combined below.
+  RETURN_IF_ERROR(AttendChunks(
+      &bs, n_slots, c, p.before, p.after, dh, p.causal, /*self_mask=*/true,
+      [pm, t_len](int64_t s) { return pm[s] % t_len; }, qk, ld_qk, knorm.data(), dh, v, ld_v, mask,
+      [&](int64_t s, int64_t pos) { return nh == 1 ? out + pos * ld_out : o_rounds.data() + pm[s] * dh; },
+      [&](int64_t j, const BlockScratch::View& b) {
+        if (nh > 1)
+          for (int64_t i = 0; i < c; ++i) lse_rounds[pm[j * c + i]] = b.lse[i];
+      },
+      cancel));
   if (nh > 1) {
     // SPEC §7.6 / §10.1: w[n,t] = exp(lse[n,t] - logsumexp_n(lse[., t])), in float32.
 #pragma omp parallel for schedule(static)
@@ -296,36 +317,11 @@ absl::Status LocalAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const Local
     return absl::OkStatus();
   }
   REFORMER_CHECK(t_len % c == 0);
-  const int64_t win = WindowChunks(p.before, p.after);
-  const int64_t n_chunks = t_len / c, n_keys = win * c;
-  BlockScratch bs(ws, c, n_keys, Threads());
-  for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
-    if (cancel && cancel()) return absl::CancelledError("forward cancelled");
-    const int64_t j1 = std::min(n_chunks, j0 + kChunksPerPoll);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t j = j0; j < j1; ++j) {
-      BlockScratch::View b = bs.For(omp_get_thread_num());
-      for (int64_t i = 0; i < c; ++i) {
-        const int64_t pos = j * c + i;
-        b.q[i] = q + pos * ld_q;
-        b.out[i] = out + pos * ld_out;
-        b.qpos[i] = static_cast<int32_t>(pos);
-      }
-      int64_t r = 0;
-      for (int64_t off = -p.before; off <= p.after; ++off) {
-        const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
-        for (int64_t i = 0; i < c; ++i, ++r) {
-          const int64_t pos = jj * c + i;
-          b.k[r] = ks.data() + pos * dh;
-          b.v[r] = v + pos * ld_v;
-          b.kpos[r] = static_cast<int32_t>(pos);
-          b.kvalid[r] = KeyValid(mask, pos);
-        }
-      }
-      AttendBlock(b, c, n_keys, dh, p.causal, /*self_mask=*/false);
-    }
-  }
-  return absl::OkStatus();
+  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, Threads());
+  return AttendChunks(
+      &bs, t_len, c, p.before, p.after, dh, p.causal, /*self_mask=*/false, [](int64_t s) { return s; }, q,
+      ld_q, ks.data(), dh, v, ld_v, mask, [&](int64_t, int64_t pos) { return out + pos * ld_out; },
+      [](int64_t, const BlockScratch::View&) {}, cancel);
 }
 
 }  // namespace reformer
