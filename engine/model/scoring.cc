@@ -24,8 +24,8 @@ ScoreTotals ScoreWindow(absl::Span<const int32_t> ids, absl::Span<const float> l
   for (size_t t = 1; t < n; ++t) {
     s.nll_nats -= static_cast<double>(logprobs[t]);
     s.tokens += 1;
-    s.bytes += tokenizer != nullptr ? tokenizer->TokenBytes(ids[t]) : 1;
   }
+  s.bytes = tokenizer != nullptr ? tokenizer->PredictedBytes(ids.subspan(0, n)) : s.tokens;
   return s;
 }
 

@@ -123,13 +123,9 @@ grpc::ServerUnaryReactor* ReformerApiService::Score(grpc::CallbackServerContext*
                       v1::DocumentScore* s = response->add_scores();
                       s->set_num_tokens(static_cast<int64_t>(docs[i].size()));
                       double total = 0;
-                      int64_t bytes = 0;
-                      for (size_t t = 1; t < lp.size(); ++t) {
-                        total += lp[t];
-                        if (model->tokenizer != nullptr) {
-                          bytes += model->tokenizer->TokenBytes(docs[i][t]);
-                        }
-                      }
+                      for (size_t t = 1; t < lp.size(); ++t) total += lp[t];
+                      const int64_t bytes =
+                          model->tokenizer != nullptr ? model->tokenizer->PredictedBytes(docs[i]) : 0;
                       s->set_total_logprob(total);
                       s->set_num_bytes(bytes);
                       s->set_bits_per_byte(bytes > 0 ? -total / std::log(2.0) / bytes : 0.0);
@@ -225,10 +221,8 @@ grpc::ServerUnaryReactor* ReformerApiService::Tokenize(grpc::CallbackServerConte
       status = absl::InvalidArgumentError(absl::StrCat("text ", i, ": ", ids.status().message()));
       break;
     }
-    int64_t bytes = 0;
-    for (size_t t = 1; t < ids->size(); ++t) bytes += m.tokenizer->TokenBytes((*ids)[t]);
     response->add_tokens()->mutable_ids()->Add(ids->begin(), ids->end());
-    response->add_predicted_bytes(bytes);
+    response->add_predicted_bytes(m.tokenizer->PredictedBytes(*ids));
   }
   if (!status.ok()) response->Clear();
   return FinishUnary(env_, ctx, kReformerService, "Tokenize", start, status);
