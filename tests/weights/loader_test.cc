@@ -166,6 +166,18 @@ TEST(SafetensorsTest, ErrorsNameFileAndTensor) {
   ASSERT_FALSE(f.ok());
   EXPECT_THAT(std::string(f.status().message()), HasSubstr("needs 24"));
 
+  // Elements x element size past 2^64 (2^61 F64 = 2^64 bytes, 0 after wrapping) is not an empty
+  // tensor (found with fuzz/safetensors_fuzzer.cc; inputs in fuzz/regressions/safetensors/).
+  hdr = {{"w", {{"dtype", "F64"}, {"shape", {int64_t{1} << 61}}, {"data_offsets", {0, 0}}}}};
+  hs = hdr.dump();
+  raw.assign(8, '\0');
+  raw[0] = static_cast<char>(hs.size());
+  raw += hs;
+  WriteFile(path, raw);
+  f = SafetensorsFile::Open(path);
+  ASSERT_FALSE(f.ok());
+  EXPECT_THAT(std::string(f.status().message()), HasSubstr("needs more than 2^64"));
+
   // Missing file.
   f = SafetensorsFile::Open(dir.path() + "/nope.safetensors");
   ASSERT_FALSE(f.ok());
