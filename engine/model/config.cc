@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <sstream>
 
@@ -44,7 +45,9 @@ class Reader {
       *out = v.get<int64_t>();
       return absl::OkStatus();
     }
-    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) {
+    // An integral float (HF writes some ints as 64.0), inside int64's range: [-2^63, 2^63).
+    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() &&
+        v.get<double>() >= -9223372036854775808.0 && v.get<double>() < 9223372036854775808.0) {
       *out = static_cast<int64_t>(v.get<double>());
       return absl::OkStatus();
     }
@@ -55,6 +58,9 @@ class Reader {
     if (!j_.contains(key) || j_[key].is_null()) return absl::OkStatus();
     const json& v = j_[key];
     if (!v.is_number()) return Error(key, absl::StrCat("expected a number, got ", v.dump()));
+    if (!(std::fabs(v.get<double>()) <= std::numeric_limits<float>::max())) {
+      return Error(key, absl::StrCat(v.dump(), " is outside the range of a float"));
+    }
     *out = static_cast<float>(v.get<double>());
     return absl::OkStatus();
   }
@@ -85,6 +91,23 @@ class Reader {
   absl::string_view source_;
 };
 
+// Bounds on what a config may describe (far above any real Reformer): each size field, layer count
+// and bucket product, and the element count of every tensor the config implies (2^40 floats = 4 TiB).
+// They keep every shape product and padded length the loader and the engine compute inside int64.
+constexpr int64_t kMaxSize = int64_t{1} << 31;
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+// a * b * ..., or -1 once the product passes `limit` (all factors > 0).
+int64_t BoundedProduct(const std::vector<int64_t>& factors, int64_t limit) {
+  int64_t n = 1;
+  for (int64_t f : factors) {
+    if (f > limit / n) return -1;
+    n *= f;
+  }
+  return n;
+}
+
 int BitLength(int64_t v) {
   int n = 0;
   while (v > 0) {
@@ -92,6 +115,46 @@ int BitLength(int64_t v) {
     v >>= 1;
   }
   return n;
+}
+
+// After Validate's field checks (every size in [1, kMaxSize]): the products of sizes the loader and
+// the engine compute stay within kMaxSize (bucket count) and kMaxElements (tensors).
+absl::Status CheckSizeBounds(const ReformerConfig& c, absl::string_view source) {
+  auto err = [&](const std::string& key, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": field '", key, "': ", what));
+  };
+  int64_t buckets = 1;
+  for (int64_t f : c.num_buckets) {
+    buckets = BoundedProduct({buckets, f}, kMaxSize);
+    if (buckets < 0) return err("num_buckets", absl::StrCat("the bucket count (product) is above ", kMaxSize));
+  }
+  const int64_t H = c.hidden_size, V = c.vocab_size, F = c.feed_forward_size;
+  const int64_t A = BoundedProduct({c.num_attention_heads, c.attention_head_size}, kMaxSize);
+  if (A < 0) return err("num_attention_heads", absl::StrCat("heads x attention_head_size is above ", kMaxSize));
+  struct Tensor {
+    const char* field;
+    const char* what;
+    std::vector<int64_t> shape;
+  };
+  const int64_t a0 = c.axial_pos_embds ? c.axial_pos_shape[0] : 1;
+  const int64_t a1 = c.axial_pos_embds ? c.axial_pos_shape[1] : 1;
+  const int64_t d0 = c.axial_pos_embds ? c.axial_pos_embds_dim[0] : 1;
+  const int64_t d1 = c.axial_pos_embds ? c.axial_pos_embds_dim[1] : 1;
+  const Tensor tensors[] = {
+      {"vocab_size", "the LM head [vocab_size, 2*hidden_size]", {V, 2, H}},
+      {"attention_head_size", "a projection [heads*attention_head_size, hidden_size]", {A, H}},
+      {"feed_forward_size", "a feed-forward weight [feed_forward_size, hidden_size]", {F, H}},
+      {"max_position_embeddings", "the position embeddings [max_position_embeddings, hidden_size]", {c.max_position_embeddings, H}},
+      {"axial_pos_shape", "the axial position grid", {a0, a1, d0 + d1}},
+      {"num_hashes", "the LSH rotations [heads, head_size, num_hashes, buckets/2]",
+       {A, c.num_hashes, std::max<int64_t>(c.rotation_size() / 2, 1)}},
+  };
+  for (const Tensor& t : tensors) {
+    if (BoundedProduct(t.shape, kMaxElements) < 0) {
+      return err(t.field, absl::StrCat(t.what, " would have more than ", kMaxElements, " elements"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -225,7 +288,9 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   }
   int64_t num_layers = static_cast<int64_t>(types.size());
   RETURN_IF_ERROR(r.Int("num_hidden_layers", &num_layers));
-  if (num_layers <= 0) return r.Error("num_hidden_layers", absl::StrCat("must be positive, got ", num_layers));
+  if (num_layers <= 0 || num_layers > kMaxLayers) {
+    return r.Error("num_hidden_layers", absl::StrCat("must be in [1, ", kMaxLayers, "], got ", num_layers));
+  }
   const bool single_type = std::all_of(types.begin(), types.end(), [&](AttnType t) { return t == types[0]; });
   if (single_type) {
     c.attn_layers.assign(static_cast<size_t>(num_layers), types[0]);
@@ -299,6 +364,7 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   if (c.num_buckets_auto) {
     c.num_buckets = AutoNumBuckets(c.max_position_embeddings, c.lsh_attn_chunk_length,
                                    c.max_position_embeddings);
+    RETURN_IF_ERROR(c.Validate(source));  // the size bounds, with the resolved bucket counts
   }
   return c;
 }
@@ -308,11 +374,11 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
     return absl::InvalidArgumentError(absl::StrCat(source, ": field '", key, "': ", what));
   };
   auto positive = [&](const char* key, int64_t v) -> absl::Status {
-    if (v <= 0) return err(key, absl::StrCat("must be positive, got ", v));
+    if (v <= 0 || v > kMaxSize) return err(key, absl::StrCat("must be in [1, ", kMaxSize, "], got ", v));
     return absl::OkStatus();
   };
   auto non_negative = [&](const char* key, int64_t v) -> absl::Status {
-    if (v < 0) return err(key, absl::StrCat("must be >= 0, got ", v));
+    if (v < 0 || v > kMaxSize) return err(key, absl::StrCat("must be in [0, ", kMaxSize, "], got ", v));
     return absl::OkStatus();
   };
   if (attn_layers.empty()) return err("attn_layers", "no layers");
@@ -352,10 +418,10 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
       return err("axial_pos_embds_dim", absl::StrCat("expected 2 dims, got ", axial_pos_embds_dim.size()));
     }
     for (int64_t v : axial_pos_shape) {
-      if (v <= 0) return err("axial_pos_shape", "factors must be positive");
+      if (v <= 0 || v > kMaxSize) return err("axial_pos_shape", absl::StrCat("factors must be in [1, ", kMaxSize, "]"));
     }
     for (int64_t v : axial_pos_embds_dim) {
-      if (v <= 0) return err("axial_pos_embds_dim", "dims must be positive");
+      if (v <= 0 || v > kMaxSize) return err("axial_pos_embds_dim", absl::StrCat("dims must be in [1, ", kMaxSize, "]"));
     }
     if (axial_pos_embds_dim[0] + axial_pos_embds_dim[1] != hidden_size) {
       return err("axial_pos_embds_dim",
@@ -366,12 +432,12 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
   if (!num_buckets_auto || !num_buckets.empty()) {
     if (num_buckets.empty()) return err("num_buckets", "is empty");
     for (int64_t f : num_buckets) {
-      if (f < 2 || f % 2 != 0) {
-        return err("num_buckets", absl::StrCat("every bucket count must be even and >= 2, got ", f));
+      if (f < 2 || f % 2 != 0 || f > kMaxSize) {
+        return err("num_buckets", absl::StrCat("every bucket count must be even, in [2, ", kMaxSize, "], got ", f));
       }
     }
   }
-  return absl::OkStatus();
+  return CheckSizeBounds(*this, source);
 }
 
 std::string ReformerConfig::Summary() const {

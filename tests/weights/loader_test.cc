@@ -303,6 +303,37 @@ TEST(ConfigTest, BadSettingsAreRejectedWithTheField) {
   EXPECT_TRUE(absl::IsNotFound(missing.status()));
 }
 
+// Sizes whose products would overflow the shapes the loader computes, numbers outside the type
+// they are read into (found with fuzz/config_fuzzer.cc; inputs in fuzz/regressions/config/).
+TEST(ConfigTest, SizesAreBoundedSoDerivedShapesCannotOverflow) {
+  const int64_t big = int64_t{1} << 62;
+  struct Case {
+    nlohmann::json j;
+    const char* field;
+  };
+  const Case cases[] = {
+      {{{"hidden_size", 1.66667e+30}}, "hidden_size"},
+      {{{"layer_norm_eps", 1e300}}, "layer_norm_eps"},
+      {{{"vocab_size", big}}, "vocab_size"},
+      {{{"vocab_size", int64_t{1} << 30}, {"hidden_size", 1 << 20}, {"axial_pos_embds", false}}, "vocab_size"},
+      {{{"attn_layers", {"lsh"}}, {"num_hidden_layers", int64_t{1} << 40}}, "num_hidden_layers"},
+      {{{"axial_pos_embds_dim", {big, big}}}, "axial_pos_embds_dim"},
+      {{{"num_buckets", std::vector<int64_t>(40, 2)}}, "num_buckets"},
+      {{{"num_attention_heads", 1 << 20}, {"attention_head_size", 1 << 20}}, "num_attention_heads"},
+      {{{"num_hashes", 1 << 30}, {"num_buckets", 1 << 20}}, "num_hashes"},
+  };
+  for (const auto& tc : cases) {
+    auto c = ParseConfig(tc.j);
+    ASSERT_FALSE(c.ok()) << tc.j.dump();
+    EXPECT_TRUE(absl::IsInvalidArgument(c.status()));
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(tc.field)) << c.status();
+  }
+  // Integral floats inside the range still count as integers (HF writes some ints as 64.0).
+  auto ok = ParseConfig({{"hidden_size", 256.0}});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->hidden_size, 256);
+}
+
 TEST(ConfigTest, ContextLengthHonoursAxialShape) {
   auto c = ParseConfig({{"max_position_embeddings", 8192}, {"axial_pos_shape", {64, 64}}});
   ASSERT_TRUE(c.ok()) << c.status();
