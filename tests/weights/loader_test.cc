@@ -576,6 +576,16 @@ TEST(TokenizerTest, BrokenSentencePieceModelFailsWithPath) {
   auto t = Tokenizer::ForModelDir(dir.path(), c);
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(std::string(t.status().message()), HasSubstr("spiece.model"));
+
+  // A model libsentencepiece rejects by throwing (a zero-length piece; found with
+  // fuzz/sentencepiece_fuzzer.cc) is an error too, not std::terminate.
+  WriteFile(dir.path() + "/spiece.model",
+            ReadFile(SourceDir() + "/fuzz/regressions/sentencepiece/zero_length_piece_darts_exception"));
+  c.vocab_size = 4096;
+  t = Tokenizer::ForModelDir(dir.path(), c);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("spiece.model"));
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("zero-length key"));
 }
 
 }  // namespace
