@@ -45,9 +45,10 @@ bool HasTypedContents(const InputTensor& t) {
 }
 
 // Integer tensor (INT32, INT64, BOOL) as int64 values, from raw bytes or typed contents.
+// The shape is checked against the contents before anything of the shape's size is allocated: a
+// request of a few bytes may claim [2^20, 2^20] (inputs in fuzz/regressions/kserve_infer/).
 absl::StatusOr<std::vector<int64_t>> ReadIntegers(const InputTensor& t, const std::string* raw,
                                                   int64_t count) {
-  std::vector<int64_t> values(static_cast<size_t>(count));
   const std::string& dt = t.datatype();
   size_t width = dt == "INT32" ? 4 : dt == "INT64" ? 8 : dt == "BOOL" ? 1 : 0;
   if (width == 0) {
@@ -61,6 +62,7 @@ absl::StatusOr<std::vector<int64_t>> ReadIntegers(const InputTensor& t, const st
           "input '", t.name(), "': raw content has ", raw->size(), " bytes, shape ",
           ShapeString(t), " of ", dt, " needs ", expected));
     }
+    std::vector<int64_t> values(static_cast<size_t>(count));
     const char* p = raw->data();
     for (int64_t i = 0; i < count; ++i) {
       if (width == 4) {
@@ -86,6 +88,7 @@ absl::StatusOr<std::vector<int64_t>> ReadIntegers(const InputTensor& t, const st
                                                    " typed elements, shape ", ShapeString(t),
                                                    " needs ", count));
   }
+  std::vector<int64_t> values(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
     values[i] = dt == "INT32" ? c.int_contents(i)
                 : dt == "INT64" ? c.int64_contents(i)
@@ -101,7 +104,6 @@ absl::StatusOr<std::vector<std::string>> ReadStrings(const InputTensor& t, const
         absl::StrCat("input '", t.name(), "' has datatype ", t.datatype(), "; expected BYTES"));
   }
   std::vector<std::string> out;
-  out.reserve(static_cast<size_t>(count));
   if (raw == nullptr) {
     if (t.contents().bytes_contents_size() != count) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -111,6 +113,13 @@ absl::StatusOr<std::vector<std::string>> ReadStrings(const InputTensor& t, const
     for (const std::string& s : t.contents().bytes_contents()) out.push_back(s);
     return out;
   }
+  // Each raw element takes at least its 4-byte length: a larger count cannot be there.
+  if (static_cast<uint64_t>(count) > raw->size() / 4) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': raw BYTES content has ",
+                                                   raw->size(), " bytes, too few for ", count,
+                                                   " elements of shape ", ShapeString(t)));
+  }
+  out.reserve(static_cast<size_t>(count));
   size_t pos = 0;
   for (int64_t i = 0; i < count; ++i) {
     if (raw->size() - pos < 4) {
