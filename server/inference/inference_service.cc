@@ -19,10 +19,24 @@ class SessionRunner final : public DocumentRunner {
   size_t workspace_high_water_bytes() const override { return session_->workspace_high_water_bytes(); }
   void reset_workspace_high_water() override { session_->reset_workspace_high_water(); }
   void ReleaseIdleMemory() override { session_->ReleaseWorkspace(); }
+  size_t retained_bytes() const override { return session_->retained_workspace_bytes(); }
 
  private:
   std::unique_ptr<Session> session_;
 };
+
+// Bytes of one document's requested outputs (f32): [T, V] logits, [T, 2H] hidden states, [T]
+// token log-probs, [2H] embedding. What its response buffers hold, padding aside.
+size_t DocumentOutputBytes(const ReformerConfig& config, int64_t length, uint32_t outputs) {
+  const size_t t = static_cast<size_t>(length), v = static_cast<size_t>(config.vocab_size);
+  const size_t e = 2 * static_cast<size_t>(config.hidden_size);
+  size_t floats = 0;
+  if (outputs & kOutputLogits) floats += t * v;
+  if (outputs & kOutputHiddenStates) floats += t * e;
+  if (outputs & kOutputTokenLogprobs) floats += t;
+  if (outputs & kOutputEmbedding) floats += e;
+  return floats * sizeof(float);
+}
 
 }  // namespace
 
@@ -32,7 +46,8 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(
   if (model == nullptr) return absl::InvalidArgumentError("InferenceService::Create: null model");
   SessionOptions session_options;
   session_options.num_threads = options.threads_per_worker;
-  session_options.workspace_budget_bytes = options.workspace_budget_bytes;
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  session_options.workspace_budget_bytes = static_cast<size_t>(options.workspace_budget_bytes);
   ModelLimits limits;
   limits.context = model->config().max_position_embeddings;
   limits.vocab_size = model->config().vocab_size;
@@ -40,12 +55,15 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(
     ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::Create(model, session_options));
     return std::unique_ptr<DocumentRunner>(new SessionRunner(std::move(session)));
   };
-  BatchScheduler::MemoryEstimateFn estimate = [model, session_options](absl::Span<const int64_t> lengths,
-                                                                       uint32_t outputs) {
+  ServiceMemory memory;
+  memory.working = [model, session_options](absl::Span<const int64_t> lengths, uint32_t outputs) {
     return EstimatePeakWorkingBytes(model->config(), lengths, outputs, session_options);
   };
+  memory.output = [model](int64_t length, uint32_t outputs) {
+    return DocumentOutputBytes(model->config(), length, outputs);
+  };
   return CreateInferenceServiceWithRunners(model, limits, options, clock, observer, std::move(factory),
-                                           std::move(estimate));
+                                           std::move(memory));
 }
 
 }  // namespace reformer::serving
