@@ -45,7 +45,7 @@ phrases=$(cat <<'SED'
 s/SPEC §3-§9/engine-numerics §4-§9/g
 s/SPEC §5 step 1/engine-numerics §5.2/g
 s/SPEC §6\/§10:/engine-numerics §6, §9:/g
-s/SPEC §6's float32 form/engine-numerics §6.2's float32 form/g
+s/SPEC §6('s)? float32 form/engine-numerics §6.2\1 float32 form/g
 s/SPEC §7\.3, §7\.4/engine-numerics §7.3-§7.5/g
 s/\(reversible, as in SPEC\.md\)/(reversible, as in docs\/engine-numerics.md §5)/g
 s/an independent float32 implementation that follows SPEC\.md \(HF-faithful\)/an independent float32 implementation of the Reformer numerics (HF-faithful; described in docs\/engine-numerics.md)/g
@@ -132,8 +132,9 @@ mapfile -t targets < <(list_files |
 # A citation grows by 11 characters ("SPEC §" -> "engine-numerics §"). In source files a rewritten
 # line that now exceeds the 100-column limit is re-wrapped: a comment or docstring line passes its
 # overflowing words to the next line of the same paragraph (same indent and comment marker), or to a
-# new line after it; a comment trailing code moves to its own line above the code. Lines the swap did
-# not change are left alone (the files are not clang-format clean, so clang-format is not run).
+# new line after it; a comment trailing code moves to its own line above the code; "// ---- x ----"
+# banners are left long. Lines the swap did not change are left alone (the files are not
+# clang-format clean, so clang-format is not run).
 rewrap=$(cat <<'PY'
 import re, sys
 orig_path, new_path = sys.argv[1], sys.argv[2]
@@ -153,7 +154,7 @@ def continues(line, prefix):
 changed = {i for i in range(min(len(orig), len(lines))) if orig[i] != lines[i]}
 i = 0
 while i < len(lines):
-    if i not in changed or len(lines[i]) <= LIMIT:
+    if i not in changed or len(lines[i]) <= LIMIT or lines[i].rstrip().endswith("----"):  # banners stay
         i += 1
         continue
     m = re.match(r"^(\s*)(\S.*?)(\s{2,}//\s.*)$", lines[i])
@@ -204,7 +205,7 @@ for f in "${targets[@]}"; do
   if cmp -s "$tmp" "$f"; then
     rm -f "$tmp"
   else
-    case "$f" in *.cc|*.h|*.py) python3 -c "$rewrap" "$f" "$tmp" ;; esac
+    case "$f" in *.cc|*.h|*.inc|*.cpp|*.hpp|*.py) python3 -c "$rewrap" "$f" "$tmp" ;; esac
     chmod --reference="$f" "$tmp" && mv "$tmp" "$f"
     changed+=("$f")
   fi
