@@ -13,8 +13,8 @@ class SessionRunner final : public DocumentRunner {
  public:
   explicit SessionRunner(std::unique_ptr<Session> session) : session_(std::move(session)) {}
   absl::Status Run(absl::Span<const absl::Span<const int32_t>> documents, uint32_t outputs,
-                   std::vector<DocumentOutput>* results, const CancelFn& cancel) override {
-    return session_->RunDocuments(documents, outputs, results, cancel);
+                   absl::Span<const OutputView> dst, const CancelFn& cancel) override {
+    return session_->RunDocuments(documents, outputs, dst, cancel);
   }
   size_t workspace_high_water_bytes() const override { return session_->workspace_high_water_bytes(); }
   void reset_workspace_high_water() override { session_->reset_workspace_high_water(); }
@@ -24,19 +24,6 @@ class SessionRunner final : public DocumentRunner {
  private:
   std::unique_ptr<Session> session_;
 };
-
-// Bytes of one document's requested outputs (f32): [T, V] logits, [T, 2H] hidden states, [T]
-// token log-probs, [2H] embedding. What its response buffers hold, padding aside.
-size_t DocumentOutputBytes(const ReformerConfig& config, int64_t length, uint32_t outputs) {
-  const size_t t = static_cast<size_t>(length), v = static_cast<size_t>(config.vocab_size);
-  const size_t e = 2 * static_cast<size_t>(config.hidden_size);
-  size_t floats = 0;
-  if (outputs & kOutputLogits) floats += t * v;
-  if (outputs & kOutputHiddenStates) floats += t * e;
-  if (outputs & kOutputTokenLogprobs) floats += t;
-  if (outputs & kOutputEmbedding) floats += e;
-  return floats * sizeof(float);
-}
 
 }  // namespace
 
@@ -51,16 +38,19 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(
   ModelLimits limits;
   limits.context = model->config().max_position_embeddings;
   limits.vocab_size = model->config().vocab_size;
+  limits.hidden_width = 2 * model->config().hidden_size;
   RunnerFactory factory = [model, session_options](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
     ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::Create(model, session_options));
     return std::unique_ptr<DocumentRunner>(new SessionRunner(std::move(session)));
   };
   ServiceMemory memory;
+  // Working memory excludes the outputs: they are caller memory, reserved per request (below).
   memory.working = [model, session_options](absl::Span<const int64_t> lengths, uint32_t outputs) {
     return EstimatePeakWorkingBytes(model->config(), lengths, outputs, session_options);
   };
   memory.output = [model](int64_t length, uint32_t outputs) {
-    return DocumentOutputBytes(model->config(), length, outputs);
+    const int64_t one[1] = {length};
+    return EstimateOutputBytes(model->config(), absl::MakeConstSpan(one), outputs);
   };
   return CreateInferenceServiceWithRunners(model, limits, options, clock, observer, std::move(factory),
                                            std::move(memory));
