@@ -51,8 +51,9 @@
 // released (MemoryBudget::Listener tells the caller when to look again). No deadlock: a request starts
 // only if the outputs of all started, unfinished requests plus the largest single-document working
 // memory among those that still have queued documents fit the budget's total, and when the head does
-// not fit, the oldest started request's documents run first. So once running batches and sent
-// responses have released their memory, some queued document always fits.
+// not fit, the oldest started request's documents run first (unless the long-batch reservation is in
+// force: then running long batches will release memory). So once running batches and sent responses
+// have released their memory, some queued document always fits.
 //
 // Admission (Schedule), every message carries the numbers:
 //   INVALID_ARGUMENT   no documents, an empty document, a document longer than max_document_tokens
@@ -73,7 +74,8 @@
 // Cost (n = queued documents, b = max_batch_size). Every index is an ordered tree (document_queue.h and
 // the per-request indexes below): NextBatch does O(b) index operations for the head, the length walk of
 // its batch mates and their removal, plus O(kCancelPollsPerSweep) for the polls, each O(log n), so
-// O((b + kCancelPollsPerSweep) log n) under the mutex, whatever the queue holds. NextWakeup is
+// O((b + kCancelPollsPerSweep) log n) under the mutex, whatever the queue holds, plus at most b calls
+// of MemoryEstimateFn on at most b lengths (as before: independent of n). NextWakeup is
 // O(log n). Work that happens once per document over its life (insertion by Schedule; removal when it
 // expires, is cancelled or its request fails) is O(log n) per document, charged to the call that does it.
 // index_operations() counts the index operations, for tests.
