@@ -654,6 +654,36 @@ TEST_F(InferenceServiceTest, WorkersShareOneMemoryBudget) {
   EXPECT_EQ(observer_.memory_.count("cache"), 1u);
 }
 
+// One request of 20,000 one-token documents (issue 11): answered once, every document in its place,
+// in full batches (the scheduler's per-batch work is bounded in batching_scheduler_test).
+TEST_F(InferenceServiceTest, OneRequestOfManyOneTokenDocuments) {
+  InferenceOptions o = Options(2);
+  o.max_batch_size = 32;
+  o.max_tokens_per_request = 20000;
+  Start(o);
+  std::vector<std::vector<int32_t>> docs;
+  for (int i = 0; i < 20000; ++i) docs.push_back({i % 1000});
+  ASSERT_TRUE(service_->Submit(Request(std::move(docs)), answers_.Callback(1)).ok());
+  ASSERT_TRUE(answers_.WaitFor(1));
+  const InferenceResult& r = answers_.Get(1);
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  ASSERT_EQ(r.outputs.size(), 20000u);
+  for (int i = 0; i < 20000; ++i) {
+    ASSERT_EQ(r.outputs[i].token_logprobs.size(), 1u) << i;
+    ASSERT_EQ(r.outputs[i].token_logprobs[0], static_cast<float>(i % 1000)) << i;
+  }
+  EXPECT_EQ(r.tokens, 20000);
+  EXPECT_EQ(answers_.Count(1), 1);
+  absl::MutexLock lock(&world_.mu);
+  int64_t documents = 0;
+  for (const auto& batch : world_.batches) {
+    EXPECT_LE(batch.size(), 32u);
+    documents += static_cast<int64_t>(batch.size());
+  }
+  EXPECT_EQ(documents, 20000);
+  EXPECT_GE(world_.batches.size(), 20000u / 32);
+}
+
 TEST_F(InferenceServiceTest, RequestThatCanNeverFitTheBudgetIsRejectedAtSubmit) {
   InferenceOptions o = Options(1);
   o.memory_budget_bytes = 10000;
