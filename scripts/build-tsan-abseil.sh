@@ -67,7 +67,7 @@ start=$(date +%s)
   echo "build-tsan-abseil: apt-get source abseil failed" >&2
   exit 1
 }
-src=$(find "$work" -maxdepth 1 -type d -name 'abseil-*' | head -n 1)
+src=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'abseil-*' | head -n 1)
 # Debian's flags (debian/rules: C++17, shared libraries; -O2 -g, no NDEBUG) plus ThreadSanitizer.
 cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_STANDARD=17 \
   -DBUILD_SHARED_LIBS=ON -DBUILD_TESTING=OFF -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib \
