@@ -359,6 +359,7 @@ std::optional<int> FlagSet::ParseOrExit(int argc, char** argv) {
 std::string FlagSet::Usage() const {
   std::string out = absl::StrCat("usage: ", synopsis_, "\n");
   if (!description_.empty()) {
+    out += "\n";
     AppendWrapped(description_, 0, 0, &out);
     out += "\n";
   }
