@@ -116,6 +116,7 @@ std::string Flag::Current() const {
     std::string operator()(double* p) const { return absl::StrCat(*p); }
     std::string operator()(bool* p) const { return *p ? "true" : "false"; }
     std::string operator()(std::string* p) const { return *p; }
+    std::string operator()(std::vector<std::string>* p) const { return absl::StrJoin(*p, ","); }
   };
   return std::visit(Visitor{}, dst_);
 }
@@ -125,7 +126,8 @@ std::string Flag::Synopsis() const {
   std::string meta = meta_;
   if (meta.empty()) {
     if (!one_of_.empty()) meta = absl::StrJoin(one_of_, "|");
-    else if (std::holds_alternative<std::string*>(dst_)) meta = "STRING";
+    else if (std::holds_alternative<std::string*>(dst_) ||
+             std::holds_alternative<std::vector<std::string>*>(dst_)) meta = "STRING";
     else if (std::holds_alternative<double*>(dst_)) meta = "X";
     else meta = "N";
   }
@@ -155,11 +157,13 @@ absl::Status Flag::Set(const std::string& text, const std::string& where) {
     std::optional<bool> v = ParseBool(text);
     if (!v) return bad("expected true or false");
     **b = *v;
-  } else if (auto* s = std::get_if<std::string*>(&dst_)) {
+  } else if (std::holds_alternative<std::string*>(dst_) ||
+             std::holds_alternative<std::vector<std::string>*>(dst_)) {
     if (!one_of_.empty() && std::find(one_of_.begin(), one_of_.end(), text) == one_of_.end()) {
       return bad(absl::StrCat("expected ", Constraint()));
     }
-    **s = text;
+    if (auto* s = std::get_if<std::string*>(&dst_)) **s = text;
+    else (*std::get_if<std::vector<std::string>*>(&dst_))->push_back(text);
   } else if (auto* d = std::get_if<double*>(&dst_)) {
     double v = 0;
     if (text.empty() || absl::ascii_isspace(static_cast<unsigned char>(text.front())) ||
@@ -205,6 +209,9 @@ Flag& FlagSet::Add(std::string name, bool* dst, std::string help) {
   return AddFlag(std::unique_ptr<Flag>(new Flag(std::move(name), dst, std::move(help))));
 }
 Flag& FlagSet::Add(std::string name, std::string* dst, std::string help) {
+  return AddFlag(std::unique_ptr<Flag>(new Flag(std::move(name), dst, std::move(help))));
+}
+Flag& FlagSet::Add(std::string name, std::vector<std::string>* dst, std::string help) {
   return AddFlag(std::unique_ptr<Flag>(new Flag(std::move(name), dst, std::move(help))));
 }
 

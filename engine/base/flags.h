@@ -12,7 +12,8 @@
 // nearest known name suggested), a missing or malformed value, a number outside its range, a
 // non-finite real, or an unexpected positional argument is an INVALID_ARGUMENT naming it. When a
 // flag is given more than once the last value wins (so an environment default can be overridden
-// and scripts can append overrides).
+// and scripts can append overrides), except for repeatable flags (a vector destination), which
+// collect every value.
 //
 // Environment: with an environment prefix (e.g. "REFORMER_") every flag can also be set as
 // PREFIX + NAME (upper case, '-' as '_'); ApplyEnvironment() sets them before Parse() so the
@@ -62,7 +63,7 @@ class Flag {
 
  private:
   friend class FlagSet;
-  using Destination = std::variant<int*, int64_t*, double*, bool*, std::string*>;
+  using Destination = std::variant<int*, int64_t*, double*, bool*, std::string*, std::vector<std::string>*>;
   Flag(std::string name, Destination dst, std::string help);
   // Parses `text` into the destination; `where` names the source in the error.
   absl::Status Set(const std::string& text, const std::string& where);
@@ -93,6 +94,8 @@ class FlagSet {
   Flag& Add(std::string name, double* dst, std::string help);
   Flag& Add(std::string name, bool* dst, std::string help);
   Flag& Add(std::string name, std::string* dst, std::string help);
+  // A repeatable flag: every occurrence appends its value (e.g. --stop A --stop B).
+  Flag& Add(std::string name, std::vector<std::string>* dst, std::string help);
   // Positional arguments (e.g. FILE...): at least `min_count`. Without this, any positional
   // argument is an error.
   void Positional(std::string meta, std::vector<std::string>* dst, std::string help, size_t min_count);

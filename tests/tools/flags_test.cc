@@ -89,6 +89,15 @@ TEST_F(FlagsTest, RejectsWhatItDoesNotUnderstand) {
   EXPECT_THAT(Error({"--json"}), HasSubstr("missing FILE..."));
 }
 
+TEST(FlagSetTest, RepeatableFlagsCollectEveryValue) {
+  std::vector<std::string> stop;
+  FlagSet flags("tool [flags]", "");
+  flags.Add("stop", &stop, "Stop string (repeatable).");
+  ASSERT_TRUE(flags.Parse(Args{"--stop", "a", "--stop=b c", "--stop", ""}).ok());
+  EXPECT_EQ(stop, (std::vector<std::string>{"a", "b c", ""}));
+  EXPECT_THAT(flags.Usage(), HasSubstr("--stop=STRING"));
+}
+
 TEST(FlagSetTest, RequiredFlagsAndStrayArguments) {
   std::string model;
   FlagSet flags("tool [flags]", "");
