@@ -1,6 +1,7 @@
 #include "server/config/server_config.h"
 
 #include <algorithm>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -128,12 +129,23 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .OneOf({"debug", "info", "warning", "error"});
 }
 
+namespace {
+
+// The server's flag set bound to `config`.
+std::unique_ptr<FlagSet> ServerFlags(ServerConfig* config) {
+  auto flags = std::make_unique<FlagSet>(kSynopsis, kDescription);
+  flags->SetEnvironmentPrefix(kEnvironmentPrefix);
+  RegisterServerFlags(config, flags.get());
+  return flags;
+}
+
+}  // namespace
+
 absl::StatusOr<CommandLine> ParseServerCommandLine(
     absl::Span<const std::string> args, absl::Span<const std::pair<std::string, std::string>> env,
     ServerConfig* config) {
-  FlagSet flags(kSynopsis, kDescription);
-  flags.SetEnvironmentPrefix(kEnvironmentPrefix);
-  RegisterServerFlags(config, &flags);
+  std::unique_ptr<FlagSet> server_flags = ServerFlags(config);
+  FlagSet& flags = *server_flags;
   CommandLine out;
   if (absl::Status s = flags.ApplyEnvironment(env, NonFlagVariables(), &out.warnings); !s.ok()) return s;
   if (absl::Status s = flags.Parse(args); !s.ok()) return s;
@@ -143,18 +155,12 @@ absl::StatusOr<CommandLine> ParseServerCommandLine(
 
 std::string ServerUsage() {
   ServerConfig defaults;
-  FlagSet flags(kSynopsis, kDescription);
-  flags.SetEnvironmentPrefix(kEnvironmentPrefix);
-  RegisterServerFlags(&defaults, &flags);
-  return flags.Usage();
+  return ServerFlags(&defaults)->Usage();
 }
 
 std::string ServerFlagsMarkdown() {
   ServerConfig defaults;
-  FlagSet flags(kSynopsis, kDescription);
-  flags.SetEnvironmentPrefix(kEnvironmentPrefix);
-  RegisterServerFlags(&defaults, &flags);
-  return flags.MarkdownTable();
+  return ServerFlags(&defaults)->MarkdownTable();
 }
 
 absl::Status ResolveModelDir(const std::string& exe_dir, ServerConfig* config) {
