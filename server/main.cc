@@ -52,15 +52,16 @@ InferenceOptions ToInferenceOptions(const ServerConfig& c) {
   InferenceOptions o;
   o.workers = c.workers.workers;
   o.threads_per_worker = c.workers.threads_per_worker;
-  o.workspace_budget_bytes = static_cast<size_t>(c.workers.workspace_budget_bytes);
+  o.workspace_budget_bytes = c.workers.workspace_budget_bytes;
   o.max_batch_tokens = c.batching.max_batch_tokens;
   o.max_batch_size = c.batching.max_batch_size;
   o.long_batch_tokens = c.batching.long_batch_tokens;
   o.length_ratio = c.batching.batch_length_ratio;
-  o.memory_budget_bytes = static_cast<size_t>(c.batching.memory_budget_bytes);
+  o.memory_budget_bytes = c.batching.memory_budget_bytes;
   o.max_queue_delay = absl::Milliseconds(c.batching.max_queue_delay_ms);
   o.max_queue_requests = c.batching.max_queue_requests;
   o.max_queue_tokens = c.batching.max_queue_tokens;
+  o.priority_aging = absl::Seconds(c.batching.priority_aging_s);
   o.max_tokens_per_request = c.limits.max_tokens_per_request;
   return o;
 }

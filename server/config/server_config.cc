@@ -84,7 +84,8 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "Documents in one batch have lengths within this factor of each other.")
       .MinReal(1.0);
   f->Add("memory_budget_bytes", &c->batching.memory_budget_bytes,
-         "Bound on the engine's peak working-memory estimate per batch.")
+         "One process-wide bound, shared by all workers, on the engine's working memory of the running "
+         "batches plus the outputs of requests until their responses are sent.")
       .Min(1);
   f->Add("max_queue_delay_ms", &c->batching.max_queue_delay_ms, "Longest a request waits for batch mates.")
       .Min(0);
@@ -94,6 +95,11 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
   f->Add("max_queue_tokens", &c->batching.max_queue_tokens,
          "Queued tokens beyond which new requests get UNAVAILABLE.")
       .Min(1);
+  f->Add("priority_aging_s", &c->batching.priority_aging_s,
+         "A request queued this long is ordered as if it had the highest priority (by arrival), so lower "
+         "priorities cannot starve. 0 = arrival order only.")
+      .MinReal(0)
+      .Meta("SECONDS");
   // Request limits.
   f->Add("max_tokens_per_request", &c->limits.max_tokens_per_request,
          "Most tokens over one request's documents (more: INVALID_ARGUMENT). 0 = 8 x the model's context.")

@@ -70,6 +70,7 @@ struct BatchingConfig {
   int64_t max_queue_delay_ms = 5;
   int64_t max_queue_requests = 1024;
   int64_t max_queue_tokens = int64_t{4} << 20;
+  double priority_aging_s = 10;
 };
 
 struct LimitsConfig {
