@@ -88,7 +88,7 @@ async function runAgainstServer(opts, api) {
   const cases = opts.pending ? [...CASES, ...PENDING_INFER_CASES] : CASES;
   // --drain_min_s keeps the ports up after SIGTERM so the "draining" phase can talk to the server.
   const server = await ServerProcess.start(opts.server, ["--model_dir", opts.model, "--model_name", opts.modelName,
-    "--workers", "1", "--threads_per_worker", "1", "--drain_min_s", "5", "--drain_timeout_s", "10"]);
+    "--workers", "1", "--threads_per_worker", "1", "--drain_min_s", "8", "--drain_timeout_s", "10"]);
   const tally = { passed: 0, failed: 0 };
   try {
     await server.waitReady();
