@@ -8,11 +8,13 @@ reformer_requests_total{method="ModelInfer",code="OK"} says how many requests it
   * the README's service config {"loadBalancingConfig": [{"round_robin": {}}]} spreads requests over both;
   * so does the older channel argument grpc.lb_policy_name=round_robin;
   * control: the default policy (pick_first) sends every request to one server -- what a ClusterIP Service
-    (one address) does to a long-lived connection, and proof that this test can fail.
-Usage: grpc_round_robin_test.py SERVER_BINARY SOURCE_DIR
+    (one address) does to a long-lived connection, and proof that this test can fail;
+  * the same with the C++ client (grpc::ChannelArguments::SetServiceConfigJSON, as in the README).
+Usage: grpc_round_robin_test.py SERVER_BINARY SOURCE_DIR CPP_CLIENT_BINARY
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -22,6 +24,7 @@ from server_util import Server, generate_stubs  # noqa: E402
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
+CPP_CLIENT = sys.argv[3] if len(sys.argv) > 3 else None   # tests/deploy/grpc_round_robin_client.cc
 REQUESTS = 20
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -77,6 +80,26 @@ class RoundRobinTest(unittest.TestCase):
         print("round_robin (grpc.lb_policy_name):", counts)
         self.assertEqual(sum(counts), REQUESTS)
         self.assertGreaterEqual(min(counts), REQUESTS // 4, counts)
+
+    def send_cpp(self, policy):
+        self.assertIsNotNone(CPP_CLIENT, "the C++ client binary (third argument) is required")
+        before = self.served()
+        out = subprocess.run([CPP_CLIENT, self.target, "default", str(REQUESTS), policy],
+                             capture_output=True, text=True, timeout=300)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), f"sent {REQUESTS}")
+        return [int(a - b) for a, b in zip(self.served(), before)]
+
+    def test_cpp_client_round_robin_spreads_requests(self):
+        counts = self.send_cpp("round_robin")
+        print("C++ round_robin:", counts)
+        self.assertEqual(sum(counts), REQUESTS)
+        self.assertGreaterEqual(min(counts), REQUESTS // 4, counts)
+
+    def test_cpp_client_pick_first_sticks_to_one_server(self):
+        counts = self.send_cpp("pick_first")
+        print("C++ pick_first:", counts)
+        self.assertEqual(sorted(counts), [0, REQUESTS], counts)
 
     def test_pick_first_sticks_to_one_server(self):
         counts = self.send([])
