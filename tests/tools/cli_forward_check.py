@@ -51,6 +51,13 @@ def main():
                 else:
                     index = json.load(open(os.path.join(fdir, "solo", "index.json"))) if os.path.isdir(
                         os.path.join(fdir, "solo")) else {"rows": []}
+                    # Padding positions of the [B, T, ...] file are zero (never written).
+                    pad = ~mask.astype(bool)
+                    for key in ("logits", "hidden_states"):
+                        nonzero = int(np.count_nonzero(got[key][pad]))
+                        checks += 1
+                        failures += nonzero != 0
+                        print(f"{'ok ' if nonzero == 0 else 'BAD'} {name} per-document {key}: {nonzero} non-zero padding values")
                     for row in index["rows"]:
                         solo = safetensors_np.load(os.path.join(fdir, "solo", row["dir"], "expected.safetensors"))
                         real = mask[row["row"]].astype(bool)

@@ -117,6 +117,50 @@ TEST(SafetensorsTest, RoundTripAndHalfConversions) {
   EXPECT_EQ((*bv)[1], 3.140625f);
 }
 
+// The in-place writer makes the same bytes as the serialiser for the data written through its
+// mapping; bytes never written read as zeros; a stale longer file at the path is truncated.
+TEST(SafetensorsTest, OutputFileWrittenInPlace) {
+  TempDir dir;
+  const std::string path = dir.path() + "/out.safetensors";
+  WriteFile(path, std::string(1 << 16, 'x'));  // stale content
+  auto f = SafetensorsOutputFile::Create(
+      path, {{"logits", DType::kF32, {2, 3, 5}}, {"hidden", DType::kF32, {2, 3, 4}}, {"ids", DType::kI32, {3}}},
+      {{"format", "pt"}});
+  ASSERT_TRUE(f.ok()) << f.status();
+  float* logits = (*f)->f32("logits");
+  float* hidden = (*f)->f32("hidden");
+  ASSERT_NE(logits, nullptr);
+  ASSERT_NE(hidden, nullptr);
+  EXPECT_EQ((*f)->data("missing"), nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(logits) % 8, 0u);
+  std::vector<float> l(30), h(24, 0.f);
+  for (int i = 0; i < 30; ++i) l[i] = logits[i] = 0.5f * i - 3;
+  for (int i = 4; i < 12; ++i) h[i] = hidden[i] = -1.f * i;  // the rest is never written
+  ASSERT_TRUE((*f)->Close().ok());
+  EXPECT_EQ((*f)->data("logits"), nullptr);
+  const int32_t zeros[3] = {0, 0, 0};
+  TensorToWrite ids;
+  ids.name = "ids";
+  ids.dtype = DType::kI32;
+  ids.shape = {3};
+  ids.bytes.assign(reinterpret_cast<const char*>(zeros), sizeof(zeros));
+  const std::string expected = SerializeSafetensors(
+      {F32Tensor("logits", {2, 3, 5}, l.data()), F32Tensor("hidden", {2, 3, 4}, h.data()), ids}, {{"format", "pt"}});
+  EXPECT_EQ(ReadFile(path), expected);
+  auto opened = SafetensorsFile::Open(path);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ((*opened)->Find("hidden")->shape, std::vector<int64_t>({2, 3, 4}));
+
+  auto bad = SafetensorsOutputFile::Create(dir.path() + "/no/such/dir/x.safetensors", {{"a", DType::kF32, {1}}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("no/such/dir/x.safetensors"));
+  auto negative = SafetensorsOutputFile::Create(dir.path() + "/n.safetensors", {{"a", DType::kF32, {2, -1}}});
+  EXPECT_TRUE(absl::IsInvalidArgument(negative.status()));
+  auto huge = SafetensorsOutputFile::Create(dir.path() + "/h.safetensors",
+                                            {{"a", DType::kF32, {int64_t{1} << 40, int64_t{1} << 20}}});
+  EXPECT_TRUE(absl::IsInvalidArgument(huge.status()));
+}
+
 TEST(SafetensorsTest, ErrorsNameFileAndTensor) {
   TempDir dir;
   const float vals[6] = {1, 2, 3, 4, 5, 6};
