@@ -124,28 +124,41 @@ int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes, int64_t 
   const int64_t H = c.hidden_size;
   const size_t row_bytes =
       sizeof(float) * std::max({H, H + c.feed_forward_size, 2 * H + c.vocab_size});
-  const int64_t cap = requested > 0 ? std::min<int64_t>(requested, 4096) : 1024;
+  const int64_t cap = requested > 0 ? std::min(requested, kMaxTileRows) : kMaxTileRows;
   int64_t tile = 0;
-  for (int64_t t = 256; t <= cap; t *= 2)
+  for (int64_t t = kMinTileRows; t <= cap; t *= 2)
     if (t * row_bytes <= budget_bytes / 2) tile = t;
   return tile;
 }
 
+int64_t DocumentTileRows(int64_t padded_length, int64_t max_tile) {
+  for (int64_t m = max_tile; m > kMinTileRows; m /= 2)
+    if (RoundUp(padded_length, m) - padded_length <= padded_length / 8) return m;
+  return kMinTileRows;
+}
 
 RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile) {
   RowLayout l;
-  l.max_tile = max_tile;
-  RowLayout::Region r;
-  r.tile = max_tile;
-  for (size_t d = 0; d < padded_lengths.size(); ++d) {
-    l.offset.push_back(r.tokens);
-    r.docs.push_back(static_cast<int64_t>(d));
-    r.tokens += padded_lengths[d];
+  l.offset.assign(padded_lengths.size(), 0);
+  std::vector<int64_t> tiles;
+  for (int64_t t : padded_lengths) tiles.push_back(DocumentTileRows(t, max_tile));
+  for (int64_t tile = max_tile; tile >= kMinTileRows; tile /= 2) {  // regions by descending tile
+    RowLayout::Region r;
+    r.begin = l.rows;
+    r.tile = tile;
+    for (size_t d = 0; d < padded_lengths.size(); ++d) {
+      if (tiles[d] != tile) continue;
+      l.offset[d] = r.begin + r.tokens;
+      r.docs.push_back(static_cast<int64_t>(d));
+      r.tokens += padded_lengths[d];
+    }
+    if (r.docs.empty()) continue;
+    r.rows = RoundUp(r.tokens, tile);
+    l.rows += r.rows;
+    l.tokens += r.tokens;
+    l.max_tile = std::max(l.max_tile, tile);
+    l.regions.push_back(std::move(r));
   }
-  r.rows = RoundUp(std::max<int64_t>(r.tokens, 1), r.tile);
-  l.tokens = r.tokens;
-  l.rows = r.rows;
-  l.regions.push_back(std::move(r));
   return l;
 }
 
@@ -153,7 +166,7 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
                      int64_t tile_rows, int num_threads) {
   const int64_t H = c.hidden_size, dh = c.attention_head_size, V = c.vocab_size;
   const RowLayout layout = PlanRows(padded_lengths, tile_rows);
-  const int64_t tile = layout.max_tile, rows = layout.rows;
+  const int64_t tile = layout.max_tile, rows = layout.rows;  // buffers of the largest tile in use
   size_t fixed = sizeof(float) * 2 * rows * H;                         // A, Z
   fixed += static_cast<size_t>(layout.tokens) * (sizeof(int32_t) + 1);  // padded ids and masks
   size_t phase = 0;

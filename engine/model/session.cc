@@ -187,7 +187,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const R
   const int64_t tile = TileRowsForBudget(model->config(), options.workspace_budget_bytes, options.tile_rows);
   if (tile == 0)
     return absl::ResourceExhaustedError(absl::StrCat("workspace budget of ", options.workspace_budget_bytes,
-                                                     " bytes is below one 256-token tile for this model"));
+                                                     " bytes is below one ", kMinTileRows,
+                                                     "-token tile for this model"));
   ASSIGN_OR_RETURN(std::unique_ptr<DnnlContext> ctx, DnnlContext::Create());
   return std::unique_ptr<Session>(new SessionImpl(std::move(model), options, std::move(ctx), tile));
 }
@@ -256,7 +257,8 @@ size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const i
                                 uint32_t outputs, const SessionOptions& options) {
   std::vector<int64_t> padded;
   for (int64_t t0 : lengths) padded.push_back(config.PaddedLength(t0));
-  const int64_t tile = std::max<int64_t>(256, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
+  const int64_t tile =
+      std::max(kMinTileRows, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
   return PlanPeakBytes(config, padded, outputs, tile, std::max(1, options.num_threads));
 }
 
