@@ -162,8 +162,9 @@ RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile)
   return l;
 }
 
-size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths, uint32_t outputs,
-                     int64_t tile_rows, int num_threads) {
+size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths,
+                     const std::vector<bool>& padding_buckets, uint32_t outputs, int64_t tile_rows,
+                     int num_threads) {
   const int64_t H = c.hidden_size, dh = c.attention_head_size, V = c.vocab_size;
   const RowLayout layout = PlanRows(padded_lengths, tile_rows);
   const int64_t tile = layout.max_tile, rows = layout.rows;  // buffers of the largest tile in use
@@ -175,9 +176,11 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
     for (AttnType t : c.attn_layers) present |= (t == type);
     if (!present) continue;
     size_t inner = sizeof(float) * tile * H;
-    for (int64_t t : padded_lengths) {
-      const size_t a = type == AttnType::kLsh ? LshAttentionWorkBytes(LshParams(c, t, true), num_threads)
-                                             : LocalAttentionWorkBytes(LocalParams(c, t), num_threads);
+    for (size_t d = 0; d < padded_lengths.size(); ++d) {
+      const int64_t t = padded_lengths[d];
+      const size_t a = type == AttnType::kLsh
+                           ? LshAttentionWorkBytes(LshParams(c, t, padding_buckets[d]), num_threads)
+                           : LocalAttentionWorkBytes(LocalParams(c, t), num_threads);
       inner = std::max(inner, a);
     }
     const int64_t proj_width = HeadsPerProjection(c, type, rows) * ProjWidth(type) * dh;
@@ -510,10 +513,15 @@ absl::Status ForwardPass::OutputTile(const float* a, const float* z, int64_t t0,
 absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, int64_t tile_rows,
                         const std::vector<ForwardDoc>& docs, const ForwardOptions& opt, ForwardOutputs* out) {
   std::vector<int64_t> padded_lengths;
-  for (const ForwardDoc& doc : docs) padded_lengths.push_back(doc.padded_length);
+  std::vector<bool> padding_buckets;
+  for (const ForwardDoc& doc : docs) {
+    padded_lengths.push_back(doc.padded_length);
+    padding_buckets.push_back(doc.padding_bucket);
+  }
   // Working blocks are recycled up to this forward's planned peak (plus rounding slack); what the
   // workspace already caches beyond that is returned to the OS now (workspace.h).
-  const size_t plan = PlanPeakBytes(model.config(), padded_lengths, opt.outputs, tile_rows, omp_get_max_threads());
+  const size_t plan =
+      PlanPeakBytes(model.config(), padded_lengths, padding_buckets, opt.outputs, tile_rows, omp_get_max_threads());
   ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
   ForwardPass pass(model, ctx, ws, docs, opt, PlanRows(padded_lengths, tile_rows), out);
   return pass.Run();

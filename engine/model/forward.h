@@ -113,9 +113,10 @@ struct RowLayout {
 RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile);
 
 // Peak working bytes of a forward (streams, per-head buffers, tiles, attention blocks; not the
-// outputs, which are caller memory).
+// outputs, which are caller memory), per document its padded length and padding-bucket flag.
 size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& padded_lengths,
-                     uint32_t outputs, int64_t tile_rows, int num_threads);
+                     const std::vector<bool>& padding_buckets, uint32_t outputs, int64_t tile_rows,
+                     int num_threads);
 
 // The session's largest tile: the largest power of two in [kMinTileRows, min(requested or
 // kMaxTileRows, kMaxTileRows)] whose per-phase tile buffers fit in half the budget; 0 when not even

@@ -256,10 +256,14 @@ absl::Status Session::RunPadded(const PaddedBatch& batch, PaddedOutput* result, 
 size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
                                 uint32_t outputs, const SessionOptions& options) {
   std::vector<int64_t> padded;
-  for (int64_t t0 : lengths) padded.push_back(config.PaddedLength(t0));
+  std::vector<bool> padding_buckets;  // as RunDocuments sets them: internal padding added
+  for (int64_t t0 : lengths) {
+    padded.push_back(config.PaddedLength(t0));
+    padding_buckets.push_back(padded.back() > t0);
+  }
   const int64_t tile =
       std::max(kMinTileRows, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
-  return PlanPeakBytes(config, padded, outputs, tile, std::max(1, options.num_threads));
+  return PlanPeakBytes(config, padded, padding_buckets, outputs, tile, std::max(1, options.num_threads));
 }
 
 }  // namespace reformer

@@ -347,6 +347,36 @@ TEST(SessionTest, MemoryEstimateWithin20PercentOfHighWater) {
   }
 }
 
+// More hash rounds than any fixed-size buffer would hold (the round combination once used a
+// stack array of 64): a config with num_hashes 100 runs a 256-token document (where hashing
+// starts) to finite outputs, and the estimate still equals the high-water mark.
+TEST(SessionTest, HundredHashRoundsRun) {
+  auto cfg = ReformerConfig::FromJson(R"({
+    "attn_layers": ["lsh", "local"], "hidden_size": 64, "num_attention_heads": 2, "attention_head_size": 16,
+    "feed_forward_size": 64, "vocab_size": 40, "is_decoder": true, "axial_pos_shape": [16, 32],
+    "axial_pos_embds_dim": [16, 48], "max_position_embeddings": 512, "lsh_attn_chunk_length": 32,
+    "local_attn_chunk_length": 32, "num_hashes": 100, "num_buckets": 8})",
+                                      "test");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  auto model = ReformerModel::CreateRandom(*cfg, 3);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto session = MakeSession(*model);
+  for (int64_t len : {int64_t{64}, int64_t{256}, int64_t{500}}) {
+    std::vector<int32_t> ids = RandomIds(len, 40, 11);
+    std::vector<absl::Span<const int32_t>> batch = {ids};
+    std::vector<DocumentOutput> r;
+    session->reset_workspace_high_water();
+    ASSERT_TRUE(session->RunDocuments(batch, kOutputAll, &r).ok()) << len;
+    int64_t bad = 0;
+    for (float x : r[0].logits) bad += !std::isfinite(x);
+    EXPECT_EQ(bad, 0) << len;
+    SessionOptions so;
+    so.num_threads = 2;
+    EXPECT_EQ(session->workspace_high_water_bytes(),
+              EstimatePeakWorkingBytes((*model)->config(), {len}, kOutputAll, so));
+  }
+}
+
 TEST(SessionTest, CancellationStopsMidForward) {
   auto model = MediumRandomModel();
   ASSERT_TRUE(model.ok());

@@ -335,6 +335,64 @@ TEST(ConfigTest, BadSettingsAreRejectedWithTheField) {
   EXPECT_TRUE(absl::IsNotFound(missing.status()));
 }
 
+// Every field that sizes memory or a loop has a bound (ConfigLimits); the message names the field
+// and the bound.
+TEST(ConfigTest, FieldsThatSizeMemoryOrLoopsAreBounded) {
+  struct Case {
+    nlohmann::json j;
+    const char* field;
+    const char* bound;
+  };
+  const nlohmann::json no_axial = {{"axial_pos_embds", false}};
+  auto with = [&](nlohmann::json extra) {
+    nlohmann::json j = no_axial;
+    j.update(extra);
+    return j;
+  };
+  const Case cases[] = {
+      {{{"num_hidden_layers", 100000}}, "num_hidden_layers", "1024"},
+      {with({{"hidden_size", 100000}}), "hidden_size", "65536"},
+      {{{"num_attention_heads", 2000}}, "num_attention_heads", "1024"},
+      {{{"attention_head_size", 5000}}, "attention_head_size", "4096"},
+      {{{"num_attention_heads", 1024}, {"attention_head_size", 2048}}, "num_attention_heads", "1048576"},
+      {{{"feed_forward_size", 1 << 21}}, "feed_forward_size", "1048576"},
+      {{{"vocab_size", 1 << 25}}, "vocab_size", "16777216"},
+      {with({{"max_position_embeddings", 1 << 25}}), "max_position_embeddings", "16777216"},
+      {{{"axial_pos_shape", {1 << 25, 1}}}, "axial_pos_shape", "16777216"},
+      {{{"lsh_attn_chunk_length", 10000}}, "lsh_attn_chunk_length", "67108864"},
+      {{{"local_attn_chunk_length", 8192}, {"local_num_chunks_before", 1}}, "local_attn_chunk_length", "67108864"},
+      {{{"local_num_chunks_before", 5000}}, "local_num_chunks_before", "1024"},
+      {{{"lsh_num_chunks_after", 2000}}, "lsh_num_chunks_after", "1024"},
+      {{{"num_hashes", 2000}}, "num_hashes", "1024"},
+      {with({{"num_hashes", 1000}, {"max_position_embeddings", 1 << 22}}), "num_hashes", "2147483647"},
+      {{{"num_buckets", {2, 2, 2, 2, 2, 2, 2, 2, 2}}}, "num_buckets", "8"},
+      {{{"num_buckets", {1 << 13, 1 << 13}}}, "num_buckets", "16777216"},
+      {{{"num_buckets", 1 << 25}}, "num_buckets", "16777216"},
+      {{{"num_hashes", 1024}, {"num_buckets", 4096}}, "num_hashes", "1048576"},
+      {{{"num_attention_heads", 1024}, {"attention_head_size", 1024}, {"num_buckets", 1024}},
+       "num_hashes",
+       "268435456"},
+  };
+  for (const auto& tc : cases) {
+    auto c = ParseConfig(tc.j);
+    ASSERT_FALSE(c.ok()) << tc.j.dump();
+    EXPECT_TRUE(absl::IsInvalidArgument(c.status())) << c.status();
+    const std::string msg(c.status().message());
+    EXPECT_THAT(msg, HasSubstr("test/config.json")) << tc.j.dump();
+    EXPECT_THAT(msg, HasSubstr(absl::StrCat("field '", tc.field, "'"))) << msg;
+    EXPECT_THAT(msg, HasSubstr(tc.bound)) << msg;
+  }
+  // At the bounds (and the published shapes) configs load.
+  for (const nlohmann::json& j :
+       {nlohmann::json{{"num_hashes", 100}}, nlohmann::json{{"num_hashes", 1024}, {"num_buckets", 256}, {"num_attention_heads", 2}},
+        nlohmann::json{{"lsh_attn_chunk_length", 4096}, {"lsh_num_chunks_before", 3}},
+        nlohmann::json{{"max_position_embeddings", 524288}, {"axial_pos_shape", {512, 1024}},
+                       {"num_buckets", {64, 128}}}}) {
+    auto c = ParseConfig(j);
+    EXPECT_TRUE(c.ok()) << j.dump() << ": " << c.status();
+  }
+}
+
 TEST(ConfigTest, ContextLengthHonoursAxialShape) {
   auto c = ParseConfig({{"max_position_embeddings", 8192}, {"axial_pos_shape", {64, 64}}});
   ASSERT_TRUE(c.ok()) << c.status();
