@@ -444,6 +444,7 @@ absl::Status ForwardPass::Outputs(const float* a, const float* z) {
         const int64_t first = std::max(t0, off), end = std::min(t0 + r.tile, off + docs_[d].output_length);
         if (end > first) segs.push_back({d, first - t0, first - off, end - first});
       }
+      if (segs.empty()) continue;  // only internal padding rows: nothing to output
       RETURN_IF_ERROR(OutputTile(a, z, t0, r.tile, segs, hb.data(), lb.data(), scratch.data(), emb_sum.data()));
     }
   }

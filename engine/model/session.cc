@@ -243,6 +243,9 @@ absl::Status Session::RunPadded(const PaddedBatch& batch, PaddedOutput* result, 
   const ReformerConfig& c = config();
   if (batch.batch <= 0 || batch.length <= 0) return absl::InvalidArgumentError("empty batch");
   const int64_t rows = batch.batch * batch.length;
+  if (static_cast<int64_t>(batch.input_ids.size()) != rows)  // before sizing anything from B and T
+    return absl::InvalidArgumentError(
+        absl::StrCat("input_ids has ", batch.input_ids.size(), " entries, expected ", rows));
   result->logits.resize(static_cast<size_t>(rows * c.vocab_size));
   result->hidden_states.resize(static_cast<size_t>(rows * 2 * c.hidden_size));
   PaddedOutputView dst{result->logits.data(), result->hidden_states.data()};

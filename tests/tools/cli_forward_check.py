@@ -67,6 +67,22 @@ def main():
                             ok = diff <= TOL
                             failures += not ok
                             print(f"{'ok ' if ok else 'BAD'} {name} solo row {row['row']} {key}: max diff {diff:.2e}")
+        # Failing runs leave no output file behind: a row longer than the context (refused before the
+        # file is created) and an id out of the vocabulary (refused by the engine after).
+        fdir = os.path.join(fixtures, names[0])
+        config = json.load(open(os.path.join(fdir, "config.json")))
+        for what, row in (("too long", [1] * (config["max_position_embeddings"] + 1)),
+                          ("bad id", [1, config["vocab_size"], 2])):
+            bad_inputs = os.path.join(tmp, "bad_inputs.json")
+            json.dump({"input_ids": [row]}, open(bad_inputs, "w"))
+            out = os.path.join(tmp, "bad.safetensors")
+            r = subprocess.run([cli, "forward", "--model", fdir, "--inputs", bad_inputs, "--output", out],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            ok = r.returncode != 0 and not os.path.exists(out) and "reformer-cli:" in r.stderr
+            checks += 1
+            failures += not ok
+            print(f"{'ok ' if ok else 'BAD'} {what}: exit {r.returncode}, output file left: {os.path.exists(out)}, "
+                  f"{r.stderr.strip()}")
     print(f"{checks - failures} passed, {failures} failed")
     return 1 if failures or checks == 0 else 0
 

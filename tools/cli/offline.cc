@@ -142,6 +142,9 @@ int RunForward(int argc, char** argv) {
   if (!session.ok()) return Fail(session.status());
   const ReformerConfig& c = (*model)->config();
   const int64_t B = in->batch, T = in->length, V = c.vocab_size, H2 = 2 * c.hidden_size;
+  if (c.PaddedLength(T) > c.context_length())  // before the output file is sized from T
+    return Fail(absl::StrCat(inputs, ": rows of ", T, " ids (", c.PaddedLength(T),
+                             " after padding to the chunk length) exceed the model's ", c.context_length()));
   auto file = SafetensorsOutputFile::Create(output, {{"logits", DType::kF32, {B, T, V}},
                                                      {"hidden_states", DType::kF32, {B, T, H2}}});
   if (!file.ok()) return Fail(file.status());
