@@ -132,9 +132,16 @@ int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes, int64_t 
 }
 
 int64_t DocumentTileRows(int64_t padded_length, int64_t max_tile) {
-  for (int64_t m = max_tile; m > kMinTileRows; m /= 2)
-    if (RoundUp(padded_length, m) - padded_length <= padded_length / 8) return m;
-  return kMinTileRows;
+  const int64_t t = padded_length;
+  if (t <= kSmallDocumentRows) {  // one tile of the next power of two >= T
+    int64_t m = kMinTileRows;
+    while (m < t && m < max_tile) m *= 2;
+    return m;
+  }
+  const int64_t floor_m = std::min(kFloorTileRows, max_tile);
+  for (int64_t m = max_tile; m > floor_m; m /= 2)
+    if (RoundUp(t, m) - t <= t / 8) return m;
+  return floor_m;
 }
 
 RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile) {

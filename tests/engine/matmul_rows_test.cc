@@ -6,6 +6,7 @@
 // ISA change, documents' outputs would depend on their batch mates.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -88,14 +89,24 @@ TEST(MatmulRowsTest, RowBitsDoNotDependOnPositionForEveryTileSize) {
 
 TEST(MatmulRowsTest, DocumentTileDependsOnTheDocumentAlone) {
   EXPECT_EQ(DocumentTileRows(1, 4096), kMinTileRows);
-  EXPECT_EQ(DocumentTileRows(300, 4096), kMinTileRows);
+  EXPECT_EQ(DocumentTileRows(128, 4096), 128);
+  EXPECT_EQ(DocumentTileRows(129, 4096), 256);
+  EXPECT_EQ(DocumentTileRows(320, 4096), 512);
+  EXPECT_EQ(DocumentTileRows(320, 256), 256);
   EXPECT_EQ(DocumentTileRows(1024, 4096), 1024);
+  EXPECT_EQ(DocumentTileRows(1152, 4096), 512);  // 1024 would pad it alone to 2048 rows
   EXPECT_EQ(DocumentTileRows(65536, 4096), 4096);
   EXPECT_EQ(DocumentTileRows(65536, 1024), 1024);
-  EXPECT_EQ(DocumentTileRows(4160, 4096), 512);  // 4096 would pad a lone document to 8192 rows
+  EXPECT_EQ(DocumentTileRows(4160, 4096), 512);  // 4096 would pad it alone to 8192 rows
+  EXPECT_EQ(DocumentTileRows(8192, 4096), 4096);
   for (int64_t t = 1; t <= 20000; t += 37) {
-    const int64_t m = DocumentTileRows(t, 4096);
-    EXPECT_TRUE(m == kMinTileRows || (m + t - 1) / m * m - t <= t / 8) << t;
+    const int64_t m = DocumentTileRows(t, 4096), alone = (t + m - 1) / m * m;
+    EXPECT_TRUE(m >= kMinTileRows && m <= 4096 && (m & (m - 1)) == 0) << t;
+    if (t <= kSmallDocumentRows) {
+      EXPECT_LT(alone, std::max<int64_t>(2 * t, kMinTileRows + 1)) << t;
+    } else {
+      EXPECT_TRUE(alone - t <= t / 8 || m == kFloorTileRows) << t;
+    }
   }
   // 32 one-token documents: one 128-row region. A long and a short document: two regions.
   RowLayout l = PlanRows(std::vector<int64_t>(32, 1), 4096);
