@@ -8,6 +8,9 @@
 // waste the work already done, and similar-length grouping keeps batch mates' run times alike, so
 // the wasted compute is bounded by one batch.
 #include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <new>
 #include <thread>
 #include <utility>
 
@@ -17,6 +20,8 @@
 #include "server/batching/clock.h"
 #include "server/inference/document_runner.h"
 #include "server/inference/inference_service.h"
+#include "server/request/exception_status.h"
+#include "server/request/validate.h"
 
 namespace reformer::serving {
 namespace {
@@ -28,16 +33,33 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
 constexpr absl::Duration kReleaseIdleMemoryAfter = absl::Seconds(2);
 
 struct Task : BatchTask {
-  std::unique_ptr<InferenceRequest> request;
+  std::unique_ptr<InferenceRequest> request;  // its response buffers receive the outputs
   DoneCallback done;
-  std::vector<DocumentOutput> outputs;  // one per document; each written by the worker that ran it
 };
+
+// Until the engine writes through OutputView (branch `outputs`): one copy of a document's outputs
+// into its view.
+void CopyToView(const DocumentOutput& src, const OutputView& dst) {
+  auto copy = [](const std::vector<float>& v, float* to) {
+    if (to != nullptr) std::copy(v.begin(), v.end(), to);
+  };
+  copy(src.logits, dst.logits);
+  copy(src.hidden_states, dst.hidden_states);
+  copy(src.token_logprobs, dst.token_logprobs);
+  copy(src.embedding, dst.embedding);
+}
 
 class InferenceServiceImpl final : public InferenceService {
  public:
   InferenceServiceImpl(std::shared_ptr<const ReformerModel> model, const ModelLimits& limits,
                        const InferenceOptions& options, const Clock* clock, InferenceObserver* observer)
-      : model_(std::move(model)), limits_(limits), options_(options), clock_(clock), observer_(observer) {}
+      : model_(std::move(model)),
+        limits_(limits),
+        options_(options),
+        request_limits_{limits.context, limits.vocab_size,
+                        ToSchedulerOptions(options, limits).max_tokens_per_request, options.max_response_bytes},
+        clock_(clock),
+        observer_(observer) {}
 
   ~InferenceServiceImpl() override { Shutdown(); }
 
@@ -70,18 +92,19 @@ class InferenceServiceImpl final : public InferenceService {
   absl::Status Submit(std::unique_ptr<InferenceRequest> request, DoneCallback done) override {
     if (request == nullptr) return absl::InvalidArgumentError("Submit: null request");
     if (!done) return absl::InvalidArgumentError("Submit: null done callback");
-    if (absl::Status s = ValidateTokens(*request); !s.ok()) {
-      if (observer_) observer_->OnRejected("invalid");
+    // The one validation of the request (server/request/validate.h), next to the scheduler's admission.
+    if (absl::Status s = Validate(*request, request_limits_); !s.ok()) {
+      if (observer_) observer_->OnRejected(absl::IsResourceExhausted(s) ? "too_large" : "invalid");
       return s;
     }
     auto task = std::make_unique<Task>();
-    task->lengths.reserve(request->documents.size());
-    for (const auto& doc : request->documents) task->lengths.push_back(static_cast<int64_t>(doc.size()));
-    task->batch_key = request->outputs == 0 ? static_cast<uint32_t>(kOutputAll) : request->outputs;
+    const Documents& docs = request->documents;
+    task->lengths.reserve(static_cast<size_t>(docs.size()));
+    for (int64_t d = 0; d < docs.size(); ++d) task->lengths.push_back(docs.length(d));
+    task->batch_key = request->engine_outputs();  // 0: no engine forward (token_ids/lengths only)
     task->priority = request->priority;
     task->deadline = request->deadline;
     task->cancelled = request->cancelled;
-    task->outputs.resize(request->documents.size());
     task->request = std::move(request);
     task->done = std::move(done);
     std::unique_ptr<BatchTask> base = std::move(task);
@@ -142,19 +165,6 @@ class InferenceServiceImpl final : public InferenceService {
   int64_t queued_tokens() const override { return scheduler_->queued_tokens(); }
 
  private:
-  absl::Status ValidateTokens(const InferenceRequest& request) const {
-    for (size_t d = 0; d < request.documents.size(); ++d) {
-      const auto& doc = request.documents[d];
-      for (size_t t = 0; t < doc.size(); ++t) {
-        if (doc[t] < 0 || doc[t] >= limits_.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "document %d, position %d: token id %d is outside [0, %d)", d, t, doc[t], limits_.vocab_size));
-        }
-      }
-    }
-    return absl::OkStatus();
-  }
-
   void Notify() {
     absl::MutexLock lock(&wake_mu_);
     ++wake_seq_;
@@ -228,35 +238,49 @@ class InferenceServiceImpl final : public InferenceService {
       counted |= !static_cast<const Task&>(*item.task).request->internal;
     }
     if (observer_ && counted) observer_->OnBatch(static_cast<int64_t>(batch.items.size()), batch.tokens);
-    std::vector<absl::Span<const int32_t>> docs;
-    docs.reserve(batch.items.size());
-    for (const BatchItem& item : batch.items) {
-      const Task& task = static_cast<const Task&>(*item.task);
-      docs.push_back(absl::MakeConstSpan(task.request->documents[item.document]));
+    std::vector<absl::Status> statuses(batch.items.size());
+    try {
+      RunItems(worker, runner, batch, &statuses);
+    } catch (...) {
+      const absl::Status status = CurrentExceptionStatus("running a batch");
+      for (absl::Status& s : statuses) s = status;
     }
+    scheduler_->Complete(batch, statuses);
+    ReportQueue();
+    Notify();
+  }
+
+  // Allocates the items' response buffers (once per request), runs the documents whose buffers
+  // exist and records each item's outcome in `statuses`.
+  void RunItems(int worker, DocumentRunner& runner, const Batch& batch, std::vector<absl::Status>* statuses) {
+    std::vector<size_t> run;  // indices of items with response buffers
+    std::vector<absl::Span<const int32_t>> docs;
+    for (size_t i = 0; i < batch.items.size(); ++i) {
+      const BatchItem& item = batch.items[i];
+      InferenceRequest& request = *static_cast<Task&>(*item.task).request;
+      (*statuses)[i] = request.AllocateOutputs();
+      if (!(*statuses)[i].ok()) continue;
+      run.push_back(i);
+      docs.push_back(request.documents[item.document]);
+    }
+    if (run.empty() || batch.batch_key == 0) return;  // nothing for the engine to compute
     std::vector<DocumentOutput> results;
     runner.reset_workspace_high_water();
     const CancelFn cancel = [this, &batch] { return scheduler_->ShouldStop(batch); };
     absl::Status status = runner.Run(absl::MakeConstSpan(docs), batch.batch_key, &results, cancel);
     if (observer_) observer_->OnWorkspaceBytes(worker, runner.workspace_high_water_bytes());
-    if (status.ok() && results.size() != batch.items.size()) {
+    if (status.ok() && results.size() != run.size()) {
       status = absl::InternalError(absl::StrFormat("the engine returned %d outputs for %d documents",
-                                                   results.size(), batch.items.size()));
+                                                   results.size(), run.size()));
     }
-    std::vector<absl::Status> statuses(batch.items.size());
-    for (size_t i = 0; i < batch.items.size(); ++i) {
-      const BatchItem& item = batch.items[i];
+    for (size_t k = 0; k < run.size(); ++k) {
+      const BatchItem& item = batch.items[run[k]];
       if (status.ok()) {
-        static_cast<Task&>(*item.task).outputs[item.document] = std::move(results[i]);
-      } else if (absl::IsCancelled(status)) {
-        statuses[i] = scheduler_->StopStatus(item);
+        CopyToView(results[k], static_cast<Task&>(*item.task).request->View(item.document));
       } else {
-        statuses[i] = status;
+        (*statuses)[run[k]] = absl::IsCancelled(status) ? scheduler_->StopStatus(item) : status;
       }
     }
-    scheduler_->Complete(batch, statuses);
-    ReportQueue();
-    Notify();
   }
 
   void SweeperLoop() {
@@ -277,7 +301,6 @@ class InferenceServiceImpl final : public InferenceService {
     Task& task = static_cast<Task&>(*base);
     InferenceResult result;
     result.status = std::move(status);
-    if (result.status.ok()) result.outputs = std::move(task.outputs);
     result.tokens = timing.tokens;
     result.queue_seconds = timing.queue_seconds;
     result.compute_seconds = timing.compute_seconds;
@@ -286,8 +309,16 @@ class InferenceServiceImpl final : public InferenceService {
                                result.compute_seconds);
     }
     DoneCallback done = std::move(task.done);
+    result.request = std::move(task.request);
     base.reset();
-    done(std::move(result));
+    try {
+      done(std::move(result));
+    } catch (...) {
+      // Adapters answer their RPC inside `done` and catch their own errors; nothing may leave a
+      // worker, so a stray exception is only logged.
+      const absl::Status status = CurrentExceptionStatus("answering a request");
+      std::fprintf(stderr, "InferenceService: %s\n", std::string(status.message()).c_str());
+    }
     ChangeInflight(-1, /*report=*/true);  // after `done`: WaitIdle() returns only once answers are out
     Notify();
   }
@@ -295,6 +326,7 @@ class InferenceServiceImpl final : public InferenceService {
   const std::shared_ptr<const ReformerModel> model_;
   const ModelLimits limits_;
   const InferenceOptions options_;
+  const RequestLimits request_limits_;
   const Clock* const clock_;
   InferenceObserver* const observer_;
   RunnerFactory factory_;
@@ -327,6 +359,10 @@ absl::Status InferenceOptions::Validate() const {
         absl::StrFormat("max_tokens_per_request must be >= 0 (0 = 8 x context), got %d", max_tokens_per_request));
   }
   if (workspace_budget_bytes == 0) return absl::InvalidArgumentError("workspace_budget_bytes must be > 0");
+  if (max_response_bytes <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_response_bytes must be > 0, got %d", max_response_bytes));
+  }
   ModelLimits any{1, 1};
   return ToSchedulerOptions(*this, any).Validate();
 }

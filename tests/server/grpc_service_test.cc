@@ -508,10 +508,12 @@ TEST(KServeTest, ServiceRejectionsPassThrough) {
   first.join();
 }
 
-TEST(KServeTest, EngineBugIsInternal) {
+TEST(KServeTest, EngineErrorsPassThrough) {
   TestServer s;
-  s.inference().SetDropOneOutput(true);
+  s.inference().SetFail(absl::InternalError("engine returned garbage"));
   ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}), grpc::StatusCode::INTERNAL, {"engine returned"});
+  s.inference().SetFail(absl::ResourceExhaustedError("cannot allocate 9 bytes for a response output"));
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}), grpc::StatusCode::RESOURCE_EXHAUSTED, {"cannot allocate"});
 }
 
 // --- Deadlines, cancellation, draining ---------------------------------------------------------

@@ -145,7 +145,8 @@ class Answers {
     auto has = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_.size() >= n; };
     return mu_.AwaitWithTimeout(absl::Condition(&has), timeout);
   }
-  InferenceResult Get(int id) {
+  // Each id is answered once; the reference stays valid (map nodes do not move).
+  const InferenceResult& Get(int id) {
     absl::MutexLock lock(&mu_);
     return results_[id];
   }
@@ -223,11 +224,17 @@ class InferenceServiceTest : public ::testing::Test {
   }
   std::unique_ptr<InferenceRequest> Request(std::vector<std::vector<int32_t>> docs, int first_token = -1) {
     auto r = std::make_unique<InferenceRequest>();
-    r->documents = std::move(docs);
-    if (first_token >= 0) r->documents[0][0] = first_token;
-    r->outputs = kOutputEmbedding | kOutputTokenLogprobs;
+    if (first_token >= 0) docs[0][0] = first_token;
+    for (const auto& d : docs) r->documents.Append(d);
+    r->dims = {1000, 1, 0};  // the fake runner's embedding has one value
+    r->outputs = {OutputKind::kEmbedding, OutputKind::kTokenLogprobs};
     r->method = "ModelInfer";
     return r;
+  }
+  // Document d's embedding and token_logprobs, as written into the request's response buffers.
+  static float Embedding(const InferenceResult& r, int64_t d) { return r.request->buffer(0).as<float>()[d]; }
+  static const float* TokenLogprobs(const InferenceResult& r, int64_t d) {
+    return r.request->buffer(1).as<float>() + r.request->documents.offset(d);
   }
   static std::vector<int32_t> Doc(int64_t n, int32_t value = 1) { return std::vector<int32_t>(n, value); }
   void ReleaseLong() {
@@ -265,13 +272,13 @@ TEST_F(InferenceServiceTest, ConcurrentRequestsAllAnsweredWithTheirOwnOutputs) {
   for (auto& c : clients) c.join();
   ASSERT_TRUE(answers_.WaitForCount(kThreads * kPerThread));
   for (int id = 0; id < kThreads * kPerThread; ++id) {
-    InferenceResult r = answers_.Get(id);
+    const InferenceResult& r = answers_.Get(id);
     ASSERT_TRUE(r.status.ok()) << id << " " << r.status;
-    ASSERT_EQ(r.outputs.size(), 2u);
-    EXPECT_EQ(r.outputs[0].embedding[0], static_cast<float>((10 + id % 7) * (id % 100 + 1))) << id;
-    EXPECT_EQ(r.outputs[1].embedding[0], static_cast<float>((50 + id) * 3)) << id;
-    EXPECT_EQ(r.outputs[1].token_logprobs.size(), static_cast<size_t>(50 + id));
-    EXPECT_TRUE(r.outputs[0].logits.empty());  // not requested
+    ASSERT_EQ(r.request->num_buffers(), 2u);  // only what was asked
+    EXPECT_EQ(Embedding(r, 0), static_cast<float>((10 + id % 7) * (id % 100 + 1))) << id;
+    EXPECT_EQ(Embedding(r, 1), static_cast<float>((50 + id) * 3)) << id;
+    EXPECT_EQ(r.request->documents.length(1), 50 + id);
+    EXPECT_EQ(TokenLogprobs(r, 1)[50 + id - 1], 3.f) << id;
     EXPECT_EQ(r.tokens, 10 + id % 7 + 50 + id);
     EXPECT_EQ(answers_.Count(id), 1);
   }
@@ -291,7 +298,7 @@ TEST_F(InferenceServiceTest, InternalRequestsAreAnsweredButNotReportedToTheObser
   ASSERT_TRUE(service_->Submit(std::move(warm), answers_.Callback(1)).ok());
   ASSERT_TRUE(answers_.WaitForCount(1));
   EXPECT_TRUE(answers_.Get(1).status.ok());
-  EXPECT_EQ(answers_.Get(1).outputs[0].embedding[0], 128.f);
+  EXPECT_EQ(Embedding(answers_.Get(1), 0), 128.f);
   ASSERT_TRUE(service_->WaitIdle(kWait));
   {
     absl::MutexLock lock(&observer_.mu_);
@@ -314,7 +321,7 @@ TEST_F(InferenceServiceTest, RejectsInvalidRequestsSynchronously) {
   Start(Options(1));
   absl::Status s = service_->Submit(Request({Doc(5), {1, 2, 1000}}), answers_.Callback(1));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("document 1, position 2: token id 1000 is outside [0, 1000)"));
+  EXPECT_THAT(s.message(), HasSubstr("document 1 position 2: token id 1000 outside [0, 1000)"));
   s = service_->Submit(Request({Doc(5), {}}), answers_.Callback(2));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   s = service_->Submit(Request({Doc(70000)}), answers_.Callback(3));
