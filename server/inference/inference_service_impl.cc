@@ -37,18 +37,6 @@ struct Task : BatchTask {
   DoneCallback done;
 };
 
-// Until the engine writes through OutputView (branch `outputs`): one copy of a document's outputs
-// into its view.
-void CopyToView(const DocumentOutput& src, const OutputView& dst) {
-  auto copy = [](const std::vector<float>& v, float* to) {
-    if (to != nullptr) std::copy(v.begin(), v.end(), to);
-  };
-  copy(src.logits, dst.logits);
-  copy(src.hidden_states, dst.hidden_states);
-  copy(src.token_logprobs, dst.token_logprobs);
-  copy(src.embedding, dst.embedding);
-}
-
 class InferenceServiceImpl final : public InferenceService {
  public:
   InferenceServiceImpl(std::shared_ptr<const ReformerModel> model, const ModelLimits& limits,
@@ -255,6 +243,7 @@ class InferenceServiceImpl final : public InferenceService {
   void RunItems(int worker, DocumentRunner& runner, const Batch& batch, std::vector<absl::Status>* statuses) {
     std::vector<size_t> run;  // indices of items with response buffers
     std::vector<absl::Span<const int32_t>> docs;
+    std::vector<OutputView> views;  // the engine writes each document's outputs straight into its response
     for (size_t i = 0; i < batch.items.size(); ++i) {
       const BatchItem& item = batch.items[i];
       InferenceRequest& request = *static_cast<Task&>(*item.task).request;
@@ -262,24 +251,17 @@ class InferenceServiceImpl final : public InferenceService {
       if (!(*statuses)[i].ok()) continue;
       run.push_back(i);
       docs.push_back(request.documents[item.document]);
+      views.push_back(request.View(item.document));
     }
     if (run.empty() || batch.batch_key == 0) return;  // nothing for the engine to compute
-    std::vector<DocumentOutput> results;
     runner.reset_workspace_high_water();
     const CancelFn cancel = [this, &batch] { return scheduler_->ShouldStop(batch); };
-    absl::Status status = runner.Run(absl::MakeConstSpan(docs), batch.batch_key, &results, cancel);
+    const absl::Status status =
+        runner.Run(absl::MakeConstSpan(docs), batch.batch_key, absl::MakeConstSpan(views), cancel);
     if (observer_) observer_->OnWorkspaceBytes(worker, runner.workspace_high_water_bytes());
-    if (status.ok() && results.size() != run.size()) {
-      status = absl::InternalError(absl::StrFormat("the engine returned %d outputs for %d documents",
-                                                   results.size(), run.size()));
-    }
-    for (size_t k = 0; k < run.size(); ++k) {
-      const BatchItem& item = batch.items[run[k]];
-      if (status.ok()) {
-        CopyToView(results[k], static_cast<Task&>(*item.task).request->View(item.document));
-      } else {
-        (*statuses)[run[k]] = absl::IsCancelled(status) ? scheduler_->StopStatus(item) : status;
-      }
+    if (status.ok()) return;
+    for (size_t i : run) {
+      (*statuses)[i] = absl::IsCancelled(status) ? scheduler_->StopStatus(batch.items[i]) : status;
     }
   }
 
@@ -363,7 +345,7 @@ absl::Status InferenceOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("max_response_bytes must be > 0, got %d", max_response_bytes));
   }
-  ModelLimits any{1, 1};
+  ModelLimits any{1, 1, 1};
   return ToSchedulerOptions(*this, any).Validate();
 }
 
@@ -391,9 +373,9 @@ absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunn
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   if (clock == nullptr) return absl::InvalidArgumentError("InferenceService needs a clock");
   if (!factory) return absl::InvalidArgumentError("InferenceService needs a runner factory");
-  if (limits.context < 1 || limits.vocab_size < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat("bad model limits: context %d, vocab %d", limits.context,
-                                                      limits.vocab_size));
+  if (limits.context < 1 || limits.vocab_size < 1 || limits.hidden_width < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("bad model limits: context %d, vocab %d, hidden width %d",
+                                                      limits.context, limits.vocab_size, limits.hidden_width));
   }
   auto service = std::make_unique<InferenceServiceImpl>(std::move(model), limits, options, clock, observer);
   if (absl::Status s = service->Start(std::move(factory), std::move(estimate)); !s.ok()) return s;

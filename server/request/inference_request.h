@@ -27,22 +27,13 @@
 #include "absl/base/call_once.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "engine/model/engine_api.h"
 #include "server/request/documents.h"
 #include "server/request/model_signature.h"
 #include "server/request/output_buffer.h"
 #include "server/request/served_model.h"
 
 namespace reformer::serving {
-
-// Where the engine writes one document's outputs; each null when not requested; rows contiguous.
-// The same fields as the engine's OutputView (engine/model/engine_api.h once the `outputs` work
-// lands; this one is replaced by it then).
-struct OutputView {
-  float* logits = nullptr;          // [num_tokens, V]
-  float* hidden_states = nullptr;   // [num_tokens, 2H]
-  float* token_logprobs = nullptr;  // [num_tokens] (index 0 written as 0)
-  float* embedding = nullptr;       // [2H]
-};
 
 class InferenceRequest {
  public:
@@ -80,7 +71,7 @@ class InferenceRequest {
   // Allocates one buffer per output, once (later calls return the first result), zeroes padding
   // and writes token_ids/lengths. RESOURCE_EXHAUSTED when memory is short.
   absl::Status AllocateOutputs();
-  // Where document d's engine outputs go (after AllocateOutputs).
+  // Where document d's engine outputs go (after AllocateOutputs): the engine's OutputView.
   OutputView View(int64_t d) const;
   // Output i's buffer (response order), after AllocateOutputs.
   OutputBuffer& buffer(size_t i) { return buffers_[i]; }
