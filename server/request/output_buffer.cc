@@ -8,9 +8,11 @@
 namespace reformer::serving {
 
 absl::StatusOr<OutputBuffer> OutputBuffer::Allocate(size_t bytes) {
+  // Beyond any machine's memory: refuse without asking the allocator (sanitizer allocators abort).
+  constexpr size_t kMaxBytes = size_t{1} << 46;
   // 64-byte alignment: rows the engine writes start on cache lines when their width allows.
   void* p = nullptr;
-  if (posix_memalign(&p, 64, bytes == 0 ? 64 : bytes) != 0 || p == nullptr) {
+  if (bytes > kMaxBytes || posix_memalign(&p, 64, bytes == 0 ? 64 : bytes) != 0 || p == nullptr) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate ", bytes, " bytes for a response output"));
   }
