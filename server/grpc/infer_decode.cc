@@ -220,8 +220,10 @@ absl::Status DecodeIds(const Inputs& in, const RequestLimits& limits, InferenceR
   return absl::OkStatus();
 }
 
-// The `count` strings of a BYTES tensor, as views into the request.
-absl::StatusOr<std::vector<absl::string_view>> ReadStrings(const TensorInput& in, int64_t count) {
+// The `count` strings of a BYTES tensor, as views into the request; `count` is checked against
+// what was sent, then against the row limit, before anything is sized.
+absl::StatusOr<std::vector<absl::string_view>> ReadStrings(const TensorInput& in, int64_t count,
+                                                           const RequestLimits& limits) {
   const InputTensor& t = *in.tensor;
   std::vector<absl::string_view> out;
   if (in.raw == nullptr) {
@@ -229,6 +231,7 @@ absl::StatusOr<std::vector<absl::string_view>> ReadStrings(const TensorInput& in
       return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': ", t.contents().bytes_contents_size(),
                                                      " typed elements, shape ", ShapeString(t), " needs ", count));
     }
+    RETURN_IF_ERROR(CheckTokenCount(count, count, "text row", limits));
     out.assign(t.contents().bytes_contents().begin(), t.contents().bytes_contents().end());
     return out;
   }
@@ -238,6 +241,7 @@ absl::StatusOr<std::vector<absl::string_view>> ReadStrings(const TensorInput& in
                                                    " bytes cannot hold the ", count, " elements of shape ",
                                                    ShapeString(t)));
   }
+  RETURN_IF_ERROR(CheckTokenCount(count, count, "text row", limits));  // each row needs a token
   out.reserve(static_cast<size_t>(count));
   size_t pos = 0;
   for (int64_t i = 0; i < count; ++i) {
@@ -272,8 +276,7 @@ absl::Status DecodeText(const TensorInput& in, const ServedModel& model, const R
     return absl::InvalidArgumentError(absl::StrCat("input 'text' has datatype ", t.datatype(), "; expected BYTES"));
   }
   ASSIGN_OR_RETURN(const int64_t count, ElementCount(t));
-  RETURN_IF_ERROR(CheckTokenCount(count, count, "text row", limits));
-  ASSIGN_OR_RETURN(const std::vector<absl::string_view> texts, ReadStrings(in, count));
+  ASSIGN_OR_RETURN(const std::vector<absl::string_view> texts, ReadStrings(in, count, limits));
   request->text_input = true;
   request->noun = "text row";
   request->documents.Reserve(count, 0);

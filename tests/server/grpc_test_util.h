@@ -2,7 +2,9 @@
 // in-process server on localhost:0 with the real services, metrics and health wiring.
 #pragma once
 
+#include <atomic>
 #include <cmath>
+#include <new>
 #include <deque>
 #include <memory>
 #include <string>
@@ -108,11 +110,13 @@ class FakeInference final : public InferenceService {
   ~FakeInference() override { Shutdown(); }
 
   absl::Status Submit(std::unique_ptr<InferenceRequest> request, DoneCallback done) override {
+    if (throw_on_submit_.load()) throw std::bad_alloc();
     if (absl::Status s = Validate(*request, limits_); !s.ok()) {
       if (observer_ != nullptr) observer_->OnRejected(absl::IsResourceExhausted(s) ? "too_large" : "invalid");
       return s;
     }
     absl::MutexLock lock(&mu_);
+    if (stop_) return absl::UnavailableError("shut down");
     if (draining_) return absl::UnavailableError("draining");
     if (!reject_.ok()) return reject_;
     if (static_cast<int64_t>(queue_.size()) >= max_queue_) {
@@ -159,6 +163,8 @@ class FakeInference final : public InferenceService {
     absl::MutexLock lock(&mu_);
     max_queue_ = n;
   }
+  // Submit throws std::bad_alloc (as an allocation failure deep in the service would).
+  void SetThrowOnSubmit(bool on) { throw_on_submit_.store(on); }
   // Answers every computed request with `status` instead (OK = compute normally).
   void SetFail(absl::Status status) {
     absl::MutexLock lock(&mu_);
@@ -269,6 +275,7 @@ class FakeInference final : public InferenceService {
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> throw_on_submit_{false};
   std::thread thread_;
 };
 
