@@ -21,6 +21,11 @@ absl::Status CheckLengths(const InferenceRequest& r, const RequestLimits& limits
           " tokens (max_position_embeddings); split the document"));
     }
   }
+  if (r.padded_length > limits.context) {  // padding beyond the context would only inflate the response
+    return absl::InvalidArgumentError(absl::StrCat(r.noun, "s have ", r.padded_length,
+                                                   " positions, above the model's context of ", limits.context,
+                                                   " tokens (max_position_embeddings)"));
+  }
   return CheckTokenCount(docs.total_tokens(), docs.size(), r.noun, limits);
 }
 

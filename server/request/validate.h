@@ -4,6 +4,7 @@
 //
 // Checks, in order, each with one message that names the document and the numbers:
 //   INVALID_ARGUMENT   no documents; an empty document; a document longer than the model's context;
+//                      padded rows longer than the context;
 //                      more tokens in the request than max_tokens_per_request; a token id outside
 //                      [0, vocab); no output, an output named twice, token_ids/lengths without text;
 //   RESOURCE_EXHAUSTED the requested outputs above max_response_bytes (with each output's bytes).

@@ -100,8 +100,8 @@ TEST(InferenceRequestTest, HugeSizesSaturateInsteadOfOverflowing) {
   r.outputs = {OutputKind::kLogits, OutputKind::kHiddenStates};
   EXPECT_EQ(r.OutputBytes(OutputKind::kLogits), std::numeric_limits<int64_t>::max());
   EXPECT_EQ(r.ResponseBytes(), std::numeric_limits<int64_t>::max());
-  absl::Status s = Validate(r, kLimits);
-  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  absl::Status s = Validate(r, RequestLimits{std::numeric_limits<int64_t>::max(), 10, 1 << 20, int64_t{1} << 40});
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
 }
 
 TEST(OutputBufferTest, UnavailableMemoryIsResourceExhausted) {
@@ -141,6 +141,10 @@ TEST(ValidateTest, OneMessagePerCheck) {
   too_many->left.push_back(0);
   EXPECT_THAT(Validate(*too_many, kLimits).message(),
               HasSubstr("21 tokens in 3 rows, above --max_tokens_per_request=20"));
+
+  auto wide = PaddedRequest({OutputKind::kEmbedding});
+  wide->padded_length = 17;
+  EXPECT_THAT(Validate(*wide, kLimits).message(), HasSubstr("rows have 17 positions, above the model's context of 16"));
 
   auto twice = PaddedRequest({OutputKind::kEmbedding, OutputKind::kEmbedding});
   EXPECT_THAT(Validate(*twice, kLimits).message(), HasSubstr("output 'embedding' requested twice"));
