@@ -1,4 +1,4 @@
-// InferenceRequest: the one request object, from decoding to the response.
+// InferenceRequest: the one request object, from decoding to the response (docs/request-path.md).
 //
 // A decoder (gRPC ModelInfer/ModelStreamInfer and reformer.v1 today; REST and Generate later) fills
 // it: the documents' token ids (stored once, Documents), the requested outputs, the response layout,

@@ -1,4 +1,4 @@
-// The one validation of an InferenceRequest, whatever wire it came from. InferenceService::Submit
+// The one validation of an InferenceRequest, whatever wire it came from (docs/request-path.md). InferenceService::Submit
 // runs it right before the scheduler's admission; decoders only check that what a client declares
 // (shapes, counts) matches what it sent, and never size anything from a declared count.
 //
