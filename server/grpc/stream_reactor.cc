@@ -139,6 +139,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   }
 
   void HandleGuarded(const grpc::ByteBuffer& message) {
+    if (cancelled_->load()) return;  // the call is over: nobody will read an answer
     MessageInfo info;
     info.start = env_.clock->Now();
     try {
