@@ -93,6 +93,7 @@ void UnaryInferReactor::Submit(std::unique_ptr<InferenceRequest> request,
 }
 
 void UnaryInferReactor::OnInferenceDone(InferenceResult result) {
+  output_memory_ = std::move(result.output_memory);  // until the response has been sent
   absl::Status status = result.status;
   if (status.ok()) {
     try {

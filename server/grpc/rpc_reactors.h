@@ -3,7 +3,8 @@
 // UnaryInferReactor runs one InferenceRequest for a unary RPC. The handler creates it, then calls
 // exactly one of Reject() or Submit(); the reactor calls Finish exactly once: on a synchronous
 // rejection, from the InferenceService's done callback (OK, error, cancellation, shutdown), and
-// records the RPC and request metrics just before. Client cancellation sets the request's cancel
+// records the RPC and request metrics just before. It holds the memory budget's reservation of the
+// response's outputs until OnDone (the response has been sent). Client cancellation sets the request's cancel
 // flag; the InferenceService then answers CANCELLED and stops computing within about one layer.
 // No exception leaves it: one thrown while building the response answers RESOURCE_EXHAUSTED
 // (out of memory) or INTERNAL. The reactor deletes itself in OnDone.
@@ -69,6 +70,7 @@ class UnaryInferReactor final : public grpc::ServerUnaryReactor {
   int64_t documents_ = 0;
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
   OnResult on_result_;
+  MemoryReservation output_memory_;  // released with the reactor, in OnDone
 };
 
 // Runs `body` (which returns the RPC's reactor); an exception from it answers the RPC through

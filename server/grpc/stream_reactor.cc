@@ -34,6 +34,13 @@ struct MessageInfo {
   int64_t projected_bytes = 0;  // counted against max_unsent_bytes while pending
 };
 
+// A response waiting to be written, with the memory budget's hold on its outputs (released once
+// gRPC has taken the bytes).
+struct Outgoing {
+  grpc::ByteBuffer bytes;
+  MemoryReservation memory;
+};
+
 class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   StreamReactor(const ServiceEnv& env, const StreamLimits& limits, grpc::CallbackServerContext* ctx)
@@ -42,7 +49,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
-      actions = StepLocked();
+      StepLocked(actions);
     }
     Perform(actions);
   }
@@ -58,7 +65,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       absl::MutexLock lock(&mu_);
       reading_ = false;
       if (!ok) reads_done_ = true;
-      actions = StepLocked();
+      StepLocked(actions);
     }
     Perform(actions);
   }
@@ -67,11 +74,12 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
-      unsent_bytes_ -= static_cast<int64_t>(queue_.front().Length());
+      unsent_bytes_ -= static_cast<int64_t>(queue_.front().bytes.Length());
+      actions.sent = std::move(queue_.front());  // its budget hold is released outside the lock
       queue_.pop_front();
       writing_ = false;
       if (!ok) write_failed_ = true;
-      actions = StepLocked();
+      StepLocked(actions);
     }
     Perform(actions);
   }
@@ -82,7 +90,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     {
       absl::MutexLock lock(&mu_);
       call_cancelled_ = true;
-      actions = StepLocked();
+      StepLocked(actions);
     }
     Perform(actions);
   }
@@ -97,20 +105,24 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     const grpc::ByteBuffer* write = nullptr;
     bool read = false;
     bool finish = false;
+    // Responses done with (sent, or dropped after the call stopped): destroyed with the Actions,
+    // outside the lock, returning their outputs to the memory budget.
+    Outgoing sent;
+    std::deque<Outgoing> dropped;
   };
 
   bool StoppedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return call_cancelled_ || write_failed_; }
 
-  Actions StepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    Actions a;
-    if (finished_) return a;
+  // Decides the next actions into `a` (which may already hold a sent response).
+  void StepLocked(Actions& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
     if (StoppedLocked() && !writing_) {
-      for (const grpc::ByteBuffer& b : queue_) unsent_bytes_ -= static_cast<int64_t>(b.Length());
-      queue_.clear();  // nobody will read them
+      for (const Outgoing& o : queue_) unsent_bytes_ -= static_cast<int64_t>(o.bytes.Length());
+      a.dropped.swap(queue_);  // nobody will read them
     }
     if (!writing_ && !queue_.empty()) {
       writing_ = true;
-      a.write = &queue_.front();  // only OnWriteDone pops it, after this write completed
+      a.write = &queue_.front().bytes;  // only OnWriteDone pops it, after this write completed
     }
     const int64_t owed = pending_ + static_cast<int64_t>(queue_.size());
     if (!reading_ && !reads_done_ && !StoppedLocked() && owed < limits_.max_unsent_responses &&
@@ -122,7 +134,6 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       finished_ = true;
       a.finish = true;
     }
-    return a;
   }
 
   void Perform(const Actions& a) {
@@ -197,9 +208,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       return;
     }
     try {
-      grpc::ByteBuffer bytes = EncodeStreamInferResponse(result, *env_.model);
+      Outgoing out{EncodeStreamInferResponse(result, *env_.model), std::move(result.output_memory)};
       Record(info, absl::OkStatus());
-      Enqueue(info, std::move(bytes), /*pending=*/true);
+      Enqueue(info, std::move(out), /*pending=*/true);
     } catch (...) {
       Answer(info, CurrentExceptionStatus("building a stream response"), /*pending=*/true);
     }
@@ -208,15 +219,15 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   // Queues the error response of one message (releasing its pending hold when `pending`).
   void Answer(const MessageInfo& info, const absl::Status& status, bool pending) {
     Record(info, status);
-    grpc::ByteBuffer bytes;
+    Outgoing out;
     try {
-      bytes = EncodeStreamError(status, info.id, info.model_name);
+      out.bytes = EncodeStreamError(status, info.id, info.model_name);
     } catch (...) {  // out of memory even for the error: the message goes unanswered
     }
-    Enqueue(info, std::move(bytes), pending);
+    Enqueue(info, std::move(out), pending);
   }
 
-  void Enqueue(const MessageInfo& info, grpc::ByteBuffer bytes, bool pending) {
+  void Enqueue(const MessageInfo& info, Outgoing out, bool pending) {
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
@@ -224,14 +235,14 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
         --pending_;
         unsent_bytes_ -= info.projected_bytes;
       }
-      if (!StoppedLocked() && bytes.Length() > 0) {
+      if (!StoppedLocked() && out.bytes.Length() > 0) {
         try {
-          queue_.push_back(std::move(bytes));
-          unsent_bytes_ += static_cast<int64_t>(queue_.back().Length());
+          queue_.push_back(std::move(out));
+          unsent_bytes_ += static_cast<int64_t>(queue_.back().bytes.Length());
         } catch (...) {  // out of memory: drop this response, keep the stream consistent
         }
       }
-      actions = StepLocked();
+      StepLocked(actions);
     }
     Perform(actions);
   }
@@ -250,7 +261,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 
   absl::Mutex mu_;
-  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);  // unsent responses; front = in flight
+  std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);  // unsent responses; front = in flight
   int64_t unsent_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // queued responses + pending ones' projections
   int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;       // submitted, not yet answered
   bool reading_ ABSL_GUARDED_BY(mu_) = false;

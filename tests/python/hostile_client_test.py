@@ -269,6 +269,10 @@ class HostileClientTest(unittest.TestCase):
 
     # --- 3. a stream client that sends and never reads --------------------------------------------
 
+    def metric(self, prefix):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.server.http_port}/metrics", timeout=10).read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
     def answered_stream_requests(self):
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.server.http_port}/metrics", timeout=10).read().decode()
         total = 0
@@ -286,6 +290,11 @@ class HostileClientTest(unittest.TestCase):
         for f in warm:
             f.result()
         answered_before = self.answered_stream_requests()
+        # Sent responses hold no budget: the output reservations went with them.
+        deadline = time.time() + 10
+        while self.metric('reformer_memory_reserved_bytes{kind="output"}') > 0 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.metric('reformer_memory_reserved_bytes{kind="output"}'), 0)
         base = proc_status(pid, "VmRSS")
         reset_peak(pid)
         sent = [0]
@@ -303,6 +312,10 @@ class HostileClientTest(unittest.TestCase):
         TABLE.append((f"ModelStreamInfer, 300 x 1 MiB answers never read ({sent[0]} sent, {taken} taken)",
                       "reading paused", growth))
         self.assertLess(taken, 300, "the server kept reading a stream whose client reads nothing")
+        # The unsent answers keep their outputs reserved in the memory budget until they are sent.
+        held = self.metric('reformer_memory_reserved_bytes{kind="output"}')
+        print(f"output memory reserved by unsent stream answers: {held / MiB:.1f} MiB")
+        self.assertGreater(held, 0)
         # Other clients are still served meanwhile.
         resp = self.kserve.ModelInfer(self.good_request("beside-unread"), timeout=60)
         self.assertEqual(resp.id, "beside-unread")
