@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "server/batching/clock.h"
 #include "server/grpc/infer_decode.h"
 #include "server/grpc/infer_encode.h"
@@ -77,52 +78,80 @@ void FillConfig(const ServedModel& m, inference::ModelConfig* c) {
   }
 }
 
+void FillStatistics(const ServiceEnv& env, inference::ModelStatistics* m) {
+  const ModelStatsSnapshot s = env.metrics != nullptr ? env.metrics->Snapshot() : ModelStatsSnapshot{};
+  m->set_name(env.model->name);
+  m->set_version(env.model->version);
+  m->set_last_inference(s.last_inference_ms);
+  m->set_inference_count(s.inference_count);
+  m->set_execution_count(s.execution_count);
+  auto* st = m->mutable_inference_stats();
+  st->mutable_success()->set_count(s.success.count);
+  st->mutable_success()->set_ns(s.success.ns);
+  st->mutable_fail()->set_count(s.fail.count);
+  st->mutable_fail()->set_ns(s.fail.ns);
+  st->mutable_queue()->set_count(s.queue.count);
+  st->mutable_queue()->set_ns(s.queue.ns);
+  st->mutable_compute_infer()->set_count(s.compute.count);
+  st->mutable_compute_infer()->set_ns(s.compute.ns);
+  for (const auto& [size, count] : s.batch_sizes) {
+    auto* b = m->add_batch_stats();
+    b->set_batch_size(size);
+    b->mutable_compute_infer()->set_count(count);
+  }
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
                                                     const inference::ServerLiveRequest*,
                                                     inference::ServerLiveResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  response->set_live(env_.health->live());
-  return FinishUnary(env_, ctx, kKServeService, "ServerLive", start, absl::OkStatus());
+  return AnswerUnary(env_, ctx, kKServeService, "ServerLive", [&] {
+    response->set_live(env_.health->live());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext* ctx,
                                                      const inference::ServerReadyRequest*,
                                                      inference::ServerReadyResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  response->set_ready(env_.health->ready());
-  return FinishUnary(env_, ctx, kKServeService, "ServerReady", start, absl::OkStatus());
+  return AnswerUnary(env_, ctx, kKServeService, "ServerReady", [&] {
+    response->set_ready(env_.health->ready());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext* ctx,
                                                     const inference::ModelReadyRequest* request,
                                                     inference::ModelReadyResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  absl::Status status = CheckModel(*env_.model, request->name(), request->version());
-  if (status.ok()) response->set_ready(env_.health->ready());
-  return FinishUnary(env_, ctx, kKServeService, "ModelReady", start, status);
+  return AnswerUnary(env_, ctx, kKServeService, "ModelReady", [&] {
+    RETURN_IF_ERROR(CheckModel(*env_.model, request->name(), request->version()));
+    response->set_ready(env_.health->ready());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* KServeService::ServerMetadata(
     grpc::CallbackServerContext* ctx, const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  response->set_name(kServerName);
-  response->set_version(kServerVersion);
-  response->add_extensions("parameters");
-  response->add_extensions("statistics");
-  response->add_extensions("model_configuration");
-  return FinishUnary(env_, ctx, kKServeService, "ServerMetadata", start, absl::OkStatus());
+  return AnswerUnary(env_, ctx, kKServeService, "ServerMetadata", [&] {
+    response->set_name(kServerName);
+    response->set_version(kServerVersion);
+    response->add_extensions("parameters");
+    response->add_extensions("statistics");
+    response->add_extensions("model_configuration");
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* KServeService::ModelMetadata(
     grpc::CallbackServerContext* ctx, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  absl::Status status = CheckModel(*env_.model, request->name(), request->version());
-  if (status.ok()) FillMetadata(env_, response);
-  return FinishUnary(env_, ctx, kKServeService, "ModelMetadata", start, status);
+  return AnswerUnary(env_, ctx, kKServeService, "ModelMetadata", [&] {
+    RETURN_IF_ERROR(CheckModel(*env_.model, request->name(), request->version()));
+    FillMetadata(env_, response);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext* ctx,
@@ -160,44 +189,21 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* KServeService::Mode
 grpc::ServerUnaryReactor* KServeService::ModelConfig(grpc::CallbackServerContext* ctx,
                                                      const inference::ModelConfigRequest* request,
                                                      inference::ModelConfigResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  absl::Status status = CheckModel(*env_.model, request->name(), request->version());
-  if (status.ok()) FillConfig(*env_.model, response->mutable_config());
-  return FinishUnary(env_, ctx, kKServeService, "ModelConfig", start, status);
+  return AnswerUnary(env_, ctx, kKServeService, "ModelConfig", [&] {
+    RETURN_IF_ERROR(CheckModel(*env_.model, request->name(), request->version()));
+    FillConfig(*env_.model, response->mutable_config());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* KServeService::ModelStatistics(
     grpc::CallbackServerContext* ctx, const inference::ModelStatisticsRequest* request,
     inference::ModelStatisticsResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  absl::Status status;
-  if (!request->name().empty()) {
-    status = CheckModel(*env_.model, request->name(), request->version());
-  }
-  if (status.ok()) {
-    ModelStatsSnapshot s = env_.metrics != nullptr ? env_.metrics->Snapshot() : ModelStatsSnapshot{};
-    auto* m = response->add_model_stats();
-    m->set_name(env_.model->name);
-    m->set_version(env_.model->version);
-    m->set_last_inference(s.last_inference_ms);
-    m->set_inference_count(s.inference_count);
-    m->set_execution_count(s.execution_count);
-    auto* st = m->mutable_inference_stats();
-    st->mutable_success()->set_count(s.success.count);
-    st->mutable_success()->set_ns(s.success.ns);
-    st->mutable_fail()->set_count(s.fail.count);
-    st->mutable_fail()->set_ns(s.fail.ns);
-    st->mutable_queue()->set_count(s.queue.count);
-    st->mutable_queue()->set_ns(s.queue.ns);
-    st->mutable_compute_infer()->set_count(s.compute.count);
-    st->mutable_compute_infer()->set_ns(s.compute.ns);
-    for (const auto& [size, count] : s.batch_sizes) {
-      auto* b = m->add_batch_stats();
-      b->set_batch_size(size);
-      b->mutable_compute_infer()->set_count(count);
-    }
-  }
-  return FinishUnary(env_, ctx, kKServeService, "ModelStatistics", start, status);
+  return AnswerUnary(env_, ctx, kKServeService, "ModelStatistics", [&] {
+    if (!request->name().empty()) RETURN_IF_ERROR(CheckModel(*env_.model, request->name(), request->version()));
+    FillStatistics(env_, response->add_model_stats());
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace reformer::serving

@@ -157,38 +157,33 @@ grpc::ServerUnaryReactor* ReformerApiService::Embed(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                            const v1::GetModelInfoRequest*,
                                                            v1::GetModelInfoResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  const ServedModel& m = *env_.model;
-  response->set_name(m.name);
-  response->set_version(m.version);
-  response->set_vocab_size(m.config.vocab_size);
-  response->set_max_tokens_per_document(m.context());
-  response->set_max_tokens_per_request(env_.limits.max_tokens_per_request);
-  response->set_hidden_size(m.config.hidden_size);
-  response->set_embedding_size(m.embedding_size());
-  response->set_num_layers(m.config.num_layers());
-  for (AttnType t : m.config.attn_layers) {
-    response->add_attn_layers(t == AttnType::kLsh ? "lsh" : "local");
-  }
-  response->set_causal(m.config.is_decoder);
-  response->set_tokenizer(m.tokenizer_name);
-  response->set_rotations_source(m.rotations_source);
-  response->set_num_hashes(m.config.num_hashes);
-  return FinishUnary(env_, ctx, kReformerService, "GetModelInfo", start, absl::OkStatus());
+  return AnswerUnary(env_, ctx, kReformerService, "GetModelInfo", [&] {
+    const ServedModel& m = *env_.model;
+    response->set_name(m.name);
+    response->set_version(m.version);
+    response->set_vocab_size(m.config.vocab_size);
+    response->set_max_tokens_per_document(m.context());
+    response->set_max_tokens_per_request(env_.limits.max_tokens_per_request);
+    response->set_hidden_size(m.config.hidden_size);
+    response->set_embedding_size(m.embedding_size());
+    response->set_num_layers(m.config.num_layers());
+    for (AttnType t : m.config.attn_layers) response->add_attn_layers(t == AttnType::kLsh ? "lsh" : "local");
+    response->set_causal(m.config.is_decoder);
+    response->set_tokenizer(m.tokenizer_name);
+    response->set_rotations_source(m.rotations_source);
+    response->set_num_hashes(m.config.num_hashes);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ReformerApiService::Tokenize(grpc::CallbackServerContext* ctx,
                                                        const v1::TokenizeRequest* request,
                                                        v1::TokenizeResponse* response) {
-  const absl::Time start = env_.clock->Now();
-  absl::Status status;
-  try {
-    status = TokenizeTexts(*request, response);
-  } catch (...) {
-    status = CurrentExceptionStatus("tokenizing");
-  }
-  if (!status.ok()) response->Clear();
-  return FinishUnary(env_, ctx, kReformerService, "Tokenize", start, status);
+  return AnswerUnary(env_, ctx, kReformerService, "Tokenize", [&] {
+    absl::Status status = TokenizeTexts(*request, response);
+    if (!status.ok()) response->Clear();
+    return status;
+  });
 }
 
 // The ids of every text; the total is held to max_tokens_per_request (the response is its size).

@@ -25,6 +25,19 @@ grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServe
   return reactor;
 }
 
+grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                      const char* service, const char* method,
+                                      const std::function<absl::Status()>& body) {
+  const absl::Time start = env.clock->Now();
+  absl::Status status;
+  try {
+    status = body();
+  } catch (...) {
+    status = CurrentExceptionStatus("answering the request");
+  }
+  return FinishUnary(env, ctx, service, method, start, status);
+}
+
 absl::Status CheckServing(const ServiceEnv& env) {
   switch (env.health->state()) {
     case ServingState::kReady:

@@ -35,6 +35,13 @@ grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServe
                                       const char* service, const char* method, absl::Time start,
                                       const absl::Status& status);
 
+// Runs `body` (it fills the response and returns the RPC's status) and finishes the RPC with that
+// status, recording the metrics; an exception from `body` answers RESOURCE_EXHAUSTED (out of memory)
+// or INTERNAL instead of leaving the handler.
+grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                      const char* service, const char* method,
+                                      const std::function<absl::Status()>& body);
+
 // UNAVAILABLE unless the server is READY (starting or draining), with the reason.
 absl::Status CheckServing(const ServiceEnv& env);
 
