@@ -40,8 +40,8 @@ struct GrpcServer::HealthLink {
 };
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
-                                                               const ServiceEnv& env,
-                                                               HealthState* health) {
+                                                              const ServiceEnv& env,
+                                                              HealthState* health) {
   std::unique_ptr<GrpcServer> s(new GrpcServer());
   s->kserve_ = std::make_unique<KServeService>(env, options.stream);
   s->reformer_ = std::make_unique<ReformerApiService>(env);
@@ -65,7 +65,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   }
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a busy port is an error
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, std::max(1, options.max_concurrent_streams));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             std::max(1, options.max_concurrent_streams));
   grpc::ResourceQuota quota("reformer-server");
   quota.Resize(static_cast<size_t>(std::max<int64_t>(options.resource_quota_bytes, 1 << 20)));
   if (options.resource_quota_threads > 0) quota.SetMaxThreads(options.resource_quota_threads);
@@ -78,7 +79,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
                                Millis(options.max_connection_age_grace));
   }
   if (options.max_connection_idle > absl::ZeroDuration()) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, Millis(options.max_connection_idle));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               Millis(options.max_connection_idle));
   }
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {

@@ -17,8 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/grpc/stream_reactor.h"
-#include "server/request/served_model.h"
 #include "server/health/health_state.h"
+#include "server/request/served_model.h"
 
 namespace grpc {
 class Server;
@@ -33,7 +33,7 @@ struct GrpcServerOptions {
   std::string address = "0.0.0.0:8001";  // port 0 = pick one (see port())
   int64_t max_receive_message_bytes = 64 << 20;
   int64_t max_send_message_bytes = 512 << 20;
-  absl::Duration keepalive_time = absl::Seconds(60);     // zero = gRPC default
+  absl::Duration keepalive_time = absl::Seconds(60);  // zero = gRPC default
   absl::Duration keepalive_timeout = absl::Seconds(20);
   absl::Duration min_client_ping_interval = absl::Seconds(10);
   absl::Duration max_connection_age = absl::Minutes(5);  // zero = never

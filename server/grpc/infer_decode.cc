@@ -33,7 +33,9 @@ struct Inputs {
   TensorInput ids, mask, text;
 };
 
-std::string ShapeString(const InputTensor& t) { return absl::StrCat("[", absl::StrJoin(t.shape(), ","), "]"); }
+std::string ShapeString(const InputTensor& t) {
+  return absl::StrCat("[", absl::StrJoin(t.shape(), ","), "]");
+}
 
 // Element count of `t`'s declared shape (not yet checked against anything sent).
 absl::StatusOr<int64_t> ElementCount(const InputTensor& t) {
@@ -41,40 +43,45 @@ absl::StatusOr<int64_t> ElementCount(const InputTensor& t) {
   for (int64_t d : t.shape()) {
     std::optional<int64_t> next = CheckedMul(n, d);
     if (d < 0 || !next) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "' has shape ", ShapeString(t),
-                                                     d < 0 ? ": a negative dimension" : ": too many elements"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", t.name(), "' has shape ", ShapeString(t),
+                       d < 0 ? ": a negative dimension" : ": too many elements"));
     }
     n = *next;
   }
   return n;
 }
 
-bool HasTypedContents(const InputTensor& t) { return t.has_contents() && t.contents().ByteSizeLong() > 0; }
+bool HasTypedContents(const InputTensor& t) {
+  return t.has_contents() && t.contents().ByteSizeLong() > 0;
+}
 
 absl::StatusOr<Inputs> BindInputs(const ModelInferRequest& request) {
   const bool raw = request.raw_input_contents_size() > 0;
   if (raw && request.raw_input_contents_size() != request.inputs_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("raw_input_contents has ", request.raw_input_contents_size(),
-                                                   " entries for ", request.inputs_size(),
-                                                   " inputs; give one per input, in order"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw_input_contents has ", request.raw_input_contents_size(), " entries for ",
+                     request.inputs_size(), " inputs; give one per input, in order"));
   }
   Inputs in;
   for (int i = 0; i < request.inputs_size(); ++i) {
     const InputTensor& t = request.inputs(i);
     if (raw && HasTypedContents(t)) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", t.name(),
-                                                     "' has typed contents while raw_input_contents is used; "
-                                                     "a request must use one or the other"));
-    }
-    TensorInput* slot = t.name() == "input_ids" ? &in.ids
-                        : t.name() == "attention_mask" ? &in.mask
-                        : t.name() == "text" ? &in.text
-                                             : nullptr;
-    if (slot == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown input '", t.name(), "'; inputs are input_ids, attention_mask, text"));
+          absl::StrCat("input '", t.name(),
+                       "' has typed contents while raw_input_contents is used; "
+                       "a request must use one or the other"));
     }
-    if (*slot) return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "' given twice"));
+    TensorInput* slot = t.name() == "input_ids"        ? &in.ids
+                        : t.name() == "attention_mask" ? &in.mask
+                        : t.name() == "text"           ? &in.text
+                                                       : nullptr;
+    if (slot == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown input '", t.name(), "'; inputs are input_ids, attention_mask, text"));
+    }
+    if (*slot)
+      return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "' given twice"));
     *slot = {&t, raw ? &request.raw_input_contents(i) : nullptr};
   }
   return in;
@@ -115,15 +122,17 @@ absl::StatusOr<IntReader> IntReader::Make(const TensorInput& in, int64_t count, 
   if (dt == "INT32" || dt == "INT64" || (allow_bool && dt == "BOOL")) {
     r.type_ = dt == "INT32" ? DataType::kInt32 : dt == "INT64" ? DataType::kInt64 : DataType::kBool;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "' has datatype ", dt, "; expected INT32",
+    return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "' has datatype ", dt,
+                                                   "; expected INT32",
                                                    allow_bool ? ", INT64 or BOOL" : " or INT64"));
   }
   if (in.raw != nullptr) {
     std::optional<int64_t> expected = CheckedMul(count, DataTypeSize(r.type_));
     if (!expected || *expected != static_cast<int64_t>(in.raw->size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", t.name(), "': raw content has ", in.raw->size(), " bytes, shape ", ShapeString(t), " of ",
-          dt, " needs ", expected ? absl::StrCat(*expected) : std::string("more than 2^63")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", t.name(), "': raw content has ", in.raw->size(), " bytes, shape ",
+                       ShapeString(t), " of ", dt, " needs ",
+                       expected ? absl::StrCat(*expected) : std::string("more than 2^63")));
     }
     r.raw_ = in.raw->data();
     return r;
@@ -133,8 +142,9 @@ absl::StatusOr<IntReader> IntReader::Make(const TensorInput& in, int64_t count, 
                       : r.type_ == DataType::kInt64 ? c.int64_contents_size()
                                                     : c.bool_contents_size();
   if (got != count) {
-    return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': ", got, " typed elements, shape ",
-                                                   ShapeString(t), " needs ", count));
+    return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': ", got,
+                                                   " typed elements, shape ", ShapeString(t),
+                                                   " needs ", count));
   }
   r.typed_ = &c;
   return r;
@@ -171,7 +181,8 @@ absl::Status AppendRow(const IntReader& ids, int64_t r, int64_t t, int64_t first
   int32_t* dst = request->documents.Append(n);
   for (int64_t p = 0; p < n; ++p) {
     const int64_t id = ids[r * t + first + p];
-    if (id != static_cast<int32_t>(id)) return TokenIdError(*request, r, first + p, id, request->dims.vocab);
+    if (id != static_cast<int32_t>(id))
+      return TokenIdError(*request, r, first + p, id, request->dims.vocab);
     dst[p] = static_cast<int32_t>(id);
   }
   return absl::OkStatus();
@@ -186,8 +197,8 @@ absl::Status DecodeIds(const Inputs& in, const RequestLimits& limits, InferenceR
   ASSIGN_OR_RETURN(const int64_t count, ElementCount(ids_t));
   const int64_t b = ids_t.shape(0), t = ids_t.shape(1);
   if (t == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input 'input_ids' has shape ", ShapeString(ids_t), ": rows need at least one token"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input 'input_ids' has shape ", ShapeString(ids_t), ": rows need at least one token"));
   }
   ASSIGN_OR_RETURN(const IntReader ids, IntReader::Make(in.ids, count, /*allow_bool=*/false));
   RETURN_IF_ERROR(CheckTokenCount(b, b, "row", limits));
@@ -195,8 +206,9 @@ absl::Status DecodeIds(const Inputs& in, const RequestLimits& limits, InferenceR
   if (in.mask) {
     const InputTensor& m = *in.mask.tensor;
     if (m.shape_size() != 2 || m.shape(0) != b || m.shape(1) != t) {
-      return absl::InvalidArgumentError(absl::StrCat("input 'attention_mask' has shape ", ShapeString(m),
-                                                     ", input_ids ", ShapeString(ids_t), "; they must match"));
+      return absl::InvalidArgumentError(absl::StrCat("input 'attention_mask' has shape ",
+                                                     ShapeString(m), ", input_ids ",
+                                                     ShapeString(ids_t), "; they must match"));
     }
     ASSIGN_OR_RETURN(mask, IntReader::Make(in.mask, count, /*allow_bool=*/true));
   }
@@ -228,8 +240,9 @@ absl::StatusOr<std::vector<absl::string_view>> ReadStrings(const TensorInput& in
   std::vector<absl::string_view> out;
   if (in.raw == nullptr) {
     if (t.contents().bytes_contents_size() != count) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': ", t.contents().bytes_contents_size(),
-                                                     " typed elements, shape ", ShapeString(t), " needs ", count));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", t.name(), "': ", t.contents().bytes_contents_size(),
+                       " typed elements, shape ", ShapeString(t), " needs ", count));
     }
     RETURN_IF_ERROR(CheckTokenCount(count, count, "text row", limits));
     out.assign(t.contents().bytes_contents().begin(), t.contents().bytes_contents().end());
@@ -237,9 +250,9 @@ absl::StatusOr<std::vector<absl::string_view>> ReadStrings(const TensorInput& in
   }
   const std::string& raw = *in.raw;
   if (count > static_cast<int64_t>(raw.size() / 4)) {  // every element carries a 4-byte length
-    return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': raw BYTES content of ", raw.size(),
-                                                   " bytes cannot hold the ", count, " elements of shape ",
-                                                   ShapeString(t)));
+    return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': raw BYTES content of ",
+                                                   raw.size(), " bytes cannot hold the ", count,
+                                                   " elements of shape ", ShapeString(t)));
   }
   RETURN_IF_ERROR(CheckTokenCount(count, count, "text row", limits));  // each row needs a token
   out.reserve(static_cast<size_t>(count));
@@ -248,32 +261,35 @@ absl::StatusOr<std::vector<absl::string_view>> ReadStrings(const TensorInput& in
     uint32_t len = 0;
     if (raw.size() - pos >= 4) std::memcpy(&len, raw.data() + pos, 4);
     if (raw.size() - pos < 4 || raw.size() - pos - 4 < len) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': raw BYTES element ", i,
-                                                     " runs past the end of the content (", raw.size(), " bytes)"));
+      return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': raw BYTES element ",
+                                                     i, " runs past the end of the content (",
+                                                     raw.size(), " bytes)"));
     }
     out.emplace_back(raw.data() + pos + 4, len);
     pos += 4 + len;
   }
   if (pos != raw.size()) {
     return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': raw BYTES content has ",
-                                                   raw.size() - pos, " bytes after element ", count - 1));
+                                                   raw.size() - pos, " bytes after element ",
+                                                   count - 1));
   }
   return out;
 }
 
-absl::Status DecodeText(const TensorInput& in, const ServedModel& model, const RequestLimits& limits,
-                        InferenceRequest* request) {
+absl::Status DecodeText(const TensorInput& in, const ServedModel& model,
+                        const RequestLimits& limits, InferenceRequest* request) {
   const InputTensor& t = *in.tensor;
   if (model.tokenizer == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model '", model.name, "' has no tokenizer; send 'input_ids' instead of 'text'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", model.name, "' has no tokenizer; send 'input_ids' instead of 'text'"));
   }
   if (!(t.shape_size() == 1 || (t.shape_size() == 2 && t.shape(1) == 1))) {
     return absl::InvalidArgumentError(
         absl::StrCat("input 'text' must have shape [B] or [B,1], got ", ShapeString(t)));
   }
   if (t.datatype() != "BYTES") {
-    return absl::InvalidArgumentError(absl::StrCat("input 'text' has datatype ", t.datatype(), "; expected BYTES"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input 'text' has datatype ", t.datatype(), "; expected BYTES"));
   }
   ASSIGN_OR_RETURN(const int64_t count, ElementCount(t));
   ASSIGN_OR_RETURN(const std::vector<absl::string_view> texts, ReadStrings(in, count, limits));
@@ -283,7 +299,8 @@ absl::Status DecodeText(const TensorInput& in, const ServedModel& model, const R
   int64_t longest = 1;
   for (int64_t r = 0; r < count; ++r) {
     absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer->Encode(texts[r]);
-    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text row ", r, ": ", ids.status().message()));
+    if (!ids.ok())
+      return absl::InvalidArgumentError(absl::StrCat("text row ", r, ": ", ids.status().message()));
     request->documents.Append(*ids);
     RETURN_IF_ERROR(CheckTokenCount(request->documents.total_tokens(), r + 1, "text row", limits));
     longest = std::max<int64_t>(longest, static_cast<int64_t>(ids->size()));
@@ -302,16 +319,18 @@ absl::Status DecodeOutputs(const ModelInferRequest& wire, InferenceRequest* requ
   for (const auto& out : wire.outputs()) {
     const OutputSpec* spec = FindOutput(out.name());
     if (spec == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown output '", out.name(),
-                                                     "'; outputs are logits, hidden_states, token_logprobs, "
-                                                     "embedding (and token_ids, lengths for text input)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown output '", out.name(),
+                       "'; outputs are logits, hidden_states, token_logprobs, "
+                       "embedding (and token_ids, lengths for text input)"));
     }
     request->outputs.push_back(spec->kind);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<int64_t>> IntParameter(const ModelInferRequest& wire, const std::string& name) {
+absl::StatusOr<std::optional<int64_t>> IntParameter(const ModelInferRequest& wire,
+                                                    const std::string& name) {
   auto it = wire.parameters().find(name);
   if (it == wire.parameters().end()) return std::optional<int64_t>();
   const InferParameter& p = it->second;
@@ -326,7 +345,8 @@ absl::StatusOr<std::optional<int64_t>> IntParameter(const ModelInferRequest& wir
       return std::optional<int64_t>(static_cast<int64_t>(
           std::min<uint64_t>(p.uint64_param(), std::numeric_limits<int64_t>::max())));
     default:
-      return absl::InvalidArgumentError(absl::StrCat("parameter '", name, "' must be an int64 or uint64 parameter"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter '", name, "' must be an int64 or uint64 parameter"));
   }
 }
 
@@ -340,7 +360,8 @@ absl::Status DecodeParameters(const ModelInferRequest& wire, DecodedInfer* out) 
 
 }  // namespace
 
-absl::StatusOr<DecodedInfer> DecodeModelInfer(const ModelInferRequest& wire, const ServedModel& model,
+absl::StatusOr<DecodedInfer> DecodeModelInfer(const ModelInferRequest& wire,
+                                              const ServedModel& model,
                                               const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckModel(model, wire.model_name(), wire.model_version()));
   DecodedInfer out;
@@ -351,7 +372,8 @@ absl::StatusOr<DecodedInfer> DecodeModelInfer(const ModelInferRequest& wire, con
   RETURN_IF_ERROR(DecodeParameters(wire, &out));
   ASSIGN_OR_RETURN(const Inputs in, BindInputs(wire));
   if (in.text && (in.ids || in.mask)) {
-    return absl::InvalidArgumentError("give either 'text' or 'input_ids' (with optional 'attention_mask'), not both");
+    return absl::InvalidArgumentError(
+        "give either 'text' or 'input_ids' (with optional 'attention_mask'), not both");
   }
   if (in.text) {
     RETURN_IF_ERROR(DecodeText(in.text, model, limits, &request));
@@ -359,7 +381,8 @@ absl::StatusOr<DecodedInfer> DecodeModelInfer(const ModelInferRequest& wire, con
     RETURN_IF_ERROR(DecodeIds(in, limits, &request));
   } else {
     return absl::InvalidArgumentError(
-        "missing input: give 'input_ids' (INT32/INT64 [B,T], optional 'attention_mask') or 'text' (BYTES [B])");
+        "missing input: give 'input_ids' (INT32/INT64 [B,T], optional 'attention_mask') or 'text' "
+        "(BYTES [B])");
   }
   RETURN_IF_ERROR(DecodeOutputs(wire, &request));
   return out;

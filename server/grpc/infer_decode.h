@@ -15,8 +15,8 @@
 // after them; the response keeps the [B,T] layout (padding positions zeroed). Outputs are named as
 // in server/request/model_signature.h; none named = all (token_ids, lengths for text only).
 // Row counts (each row needs a token) and tokenized text are held to max_tokens_per_request while
-// decoding. Parameters: `priority` (int64/uint64 >= 0), `timeout` (int64/uint64 microseconds, 0 = none).
-// Documents, ids, outputs and the response size are then checked once, by Validate().
+// decoding. Parameters: `priority` (int64/uint64 >= 0), `timeout` (int64/uint64 microseconds, 0 =
+// none). Documents, ids, outputs and the response size are then checked once, by Validate().
 // Errors: INVALID_ARGUMENT (naming the input and the numbers), NOT_FOUND (model name/version).
 #pragma once
 
@@ -38,6 +38,7 @@ struct DecodedInfer {
 };
 
 absl::StatusOr<DecodedInfer> DecodeModelInfer(const inference::ModelInferRequest& wire,
-                                              const ServedModel& model, const RequestLimits& limits);
+                                              const ServedModel& model,
+                                              const RequestLimits& limits);
 
 }  // namespace reformer::serving

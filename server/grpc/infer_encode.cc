@@ -56,7 +56,8 @@ std::string EncodeSmallFields(const InferenceResult& result, const ServedModel& 
     for (int64_t d : request.OutputShape(kind)) out->add_shape(d);
   }
   auto& params = *response.mutable_parameters();
-  params["tokens"].set_int64_param(result.tokens > 0 ? result.tokens : request.documents.total_tokens());
+  params["tokens"].set_int64_param(result.tokens > 0 ? result.tokens
+                                                     : request.documents.total_tokens());
   params["queue_ms"].set_double_param(result.queue_seconds * 1e3);
   params["compute_ms"].set_double_param(result.compute_seconds * 1e3);
   return response.SerializeAsString();
@@ -94,7 +95,8 @@ grpc::ByteBuffer EncodeStreamInferResponse(InferenceResult& result, const Served
 grpc::ByteBuffer EncodeStreamError(const absl::Status& status, const std::string& id,
                                    const std::string& model_name) {
   inference::ModelStreamInferResponse response;
-  response.set_error_message(absl::StrCat(absl::StatusCodeToString(status.code()), ": ", status.message()));
+  response.set_error_message(
+      absl::StrCat(absl::StatusCodeToString(status.code()), ": ", status.message()));
   response.mutable_infer_response()->set_id(id);
   response.mutable_infer_response()->set_model_name(model_name);
   const std::string bytes = response.SerializeAsString();
@@ -102,7 +104,8 @@ grpc::ByteBuffer EncodeStreamError(const absl::Status& status, const std::string
   return grpc::ByteBuffer(&slice, 1);
 }
 
-absl::Status ParseMessage(const grpc::ByteBuffer& bytes, google::protobuf::MessageLite* message, const char* what) {
+absl::Status ParseMessage(const grpc::ByteBuffer& bytes, google::protobuf::MessageLite* message,
+                          const char* what) {
   grpc::ByteBuffer shared(bytes);  // shares the slices (reference counts), copies nothing
   grpc::ProtoBufferReader reader(&shared);
   if (!reader.status().ok() || !message->ParseFromZeroCopyStream(&reader)) {

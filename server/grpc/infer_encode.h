@@ -1,11 +1,12 @@
 // Responses written once, and requests read from gRPC's bytes.
 //
-// A finished InferenceRequest becomes a ModelInferResponse (or a ModelStreamInferResponse around one)
-// as a grpc::ByteBuffer of slices: the small fields encoded by protobuf, then for each output the
-// `raw_output_contents` field's tag and length followed by the output's buffer itself, as a slice
-// that owns it and frees it when gRPC has sent it. The output bytes the engine wrote are never
-// copied or zero-filled again. Any protobuf parser reads the result as an ordinary message (fields
-// may come in any order; repeated fields keep theirs), so stock clients see a valid response.
+// A finished InferenceRequest becomes a ModelInferResponse (or a ModelStreamInferResponse around
+// one) as a grpc::ByteBuffer of slices: the small fields encoded by protobuf, then for each output
+// the `raw_output_contents` field's tag and length followed by the output's buffer itself, as a
+// slice that owns it and frees it when gRPC has sent it. The output bytes the engine wrote are
+// never copied or zero-filled again. Any protobuf parser reads the result as an ordinary message
+// (fields may come in any order; repeated fields keep theirs), so stock clients see a valid
+// response.
 #pragma once
 
 #include <string>

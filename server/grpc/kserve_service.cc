@@ -23,11 +23,16 @@ constexpr char kServerVersion[] = "0.1.0";
 
 inference::DataType ConfigType(DataType type) {
   switch (type) {
-    case DataType::kBool: return inference::TYPE_BOOL;
-    case DataType::kInt32: return inference::TYPE_INT32;
-    case DataType::kInt64: return inference::TYPE_INT64;
-    case DataType::kFp32: return inference::TYPE_FP32;
-    case DataType::kBytes: return inference::TYPE_STRING;
+    case DataType::kBool:
+      return inference::TYPE_BOOL;
+    case DataType::kInt32:
+      return inference::TYPE_INT32;
+    case DataType::kInt64:
+      return inference::TYPE_INT64;
+    case DataType::kFp32:
+      return inference::TYPE_FP32;
+    case DataType::kBytes:
+      return inference::TYPE_STRING;
   }
   return inference::TYPE_INVALID;
 }
@@ -79,7 +84,8 @@ void FillConfig(const ServedModel& m, inference::ModelConfig* c) {
 }
 
 void FillStatistics(const ServiceEnv& env, inference::ModelStatistics* m) {
-  const ModelStatsSnapshot s = env.metrics != nullptr ? env.metrics->Snapshot() : ModelStatsSnapshot{};
+  const ModelStatsSnapshot s =
+      env.metrics != nullptr ? env.metrics->Snapshot() : ModelStatsSnapshot{};
   m->set_name(env.model->name);
   m->set_version(env.model->version);
   m->set_last_inference(s.last_inference_ms);
@@ -158,27 +164,31 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     const grpc::ByteBuffer* request,
                                                     grpc::ByteBuffer* response) {
   UnaryInferReactor* reactor = nullptr;
-  return GuardHandler(env_, ctx, kKServeService, "ModelInfer", &reactor, [&]() -> grpc::ServerUnaryReactor* {
-    reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer");
-    absl::StatusOr<DecodedInfer> decoded = absl::UnknownError("");
-    {
-      inference::ModelInferRequest wire;  // freed once decoded: the request object holds the ids
-      absl::Status parsed = ParseMessage(*request, &wire, "ModelInferRequest");
-      decoded = parsed.ok() ? DecodeModelInfer(wire, *env_.model, LimitsOf(*env_.model, env_.limits))
-                            : absl::StatusOr<DecodedInfer>(parsed);
-    }
-    if (!decoded.ok()) {
-      reactor->Reject(decoded.status());
-      return reactor;
-    }
-    const ServedModel* model = env_.model;
-    reactor->Submit(std::move(decoded->request), decoded->timeout, [model, response](InferenceResult& result) {
-      grpc::ByteBuffer bytes = EncodeModelInferResponse(result, *model);
-      response->Swap(&bytes);
-      return absl::OkStatus();
-    });
-    return reactor;  // nothing after Submit: the reactor may be finished already
-  });
+  return GuardHandler(
+      env_, ctx, kKServeService, "ModelInfer", &reactor, [&]() -> grpc::ServerUnaryReactor* {
+        reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer");
+        absl::StatusOr<DecodedInfer> decoded = absl::UnknownError("");
+        {
+          inference::ModelInferRequest
+              wire;  // freed once decoded: the request object holds the ids
+          absl::Status parsed = ParseMessage(*request, &wire, "ModelInferRequest");
+          decoded = parsed.ok()
+                        ? DecodeModelInfer(wire, *env_.model, LimitsOf(*env_.model, env_.limits))
+                        : absl::StatusOr<DecodedInfer>(parsed);
+        }
+        if (!decoded.ok()) {
+          reactor->Reject(decoded.status());
+          return reactor;
+        }
+        const ServedModel* model = env_.model;
+        reactor->Submit(std::move(decoded->request), decoded->timeout,
+                        [model, response](InferenceResult& result) {
+                          grpc::ByteBuffer bytes = EncodeModelInferResponse(result, *model);
+                          response->Swap(&bytes);
+                          return absl::OkStatus();
+                        });
+        return reactor;  // nothing after Submit: the reactor may be finished already
+      });
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* KServeService::ModelStreamInfer(
@@ -200,7 +210,8 @@ grpc::ServerUnaryReactor* KServeService::ModelStatistics(
     grpc::CallbackServerContext* ctx, const inference::ModelStatisticsRequest* request,
     inference::ModelStatisticsResponse* response) {
   return AnswerUnary(env_, ctx, kKServeService, "ModelStatistics", [&] {
-    if (!request->name().empty()) RETURN_IF_ERROR(CheckModel(*env_.model, request->name(), request->version()));
+    if (!request->name().empty())
+      RETURN_IF_ERROR(CheckModel(*env_.model, request->name(), request->version()));
     FillStatistics(env_, response->add_model_stats());
     return absl::OkStatus();
   });

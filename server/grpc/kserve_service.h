@@ -25,9 +25,10 @@ namespace reformer::serving {
 namespace kserve_grpc {
 using S = inference::GRPCInferenceService;
 using Base = S::WithCallbackMethod_ServerLive<S::WithCallbackMethod_ServerReady<
-    S::WithCallbackMethod_ModelReady<S::WithCallbackMethod_ServerMetadata<S::WithCallbackMethod_ModelMetadata<
-        S::WithRawCallbackMethod_ModelInfer<S::WithRawCallbackMethod_ModelStreamInfer<
-            S::WithCallbackMethod_ModelConfig<S::WithCallbackMethod_ModelStatistics<S::Service>>>>>>>>>;
+    S::WithCallbackMethod_ModelReady<S::WithCallbackMethod_ServerMetadata<
+        S::WithCallbackMethod_ModelMetadata<S::WithRawCallbackMethod_ModelInfer<
+            S::WithRawCallbackMethod_ModelStreamInfer<S::WithCallbackMethod_ModelConfig<
+                S::WithCallbackMethod_ModelStatistics<S::Service>>>>>>>>>;
 }  // namespace kserve_grpc
 using KServeServiceBase = kserve_grpc::Base;
 
@@ -52,7 +53,8 @@ class KServeService final : public KServeServiceBase {
                                           const inference::ModelMetadataRequest* request,
                                           inference::ModelMetadataResponse* response) override;
   // Raw: the bytes of a ModelInferRequest in, of a ModelInferResponse out.
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override;
   // Raw: ModelInferRequest bytes in, ModelStreamInferResponse bytes out (stream_reactor.h).
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ModelStreamInfer(

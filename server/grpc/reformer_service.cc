@@ -20,15 +20,19 @@ namespace v1 = ::reformer::v1;
 using DocumentList = google::protobuf::RepeatedPtrField<v1::Document>;
 
 // Appends document i (text, tokenized here, or ids) to `request`.
-absl::Status AppendDocument(const v1::Document& d, int i, const ServedModel& model, InferenceRequest* request) {
+absl::Status AppendDocument(const v1::Document& d, int i, const ServedModel& model,
+                            InferenceRequest* request) {
   switch (d.content_case()) {
     case v1::Document::kText: {
       if (model.tokenizer == nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("document ", i, " is text but model '", model.name, "' has no tokenizer; send token ids"));
+        return absl::InvalidArgumentError(absl::StrCat("document ", i, " is text but model '",
+                                                       model.name,
+                                                       "' has no tokenizer; send token ids"));
       }
       absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer->Encode(d.text());
-      if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("document ", i, ": ", ids.status().message()));
+      if (!ids.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat("document ", i, ": ", ids.status().message()));
       request->documents.Append(*ids);
       return absl::OkStatus();
     }
@@ -41,9 +45,11 @@ absl::Status AppendDocument(const v1::Document& d, int i, const ServedModel& mod
 }
 
 // The request of a Score or Embed call: its documents back to back, one output. The document count
-// and tokens are held to max_tokens_per_request as they are decoded (the one full check is Validate).
-absl::StatusOr<std::unique_ptr<InferenceRequest>> Decode(const DocumentList& documents, OutputKind output,
-                                                         uint32_t priority, const ServiceEnv& env) {
+// and tokens are held to max_tokens_per_request as they are decoded (the one full check is
+// Validate).
+absl::StatusOr<std::unique_ptr<InferenceRequest>> Decode(const DocumentList& documents,
+                                                         OutputKind output, uint32_t priority,
+                                                         const ServiceEnv& env) {
   const RequestLimits limits = LimitsOf(*env.model, env.limits);
   RETURN_IF_ERROR(CheckTokenCount(documents.size(), documents.size(), "document", limits));
   int64_t id_tokens = 0;  // ids already in the message: reserve them
@@ -66,8 +72,8 @@ void FillUsage(const InferenceResult& result, v1::Usage* usage) {
   usage->set_compute_ms(result.compute_seconds * 1e3);
 }
 
-absl::Status FillScores(const InferenceResult& result, const v1::ScoreRequest& wire, const ServedModel& model,
-                        v1::ScoreResponse* response) {
+absl::Status FillScores(const InferenceResult& result, const v1::ScoreRequest& wire,
+                        const ServedModel& model, v1::ScoreResponse* response) {
   InferenceRequest& r = *result.request;
   const float* logprobs = r.buffer(0).as<float>();
   for (int64_t i = 0; i < r.documents.size(); ++i) {
@@ -82,13 +88,15 @@ absl::Status FillScores(const InferenceResult& result, const v1::ScoreRequest& w
     s->set_num_bytes(bytes);
     s->set_bits_per_byte(bytes > 0 ? -total / std::log(2.0) / bytes : 0.0);
     if (wire.return_token_logprobs()) s->mutable_token_logprobs()->Add(lp, lp + doc.size());
-    if (wire.documents(static_cast<int>(i)).has_text()) s->mutable_token_ids()->Add(doc.begin(), doc.end());
+    if (wire.documents(static_cast<int>(i)).has_text())
+      s->mutable_token_ids()->Add(doc.begin(), doc.end());
   }
   FillUsage(result, response->mutable_usage());
   return absl::OkStatus();
 }
 
-absl::Status FillEmbeddings(const InferenceResult& result, bool normalize, v1::EmbedResponse* response) {
+absl::Status FillEmbeddings(const InferenceResult& result, bool normalize,
+                            v1::EmbedResponse* response) {
   InferenceRequest& r = *result.request;
   const int64_t width = r.dims.embedding;
   for (int64_t i = 0; i < r.documents.size(); ++i) {
@@ -112,46 +120,51 @@ grpc::ServerUnaryReactor* ReformerApiService::Score(grpc::CallbackServerContext*
                                                     const v1::ScoreRequest* request,
                                                     v1::ScoreResponse* response) {
   UnaryInferReactor* reactor = nullptr;
-  return GuardHandler(env_, ctx, kReformerService, "Score", &reactor, [&]() -> grpc::ServerUnaryReactor* {
-    reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Score");
-    if (!env_.model->config.is_decoder) {
-      reactor->Reject(absl::FailedPreconditionError(absl::StrCat(
-          "model '", env_.model->name,
-          "' is not a causal language model (is_decoder = false); Score needs one, use Embed")));
-      return reactor;
-    }
-    absl::StatusOr<std::unique_ptr<InferenceRequest>> decoded =
-        Decode(request->documents(), OutputKind::kTokenLogprobs, request->priority(), env_);
-    if (!decoded.ok()) {
-      reactor->Reject(decoded.status());
-      return reactor;
-    }
-    const ServedModel* model = env_.model;
-    reactor->Submit(*std::move(decoded), std::nullopt, [request, response, model](InferenceResult& result) {
-      return FillScores(result, *request, *model, response);
-    });
-    return reactor;  // nothing after Submit: the reactor may be finished already
-  });
+  return GuardHandler(
+      env_, ctx, kReformerService, "Score", &reactor, [&]() -> grpc::ServerUnaryReactor* {
+        reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Score");
+        if (!env_.model->config.is_decoder) {
+          reactor->Reject(absl::FailedPreconditionError(
+              absl::StrCat("model '", env_.model->name,
+                           "' is not a causal language model (is_decoder = false); Score needs "
+                           "one, use Embed")));
+          return reactor;
+        }
+        absl::StatusOr<std::unique_ptr<InferenceRequest>> decoded =
+            Decode(request->documents(), OutputKind::kTokenLogprobs, request->priority(), env_);
+        if (!decoded.ok()) {
+          reactor->Reject(decoded.status());
+          return reactor;
+        }
+        const ServedModel* model = env_.model;
+        reactor->Submit(*std::move(decoded), std::nullopt,
+                        [request, response, model](InferenceResult& result) {
+                          return FillScores(result, *request, *model, response);
+                        });
+        return reactor;  // nothing after Submit: the reactor may be finished already
+      });
 }
 
 grpc::ServerUnaryReactor* ReformerApiService::Embed(grpc::CallbackServerContext* ctx,
                                                     const v1::EmbedRequest* request,
                                                     v1::EmbedResponse* response) {
   UnaryInferReactor* reactor = nullptr;
-  return GuardHandler(env_, ctx, kReformerService, "Embed", &reactor, [&]() -> grpc::ServerUnaryReactor* {
-    reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Embed");
-    absl::StatusOr<std::unique_ptr<InferenceRequest>> decoded =
-        Decode(request->documents(), OutputKind::kEmbedding, request->priority(), env_);
-    if (!decoded.ok()) {
-      reactor->Reject(decoded.status());
-      return reactor;
-    }
-    const bool normalize = request->normalize();
-    reactor->Submit(*std::move(decoded), std::nullopt, [normalize, response](InferenceResult& result) {
-      return FillEmbeddings(result, normalize, response);
-    });
-    return reactor;
-  });
+  return GuardHandler(
+      env_, ctx, kReformerService, "Embed", &reactor, [&]() -> grpc::ServerUnaryReactor* {
+        reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Embed");
+        absl::StatusOr<std::unique_ptr<InferenceRequest>> decoded =
+            Decode(request->documents(), OutputKind::kEmbedding, request->priority(), env_);
+        if (!decoded.ok()) {
+          reactor->Reject(decoded.status());
+          return reactor;
+        }
+        const bool normalize = request->normalize();
+        reactor->Submit(*std::move(decoded), std::nullopt,
+                        [normalize, response](InferenceResult& result) {
+                          return FillEmbeddings(result, normalize, response);
+                        });
+        return reactor;
+      });
 }
 
 grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerContext* ctx,
@@ -167,7 +180,8 @@ grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerC
     response->set_hidden_size(m.config.hidden_size);
     response->set_embedding_size(m.embedding_size());
     response->set_num_layers(m.config.num_layers());
-    for (AttnType t : m.config.attn_layers) response->add_attn_layers(t == AttnType::kLsh ? "lsh" : "local");
+    for (AttnType t : m.config.attn_layers)
+      response->add_attn_layers(t == AttnType::kLsh ? "lsh" : "local");
     response->set_causal(m.config.is_decoder);
     response->set_tokenizer(m.tokenizer_name);
     response->set_rotations_source(m.rotations_source);
@@ -191,13 +205,15 @@ absl::Status ReformerApiService::TokenizeTexts(const v1::TokenizeRequest& reques
                                                v1::TokenizeResponse* response) const {
   const ServedModel& m = *env_.model;
   if (m.tokenizer == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "' has no tokenizer; it takes token ids only"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", m.name, "' has no tokenizer; it takes token ids only"));
   }
   const RequestLimits limits = LimitsOf(m, env_.limits);
   int64_t total = 0;
   for (int i = 0; i < request.texts_size(); ++i) {
     absl::StatusOr<std::vector<int32_t>> ids = m.tokenizer->Encode(request.texts(i));
-    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text ", i, ": ", ids.status().message()));
+    if (!ids.ok())
+      return absl::InvalidArgumentError(absl::StrCat("text ", i, ": ", ids.status().message()));
     total += static_cast<int64_t>(ids->size());
     RETURN_IF_ERROR(CheckTokenCount(total, i + 1, "text", limits));
     response->add_tokens()->mutable_ids()->Add(ids->begin(), ids->end());

@@ -1,7 +1,7 @@
 // reformer.v1.ReformerService (Score, Embed, GetModelInfo, Tokenize) on the callback API.
-// Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone. They are
-// decoded into the request object (server/request) and checked once by Validate.
-// Status codes: see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
+// Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone. They
+// are decoded into the request object (server/request) and checked once by Validate. Status codes:
+// see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
 #pragma once
 
 #include "proto/reformer.grpc.pb.h"

@@ -4,10 +4,10 @@
 // exactly one of Reject() or Submit(); the reactor calls Finish exactly once: on a synchronous
 // rejection, from the InferenceService's done callback (OK, error, cancellation, shutdown), and
 // records the RPC and request metrics just before. It holds the memory budget's reservation of the
-// response's outputs until OnDone (the response has been sent). Client cancellation sets the request's cancel
-// flag; the InferenceService then answers CANCELLED and stops computing within about one layer.
-// No exception leaves it: one thrown while building the response answers RESOURCE_EXHAUSTED
-// (out of memory) or INTERNAL. The reactor deletes itself in OnDone.
+// response's outputs until OnDone (the response has been sent). Client cancellation sets the
+// request's cancel flag; the InferenceService then answers CANCELLED and stops computing within
+// about one layer. No exception leaves it: one thrown while building the response answers
+// RESOURCE_EXHAUSTED (out of memory) or INTERNAL. The reactor deletes itself in OnDone.
 //
 // GuardHandler runs a handler body so that no exception leaves it either: the RPC is answered
 // RESOURCE_EXHAUSTED/INTERNAL through the reactor if there is one, else through a default reactor.
@@ -36,8 +36,8 @@ grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServe
                                       const absl::Status& status);
 
 // Runs `body` (it fills the response and returns the RPC's status) and finishes the RPC with that
-// status, recording the metrics; an exception from `body` answers RESOURCE_EXHAUSTED (out of memory)
-// or INTERNAL instead of leaving the handler.
+// status, recording the metrics; an exception from `body` answers RESOURCE_EXHAUSTED (out of
+// memory) or INTERNAL instead of leaving the handler.
 grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
                                       const char* service, const char* method,
                                       const std::function<absl::Status()>& body);

@@ -111,7 +111,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     std::deque<Outgoing> dropped;
   };
 
-  bool StoppedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return call_cancelled_ || write_failed_; }
+  bool StoppedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return call_cancelled_ || write_failed_;
+  }
 
   // Decides the next actions into `a` (which may already hold a sent response).
   void StepLocked(Actions& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -130,7 +132,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       reading_ = true;
       a.read = true;
     }
-    if (!reading_ && !writing_ && pending_ == 0 && queue_.empty() && (reads_done_ || StoppedLocked())) {
+    if (!reading_ && !writing_ && pending_ == 0 && queue_.empty() &&
+        (reads_done_ || StoppedLocked())) {
       finished_ = true;
       a.finish = true;
     }
@@ -141,9 +144,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (a.read) StartRead(&read_);
     if (a.finish) {
       if (env_.metrics != nullptr) {
-        env_.metrics->RpcHandled("bidi_stream", kKServeService, kMethod,
-                                 cancelled_->load() ? absl::StatusCode::kCancelled : absl::StatusCode::kOk,
-                                 absl::ToDoubleSeconds(env_.clock->Now() - start_));
+        env_.metrics->RpcHandled(
+            "bidi_stream", kKServeService, kMethod,
+            cancelled_->load() ? absl::StatusCode::kCancelled : absl::StatusCode::kOk,
+            absl::ToDoubleSeconds(env_.clock->Now() - start_));
       }
       Finish(grpc::Status::OK);
     }
@@ -193,8 +197,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     }
     absl::Status status;
     try {
-      status = env_.inference->Submit(std::move(decoded.request),
-                                      [this, info = *info](InferenceResult result) { OnAnswer(info, result); });
+      status = env_.inference->Submit(
+          std::move(decoded.request),
+          [this, info = *info](InferenceResult result) { OnAnswer(info, result); });
     } catch (...) {
       status = CurrentExceptionStatus("queueing a stream message");
     }
@@ -249,7 +254,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   void Record(const MessageInfo& info, const absl::Status& status) {
     if (env_.metrics == nullptr) return;
-    env_.metrics->RequestFinished(kMethod, status.code(), absl::ToDoubleSeconds(env_.clock->Now() - info.start),
+    env_.metrics->RequestFinished(kMethod, status.code(),
+                                  absl::ToDoubleSeconds(env_.clock->Now() - info.start),
                                   info.tokens, info.documents, absl::ToUnixMillis(absl::Now()));
   }
 
@@ -262,8 +268,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   absl::Mutex mu_;
   std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);  // unsent responses; front = in flight
-  int64_t unsent_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // queued responses + pending ones' projections
-  int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;       // submitted, not yet answered
+  int64_t unsent_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // queued responses + pending ones' projections
+  int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;         // submitted, not yet answered
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;

@@ -2,9 +2,9 @@
 //
 // Each message read is one ModelInferRequest, decoded and submitted as ModelInfer would be; its
 // answer is one ModelStreamInferResponse (built without copying the outputs, infer_encode.h),
-// written in completion order, one write in flight at a time. A bad message (not a ModelInferRequest,
-// a shape that does not match its bytes, an unknown model, a full queue, ...) is answered with
-// `error_message` and its `id` echoed, and the stream keeps serving, as Triton does.
+// written in completion order, one write in flight at a time. A bad message (not a
+// ModelInferRequest, a shape that does not match its bytes, an unknown model, a full queue, ...) is
+// answered with `error_message` and its `id` echoed, and the stream keeps serving, as Triton does.
 //
 // Bounds: the stream reads no further message while it owes `max_unsent_responses` responses
 // (requests accepted and not yet answered, plus answers not yet written) or while those responses

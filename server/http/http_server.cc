@@ -39,12 +39,21 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
                                 ? std::to_string(options.port)
                                 : absl::StrCat(options.bind_address, ":", options.port);
   const std::string threads = std::to_string(std::max(1, options.num_threads));
-  const std::string request_ms = std::to_string(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.request_timeout)));
+  const std::string request_ms =
+      std::to_string(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.request_timeout)));
   const std::string keep_alive_ms =
       std::to_string(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.keep_alive_timeout)));
-  const char* civet_options[] = {"listening_ports", ports.c_str(), "num_threads", threads.c_str(),
-                                 "enable_keep_alive", "yes", "request_timeout_ms", request_ms.c_str(),
-                                 "keep_alive_timeout_ms", keep_alive_ms.c_str(), nullptr};
+  const char* civet_options[] = {"listening_ports",
+                                 ports.c_str(),
+                                 "num_threads",
+                                 threads.c_str(),
+                                 "enable_keep_alive",
+                                 "yes",
+                                 "request_timeout_ms",
+                                 request_ms.c_str(),
+                                 "keep_alive_timeout_ms",
+                                 keep_alive_ms.c_str(),
+                                 nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   server->ctx_ = mg_start(&callbacks, nullptr, civet_options);
@@ -117,9 +126,9 @@ HttpServer::Response HttpServer::Handle(const std::string& method, const std::st
       rest.resize(v);
     }
     if (rest != model_->name || (!version.empty() && version != model_->version)) {
-      return JsonError(404, absl::StrCat("model '", rest, version.empty() ? "" : " version ",
-                                         version, "' is not served here; this server serves '",
-                                         model_->name, "'"));
+      return JsonError(
+          404, absl::StrCat("model '", rest, version.empty() ? "" : " version ", version,
+                            "' is not served here; this server serves '", model_->name, "'"));
     }
     if (want_ready) {
       return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};

@@ -24,10 +24,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "prometheus/registry.h"
 #include "absl/time/time.h"
-#include "server/request/served_model.h"
+#include "prometheus/registry.h"
 #include "server/health/health_state.h"
+#include "server/request/served_model.h"
 
 struct mg_context;
 struct mg_connection;
@@ -35,9 +35,9 @@ struct mg_connection;
 namespace reformer::serving {
 
 struct HttpOptions {
-  int port = 8000;                 // 0 = pick a free port (see port())
-  std::string bind_address;        // empty = all interfaces
-  int num_threads = 128;           // civetweb worker threads (one per connection being served)
+  int port = 8000;           // 0 = pick a free port (see port())
+  std::string bind_address;  // empty = all interfaces
+  int num_threads = 128;     // civetweb worker threads (one per connection being served)
   absl::Duration request_timeout = absl::Seconds(5);     // to receive a whole request
   absl::Duration keep_alive_timeout = absl::Seconds(2);  // idle time of a kept-alive connection
 };

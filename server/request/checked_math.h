@@ -22,11 +22,7 @@ inline std::optional<int64_t> CheckedAdd(int64_t a, int64_t b) {
 }
 
 // a * b saturated at INT64_MAX (for sizes compared against a limit: "too large" either way).
-inline int64_t SaturatingMul(int64_t a, int64_t b) {
-  return CheckedMul(a, b).value_or(INT64_MAX);
-}
-inline int64_t SaturatingAdd(int64_t a, int64_t b) {
-  return CheckedAdd(a, b).value_or(INT64_MAX);
-}
+inline int64_t SaturatingMul(int64_t a, int64_t b) { return CheckedMul(a, b).value_or(INT64_MAX); }
+inline int64_t SaturatingAdd(int64_t a, int64_t b) { return CheckedAdd(a, b).value_or(INT64_MAX); }
 
 }  // namespace reformer::serving

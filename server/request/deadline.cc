@@ -12,7 +12,8 @@ absl::Time EffectiveDeadline(const Clock& clock, std::chrono::system_clock::time
     const auto remaining = rpc_deadline - std::chrono::system_clock::now();
     // Beyond a year is "none" (and keeps the conversion far from overflow).
     if (remaining < std::chrono::hours(24 * 365)) {
-      deadline = now + absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(remaining));
+      deadline =
+          now + absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(remaining));
     }
   }
   if (timeout) deadline = std::min(deadline, now + *timeout);

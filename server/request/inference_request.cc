@@ -48,8 +48,8 @@ absl::Status InferenceRequest::AllocateOutputs() {
     try {
       allocate_status_ = DoAllocate();
     } catch (const std::bad_alloc&) {
-      allocate_status_ = absl::ResourceExhaustedError(absl::StrCat(
-          "out of memory allocating ", ResponseBytes(), " bytes of response buffers"));
+      allocate_status_ = absl::ResourceExhaustedError(
+          absl::StrCat("out of memory allocating ", ResponseBytes(), " bytes of response buffers"));
     }
     if (!allocate_status_.ok()) buffers_.clear();
   });
@@ -59,7 +59,8 @@ absl::Status InferenceRequest::AllocateOutputs() {
 absl::Status InferenceRequest::DoAllocate() {
   buffers_.reserve(outputs.size());
   for (OutputKind kind : outputs) {
-    absl::StatusOr<OutputBuffer> buffer = OutputBuffer::Allocate(static_cast<size_t>(OutputBytes(kind)));
+    absl::StatusOr<OutputBuffer> buffer =
+        OutputBuffer::Allocate(static_cast<size_t>(OutputBytes(kind)));
     if (!buffer.ok()) return buffer.status();
     buffers_.push_back(*std::move(buffer));
     OutputBuffer& b = buffers_.back();
@@ -77,11 +78,13 @@ absl::Status InferenceRequest::DoAllocate() {
 }
 
 void InferenceRequest::ZeroPadding(OutputKind kind, char* dst) const {
-  const size_t row_bytes = static_cast<size_t>(WidthOf(kind, dims) * DataTypeSize(SpecOf(kind).datatype));
+  const size_t row_bytes =
+      static_cast<size_t>(WidthOf(kind, dims) * DataTypeSize(SpecOf(kind).datatype));
   const int64_t t = padded_length;
   for (int64_t d = 0; d < documents.size(); ++d) {
     const int64_t begin = left_of(d), end = begin + documents.length(d);
-    std::memset(dst + static_cast<size_t>(d * t) * row_bytes, 0, static_cast<size_t>(begin) * row_bytes);
+    std::memset(dst + static_cast<size_t>(d * t) * row_bytes, 0,
+                static_cast<size_t>(begin) * row_bytes);
     std::memset(dst + static_cast<size_t>(d * t + end) * row_bytes, 0,
                 static_cast<size_t>(t - end) * row_bytes);
   }
@@ -107,11 +110,20 @@ OutputView InferenceRequest::View(int64_t d) const {
     const int64_t width = WidthOf(kind, dims);
     float* at = buffers_[i].as<float>() + (SpecOf(kind).per_token ? TokenStart(d) : d) * width;
     switch (kind) {
-      case OutputKind::kLogits: view.logits = at; break;
-      case OutputKind::kHiddenStates: view.hidden_states = at; break;
-      case OutputKind::kTokenLogprobs: view.token_logprobs = at; break;
-      case OutputKind::kEmbedding: view.embedding = at; break;
-      default: break;
+      case OutputKind::kLogits:
+        view.logits = at;
+        break;
+      case OutputKind::kHiddenStates:
+        view.hidden_states = at;
+        break;
+      case OutputKind::kTokenLogprobs:
+        view.token_logprobs = at;
+        break;
+      case OutputKind::kEmbedding:
+        view.embedding = at;
+        break;
+      default:
+        break;
     }
   }
   return view;

@@ -1,11 +1,12 @@
 // InferenceRequest: the one request object, from decoding to the response (docs/request-path.md).
 //
 // A decoder (gRPC ModelInfer/ModelStreamInfer and reformer.v1 today; REST and Generate later) fills
-// it: the documents' token ids (stored once, Documents), the requested outputs, the response layout,
-// priority and deadline. Validate() (validate.h) is its one check, run by InferenceService::Submit
-// right before the scheduler's admission. A worker calls AllocateOutputs() (once per request) and
-// hands the engine View(d) for every document it runs: the engine writes straight into the response
-// buffers, which the adapter finally turns into the response without copying them.
+// it: the documents' token ids (stored once, Documents), the requested outputs, the response
+// layout, priority and deadline. Validate() (validate.h) is its one check, run by
+// InferenceService::Submit right before the scheduler's admission. A worker calls AllocateOutputs()
+// (once per request) and hands the engine View(d) for every document it runs: the engine writes
+// straight into the response buffers, which the adapter finally turns into the response without
+// copying them.
 //
 // Response layout. Per-token outputs with padded_length T > 0 are [B, T(, width)]: document d fills
 // row d at positions [left(d), left(d) + n_d); the other positions are padding (zeroed; token_ids
@@ -41,9 +42,10 @@ class InferenceRequest {
   InferenceRequest(const InferenceRequest&) = delete;
   InferenceRequest& operator=(const InferenceRequest&) = delete;
 
-  // --- Filled by the decoder ----------------------------------------------------------------------
-  std::string id;        // the client's request id (echoed; never a metric label)
-  Documents documents;   // real tokens only (padding removed)
+  // --- Filled by the decoder
+  // ----------------------------------------------------------------------
+  std::string id;                   // the client's request id (echoed; never a metric label)
+  Documents documents;              // real tokens only (padding removed)
   std::vector<OutputKind> outputs;  // in response order
   int64_t padded_length = 0;        // T of per-token outputs; 0 = documents back to back
   std::vector<int64_t> left;        // padded layout: first position of each document; empty = all 0
@@ -53,10 +55,11 @@ class InferenceRequest {
   int priority = 0;                 // 0 = default; 1 = highest, larger = lower priority
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
-  std::string method;               // for metric labels, e.g. "ModelInfer"
+  std::string method;     // for metric labels, e.g. "ModelInfer"
   bool internal = false;  // the server's own work (warm-up): not reported to the InferenceObserver
 
-  // --- Derived ------------------------------------------------------------------------------------
+  // --- Derived
+  // ------------------------------------------------------------------------------------
   // reformer::OutputFlags the engine must compute (0 when only token_ids/lengths are asked).
   uint32_t engine_outputs() const;
   int64_t left_of(int64_t d) const { return left.empty() ? 0 : left[d]; }
@@ -67,9 +70,10 @@ class InferenceRequest {
   int64_t OutputBytes(OutputKind kind) const;
   int64_t ResponseBytes() const;
 
-  // --- Response buffers ---------------------------------------------------------------------------
-  // Allocates one buffer per output, once (later calls return the first result), zeroes padding
-  // and writes token_ids/lengths. RESOURCE_EXHAUSTED when memory is short.
+  // --- Response buffers
+  // --------------------------------------------------------------------------- Allocates one
+  // buffer per output, once (later calls return the first result), zeroes padding and writes
+  // token_ids/lengths. RESOURCE_EXHAUSTED when memory is short.
   absl::Status AllocateOutputs();
   // Where document d's engine outputs go (after AllocateOutputs): the engine's OutputView.
   OutputView View(int64_t d) const;

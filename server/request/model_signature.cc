@@ -8,7 +8,8 @@ namespace reformer::serving {
 namespace {
 
 constexpr OutputSpec kOutputs[] = {
-    {OutputKind::kLogits, "logits", DataType::kFp32, kOutputLogits, true, OutputWidth::kVocab, false},
+    {OutputKind::kLogits, "logits", DataType::kFp32, kOutputLogits, true, OutputWidth::kVocab,
+     false},
     {OutputKind::kHiddenStates, "hidden_states", DataType::kFp32, kOutputHiddenStates, true,
      OutputWidth::kEmbedding, false},
     {OutputKind::kTokenLogprobs, "token_logprobs", DataType::kFp32, kOutputTokenLogprobs, true,
@@ -23,22 +24,32 @@ constexpr OutputSpec kOutputs[] = {
 
 const char* DataTypeName(DataType type) {
   switch (type) {
-    case DataType::kBool: return "BOOL";
-    case DataType::kInt32: return "INT32";
-    case DataType::kInt64: return "INT64";
-    case DataType::kFp32: return "FP32";
-    case DataType::kBytes: return "BYTES";
+    case DataType::kBool:
+      return "BOOL";
+    case DataType::kInt32:
+      return "INT32";
+    case DataType::kInt64:
+      return "INT64";
+    case DataType::kFp32:
+      return "FP32";
+    case DataType::kBytes:
+      return "BYTES";
   }
   std::abort();
 }
 
 int64_t DataTypeSize(DataType type) {
   switch (type) {
-    case DataType::kBool: return 1;
-    case DataType::kInt32: return 4;
-    case DataType::kInt64: return 8;
-    case DataType::kFp32: return 4;
-    case DataType::kBytes: return 0;
+    case DataType::kBool:
+      return 1;
+    case DataType::kInt32:
+      return 4;
+    case DataType::kInt64:
+      return 8;
+    case DataType::kFp32:
+      return 4;
+    case DataType::kBytes:
+      return 0;
   }
   std::abort();
 }
@@ -56,9 +67,12 @@ const OutputSpec* FindOutput(absl::string_view name) {
 
 int64_t WidthOf(OutputKind kind, const ModelDims& dims) {
   switch (SpecOf(kind).width) {
-    case OutputWidth::kOne: return 1;
-    case OutputWidth::kVocab: return dims.vocab;
-    case OutputWidth::kEmbedding: return dims.embedding;
+    case OutputWidth::kOne:
+      return 1;
+    case OutputWidth::kVocab:
+      return dims.vocab;
+    case OutputWidth::kEmbedding:
+      return dims.embedding;
   }
   std::abort();
 }

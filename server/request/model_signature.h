@@ -3,9 +3,10 @@
 //
 // Inputs: `input_ids` INT64 [-1,-1] (INT32 accepted too), optional `attention_mask` INT64 [-1,-1]
 // (INT32 and BOOL accepted), and with a tokenizer `text` BYTES [-1].
-// Outputs (response order when none is named): logits FP32 [-1,-1,V], hidden_states FP32 [-1,-1,2H],
-// token_logprobs FP32 [-1,-1], embedding FP32 [-1,2H], and for text input token_ids INT64 [-1,-1]
-// and lengths INT32 [-1]. The first dimension is the batch (rows), the second the row length T.
+// Outputs (response order when none is named): logits FP32 [-1,-1,V], hidden_states FP32
+// [-1,-1,2H], token_logprobs FP32 [-1,-1], embedding FP32 [-1,2H], and for text input token_ids
+// INT64 [-1,-1] and lengths INT32 [-1]. The first dimension is the batch (rows), the second the row
+// length T.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +26,14 @@ const char* DataTypeName(DataType type);
 // Bytes per element (BYTES: 0, variable).
 int64_t DataTypeSize(DataType type);
 
-enum class OutputKind : uint8_t { kLogits, kHiddenStates, kTokenLogprobs, kEmbedding, kTokenIds, kLengths };
+enum class OutputKind : uint8_t {
+  kLogits,
+  kHiddenStates,
+  kTokenLogprobs,
+  kEmbedding,
+  kTokenIds,
+  kLengths
+};
 
 // How many values an output has per position (per token, or per document).
 enum class OutputWidth : uint8_t { kOne, kVocab, kEmbedding };

@@ -61,8 +61,8 @@ TEST(InferenceRequestTest, PaddedLayoutShapesViewsAndPadding) {
   ASSERT_EQ(r->num_buffers(), 5u);
   const float* logits = r->buffer(0).as<float>();
   OutputView v0 = r->View(0), v1 = r->View(1);
-  EXPECT_EQ(v0.logits, logits + 1 * 10);        // row 0 starts at position 1
-  EXPECT_EQ(v1.logits, logits + 5 * 10);        // row 1 at position 0 of the second row
+  EXPECT_EQ(v0.logits, logits + 1 * 10);  // row 0 starts at position 1
+  EXPECT_EQ(v1.logits, logits + 5 * 10);  // row 1 at position 0 of the second row
   EXPECT_EQ(v1.embedding, r->buffer(1).as<float>() + 4);
   EXPECT_EQ(v0.token_logprobs, r->buffer(2).as<float>() + 1);
   EXPECT_EQ(v0.hidden_states, nullptr);
@@ -100,7 +100,8 @@ TEST(InferenceRequestTest, HugeSizesSaturateInsteadOfOverflowing) {
   r.outputs = {OutputKind::kLogits, OutputKind::kHiddenStates};
   EXPECT_EQ(r.OutputBytes(OutputKind::kLogits), std::numeric_limits<int64_t>::max());
   EXPECT_EQ(r.ResponseBytes(), std::numeric_limits<int64_t>::max());
-  absl::Status s = Validate(r, RequestLimits{std::numeric_limits<int64_t>::max(), 10, 1 << 20, int64_t{1} << 40});
+  absl::Status s = Validate(
+      r, RequestLimits{std::numeric_limits<int64_t>::max(), 10, 1 << 20, int64_t{1} << 40});
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
 }
 
@@ -134,7 +135,8 @@ TEST(ValidateTest, OneMessagePerCheck) {
   auto too_long = PaddedRequest({OutputKind::kEmbedding});
   too_long->documents.Append(std::vector<int32_t>(17, 1));
   too_long->left.push_back(0);
-  EXPECT_THAT(Validate(*too_long, kLimits).message(), HasSubstr("row 2 has 17 tokens, above the model's context of 16"));
+  EXPECT_THAT(Validate(*too_long, kLimits).message(),
+              HasSubstr("row 2 has 17 tokens, above the model's context of 16"));
 
   auto too_many = PaddedRequest({OutputKind::kEmbedding});
   too_many->documents.Append(std::vector<int32_t>(13, 1));
@@ -144,7 +146,8 @@ TEST(ValidateTest, OneMessagePerCheck) {
 
   auto wide = PaddedRequest({OutputKind::kEmbedding});
   wide->padded_length = 17;
-  EXPECT_THAT(Validate(*wide, kLimits).message(), HasSubstr("rows have 17 positions, above the model's context of 16"));
+  EXPECT_THAT(Validate(*wide, kLimits).message(),
+              HasSubstr("rows have 17 positions, above the model's context of 16"));
 
   auto twice = PaddedRequest({OutputKind::kEmbedding, OutputKind::kEmbedding});
   EXPECT_THAT(Validate(*twice, kLimits).message(), HasSubstr("output 'embedding' requested twice"));
@@ -154,7 +157,10 @@ TEST(ValidateTest, OneMessagePerCheck) {
   auto big = PaddedRequest({OutputKind::kLogits, OutputKind::kHiddenStates});
   s = Validate(*big, RequestLimits{16, 10, 20, 100});
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(s.message(), HasSubstr("would take 560 bytes (logits 400, hidden_states 160), above --max_response_bytes=100"));
+  EXPECT_THAT(
+      s.message(),
+      HasSubstr(
+          "would take 560 bytes (logits 400, hidden_states 160), above --max_response_bytes=100"));
 }
 
 TEST(ModelSignatureTest, OneDefinitionForMetadataConfigAndSizes) {
@@ -179,7 +185,8 @@ TEST(CheckedMathTest, DetectsOverflow) {
   EXPECT_EQ(CheckedMul(int64_t{1} << 31, int64_t{1} << 31), int64_t{1} << 62);
   EXPECT_FALSE(CheckedMul(int64_t{1} << 32, int64_t{1} << 32).has_value());
   EXPECT_FALSE(CheckedMul(-1, 2).has_value());
-  EXPECT_EQ(SaturatingAdd(std::numeric_limits<int64_t>::max(), 1), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(SaturatingAdd(std::numeric_limits<int64_t>::max(), 1),
+            std::numeric_limits<int64_t>::max());
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // (default session options: 256 MiB workspace budget, automatic tile), for measurement scripts.
 //   working_memory MODEL_DIR TOKENS OUTPUTS     OUTPUTS: comma list of logits, hidden_states,
 //                                               token_logprobs, embedding
-// Prints one JSON line: {"working_bytes": EstimatePeakWorkingBytes, "output_bytes": EstimateOutputBytes}.
+// Prints one JSON line: {"working_bytes": EstimatePeakWorkingBytes, "output_bytes":
+// EstimateOutputBytes}.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -29,10 +30,14 @@ int main(int argc, char** argv) {
   }
   uint32_t outputs = 0;
   for (absl::string_view name : absl::StrSplit(argv[3], ',')) {
-    if (name == "logits") outputs |= reformer::kOutputLogits;
-    else if (name == "hidden_states") outputs |= reformer::kOutputHiddenStates;
-    else if (name == "token_logprobs") outputs |= reformer::kOutputTokenLogprobs;
-    else if (name == "embedding") outputs |= reformer::kOutputEmbedding;
+    if (name == "logits")
+      outputs |= reformer::kOutputLogits;
+    else if (name == "hidden_states")
+      outputs |= reformer::kOutputHiddenStates;
+    else if (name == "token_logprobs")
+      outputs |= reformer::kOutputTokenLogprobs;
+    else if (name == "embedding")
+      outputs |= reformer::kOutputEmbedding;
     else {
       std::fprintf(stderr, "working_memory: unknown output '%s'\n", std::string(name).c_str());
       return 2;
