@@ -33,11 +33,11 @@
 #include "server/config/host.h"
 #include "server/config/server_config.h"
 #include "server/grpc/grpc_server.h"
-#include "server/grpc/served_model.h"
 #include "server/health/health_state.h"
 #include "server/http/http_server.h"
 #include "server/inference/inference_service.h"
 #include "server/metrics/server_metrics.h"
+#include "server/request/served_model.h"
 
 #ifndef REFORMER_VERSION
 #define REFORMER_VERSION "0.1.0"
@@ -63,6 +63,7 @@ InferenceOptions ToInferenceOptions(const ServerConfig& c) {
   o.max_queue_tokens = c.batching.max_queue_tokens;
   o.priority_aging = absl::Seconds(c.batching.priority_aging_s);
   o.max_tokens_per_request = c.limits.max_tokens_per_request;
+  o.max_response_bytes = c.limits.max_response_bytes;
   return o;
 }
 
@@ -146,8 +147,10 @@ absl::Status WarmUp(InferenceService* inference, const ServedModel& model) {
   const int64_t n = std::min<int64_t>(model.context(), 64);
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7 + 1) % model.config.vocab_size);
-  request->documents.push_back(std::move(ids));
-  request->outputs = kOutputAll;
+  request->documents.Append(ids);
+  request->dims = model.dims();
+  request->outputs = {OutputKind::kLogits, OutputKind::kHiddenStates, OutputKind::kTokenLogprobs,
+                      OutputKind::kEmbedding};
   request->method = "warmup";
   request->internal = true;  // not in the request, token and latency metrics
   absl::Notification done;

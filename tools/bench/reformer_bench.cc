@@ -4,11 +4,14 @@
 //
 //   reformer_bench --case enwik8 --tokens 16384 [--threads 2] [--rounds 3] [--tile 4096]
 //                  [--budget-mib 256] [--max-seconds S] [--json]
+//   reformer_bench --probe [--threads 2] [--rounds 3]   (the matmul probe alone: one line of JSON;
+//                  tools/bench/forward_bench.py runs it around each `reformer-cli forward`)
 //
 // Cases: enwik8 (google/reformer-enwik8 shape), cp (google/reformer-crime-and-punishment shape).
-// Output: per round model seconds, tokens/s, achieved GFLOP/s (baselines.md FLOP/token), matmul
-// GFLOP/s (M=4096, K=1024, N=1024 f32, pre-packed) and their ratio; then medians, min/max of the
-// ratio, and the process's peak RSS. Run each case in its own process for a meaningful RSS.
+// Output: per round model seconds, tokens/s, achieved GFLOP/s (FLOP/token of
+// docs/engine-numerics.md §12.1), matmul GFLOP/s (M=4096, K=1024, N=1024 f32, pre-packed) and
+// their ratio; then medians, min/max of the ratio, and the process's peak RSS. Run each case in
+// its own process for a meaningful RSS.
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -36,7 +39,7 @@ using Clock = std::chrono::steady_clock;
 struct Case {
   const char* name;
   const char* config_json;
-  double flop_per_token;  // baselines.md (2 x multiply-adds)
+  double flop_per_token;  // docs/engine-numerics.md §12.1 (2 x multiply-adds)
 };
 
 const Case kCases[] = {
@@ -105,6 +108,7 @@ struct BenchOptions {
   int64_t budget_mib = 256;
   double max_seconds = 0;  // > 0: cancel a forward after this long (peak-RSS runs on slow machines)
   bool json = false;
+  bool probe = false;  // only the matmul probe (one JSON line)
 };
 
 void RegisterFlags(BenchOptions* o, reformer::FlagSet* f) {
@@ -117,6 +121,7 @@ void RegisterFlags(BenchOptions* o, reformer::FlagSet* f) {
   f->Add("budget-mib", &o->budget_mib, "Session workspace budget in MiB.").Min(1);
   f->Add("max-seconds", &o->max_seconds, "Cancel a forward after this long (0 = never).").MinReal(0).Meta("S");
   f->Add("json", &o->json, "One JSON line with the medians instead of text.");
+  f->Add("probe", &o->probe, "Only oneDNN's f32 matmul rate, --rounds times (one JSON line); no model.");
 }
 
 }  // namespace
@@ -133,11 +138,21 @@ int main(int argc, char** argv) {
   const int threads = o.threads, rounds = o.rounds;
   const size_t budget_mib = static_cast<size_t>(o.budget_mib);
   const double max_seconds = o.max_seconds;
-  const bool json = o.json;
+  const bool json = o.json, probe_only = o.probe;
   const Case* cs = nullptr;
   for (const Case& c : kCases)
     if (o.case_name == c.name) cs = &c;
   omp_set_num_threads(threads);
+  if (probe_only) {
+    auto ctx = reformer::DnnlContext::Create();
+    if (!ctx.ok()) return 1;
+    std::vector<double> rates;
+    for (int r = 0; r < rounds; ++r) rates.push_back(MatmulProbe(ctx->get(), 4));
+    std::printf("{\"matmul_gflops_median\":%.2f,\"matmul_gflops_min\":%.2f,\"matmul_gflops_max\":%.2f,\"threads\":%d}\n",
+                Median(rates), *std::min_element(rates.begin(), rates.end()),
+                *std::max_element(rates.begin(), rates.end()), threads);
+    return 0;
+  }
   auto config = reformer::ReformerConfig::FromJson(cs->config_json, cs->name);
   if (!config.ok()) {
     std::fprintf(stderr, "config: %s\n", std::string(config.status().message()).c_str());
