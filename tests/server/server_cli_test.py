@@ -6,7 +6,7 @@
     flag, a stray argument) exit 2 before anything starts, naming the flag or the variable;
   * a misspelt REFORMER_* variable is a warning naming the nearest flag, and the server still starts;
   * after its OpenMP re-exec the process is still called reformer-server (/proc/<pid>/comm), not "exe";
-  * a second server on the busy HTTP port of the first exits non-zero with a clear message.
+  * a second server on the busy gRPC or HTTP port of the first exits non-zero with a clear message.
 Usage: server_cli_test.py SERVER_BINARY SOURCE_DIR
 """
 import os
@@ -124,6 +124,10 @@ class ServerCliTest(unittest.TestCase):
 
     def test_busy_http_port_is_an_error(self):
         self.busy_port_case("http")
+
+    def test_busy_grpc_port_is_an_error(self):
+        # gRPC's default SO_REUSEPORT let a second server share the port and split the traffic.
+        self.busy_port_case("grpc")
 
 if __name__ == "__main__":
     if not SERVER or not os.path.exists(SERVER):
