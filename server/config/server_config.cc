@@ -59,7 +59,18 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "HTTP port (/metrics, /healthz, /readyz, /v2); 0 = any free port (printed at start).")
       .Range(0, 65535)
       .Meta("PORT");
-  f->Add("http_threads", &c->http.threads, "HTTP server (civetweb) threads.").Range(1, kMaxThreads);
+  f->Add("http_threads", &c->http.threads,
+         "HTTP server (civetweb) threads, one per connection being served; the headroom keeps probes and "
+         "/metrics answering beside slow clients.")
+      .Range(1, kMaxThreads);
+  f->Add("http_request_timeout_s", &c->http.request_timeout_s,
+         "Longest an HTTP client may take to send a whole request.")
+      .MinReal(0.001)
+      .Meta("SECONDS");
+  f->Add("http_keep_alive_timeout_s", &c->http.keep_alive_timeout_s,
+         "Longest an idle kept-alive HTTP connection is held.")
+      .MinReal(0.001)
+      .Meta("SECONDS");
   // Workers.
   f->Add("workers", &c->workers.workers,
          "Worker threads, each with its own engine session. 0 = from the CPU quota (cgroup cpu.max, else "
@@ -122,6 +133,21 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .Min(0);
   f->Add("max_connection_idle_s", &c->grpc.max_connection_idle_s, "Close idle connections after this. 0 = never.")
       .Min(0);
+  f->Add("max_concurrent_streams", &c->grpc.max_concurrent_streams,
+         "Concurrent RPCs per HTTP/2 connection; more wait in the client.")
+      .Range(1, 1 << 20);
+  f->Add("grpc_resource_quota_bytes", &c->grpc.resource_quota_bytes,
+         "gRPC's resource quota: memory for its transport buffers.")
+      .Min(int64_t{1} << 20);
+  f->Add("grpc_resource_quota_threads", &c->grpc.resource_quota_threads,
+         "Threads gRPC may use for its callbacks. 0 = gRPC's default.")
+      .Range(0, kMaxThreads);
+  f->Add("stream_max_unsent_responses", &c->grpc.stream_max_unsent_responses,
+         "Per ModelStreamInfer call: responses not yet taken by the client before reading pauses.")
+      .Min(1);
+  f->Add("stream_max_unsent_bytes", &c->grpc.stream_max_unsent_bytes,
+         "Per ModelStreamInfer call: bytes of responses not yet taken by the client before reading pauses.")
+      .Min(1);
   // Start and shutdown.
   f->Add("warmup", &c->warmup, "Run one short forward through the serving path before reporting READY.");
   f->Add("drain_timeout_s", &c->shutdown.drain_timeout_s,

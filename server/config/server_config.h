@@ -13,7 +13,9 @@
 //
 // Adding a flag: a field with its default in the struct it belongs to, and one Add(...) line in
 // RegisterServerFlags. The README's configuration table is generated from the same list
-// (server_config_test fails when it drifts). main.cc turns the resolved tree into component options.
+// (server_config_test fails when it drifts). component_options.h turns the resolved tree into the
+// components' option structs (component_options_test: a default ServerConfig gives exactly the
+// components' own defaults, so a default is not written twice in different values).
 #pragma once
 
 #include <cstdint>
@@ -46,13 +48,20 @@ struct GrpcConfig {
   int64_t max_connection_age_s = 300;  // 0 = never
   int64_t max_connection_age_grace_s = 30;
   int64_t max_connection_idle_s = 0;  // 0 = never
+  int64_t resource_quota_bytes = int64_t{1} << 30;
+  int resource_quota_threads = 0;  // 0 = gRPC's default
+  int max_concurrent_streams = 64;
+  int64_t stream_max_unsent_responses = 16;
+  int64_t stream_max_unsent_bytes = int64_t{64} << 20;
   // Derived by ResolveServerConfig (not flags): explicit message limits.
   int64_t max_receive_message_bytes = 0;
   int64_t max_send_message_bytes = 0;
 };
 
 struct HttpConfig {
-  int threads = 4;
+  int threads = 128;
+  double request_timeout_s = 5;
+  double keep_alive_timeout_s = 2;
 };
 
 struct WorkerConfig {
