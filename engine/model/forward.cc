@@ -256,6 +256,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
 
   for (int64_t li = 0; li < c.num_layers(); ++li) {
     if (cancel && cancel()) return absl::CancelledError("forward cancelled");
+    if (opt.at_layer) RETURN_IF_ERROR(opt.at_layer(li, A.data(), Z.data()));
     const LayerWeights& L = w.layers[li];
     const PackedLayer& P = pk.layers[li];
     const AttnType type = c.attn_layers[li];
@@ -321,6 +322,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
                                                  base + dh, ldp, base + 2 * dh, ldp, doc.mask, o, ldo,
                                                  cancel));
             }
+            if (opt.on_head) opt.on_head(li, h, d, base, ldp);
           }
         }
       }
@@ -369,6 +371,7 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     }
   }
   if (cancel && cancel()) return absl::CancelledError("forward cancelled");
+  if (opt.at_layer) RETURN_IF_ERROR(opt.at_layer(c.num_layers(), A.data(), Z.data()));
 
   // Final LayerNorm over concat(A, Z), then the requested outputs, tile by tile.
   const bool need_lm = opt.outputs & (kOutputLogits | kOutputTokenLogprobs);
