@@ -4,6 +4,7 @@
 #include <string>
 
 #include "engine/base/openmp_env.h"
+#include "tools/cli/generate.h"
 #include "tools/cli/offline.h"
 #ifdef REFORMER_CLI_HAS_CLIENT
 #include "tools/cli/client.h"
@@ -23,6 +24,10 @@ void Usage() {
                "  score --model DIR [--json] [--threads N] [--window TOKENS] FILE...\n"
                "      Bits per byte and perplexity of each text file under a causal model; texts longer\n"
                "      than the context (or --window) are scored in independent windows.\n"
+               "  generate --model DIR (--inputs FILE.json | --prompt TEXT) --max_new_tokens N [--mode cached|recompute]\n"
+               "           [--temperature T] [--top_k K] [--top_p P] [--seed S] [--stop STR]... [--ignore_eos] [--json]\n"
+               "      Generate text (docs/generation.md); --json prints one object per prompt with new_tokens\n"
+               "      and finish_reason, otherwise the text is streamed as it comes.\n"
 #ifdef REFORMER_CLI_HAS_CLIENT
                "\n"
                "Client (talks to a running reformer-server, --server host:port, default localhost:8001):\n"
@@ -47,7 +52,7 @@ int main(int argc, char** argv) {
     if (!std::strncmp(argv[i], "--server", 8)) to_server = true;
   }
 #ifdef REFORMER_CLI_HAS_CLIENT
-  if (to_server || (cmd != "forward" && cmd != "score")) {
+  if (to_server || (cmd != "forward" && cmd != "score" && cmd != "generate")) {
     return reformer::cli::RunClientCommand(cmd, argc - 2, argv + 2);
   }
 #else
@@ -58,6 +63,7 @@ int main(int argc, char** argv) {
 #endif
   if (cmd == "forward") return reformer::cli::RunForward(argc - 2, argv + 2);
   if (cmd == "score") return reformer::cli::RunScore(argc - 2, argv + 2);
+  if (cmd == "generate") return reformer::cli::RunGenerate(argc - 2, argv + 2);
   std::fprintf(stderr, "reformer-cli: unknown command '%s'\n\n", cmd.c_str());
   Usage();
   return 2;
