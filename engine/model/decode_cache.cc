@@ -15,8 +15,9 @@ constexpr size_t kHugePage = size_t{2} << 20;
 
 size_t AlignUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-// Sub-arrays of the block, in this order: tokens; per layer its rows; per hashing LSH layer its
-// static then appended runs. `visit(layer, rows_bytes, static_bytes, appended_bytes)`.
+// Sub-arrays of the block, in this order: tokens; per layer its rows, (LSH) its raw qk rows and,
+// when it hashes, its static then appended runs. `visit(layer, offset, rows, raw, static, appended)`
+// in bytes.
 template <class Visit>
 size_t Layout(const ReformerConfig& c, const CachePlan& p, Visit visit) {
   size_t off = AlignUp(sizeof(int32_t) * p.capacity, kAlign);
@@ -26,11 +27,12 @@ size_t Layout(const ReformerConfig& c, const CachePlan& p, Visit visit) {
   for (int64_t i = 0; i < c.num_layers(); ++i) {
     const bool lsh = c.attn_layers[i] == AttnType::kLsh;
     const size_t rows = AlignUp(row * (lsh ? p.capacity : p.ring_rows), kAlign);
+    const size_t raw = lsh ? AlignUp(row / 2 * p.raw_rows, kAlign) : 0;
     const bool runs = lsh && p.hashed_at_once > 0;
     const size_t st = runs ? AlignUp(sizeof(uint64_t) * rounds * p.hashed_at_once, kAlign) : 0;
     const size_t ap = runs ? AlignUp(sizeof(uint64_t) * rounds * std::max<int64_t>(p.appended, 1), kAlign) : 0;
-    visit(i, off, rows, st, ap);
-    off += rows + st + ap;
+    visit(i, off, rows, raw, st, ap);
+    off += rows + raw + st + ap;
   }
   return off;
 }
@@ -61,10 +63,11 @@ CachePlan PlanCache(const ReformerConfig& c, int64_t prompt_length, int64_t max_
       p.hashed_at_once = prompt_length;  // the prompt's forward hashed it
     } else if (c.has_lsh() && std::max(prompt_length + 1, chunk) <= p.capacity) {
       p.hashed_at_once = std::max(prompt_length + 1, chunk);  // the step whose keys reach a chunk
+      p.raw_rows = p.hashed_at_once;
     }
     if (p.hashed_at_once > 0) p.appended = p.capacity - p.hashed_at_once;
   }
-  p.block_bytes = AlignUp(Layout(c, p, [](int64_t, size_t, size_t, size_t, size_t) {}), kPage);
+  p.block_bytes = AlignUp(Layout(c, p, [](int64_t, size_t, size_t, size_t, size_t, size_t) {}), kPage);
   p.bytes = p.block_bytes + BookkeepingBytes(c, p);
   return p;
 }
@@ -84,14 +87,15 @@ absl::StatusOr<std::unique_ptr<DecodeCache>> DecodeCache::Create(const ReformerC
   if (p.mode == DecodeMode::kRecompute) return cache;
   cache->layers_.resize(c.num_layers());
   const int64_t rounds = c.num_attention_heads * c.num_hashes;
-  Layout(c, p, [&](int64_t i, size_t off, size_t rows, size_t st, size_t /*appended*/) {
+  Layout(c, p, [&](int64_t i, size_t off, size_t rows, size_t raw, size_t st, size_t /*appended*/) {
     Layer& l = cache->layers_[i];
     l.type = c.attn_layers[i];
     l.rows = reinterpret_cast<float*>(base + off);
     l.ring_rows = l.type == AttnType::kLocal ? p.ring_rows : 0;
+    if (raw > 0) l.raw_qk = reinterpret_cast<float*>(base + off + rows);
     if (st == 0) return;
-    uint64_t* s = reinterpret_cast<uint64_t*>(base + off + rows);
-    uint64_t* a = reinterpret_cast<uint64_t*>(base + off + rows + st);
+    uint64_t* s = reinterpret_cast<uint64_t*>(base + off + rows + raw);
+    uint64_t* a = reinterpret_cast<uint64_t*>(base + off + rows + raw + st);
     l.orders.reserve(rounds);
     for (int64_t r = 0; r < rounds; ++r)
       l.orders.emplace_back(s + r * p.hashed_at_once, p.hashed_at_once, a + r * p.appended, p.appended);

@@ -5,7 +5,9 @@
 // for LSH layers that hashed, the sort keys. A step then projects the states of its attention
 // window again. We keep the projections instead (they are what the prompt's forward and every
 // step compute anyway), so a step projects only the new token:
-//  - LSH layer: qk | v of every position, [capacity, heads, 2 * head_size];
+//  - LSH layer: knorm(qk) | v of every position, [capacity, heads, 2 * head_size] (the keys are
+//    normalised once, SPEC §7.1, not at every step that reads them); and, when a step will hash
+//    the whole cache (the prompt did not hash), the raw qk of the positions it hashes;
 //  - local layer: k / sqrt(head_size) | v of the last (before + 1) * chunk positions only, as a
 //    ring ([ring_rows, heads, 2 * head_size], position p at row p % ring_rows): a step's window
 //    never reaches further back (docs/generation.md);
@@ -32,6 +34,7 @@ struct CachePlan {
   int64_t capacity = 0;        // positions ever fed: prompt + max_new_tokens - 1
   int64_t ring_rows = 0;       // rows kept per local layer
   int64_t hashed_at_once = 0;  // static run length (0: the sequence never hashes)
+  int64_t raw_rows = 0;        // positions whose raw qk is kept (hashed by a step, else 0)
   int64_t appended = 0;        // appended run capacity
   size_t block_bytes = 0;      // the mapping (page-rounded)
   size_t bytes = 0;            // block + bookkeeping objects: what the sequence holds
@@ -49,6 +52,7 @@ class DecodeCache {
   struct Layer {
     AttnType type = AttnType::kLocal;
     float* rows = nullptr;  // [positions or ring rows, heads, 2 * head_size]
+    float* raw_qk = nullptr;  // LSH: [raw_rows, heads, head_size] or null
     int64_t ring_rows = 0;  // local: rows of the ring; LSH: 0 (row = position)
     bool hashed = false;    // LSH: the sort keys are cached (HF's past_buckets is set)
     int64_t max_key = -1;   // LSH: largest cached sort key (with round offsets), for HF's test
@@ -70,6 +74,10 @@ class DecodeCache {
     return l.rows + (r * heads_ + head) * row_width_;
   }
   int64_t row_width() const { return row_width_; }  // 2 * head_size
+  // Raw qk of `head` at `pos` < plan().raw_rows (LSH layers).
+  float* RawQk(int64_t layer, int64_t pos, int64_t head) {
+    return layers_[layer].raw_qk + (pos * heads_ + head) * (row_width_ / 2);
+  }
 
  private:
   DecodeCache() = default;

@@ -1,6 +1,7 @@
 #include "engine/model/decode_step.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "engine/base/check.h"
@@ -23,20 +24,17 @@ BucketSpec Spec(const ReformerConfig& c, bool padding_bucket) {
   return s;
 }
 
-// Attention of q over the positions pos[0..n) of `head` (keys knorm'd into s->keys at `key_off`
-// rows), self mask on L. Returns the lse.
+// Attention of q over the positions pos[0..n) of `head` (cached rows knorm(qk) | v, from
+// k_rows[off]), self mask on L. Returns the lse.
 float AttendLshPositions(DecodeCache* cache, int64_t layer, int64_t head, int64_t L, const float* q,
-                         const int32_t* pos, int64_t n, int64_t key_off, int64_t dh, StepScratch* s,
-                         float* out) {
+                         const int32_t* pos, int64_t n, int64_t off, int64_t dh, StepScratch* s, float* out) {
   for (int64_t j = 0; j < n; ++j) {
     const float* row = cache->Row(layer, pos[j], head);
-    float* k = s->keys.data() + (key_off + j) * dh;
-    KeyNormRow(row, dh, k);
-    s->k_rows[key_off + j] = k;
-    s->v_rows[key_off + j] = row + dh;
+    s->k_rows[off + j] = row;
+    s->v_rows[off + j] = row + dh;
   }
-  return AttendOneQuery(q, s->k_rows.data() + key_off, s->v_rows.data() + key_off, pos, n, dh,
-                        static_cast<int32_t>(L), s->scores.data(), out);
+  return AttendOneQuery(q, s->k_rows.data() + off, s->v_rows.data() + off, pos, n, dh, static_cast<int32_t>(L),
+                        s->scores.data(), out);
 }
 
 // The step whose keys reach a chunk hashes all L + 1 positions (no padding bucket: HF's step has
@@ -46,8 +44,8 @@ int64_t HashAll(const ReformerConfig& c, DecodeCache* cache, int64_t layer, int6
   const int64_t rows = L + 1, nh = c.num_hashes, nb = c.total_buckets();
   const BucketSpec spec = Spec(c, false);
   const int64_t width = nh * spec.rotation_half();
-  const int64_t ld = c.num_attention_heads * cache->row_width();
-  SmallGemm(rows, width, c.attention_head_size, cache->Row(layer, 0, head), ld, rotations, width,
+  const int64_t ld = c.num_attention_heads * c.attention_head_size;
+  SmallGemm(rows, width, c.attention_head_size, cache->RawQk(layer, 0, head), ld, rotations, width,
             s->hash.data(), width);
   int32_t* keys = s->bucket_keys.data();
   ComputeBucketKeys(s->hash.data(), width, 0, rows, rows, spec, nullptr, keys);
@@ -71,7 +69,6 @@ void StepScratch::Reserve(const ReformerConfig& c) {
   const int64_t local = (c.local_num_chunks_before + 1) * c.local_attn_chunk_length;
   const int64_t rows = std::max({nh * LshWindow(c), plain, local});
   scores.resize(rows);
-  keys.resize(rows * dh);
   k_rows.resize(rows);
   v_rows.resize(rows);
   pos.resize(rows);
@@ -83,9 +80,25 @@ void StepScratch::Reserve(const ReformerConfig& c) {
 }
 
 size_t StepScratch::bytes() const {
-  return sizeof(float) * (scores.size() + keys.size() + rounds_out.size() + lse.size() + hash.size()) +
+  return sizeof(float) * (scores.size() + rounds_out.size() + lse.size() + hash.size()) +
          sizeof(void*) * (k_rows.size() + v_rows.size()) +
          sizeof(int32_t) * (pos.size() + bucket_keys.size() + counts.size());
+}
+
+void StepLayerNorm(const float* x, int64_t ld_x, int64_t rows, int64_t w, const float* gamma, const float* beta,
+                   float eps, float* y, int64_t ld_y) {
+#pragma omp parallel for schedule(static) if (rows >= 64)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ld_x;
+    double sum = 0, sq = 0;
+    for (int64_t j = 0; j < w; ++j) sum += xr[j];
+    const double mean = sum / static_cast<double>(w);
+    for (int64_t j = 0; j < w; ++j) sq += (xr[j] - mean) * (xr[j] - mean);
+    const float m = static_cast<float>(mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(w) + eps));
+    float* yr = y + r * ld_y;
+    for (int64_t j = 0; j < w; ++j) yr[j] = (xr[j] - m) * inv * gamma[j] + beta[j];
+  }
 }
 
 void LocalStepHead(const ReformerConfig& c, DecodeCache* cache, int64_t layer, int64_t head, int64_t L,
@@ -105,15 +118,14 @@ void LocalStepHead(const ReformerConfig& c, DecodeCache* cache, int64_t layer, i
 }
 
 int64_t LshStepHead(const ReformerConfig& c, DecodeCache* cache, int64_t layer, int64_t head, int64_t L,
-                    const float* rotations, bool increase, StepScratch* s, float* out) {
+                    const float* q, const float* rotations, bool increase, StepScratch* s, float* out) {
   const int64_t dh = c.attention_head_size, nh = c.num_hashes, chunk = c.lsh_attn_chunk_length;
-  const float* q = cache->Row(layer, L, head);
   DecodeCache::Layer& l = cache->layer(layer);
   if (!l.hashed) {
     // Plain attention over the cache and the new token, self mask only (SPEC §11).
     for (int64_t j = 0; j <= L; ++j) s->pos[j] = static_cast<int32_t>(j);
     AttendLshPositions(cache, layer, head, L, q, s->pos.data(), L + 1, 0, dh, s, out);
-    const bool start_hashing = L + 1 >= chunk && rotations != nullptr;  // null: no later step can use keys
+    const bool start_hashing = L + 1 >= chunk && rotations != nullptr && L < cache->plan().raw_rows;  // null: no later step can use keys
     return start_hashing ? HashAll(c, cache, layer, head, L, rotations, s) : -1;
   }
   // Hash the new token; offsets n * (nb + 1) when HF's increase_num_buckets test fired.

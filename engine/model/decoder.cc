@@ -15,7 +15,7 @@
 #include "engine/model/decode_step.h"
 #include "engine/model/forward.h"
 #include "engine/model/weights.h"
-#include "engine/ops/layer_norm.h"
+#include "engine/ops/cached_attention.h"
 #include "engine/ops/row_gemm.h"
 #include "engine/tensor/workspace.h"
 
@@ -202,9 +202,14 @@ void Decoder::Impl::Embed(absl::Span<DecodeState* const> seqs, absl::Span<const 
 void Decoder::Impl::HeadLogits(const float* a, const float* z, int64_t n, absl::Span<float* const> logits) {
   const ModelWeights& w = model_->weights();
   const int64_t H = c_.hidden_size, V = c_.vocab_size;
+  float* cat = Buffer(9, n * 2 * H);
   float* h = Buffer(10, n * 2 * H);
   float* lg = Buffer(11, n * V);
-  LayerNormConcatRows(a, z, H, n, H, w.final_ln_weight.data, w.final_ln_bias.data, c_.layer_norm_eps, h, 2 * H);
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(cat + i * 2 * H, a + i * H, sizeof(float) * H);
+    std::memcpy(cat + i * 2 * H + H, z + i * H, sizeof(float) * H);
+  }
+  StepLayerNorm(cat, 2 * H, n, 2 * H, w.final_ln_weight.data, w.final_ln_bias.data, c_.layer_norm_eps, h, 2 * H);
   RowGemmCall g;
   g.With(model_->packed().lm_head);
   g.m = n;
@@ -253,14 +258,29 @@ absl::Status Decoder::Impl::Forward(absl::Span<DecodeState* const> seqs, const s
   return absl::OkStatus();
 }
 
-// The prompt's projections of one head into the cache: LSH qk | v of every real position; local
+namespace {
+
+// Position t of an LSH layer's head: knorm(qk) | v (SPEC §7.1, normalised once), and the raw qk
+// while a later step will hash the cache.
+void StoreLshRow(DecodeCache* cache, int64_t li, int64_t h, int64_t t, const float* qk_v, bool raw) {
+  const int64_t dh = cache->row_width() / 2;
+  float* row = cache->Row(li, t, h);
+  KeyNormRow(qk_v, dh, row);
+  std::memcpy(row + dh, qk_v + dh, sizeof(float) * dh);
+  if (raw) std::memcpy(cache->RawQk(li, t, h), qk_v, sizeof(float) * dh);
+}
+
+}  // namespace
+
+// The prompt's projections of one head into the cache: LSH knorm(qk) | v of every real position; local
 // k / sqrt(dh) | v (as LocalAttentionHead scales them) of the positions a later step can reach.
 void Decoder::Impl::CopyProjections(DecodeState* s, int64_t li, int64_t h, const float* proj, int64_t ld) {
   DecodeCache* cache = s->cache_.get();
   const int64_t t0 = s->prompt_length(), dh = c_.attention_head_size;
   if (c_.attn_layers[li] == AttnType::kLsh) {
+    const int64_t raw = std::min(t0, cache->plan().raw_rows);
 #pragma omp parallel for schedule(static) if (t0 >= 4096)
-    for (int64_t t = 0; t < t0; ++t) std::memcpy(cache->Row(li, t, h), proj + t * ld, sizeof(float) * 2 * dh);
+    for (int64_t t = 0; t < t0; ++t) StoreLshRow(cache, li, h, t, proj + t * ld, t < raw);
     return;
   }
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
@@ -331,7 +351,7 @@ void Decoder::Impl::StepLayer(absl::Span<DecodeState* const> seqs, int64_t li) {
   float* z = Buffer(1, n * H);
   float* y = Buffer(2, n * H);
   float* proj = Buffer(3, nh * n * ldp);
-  LayerNormRows(z, H, n, H, w.attn_ln_weight.data, w.attn_ln_bias.data, c_.layer_norm_eps, y, H);
+  StepLayerNorm(z, H, n, H, w.attn_ln_weight.data, w.attn_ln_bias.data, c_.layer_norm_eps, y, H);
   for (int64_t h = 0; h < nh; ++h) {
     RowGemmCall g;
     g.With(pk.head_proj[h]);
@@ -352,7 +372,7 @@ void Decoder::Impl::StepLayer(absl::Span<DecodeState* const> seqs, int64_t li) {
   out.ldc = H;
   out.accumulate = true;
   RowGemm(out);
-  LayerNormRows(a, H, n, H, w.ff_ln_weight.data, w.ff_ln_bias.data, c_.layer_norm_eps, y, H);
+  StepLayerNorm(a, H, n, H, w.ff_ln_weight.data, w.ff_ln_bias.data, c_.layer_norm_eps, y, H);
   float* f = Buffer(5, n * F);
   RowGemmCall f1;
   f1.With(pk.ff_in);
@@ -384,10 +404,12 @@ void Decoder::Impl::StepAttention(absl::Span<DecodeState* const> seqs, int64_t l
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
   for (int64_t i = 0; i < n; ++i)
     for (int64_t h = 0; h < nh; ++h) {
-      float* row = seqs[i]->cache_->Row(li, seqs[i]->length(), h);
+      DecodeCache* cache = seqs[i]->cache_.get();
+      const int64_t L = seqs[i]->length();
+      float* row = cache->Row(li, L, h);
       const float* src = proj + (h * n + i) * ldp;
       if (lsh) {
-        std::memcpy(row, src, sizeof(float) * 2 * dh);
+        StoreLshRow(cache, li, h, L, src, L < cache->plan().raw_rows);
       } else {
         for (int64_t j = 0; j < dh; ++j) row[j] = src[dh + j] / sqrt_dh;
         std::memcpy(row + dh, src + 2 * dh, sizeof(float) * dh);
@@ -404,15 +426,15 @@ void Decoder::Impl::StepAttention(absl::Span<DecodeState* const> seqs, int64_t l
   const int64_t rot_block = dh * c_.num_hashes * (c_.rotation_size() / 2);
   float* o = Buffer(4, n * nh * dh);
   std::vector<int64_t> max_key(n * nh, -1);
-#pragma omp parallel for schedule(dynamic, 1) if (n * nh > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n * nh >= 4)
   for (int64_t t = 0; t < n * nh; ++t) {
     const int64_t i = t / nh, h = t % nh;
     StepScratch* s = &scratch_[omp_get_thread_num()];
     DecodeCache* cache = seqs[i]->cache_.get();
     float* out = o + i * nh * dh + h * dh;
     if (lsh) {
-      max_key[t] = LshStepHead(c_, cache, li, h, seqs[i]->length(), rot ? rot + h * rot_block : nullptr,
-                               increase[i], s, out);
+      max_key[t] = LshStepHead(c_, cache, li, h, seqs[i]->length(), proj + (h * n + i) * ldp,
+                               rot ? rot + h * rot_block : nullptr, increase[i], s, out);
     } else {
       LocalStepHead(c_, cache, li, h, seqs[i]->length(), proj + (h * n + i) * ldp, s, out);
     }

@@ -5,56 +5,69 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 namespace reformer {
 namespace {
 
-constexpr int64_t kRows = 6;     // rows per register block
-constexpr int64_t kCols = 16;    // columns per register block (two vectors)
+constexpr int64_t kRows = 6;     // rows per register block, at most
+constexpr int64_t kPanel = 64;   // columns per task: every block width below divides it
 
-// Accumulators of up to kRows rows x 16 columns, each the fma chain over p = 0..k-1. The rows of
-// a block share the loads of b; the chain of every element is the same for any R.
-template <int R>
-inline void Block16(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* acc) {
-  __m256 lo[R], hi[R];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+// R rows x 8V columns of sums in registers, each the fma chain over p = 0..k-1 from zero. The rows
+// share the loads of b; whatever R and V, an element's chain is the same, so are its bits.
+template <int R, int V>
+inline void Block(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* acc, int64_t ld_acc) {
+  __m256 s[R][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) s[r][v] = _mm256_setzero_ps();
   for (int64_t p = 0; p < k; ++p) {
-    const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
-#pragma GCC unroll 6
+    const float* bp = b + p * ldb;
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256 x = _mm256_broadcast_ss(a + r * lda + p);
-      lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) s[r][v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), s[r][v]);
     }
   }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-    _mm256_storeu_ps(acc + r * kCols, lo[r]);
-    _mm256_storeu_ps(acc + r * kCols + 8, hi[r]);
-  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(acc + r * ld_acc + 8 * v, s[r][v]);
 }
 
-// The same chain for fewer than 16 columns (the tail), one element at a time.
+// Fewer than 8 columns: the same chain, one element at a time.
 void BlockTail(int64_t rows, int64_t cols, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float* acc) {
+               int64_t ldb, float* acc, int64_t ld_acc) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < cols; ++j) {
       float s = 0.f;
       for (int64_t p = 0; p < k; ++p) s = std::fma(a[r * lda + p], b[p * ldb + j], s);
-      acc[r * kCols + j] = s;
+      acc[r * ld_acc + j] = s;
     }
 }
 
-void RowBlock(int64_t rows, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-              float* acc) {
+// `cols` (<= kPanel) columns of `rows` (<= kRows) rows: wide blocks for few rows (b is read once
+// per block, in longer runs), narrow ones for many.
+template <int R, int V>
+void PanelRows(int64_t cols, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* acc) {
+  int64_t c = 0;
+  for (; c + 8 * V <= cols; c += 8 * V) Block<R, V>(k, a, lda, b + c, ldb, acc + c, kPanel);
+  for (; c + 8 <= cols; c += 8) Block<R, 1>(k, a, lda, b + c, ldb, acc + c, kPanel);
+  if (c < cols) BlockTail(R, cols - c, k, a, lda, b + c, ldb, acc + c, kPanel);
+}
+
+void Panel(int64_t rows, int64_t cols, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+           float* acc) {
   switch (rows) {
-    case 1: return Block16<1>(k, a, lda, b, ldb, acc);
-    case 2: return Block16<2>(k, a, lda, b, ldb, acc);
-    case 3: return Block16<3>(k, a, lda, b, ldb, acc);
-    case 4: return Block16<4>(k, a, lda, b, ldb, acc);
-    case 5: return Block16<5>(k, a, lda, b, ldb, acc);
-    default: return Block16<6>(k, a, lda, b, ldb, acc);
+    case 1: return PanelRows<1, 8>(cols, k, a, lda, b, ldb, acc);
+    case 2: return PanelRows<2, 4>(cols, k, a, lda, b, ldb, acc);
+    case 3: return PanelRows<3, 4>(cols, k, a, lda, b, ldb, acc);
+    case 4: return PanelRows<4, 2>(cols, k, a, lda, b, ldb, acc);
+    case 5: return PanelRows<5, 2>(cols, k, a, lda, b, ldb, acc);
+    default: return PanelRows<6, 2>(cols, k, a, lda, b, ldb, acc);
   }
 }
 
@@ -63,7 +76,7 @@ void Epilogue(const RowGemmCall& g, int64_t row0, int64_t rows, int64_t col0, in
   for (int64_t r = 0; r < rows; ++r) {
     float* c = g.c + (row0 + r) * g.ldc + col0;
     for (int64_t j = 0; j < cols; ++j) {
-      float v = acc[r * kCols + j];
+      float v = acc[r * kPanel + j];
       if (g.bias) v += g.bias[col0 + j];
       if (g.post_op != PostOp::kNone) v = ApplyPostOp(g.post_op, g.post_alpha, v);
       c[j] = g.accumulate ? c[j] + v : v;
@@ -71,17 +84,25 @@ void Epilogue(const RowGemmCall& g, int64_t row0, int64_t rows, int64_t col0, in
   }
 }
 
-void ColumnBlock(const RowGemmCall& g, int64_t col0) {
-  const int64_t cols = std::min(kCols, g.n - col0);
-  alignas(32) float acc[kRows * kCols];
+// From this many rows on, a panel of a wide b (rows of a page or more) is copied to contiguous
+// memory first: the row blocks then read it at stride kPanel instead of ldb, not one page per k
+// step (TLB misses).
+constexpr int64_t kPackRows = 12, kPackLd = 1024;
+
+void ColumnPanel(const RowGemmCall& g, int64_t col0, std::vector<float>* pack) {
+  const int64_t cols = std::min(kPanel, g.n - col0);
+  const float* b = g.b + col0;
+  int64_t ldb = g.ldb;
+  if (g.m >= kPackRows && g.ldb >= kPackLd) {
+    pack->resize(g.k * kPanel);
+    for (int64_t p = 0; p < g.k; ++p) std::memcpy(pack->data() + p * kPanel, b + p * g.ldb, sizeof(float) * cols);
+    b = pack->data();
+    ldb = kPanel;
+  }
+  alignas(32) float acc[kRows * kPanel];
   for (int64_t row0 = 0; row0 < g.m; row0 += kRows) {
     const int64_t rows = std::min(kRows, g.m - row0);
-    const float* a = g.a + row0 * g.lda;
-    if (cols == kCols) {
-      RowBlock(rows, g.k, a, g.lda, g.b + col0, g.ldb, acc);
-    } else {
-      BlockTail(rows, cols, g.k, a, g.lda, g.b + col0, g.ldb, acc);
-    }
+    Panel(rows, cols, g.k, g.a + row0 * g.lda, g.lda, b, ldb, acc);
     Epilogue(g, row0, rows, col0, cols, acc);
   }
 }
@@ -107,11 +128,16 @@ float ApplyPostOp(PostOp op, float alpha, float x) {
 
 void RowGemm(const RowGemmCall& g) {
   if (g.m <= 0 || g.n <= 0) return;
-  const int64_t blocks = (g.n + kCols - 1) / kCols;
-  // Threads split the columns: an element's chain never depends on the team.
-  const bool parallel = g.m * g.n * g.k >= (int64_t{1} << 17) && blocks > 1;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t blk = 0; blk < blocks; ++blk) ColumnBlock(g, blk * kCols);
+  const int64_t panels = (g.n + kPanel - 1) / kPanel;
+  // Threads split the columns: an element's chain never depends on the team. Below ~1M
+  // multiply-adds (tens of microseconds) waking the team costs more than it saves.
+  const bool parallel = g.m * g.n * g.k >= (int64_t{1} << 20) && panels > 1;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<float> pack;
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < panels; ++p) ColumnPanel(g, p * kPanel, &pack);
+  }
 }
 
 }  // namespace reformer
