@@ -43,6 +43,8 @@ class ReferenceDecoder {
     doc.output_length = t0;
     doc.mask = t > t0 ? mask.data() : nullptr;
     doc.padding_bucket = t > t0;
+    std::vector<float> logits(t0 * c_.vocab_size);
+    doc.dst.logits = logits.data();
     padded_prompt_ = t > t0 && t > c_.lsh_attn_chunk_length;
     states_.assign(c_.num_layers(), {});
     keys_.assign(c_.num_layers(), {});
@@ -71,8 +73,7 @@ class ReferenceDecoder {
         for (int64_t r = 0; r < nr; ++r)
           for (int64_t p = 0; p < t0; ++p) k[h * nr + r].push_back(out.buckets[s][0][(h * nr + r) * t + p]);
     }
-    const int64_t V = c_.vocab_size;
-    return std::vector<float>(out.docs[0].logits.end() - V, out.docs[0].logits.end());
+    return std::vector<float>(logits.end() - c_.vocab_size, logits.end());
   }
 
   // Feeds one token; returns the next logits.
