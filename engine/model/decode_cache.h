@@ -1,13 +1,13 @@
 // The per-sequence state of a generation (engine-internal; the public handle is DecodeState in
 // engine/model/decoder.h). docs/generation.md explains the layout and its memory.
 //
-// Hugging Face's cache (SPEC §11) keeps, per layer, the LayerNorm outputs of every position and,
-// for LSH layers that hashed, the sort keys. A step then projects the states of its attention
-// window again. We keep the projections instead (they are what the prompt's forward and every
-// step compute anyway), so a step projects only the new token:
+// Hugging Face's cache (engine-numerics §13) keeps, per layer, the LayerNorm outputs of every
+// position and, for LSH layers that hashed, the sort keys. A step then projects the states of its
+// attention window again. We keep the projections instead (they are what the prompt's forward and
+// every step compute anyway), so a step projects only the new token:
 //  - LSH layer: knorm(qk) | v of every position, [capacity, heads, 2 * head_size] (the keys are
-//    normalised once, SPEC §7.1, not at every step that reads them); and, when a step will hash
-//    the whole cache (the prompt did not hash), the raw qk of the positions it hashes;
+//    normalised once, engine-numerics §7.1, not at every step that reads them); and, when a step
+//    will hash the whole cache (the prompt did not hash), the raw qk of the positions it hashes;
 //  - local layer: k / sqrt(head_size) | v of the last (before + 1) * chunk positions only, as a
 //    ring ([ring_rows, heads, 2 * head_size], position p at row p % ring_rows): a step's window
 //    never reaches further back (docs/generation.md);

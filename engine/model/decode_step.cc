@@ -122,7 +122,7 @@ int64_t LshStepHead(const ReformerConfig& c, DecodeCache* cache, int64_t layer, 
   const int64_t dh = c.attention_head_size, nh = c.num_hashes, chunk = c.lsh_attn_chunk_length;
   DecodeCache::Layer& l = cache->layer(layer);
   if (!l.hashed) {
-    // Plain attention over the cache and the new token, self mask only (SPEC §11).
+    // Plain attention over the cache and the new token, self mask only (engine-numerics §13).
     for (int64_t j = 0; j <= L; ++j) s->pos[j] = static_cast<int32_t>(j);
     AttendLshPositions(cache, layer, head, L, q, s->pos.data(), L + 1, 0, dh, s, out);
     const bool start_hashing = L + 1 >= chunk && rotations != nullptr && L < cache->plan().raw_rows;  // null: no later step can use keys

@@ -39,7 +39,8 @@ PostOp ActivationPostOp(Activation a, float* alpha) {
   return PostOp::kNone;
 }
 
-// Token ids of a forward document, padded as SPEC §3 (and engine/model/session.cc) pads them.
+// Token ids of a forward document, padded as engine-numerics §4 (and engine/model/session.cc) pads
+// them.
 struct PaddedDocs {
   std::vector<int32_t> ids;
   std::vector<uint8_t> masks;
@@ -91,7 +92,8 @@ absl::Status DecodeState::Validate(const ReformerConfig& c, absl::Span<const int
     return absl::InvalidArgumentError(absl::StrCat("prompt (", t0, " tokens) + max_new_tokens (", max_new_tokens,
                                                    ") = ", t0 + max_new_tokens, " exceeds the model's context of ",
                                                    ctx, " positions"));
-  // The recompute forward pads prompt + tokens to the chunk lcm (SPEC §3); it must still fit.
+  // The recompute forward pads prompt + tokens to the chunk lcm (engine-numerics §4.1); it must
+  // still fit.
   const int64_t longest = c.PaddedLength(t0 + max_new_tokens - 1);
   if (longest > ctx)
     return absl::InvalidArgumentError(absl::StrCat("prompt + max_new_tokens - 1 = ", t0 + max_new_tokens - 1,
@@ -177,7 +179,8 @@ float* Decoder::Impl::Buffer(size_t index, size_t n) {
   return buffers_[index].data();
 }
 
-// Word embedding plus the position embedding of each sequence's next position (SPEC §4, §11).
+// Word embedding plus the position embedding of each sequence's next position
+// (engine-numerics §5.1, §13).
 void Decoder::Impl::Embed(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens, float* x) const {
   const ModelWeights& w = model_->weights();
   const int64_t H = c_.hidden_size;
@@ -198,7 +201,8 @@ void Decoder::Impl::Embed(absl::Span<DecodeState* const> seqs, absl::Span<const 
   }
 }
 
-// Final LayerNorm of concat(A, Z) and the LM head for n rows (SPEC §5, §9), row-invariant.
+// Final LayerNorm of concat(A, Z) and the LM head for n rows (engine-numerics §5.3, §9),
+// row-invariant.
 void Decoder::Impl::HeadLogits(const float* a, const float* z, int64_t n, absl::Span<float* const> logits) {
   const ModelWeights& w = model_->weights();
   const int64_t H = c_.hidden_size, V = c_.vocab_size;
@@ -223,7 +227,8 @@ void Decoder::Impl::HeadLogits(const float* a, const float* z, int64_t n, absl::
 }
 
 // The forward over each sequence's first lengths[i] tokens (a ragged batch): logits of their last
-// positions; with fill_cache, the prompt pass of SPEC §11 (projections and sort keys cached).
+// positions; with fill_cache, the prompt pass of engine-numerics §13 (projections and sort keys
+// cached).
 absl::Status Decoder::Impl::Forward(absl::Span<DecodeState* const> seqs, const std::vector<int64_t>& lengths,
                                     const CancelFn& cancel, const BetweenLayersFn& between, bool fill_cache,
                                     absl::Span<float* const> logits) {
@@ -260,8 +265,8 @@ absl::Status Decoder::Impl::Forward(absl::Span<DecodeState* const> seqs, const s
 
 namespace {
 
-// Position t of an LSH layer's head: knorm(qk) | v (SPEC §7.1, normalised once), and the raw qk
-// while a later step will hash the cache.
+// Position t of an LSH layer's head: knorm(qk) | v (engine-numerics §7.1, normalised once), and the
+// raw qk while a later step will hash the cache.
 void StoreLshRow(DecodeCache* cache, int64_t li, int64_t h, int64_t t, const float* qk_v, bool raw) {
   const int64_t dh = cache->row_width() / 2;
   float* row = cache->Row(li, t, h);
@@ -292,8 +297,9 @@ void Decoder::Impl::CopyProjections(DecodeState* s, int64_t li, int64_t h, const
   }
 }
 
-// Sort keys of the prompt's real positions (HF caches buckets[..., :T0], SPEC §11) into the round
-// orders, relative to their round offsets n * nb; the largest key (offsets included) for HF's test.
+// Sort keys of the prompt's real positions (HF caches buckets[..., :T0], engine-numerics §13) into
+// the round orders, relative to their round offsets n * nb; the largest key (offsets included) for
+// HF's test.
 void Decoder::Impl::CacheBuckets(const ForwardOutputs& out, absl::Span<DecodeState* const> seqs,
                                  const PaddedDocs& p) {
   const int64_t nh = c_.num_hashes, heads = c_.num_attention_heads, nb = c_.total_buckets();
@@ -340,7 +346,7 @@ absl::Status Decoder::Impl::StepCached(absl::Span<DecodeState* const> seqs, absl
   return absl::OkStatus();
 }
 
-// SPEC §5 for the new rows: A += Attention(LN(Z)); Z += FFN(LN(A)).
+// engine-numerics §5 for the new rows: A += Attention(LN(Z)); Z += FFN(LN(A)).
 void Decoder::Impl::StepLayer(absl::Span<DecodeState* const> seqs, int64_t li) {
   const int64_t n = static_cast<int64_t>(seqs.size()), H = c_.hidden_size, F = c_.feed_forward_size;
   const int64_t nh = c_.num_attention_heads, dh = c_.attention_head_size;
@@ -415,7 +421,8 @@ void Decoder::Impl::StepAttention(absl::Span<DecodeState* const> seqs, int64_t l
         std::memcpy(row + dh, src + 2 * dh, sizeof(float) * dh);
       }
     }
-  // HF's increase_num_buckets: the cached keys carry padding-bucket round offsets (SPEC §11).
+  // HF's increase_num_buckets: the cached keys carry padding-bucket round offsets
+  // (engine-numerics §13).
   const int64_t limit = c_.num_hashes * c_.total_buckets() - 1;
   std::vector<uint8_t> increase(n);
   for (int64_t i = 0; i < n; ++i) {

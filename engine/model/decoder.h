@@ -9,9 +9,9 @@
 //
 // Two modes, both exact to Hugging Face transformers v4.40.2 for a sequence alone (batch of one):
 //  - kCached = generate(use_cache=True): the prompt pass keeps a per-sequence cache and each step
-//    computes only the new token, with HF's cached-attention semantics (SPEC §11);
+//    computes only the new token, with HF's cached-attention semantics (engine-numerics §13);
 //  - kRecompute = generate(use_cache=False): every step runs the full forward over prompt + tokens
-//    so far (with the internal padding of SPEC §3) and takes the last position.
+//    so far (with the internal padding of engine-numerics §4.1) and takes the last position.
 // The two differ (HF's cached LSH step is not the full forward); docs/generation.md has the numbers.
 //
 // Batching: Step advances any set of sequences by one token each; the dense products run over all

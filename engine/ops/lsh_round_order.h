@@ -1,5 +1,5 @@
 // The sorted order of one LSH hash round's cached sort keys, kept incrementally for the decoding
-// step (SPEC §11, docs/generation.md "The incremental sort").
+// step (engine-numerics §13, docs/generation.md "The incremental sort").
 //
 // Hugging Face's cached step appends the new token's key to the round's cached keys, stable-sorts
 // all T + 1 of them and looks at the new token's slot. Since the new token has the largest index,

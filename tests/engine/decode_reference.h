@@ -1,10 +1,10 @@
-// Test-only: a direct, slow transcription of Hugging Face v4.40.2's cached generation (SPEC §11)
-// for one sequence, written independently of the engine's decoder. It keeps what HF keeps (per
-// layer the LayerNorm outputs of every position, per hashing LSH layer the sort keys with their
-// round offsets) and does what HF does at every step: project the window's states again,
-// stable-sort each hash round's keys in full, take the new token's chunk window modulo the length.
-// Arithmetic is float32 with double accumulation; it agrees with HF to ~1e-6 wherever no bucket
-// decision is within rounding of a tie (min_margin() reports the smallest margin it saw).
+// Test-only: a direct, slow transcription of Hugging Face v4.40.2's cached generation
+// (engine-numerics §13) for one sequence, written independently of the engine's decoder. It keeps
+// what HF keeps (per layer the LayerNorm outputs of every position, per hashing LSH layer the sort
+// keys with their round offsets) and does what HF does at every step: project the window's states
+// again, stable-sort each hash round's keys in full, take the new token's chunk window modulo the
+// length. Arithmetic is float32 with double accumulation; it agrees with HF to ~1e-6 wherever no
+// bucket decision is within rounding of a tie (min_margin() reports the smallest margin it saw).
 //
 // The prompt pass uses the engine's forward (checked against HF by the forward fixtures) through
 // its at_layer hook to read each layer's input stream, and its sort keys (want_buckets).
@@ -100,7 +100,7 @@ class ReferenceDecoder {
 
   double min_margin() const { return min_margin_; }
   // LSH layer steps whose cached keys came from a padded prompt, with and without HF's
-  // increase_num_buckets (its test is data-dependent, SPEC §11).
+  // increase_num_buckets (its test is data-dependent, engine-numerics §13).
   int64_t padded_increase_steps() const { return padded_increase_steps_; }
   int64_t padded_no_increase_steps() const { return padded_no_increase_steps_; }
 
@@ -189,7 +189,8 @@ class ReferenceDecoder {
     return u;
   }
 
-  // SPEC §11, local layer: keys/values from states[start:] ++ new (Python slice), no mask.
+  // engine-numerics §13, local layer: keys/values from states[start:] ++ new (Python slice), no
+  // mask.
   std::vector<float> LocalLayer(int64_t li, const std::vector<float>& y) const {
     const int64_t nh = c_.num_attention_heads, dh = c_.attention_head_size, c = c_.local_attn_chunk_length;
     const auto& st = states_[li];
@@ -214,7 +215,7 @@ class ReferenceDecoder {
     return out;
   }
 
-  // Bucket of one qk row per round (SPEC §7.3), recording the decision margins.
+  // Bucket of one qk row per round (engine-numerics §7.3), recording the decision margins.
   std::vector<int64_t> Hash(int64_t li, int64_t h, const std::vector<float>& qk, bool increase) {
     const int64_t nr = c_.num_hashes, dh = c_.attention_head_size, half = c_.rotation_size() / 2;
     const float* rot = m_->weights().layers[li].rotations.data + h * dh * nr * half;

@@ -1,7 +1,8 @@
-// Test-only: writes a model directory (config.json + model.safetensors under HF names, SPEC §2)
-// with random weights scaled so that activations and logits are O(1) — attention is peaked and a
-// wrong key, window or bucket shows in the logits well above 1e-4. No rotations file: the loader
-// draws them from hash_seed or the default seed (engine/model/rotations.h).
+// Test-only: writes a model directory (config.json + model.safetensors under HF names,
+// engine-numerics §2) with random weights scaled so that activations and logits are O(1) —
+// attention is peaked and a wrong key, window or bucket shows in the logits well above 1e-4. No
+// rotations file: the loader draws them from hash_seed or the default seed
+// (engine/model/rotations.h).
 #pragma once
 
 #include <cmath>
