@@ -80,7 +80,7 @@ PaddedDocs PadDocuments(const ReformerConfig& c, const std::vector<int64_t>& len
 // DecodeState
 
 absl::Status DecodeState::Validate(const ReformerConfig& c, absl::Span<const int32_t> prompt,
-                                   int64_t max_new_tokens) {
+                                   int64_t max_new_tokens, DecodeMode mode) {
   if (!c.is_decoder)
     return absl::InvalidArgumentError("the model is not causal (is_decoder: false): it cannot generate");
   const int64_t t0 = static_cast<int64_t>(prompt.size());
@@ -92,12 +92,13 @@ absl::Status DecodeState::Validate(const ReformerConfig& c, absl::Span<const int
     return absl::InvalidArgumentError(absl::StrCat("prompt (", t0, " tokens) + max_new_tokens (", max_new_tokens,
                                                    ") = ", t0 + max_new_tokens, " exceeds the model's context of ",
                                                    ctx, " positions"));
-  // The recompute forward pads prompt + tokens to the chunk lcm (engine-numerics §4.1); it must
-  // still fit.
-  const int64_t longest = c.PaddedLength(t0 + max_new_tokens - 1);
-  if (longest > ctx)
-    return absl::InvalidArgumentError(absl::StrCat("prompt + max_new_tokens - 1 = ", t0 + max_new_tokens - 1,
-                                                   " tokens pad to ", longest, " positions (chunk length ",
+  // The forwards pad to the chunk lcm (engine-numerics §4.1): the prompt's, and in recompute mode
+  // every step's over prompt + tokens so far; they must still fit.
+  const bool recompute = mode == DecodeMode::kRecompute;
+  const int64_t longest = recompute ? t0 + max_new_tokens - 1 : t0, padded = c.PaddedLength(longest);
+  if (padded > ctx)
+    return absl::InvalidArgumentError(absl::StrCat(recompute ? "prompt + max_new_tokens - 1 = " : "the prompt's ",
+                                                   longest, " tokens pad to ", padded, " positions (chunk length ",
                                                    c.chunk_lcm(), "), beyond the model's context of ", ctx));
   for (int64_t i = 0; i < t0; ++i)
     if (prompt[i] < 0 || prompt[i] >= c.vocab_size)
@@ -115,7 +116,7 @@ absl::StatusOr<std::unique_ptr<DecodeState>> DecodeState::Create(const ReformerM
                                                                  absl::Span<const int32_t> prompt,
                                                                  int64_t max_new_tokens, DecodeMode mode) {
   const ReformerConfig& c = model.config();
-  RETURN_IF_ERROR(Validate(c, prompt, max_new_tokens));
+  RETURN_IF_ERROR(Validate(c, prompt, max_new_tokens, mode));
   std::unique_ptr<DecodeState> s(new DecodeState());
   s->mode_ = mode;
   s->prompt_length_ = static_cast<int64_t>(prompt.size());

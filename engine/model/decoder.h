@@ -45,7 +45,8 @@ class DecodeCache;
 class DecodeState {
  public:
   // Validates and allocates. Errors: INVALID_ARGUMENT (empty prompt, id outside [0, V),
-  // max_new_tokens < 1, prompt + max_new_tokens beyond the context, the model is not causal),
+  // max_new_tokens < 1, prompt + max_new_tokens beyond the context or a forward's padded length
+  // beyond it, the model is not causal),
   // RESOURCE_EXHAUSTED when the memory cannot be mapped.
   static absl::StatusOr<std::unique_ptr<DecodeState>> Create(const ReformerModel& model,
                                                              absl::Span<const int32_t> prompt,
@@ -55,7 +56,7 @@ class DecodeState {
                               DecodeMode mode);
   // The checks Create makes, without allocating.
   static absl::Status Validate(const ReformerConfig& config, absl::Span<const int32_t> prompt,
-                               int64_t max_new_tokens);
+                               int64_t max_new_tokens, DecodeMode mode);
   ~DecodeState();
 
   DecodeMode mode() const { return mode_; }

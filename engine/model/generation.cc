@@ -99,7 +99,7 @@ const char* FinishReasonName(FinishReason r) {
 }
 
 absl::Status ValidateGeneration(const ReformerConfig& c, absl::Span<const int32_t> prompt, const GenerationParams& p) {
-  RETURN_IF_ERROR(DecodeState::Validate(c, prompt, p.max_new_tokens));
+  RETURN_IF_ERROR(DecodeState::Validate(c, prompt, p.max_new_tokens, p.mode));
   RETURN_IF_ERROR(ValidateSampling(p.sampling));
   for (size_t i = 0; i < p.stop.size(); ++i)
     if (p.stop[i].empty()) return absl::InvalidArgumentError(absl::StrCat("stop string ", i, " is empty"));

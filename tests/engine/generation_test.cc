@@ -155,6 +155,16 @@ TEST(GenerationTest, ValidationMessagesCarryTheNumbers) {
   GenerationParams p = Params(1);
   p.sampling.top_p = 2.f;
   EXPECT_NE(msg(prompt, p).find("top_p"), std::string::npos);
+  // A context that is not a multiple of the chunk: a cached step only needs the positions, a
+  // recompute step's forward pads to the chunk (16 here) and must fit too.
+  c.max_position_embeddings = 100;
+  EXPECT_TRUE(ValidateGeneration(c, prompt, Params(97)).ok());
+  GenerationParams r = Params(97);
+  r.mode = DecodeMode::kRecompute;
+  EXPECT_NE(msg(prompt, r).find("prompt + max_new_tokens - 1 = 99 tokens pad to 112 positions"), std::string::npos)
+      << msg(prompt, r);
+  r.max_new_tokens = 94;
+  EXPECT_TRUE(ValidateGeneration(c, prompt, r).ok());
   c.is_decoder = false;
   EXPECT_NE(msg(prompt, Params(1)).find("not causal"), std::string::npos);
 }
