@@ -202,7 +202,7 @@ void Decoder::Impl::Embed(absl::Span<DecodeState* const> seqs, absl::Span<const 
   }
 }
 
-// Final LayerNorm of concat(A, Z) and the LM head for n rows (engine-numerics §5.3, §9),
+// Final LayerNorm of concat(A, Z) and the LM head for n rows (engine-numerics §5.5, §5.6),
 // row-invariant.
 void Decoder::Impl::HeadLogits(const float* a, const float* z, int64_t n, absl::Span<float* const> logits) {
   const ModelWeights& w = model_->weights();
@@ -347,7 +347,7 @@ absl::Status Decoder::Impl::StepCached(absl::Span<DecodeState* const> seqs, absl
   return absl::OkStatus();
 }
 
-// engine-numerics §5 for the new rows: A += Attention(LN(Z)); Z += FFN(LN(A)).
+// engine-numerics §5.2 for the new rows: A += Attention(LN(Z)); Z += FFN(LN(A)).
 void Decoder::Impl::StepLayer(absl::Span<DecodeState* const> seqs, int64_t li) {
   const int64_t n = static_cast<int64_t>(seqs.size()), H = c_.hidden_size, F = c_.feed_forward_size;
   const int64_t nh = c_.num_attention_heads, dh = c_.attention_head_size;
