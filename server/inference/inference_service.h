@@ -16,6 +16,12 @@
 //    without computing; a running one stops within about one layer.
 //  - Deadlines: `deadline` (absolute, on the injected clock). Expired requests are answered
 //    DEADLINE_EXCEEDED without computing; a running one stops within one layer.
+//  - Memory: one process-wide MemoryBudget (--memory_budget_bytes, server/batching/memory_budget.h)
+//    bounds the working memory of all workers' batches plus the outputs of requests until their
+//    responses are sent. A request's outputs are reserved when it starts computing; an OK result
+//    carries that reservation (InferenceResult::output_memory) and the caller must keep it until the
+//    response has been sent (gRPC: until the RPC's OnDone). A request that could never fit is
+//    rejected RESOURCE_EXHAUSTED; one that does not fit now waits in the queue.
 #pragma once
 
 #include <atomic>
@@ -28,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "engine/model/engine_api.h"
+#include "server/batching/memory_budget.h"
 
 namespace reformer::serving {
 
@@ -48,6 +55,9 @@ struct InferenceResult {
   int64_t tokens = 0;                   // real tokens processed
   double queue_seconds = 0;
   double compute_seconds = 0;
+  // When OK: the budget's hold on this request's outputs (kind kOutput). Keep it (move it along with
+  // the response) until the response has been sent; destroying it returns the bytes to the budget.
+  MemoryReservation output_memory;
 };
 
 using DoneCallback = std::function<void(InferenceResult)>;
@@ -57,8 +67,10 @@ struct InferenceOptions {
   int threads_per_worker = 1;            // OpenMP threads per Session
   int64_t max_batch_tokens = 65536;      // tokens per formed batch
   int64_t max_batch_size = 32;           // documents per formed batch
-  size_t memory_budget_bytes = size_t{4} << 30;  // engine peak-memory estimate bound per batch
-  size_t workspace_budget_bytes = size_t{256} << 20;
+  // The process-wide budget: working memory of all running batches + outputs of requests until their
+  // responses are sent. Signed so that a negative flag value is rejected by Validate(), not wrapped.
+  int64_t memory_budget_bytes = int64_t{4} << 30;
+  int64_t workspace_budget_bytes = int64_t{256} << 20;  // engine workspace bound per worker
   absl::Duration max_queue_delay = absl::Milliseconds(5);
   int64_t max_queue_requests = 1024;
   int64_t max_queue_tokens = 4 << 20;
@@ -69,6 +81,11 @@ struct InferenceOptions {
   int64_t long_batch_tokens = 16384;
   // Documents in one batch have lengths within this factor of each other (similar-length grouping).
   double length_ratio = 4.0;
+  // A request queued this long heads the queue as if it had priority 1 (by arrival), so lower
+  // priorities cannot starve (bound in server/batching/batch_scheduler.h). InfiniteDuration() = off.
+  absl::Duration priority_aging = absl::Seconds(10);
+  // INVALID_ARGUMENT naming the flag (--workers, --memory_budget_bytes, ...) for any value that makes
+  // no sense (zero or negative sizes and counts, length ratio < 1, negative delays).
   absl::Status Validate() const;
 };
 
@@ -84,6 +101,10 @@ class InferenceObserver {
                              double /*queue_seconds*/, double /*compute_seconds*/) {}
   virtual void OnWorkspaceBytes(int /*worker*/, size_t /*bytes*/) {}
   virtual void OnInflightChanged(int64_t /*inflight*/) {}
+  // The process-wide memory budget: its total (once, at start) and the bytes reserved of each kind
+  // ("working", "output", "cache") whenever they may have changed (the latest call holds).
+  virtual void OnMemoryBudget(size_t /*total_bytes*/) {}
+  virtual void OnMemoryReserved(const std::string& /*kind*/, size_t /*bytes*/) {}
 };
 
 class Clock;
@@ -110,6 +131,9 @@ class InferenceService {
   virtual const InferenceOptions& options() const = 0;
   virtual int64_t queued_requests() const = 0;
   virtual int64_t queued_tokens() const = 0;
+  // The process-wide budget the service schedules under (null for services without one), for other
+  // holders of memory (e.g. response buffers, generation caches) to reserve from.
+  virtual std::shared_ptr<MemoryBudget> memory_budget() const { return nullptr; }
 };
 
 }  // namespace reformer::serving

@@ -7,10 +7,21 @@
 // are answered CANCELLED / DEADLINE_EXCEEDED when the batch completes). Re-running the survivors would
 // waste the work already done, and similar-length grouping keeps batch mates' run times alike, so
 // the wasted compute is bounded by one batch.
+//
+// Memory: the scheduler reserves from the process-wide budget; this file listens to it. Every
+// release (a batch completing, a response sent by the RPC layer) wakes the workers, since a batch
+// that did not fit may fit now, and refreshes the observer's memory gauges. A worker's session keeps
+// its last run's working memory between runs (so the next run does not page-fault it in again): the
+// worker keeps that much of the batch's reservation at Complete() (reserving any excess over the
+// estimate first, or returning the session's memory to the OS when that does not fit), and drops it
+// when the session releases the memory or its next batch (with its own reservation) starts. So the
+// budget covers idle workers' memory too.
 #include <algorithm>
+#include <optional>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "server/batching/batch_scheduler.h"
@@ -27,13 +38,13 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
 // between runs (engine Session::ReleaseWorkspace); under load it keeps and reuses it.
 constexpr absl::Duration kReleaseIdleMemoryAfter = absl::Seconds(2);
 
-struct Task : BatchTask {
+struct Task : BatchTask {  // output_memory (BatchTask) moves to InferenceResult on OK
   std::unique_ptr<InferenceRequest> request;
   DoneCallback done;
   std::vector<DocumentOutput> outputs;  // one per document; each written by the worker that ran it
 };
 
-class InferenceServiceImpl final : public InferenceService {
+class InferenceServiceImpl final : public InferenceService, private MemoryBudget::Listener {
  public:
   InferenceServiceImpl(std::shared_ptr<const ReformerModel> model, const ModelLimits& limits,
                        const InferenceOptions& options, const Clock* clock, InferenceObserver* observer)
@@ -41,14 +52,8 @@ class InferenceServiceImpl final : public InferenceService {
 
   ~InferenceServiceImpl() override { Shutdown(); }
 
-  absl::Status Start(RunnerFactory factory, BatchScheduler::MemoryEstimateFn estimate) {
-    auto scheduler = BatchScheduler::Create(
-        ToSchedulerOptions(options_, limits_), std::move(estimate), clock_,
-        [this](std::unique_ptr<BatchTask> task, absl::Status status, const TaskTiming& timing) {
-          OnFinish(std::move(task), std::move(status), timing);
-        });
-    if (!scheduler.ok()) return scheduler.status();
-    scheduler_ = std::move(scheduler).value();
+  absl::Status Start(RunnerFactory factory, ServiceMemory memory) {
+    if (absl::Status s = StartScheduler(std::move(memory)); !s.ok()) return s;
     factory_ = std::move(factory);
     for (int w = 0; w < options_.workers; ++w) {
       workers_.emplace_back([this, w] { WorkerLoop(w); });
@@ -133,15 +138,53 @@ class InferenceServiceImpl final : public InferenceService {
     for (std::thread& t : workers_) t.join();
     workers_.clear();
     if (sweeper_.joinable()) sweeper_.join();
+    // Reservations may outlive the service (responses still being sent): stop listening first.
+    if (budget_ != nullptr) budget_->RemoveListener(this);
     ReportQueue();
   }
 
+  std::shared_ptr<MemoryBudget> memory_budget() const override { return budget_; }
   const ReformerModel& model() const override { return *model_; }
   const InferenceOptions& options() const override { return options_; }
   int64_t queued_requests() const override { return scheduler_->queued_requests(); }
   int64_t queued_tokens() const override { return scheduler_->queued_tokens(); }
 
  private:
+  absl::Status StartScheduler(ServiceMemory memory) {
+    budget_ = std::move(memory.budget);
+    if (budget_ == nullptr) {
+      absl::StatusOr<std::shared_ptr<MemoryBudget>> budget = MemoryBudget::Create(options_.memory_budget_bytes);
+      if (!budget.ok()) return budget.status();
+      budget_ = *std::move(budget);
+    }
+    auto scheduler = BatchScheduler::Create(
+        ToSchedulerOptions(options_, limits_), {budget_, std::move(memory.working), std::move(memory.output)},
+        clock_, [this](std::unique_ptr<BatchTask> task, absl::Status status, const TaskTiming& timing) {
+          OnFinish(std::move(task), std::move(status), timing);
+        });
+    if (!scheduler.ok()) return scheduler.status();
+    scheduler_ = std::move(scheduler).value();
+    budget_->AddListener(this);
+    if (observer_) observer_->OnMemoryBudget(budget_->total_bytes());
+    ReportMemory();
+    return absl::OkStatus();
+  }
+
+  // MemoryBudget::Listener: runs on the releasing thread (a worker, or the RPC layer sending a response).
+  void OnMemoryReleased() override {
+    ReportMemory();
+    Notify();
+  }
+
+  // Serialized, and reading the budget inside the lock, so the last report holds the latest numbers.
+  void ReportMemory() {
+    if (observer_ == nullptr || budget_ == nullptr) return;
+    absl::MutexLock lock(&report_mu_);
+    for (MemoryKind kind : {MemoryKind::kWorking, MemoryKind::kOutput, MemoryKind::kCache}) {
+      observer_->OnMemoryReserved(MemoryKindName(kind), budget_->reserved_bytes(kind));
+    }
+  }
+
   absl::Status ValidateTokens(const InferenceRequest& request) const {
     for (size_t d = 0; d < request.documents.size(); ++d) {
       const auto& doc = request.documents[d];
@@ -194,6 +237,7 @@ class InferenceServiceImpl final : public InferenceService {
     }
     if (!runner.ok()) return;
     bool holds_memory = false;  // ran a batch since it last released its session's memory
+    MemoryReservation retained;  // the budget's hold on what the session keeps between runs
     absl::Time idle_since = absl::InfiniteFuture();
     while (true) {
       uint64_t seen;
@@ -209,19 +253,36 @@ class InferenceServiceImpl final : public InferenceService {
         if (holds_memory && now - idle_since >= kReleaseIdleMemoryAfter) {
           (*runner)->ReleaseIdleMemory();
           holds_memory = false;
+          retained.Release();
         }
         WaitForWork(seen);
         continue;
       }
       holds_memory = true;
       idle_since = absl::InfiniteFuture();
-      RunBatch(worker, **runner, *batch);
+      ReportMemory();  // the batch reserved its working memory and the outputs it starts
+      retained.Release();  // the run first trims what the session kept to its own (reserved) plan
+      RunBatch(worker, **runner, *batch, &retained);
     }
     // Destroy the runner (engine Session) on the thread that created it.
     runner = absl::CancelledError("worker stopped");
   }
 
-  void RunBatch(int worker, DocumentRunner& runner, const Batch& batch) {
+  // Completes `batch`, moving into `*retained` the budget's hold on what the session keeps.
+  void CompleteKeepingSessionMemory(DocumentRunner& runner, const Batch& batch,
+                                    absl::Span<const absl::Status> statuses, MemoryReservation* retained) {
+    size_t keep = runner.retained_bytes();
+    std::optional<MemoryReservation> extra;  // beyond the batch's estimate
+    if (keep > batch.estimated_bytes) extra = budget_->TryReserve(keep - batch.estimated_bytes, MemoryKind::kWorking);
+    if (keep > batch.estimated_bytes && !extra) {
+      runner.ReleaseIdleMemory();
+      keep = 0;
+    }
+    scheduler_->Complete(batch, statuses, keep, retained);
+    if (extra) retained->Merge(std::move(*extra));
+  }
+
+  void RunBatch(int worker, DocumentRunner& runner, const Batch& batch, MemoryReservation* retained) {
     ReportQueue();
     bool counted = false;  // a batch of internal requests only (the warm-up) is not reported
     for (const BatchItem& item : batch.items) {
@@ -257,7 +318,7 @@ class InferenceServiceImpl final : public InferenceService {
         statuses[i] = status;
       }
     }
-    scheduler_->Complete(batch, statuses);
+    CompleteKeepingSessionMemory(runner, batch, statuses, retained);
     ReportQueue();
     Notify();
   }
@@ -295,7 +356,10 @@ class InferenceServiceImpl final : public InferenceService {
     Task& task = static_cast<Task&>(*base);
     InferenceResult result;
     result.status = std::move(status);
-    if (result.status.ok()) result.outputs = std::move(task.outputs);
+    if (result.status.ok()) {
+      result.outputs = std::move(task.outputs);
+      result.output_memory = std::move(task.output_memory);  // held until the response is sent
+    }
     result.tokens = timing.tokens;
     result.queue_seconds = timing.queue_seconds;
     result.compute_seconds = timing.compute_seconds;
@@ -316,7 +380,9 @@ class InferenceServiceImpl final : public InferenceService {
   const Clock* const clock_;
   InferenceObserver* const observer_;
   RunnerFactory factory_;
+  std::shared_ptr<MemoryBudget> budget_;  // process-wide; shared with the scheduler and reservations
   std::unique_ptr<BatchScheduler> scheduler_;
+  absl::Mutex report_mu_;  // serializes ReportMemory
 
   absl::Mutex wake_mu_;
   uint64_t wake_seq_ ABSL_GUARDED_BY(wake_mu_) = 0;
@@ -335,16 +401,37 @@ class InferenceServiceImpl final : public InferenceService {
 }  // namespace
 
 absl::Status InferenceOptions::Validate() const {
-  if (workers < 1) return absl::InvalidArgumentError(absl::StrFormat("workers must be >= 1, got %d", workers));
-  if (threads_per_worker < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("threads_per_worker must be >= 1, got %d", threads_per_worker));
+  auto positive = [](const char* flag, int64_t value) {
+    return value >= 1 ? absl::OkStatus()
+                      : absl::InvalidArgumentError(absl::StrFormat("--%s must be >= 1, got %d", flag, value));
+  };
+  for (absl::Status s : {positive("workers", workers), positive("threads_per_worker", threads_per_worker),
+                         positive("max_batch_tokens", max_batch_tokens), positive("max_batch_size", max_batch_size),
+                         positive("memory_budget_bytes", memory_budget_bytes),
+                         positive("workspace_budget_bytes", workspace_budget_bytes),
+                         positive("max_queue_requests", max_queue_requests),
+                         positive("max_queue_tokens", max_queue_tokens)}) {
+    if (!s.ok()) return s;
   }
   if (max_tokens_per_request < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("max_tokens_per_request must be >= 0 (0 = 8 x context), got %d", max_tokens_per_request));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--max_tokens_per_request must be >= 0 (0 = 8 x the model's context), got %d", max_tokens_per_request));
   }
-  if (workspace_budget_bytes == 0) return absl::InvalidArgumentError("workspace_budget_bytes must be > 0");
+  if (long_batch_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--long_batch_tokens must be >= 0 (0 = no reservation), got %d", long_batch_tokens));
+  }
+  if (!(length_ratio >= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--batch_length_ratio must be >= 1, got %g", length_ratio));
+  }
+  if (max_queue_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_queue_delay_ms must be >= 0, got ", absl::FormatDuration(max_queue_delay)));
+  }
+  if (priority_aging < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the priority aging time must be >= 0, got ", absl::FormatDuration(priority_aging)));
+  }
   ModelLimits any{1, 1, 1};
   return ToSchedulerOptions(*this, any).Validate();
 }
@@ -353,7 +440,6 @@ SchedulerOptions ToSchedulerOptions(const InferenceOptions& options, const Model
   SchedulerOptions s;
   s.max_batch_tokens = options.max_batch_tokens;
   s.max_batch_size = options.max_batch_size;
-  s.memory_budget_bytes = options.memory_budget_bytes;
   s.max_queue_delay = options.max_queue_delay;
   s.max_queue_requests = options.max_queue_requests;
   s.max_queue_tokens = options.max_queue_tokens;
@@ -363,13 +449,13 @@ SchedulerOptions ToSchedulerOptions(const InferenceOptions& options, const Model
   s.num_workers = options.workers;
   s.long_batch_tokens = options.long_batch_tokens;
   s.length_ratio = options.length_ratio;
+  s.priority_aging = options.priority_aging;
   return s;
 }
 
 absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunners(
     std::shared_ptr<const ReformerModel> model, const ModelLimits& limits, const InferenceOptions& options,
-    const Clock* clock, InferenceObserver* observer, RunnerFactory factory,
-    BatchScheduler::MemoryEstimateFn estimate) {
+    const Clock* clock, InferenceObserver* observer, RunnerFactory factory, ServiceMemory memory) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   if (clock == nullptr) return absl::InvalidArgumentError("InferenceService needs a clock");
   if (!factory) return absl::InvalidArgumentError("InferenceService needs a runner factory");
@@ -378,7 +464,7 @@ absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunn
                                                       limits.context, limits.vocab_size, limits.hidden_width));
   }
   auto service = std::make_unique<InferenceServiceImpl>(std::move(model), limits, options, clock, observer);
-  if (absl::Status s = service->Start(std::move(factory), std::move(estimate)); !s.ok()) return s;
+  if (absl::Status s = service->Start(std::move(factory), std::move(memory)); !s.ok()) return s;
   return std::unique_ptr<InferenceService>(std::move(service));
 }
 
