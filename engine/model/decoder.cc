@@ -45,7 +45,6 @@ struct PaddedDocs {
   std::vector<int32_t> ids;
   std::vector<uint8_t> masks;
   std::vector<ForwardDoc> docs;
-  std::vector<int64_t> offsets;  // first row of each document in the streams
 };
 
 PaddedDocs PadDocuments(const ReformerConfig& c, const std::vector<int64_t>& lengths,
@@ -68,7 +67,6 @@ PaddedDocs PadDocuments(const ReformerConfig& c, const std::vector<int64_t>& len
     fd.output_length = t0;
     fd.mask = t > t0 ? p.masks.data() + off : nullptr;
     fd.padding_bucket = t > t0;
-    p.offsets.push_back(off);
     off += t;
   }
   return p;
@@ -242,10 +240,10 @@ absl::Status Decoder::Impl::Forward(absl::Span<DecodeState* const> seqs, const s
   fo.outputs = 0;
   fo.want_buckets = fill_cache;
   fo.cancel = &cancel;
-  fo.at_layer = [&](int64_t li, const float* a, const float* z) -> absl::Status {
+  fo.at_layer = [&](int64_t li, const float* a, const float* z, const std::vector<int64_t>& first_row) -> absl::Status {
     if (li == layers) {
       for (int64_t d = 0; d < n; ++d) {
-        const int64_t row = p.offsets[d] + lengths[d] - 1;
+        const int64_t row = first_row[d] + lengths[d] - 1;
         std::memcpy(last.data() + d * H, a + row * H, sizeof(float) * H);
         std::memcpy(last.data() + (n + d) * H, z + row * H, sizeof(float) * H);
       }

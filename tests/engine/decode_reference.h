@@ -51,7 +51,8 @@ class ReferenceDecoder {
     ForwardOptions fo;
     fo.outputs = kOutputLogits;
     fo.want_buckets = true;
-    fo.at_layer = [&](int64_t li, const float*, const float* z) {
+    fo.at_layer = [&](int64_t li, const float*, const float* z, const std::vector<int64_t>& first_row) {
+      z += first_row[0] * H;
       if (li < c_.num_layers()) {
         const LayerWeights& w = m_->weights().layers[li];
         for (int64_t p = 0; p < t0; ++p)
