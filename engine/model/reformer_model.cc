@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/cpu_features.h"
 #include "engine/base/logging.h"
 #include "engine/base/status_macros.h"
 #include "engine/model/engine_api.h"
@@ -72,6 +73,7 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Assemble(
 
 absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Load(const std::string& dir,
                                                                          const LoadOptions& options) {
+  RETURN_IF_ERROR(IsaStatus());  // e.g. an invalid REFORMER_MAX_ISA
   const std::filesystem::path root(dir);
   ASSIGN_OR_RETURN(ReformerConfig config, ReformerConfig::FromFile((root / "config.json").string()));
   const std::string rot_path = (root / "rotations.safetensors").string();
@@ -90,6 +92,7 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Load(const s
 
 absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom(
     const ReformerConfig& config, uint64_t seed) {
+  RETURN_IF_ERROR(IsaStatus());
   RETURN_IF_ERROR(config.Validate("<random model>"));
   auto w = std::make_unique<ModelWeights>();
   std::mt19937_64 rng(seed);
