@@ -98,7 +98,8 @@ class OutputAccounting {
 
 }  // namespace
 
-PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& L, AttnType type) {
+PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& L, AttnType type,
+                                   ComputeType ct) {
   const int64_t H = c.hidden_size, nh = c.num_attention_heads, dh = c.attention_head_size;
   const int64_t F = c.feed_forward_size;
   PackedLayer pl;
@@ -107,13 +108,12 @@ PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& 
   const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
                            lsh ? nullptr : L.value.data};
   for (int64_t h = 0; h < nh; ++h) {
-    pl.head_proj.push_back(PackedWeight::Build(H, k * dh, [&](int64_t kk, int64_t j) {
-      return parts[j / dh][(h * dh + j % dh) * H + kk];
-    }));
+    pl.head_proj.push_back(PackedWeight::Build(
+        H, k * dh, [&](int64_t kk, int64_t j) { return parts[j / dh][(h * dh + j % dh) * H + kk]; }, ct));
   }
-  pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H);
-  pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F);
-  pl.ff_out = PackedWeight::FromLinear(L.ff_out_weight.data, F, 0, 0, F, H);
+  pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H, ct);
+  pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F, ct);
+  pl.ff_out = PackedWeight::FromLinear(L.ff_out_weight.data, F, 0, 0, F, H, ct);
   return pl;
 }
 
@@ -133,9 +133,9 @@ void PackedModel::SetLmHead(const ReformerConfig& c, const float* lm_weight) {
   bytes += lm_head.bytes();
 }
 
-PackedModel PackedModel::Build(const ReformerConfig& c, const ModelWeights& w) {
+PackedModel PackedModel::Build(const ReformerConfig& c, const ModelWeights& w, ComputeType ct) {
   PackedModel pm;
-  for (int64_t i = 0; i < c.num_layers(); ++i) pm.Add(PackLayer(c, w.layers[i], c.attn_layers[i]));
+  for (int64_t i = 0; i < c.num_layers(); ++i) pm.Add(PackLayer(c, w.layers[i], c.attn_layers[i], ct));
   pm.SetLmHead(c, w.lm_weight.data);
   return pm;
 }
@@ -153,7 +153,7 @@ int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes, int64_t 
 
 size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths,
                      const std::vector<int64_t>& output_lengths, uint32_t outputs, int64_t tile_rows,
-                     int num_threads) {
+                     int num_threads, ComputeType ct) {
   const int64_t H = c.hidden_size, dh = c.attention_head_size, V = c.vocab_size;
   int64_t total = 0;
   for (int64_t t : padded_lengths) total += t;
@@ -179,7 +179,10 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
   phase = std::max(phase, sizeof(float) * tile * (H + c.feed_forward_size));
   const bool need_lm = outputs & (kOutputLogits | kOutputTokenLogprobs);
   phase = std::max(phase, sizeof(float) * (tile * 2 * H + (need_lm ? tile * V + num_threads * V : 0)));
-  return fixed + phase;
+  // A bfloat16 / int8 matmul's activation buffers (engine/dnnl/matmul.h), beside a phase's buffers.
+  const int64_t widest_k = std::max({H, c.num_attention_heads * dh, c.feed_forward_size});
+  const int64_t widest_n = std::max({H, c.feed_forward_size, 3 * dh * c.num_attention_heads});
+  return fixed + phase + MatmulScratchBytes(ct, tile, widest_k, widest_n);
 }
 
 absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, int64_t tile_rows,
@@ -222,7 +225,8 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
     padded_lengths.push_back(doc.padded_length);
     output_lengths.push_back(doc.output_length);
   }
-  const size_t plan = PlanPeakBytes(c, padded_lengths, output_lengths, opt.outputs, tile, threads);
+  const size_t plan = PlanPeakBytes(c, padded_lengths, output_lengths, opt.outputs, tile, threads,
+                                    model.compute_type());
   ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
   out->buckets.clear();
   out->bucket_layers.clear();

@@ -39,9 +39,13 @@ struct PackedModel {
   std::vector<PackedLayer> layers;
   PackedWeight lm_head;  // [2H, V]
   size_t bytes = 0;
-  static PackedModel Build(const ReformerConfig& config, const ModelWeights& weights);
+  // Layers' matmul weights in `type`; the LM head stays float32 (< 1 % of the work, and the
+  // logits are what scoring reads).
+  static PackedModel Build(const ReformerConfig& config, const ModelWeights& weights,
+                           ComputeType type = ComputeType::kFloat32);
   // Incremental form (lets a builder release each layer's unpacked weights once packed).
-  static PackedLayer PackLayer(const ReformerConfig& config, const LayerWeights& layer, AttnType type);
+  static PackedLayer PackLayer(const ReformerConfig& config, const LayerWeights& layer, AttnType type,
+                               ComputeType compute_type = ComputeType::kFloat32);
   void Add(PackedLayer layer);
   void SetLmHead(const ReformerConfig& config, const float* lm_weight);
 };
@@ -80,7 +84,7 @@ struct ForwardOutputs {
 // Peak working bytes of a forward (streams, per-head buffers, tiles, attention blocks, outputs).
 size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& padded_lengths,
                      const std::vector<int64_t>& output_lengths, uint32_t outputs, int64_t tile_rows,
-                     int num_threads);
+                     int num_threads, ComputeType compute_type = ComputeType::kFloat32);
 
 // Largest tile (power of two in [256, min(requested or 1024, 4096)]) whose per-phase tile buffers
 // fit in half the budget; 0 when not even 256 rows fit. (At M = 64 oneDNN's rows were measured to

@@ -17,7 +17,9 @@ class SessionImpl final : public Session {
  public:
   SessionImpl(std::shared_ptr<const ReformerModel> model, const SessionOptions& options,
               std::unique_ptr<DnnlContext> ctx, int64_t tile_rows)
-      : model_(std::move(model)), options_(options), ctx_(std::move(ctx)), tile_rows_(tile_rows) {}
+      : model_(std::move(model)), options_(options), ctx_(std::move(ctx)), tile_rows_(tile_rows) {
+    ctx_->set_workspace(&ws_);  // bfloat16 / int8 conversion buffers are counted there
+  }
 
   absl::Status RunDocuments(absl::Span<const absl::Span<const int32_t>> documents, uint32_t outputs,
                             std::vector<DocumentOutput>* results, const CancelFn& cancel) override {
@@ -176,6 +178,18 @@ size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const i
   }
   const int64_t tile = std::max<int64_t>(256, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
   return PlanPeakBytes(config, padded, out_len, outputs, tile, std::max(1, options.num_threads));
+}
+
+size_t EstimatePeakWorkingBytes(const ReformerModel& model, absl::Span<const int64_t> lengths, uint32_t outputs,
+                                const SessionOptions& options) {
+  const ReformerConfig& config = model.config();
+  std::vector<int64_t> padded, out_len;
+  for (int64_t t0 : lengths) {
+    padded.push_back(config.PaddedLength(t0));
+    out_len.push_back(t0);
+  }
+  const int64_t tile = std::max<int64_t>(256, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
+  return PlanPeakBytes(config, padded, out_len, outputs, tile, std::max(1, options.num_threads), model.compute_type());
 }
 
 }  // namespace reformer

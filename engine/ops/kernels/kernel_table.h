@@ -50,6 +50,16 @@ struct KernelTable {
   void (*scale_div)(const float* x, int64_t n, float mul, float div, float* y);
   // y[i] += a * x[i].
   void (*axpy)(int64_t n, float a, const float* x, float* y);
+
+  // ---- compute types (engine/dnnl/matmul.cc; docs/isa.md) ----
+  // y[i] = x[i] rounded to bfloat16 (nearest, ties to even), as bits.
+  void (*to_bf16)(const float* x, int64_t n, uint16_t* y);
+  // q[i] = round(x[i] / s) in [-127, 127] with s = max|x| / 127 (0 for an all-zero row); returns s.
+  float (*quantize_s8)(const float* x, int64_t n, int8_t* q);
+  // v = acc[j] · (row_scale · col_scale[j]) (+ bias[j]) (ReLU when relu); y[j] = v, or y[j] += v
+  // when accumulate.
+  void (*dequantize_row)(const int32_t* acc, int64_t n, float row_scale, const float* col_scale,
+                         const float* bias, bool relu, bool accumulate, float* y);
 };
 
 // The table of SelectedIsa().
