@@ -107,9 +107,12 @@ PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& 
   const int64_t k = lsh ? 2 : 3;
   const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
                            lsh ? nullptr : L.value.data};
+  // An LSH layer's shared query/key projection stays float32 in every compute type: the bucket
+  // choice (SPEC §7.3) then sees float32 arithmetic from the layer's input on (issue 14; docs/isa.md).
+  const ComputeType proj_ct = lsh ? ComputeType::kFloat32 : ct;
   for (int64_t h = 0; h < nh; ++h) {
     pl.head_proj.push_back(PackedWeight::Build(
-        H, k * dh, [&](int64_t kk, int64_t j) { return parts[j / dh][(h * dh + j % dh) * H + kk]; }, ct));
+        H, k * dh, [&](int64_t kk, int64_t j) { return parts[j / dh][(h * dh + j % dh) * H + kk]; }, proj_ct));
   }
   pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H, ct);
   pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F, ct);

@@ -20,6 +20,8 @@ void Usage() {
                "      Run the model on input_ids [B][T] (+ optional attention_mask) and write float32 logits\n"
                "      [B,T,V] and hidden_states [B,T,2H]. Default: Hugging Face padded-batch semantics;\n"
                "      --per-document: each row's real tokens are one document computed as if alone.\n"
+               "  (forward and score: --compute_type float32|bfloat16|int8|auto, default float32 = exact;\n"
+               "   a type this CPU cannot run is an error naming the missing instruction set)\n"
                "  score --model DIR [--json] [--threads N] [--window TOKENS] FILE...\n"
                "      Bits per byte and perplexity of each text file under a causal model; texts longer\n"
                "      than the context (or --window) are scored in independent windows.\n"

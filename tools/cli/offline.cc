@@ -90,6 +90,27 @@ absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const
   return Session::Create(model, so);
 }
 
+// --compute_type float32|bfloat16|int8|auto (engine/base/compute_type.h; default float32).
+absl::StatusOr<LoadOptions> LoadOptionsFrom(const Args& args) {
+  LoadOptions lo;
+  const std::string name = args.Has("compute_type") ? args.Get("compute_type") : args.Get("compute-type", "float32");
+  auto req = ParseComputeType(name);
+  if (!req.ok()) return req.status();
+  lo.compute_type = *req;
+  return lo;
+}
+
+// Loads the model and says which compute type and instruction sets it runs on (stderr).
+absl::StatusOr<std::shared_ptr<const ReformerModel>> LoadModel(const std::string& dir, const Args& args) {
+  auto lo = LoadOptionsFrom(args);
+  if (!lo.ok()) return lo.status();
+  auto model = ReformerModel::Load(dir, *lo);
+  if (model.ok())
+    std::fprintf(stderr, "reformer-cli: compute type %s (%s)\n", ComputeTypeName((*model)->compute_type()),
+                 EngineIsaSummary().c_str());
+  return model;
+}
+
 }  // namespace
 
 int RunForward(int argc, char** argv) {
@@ -98,7 +119,7 @@ int RunForward(int argc, char** argv) {
   if (model_dir.empty() || inputs.empty() || output.empty()) {
     return Fail(
         "usage: reformer-cli forward --model DIR --inputs FILE.json --output OUT.safetensors "
-        "[--per-document] [--threads N]");
+        "[--per-document] [--threads N] [--compute_type float32|bfloat16|int8|auto]");
   }
   std::string text;
   if (!ReadFile(inputs, &text)) return Fail(absl::StrCat(inputs, ": cannot read"));
@@ -135,7 +156,7 @@ int RunForward(int argc, char** argv) {
     return Fail(absl::StrCat(inputs, ": ", e.what()));
   }
 
-  auto model = ReformerModel::Load(model_dir);
+  auto model = LoadModel(model_dir, args);
   if (!model.ok()) return Fail(model.status());
   auto session = MakeSession(*model, args);
   if (!session.ok()) return Fail(session.status());
@@ -193,9 +214,11 @@ int RunScore(int argc, char** argv) {
   const Args args = ParseArgs(argc, argv, {"json"});
   const std::string model_dir = args.Get("model");
   if (model_dir.empty() || args.positional.empty()) {
-    return Fail("usage: reformer-cli score --model DIR [--json] [--threads N] [--window TOKENS] FILE...");
+    return Fail(
+        "usage: reformer-cli score --model DIR [--json] [--threads N] [--window TOKENS] "
+        "[--compute_type float32|bfloat16|int8|auto] FILE...");
   }
-  auto model = ReformerModel::Load(model_dir);
+  auto model = LoadModel(model_dir, args);
   if (!model.ok()) return Fail(model.status());
   const Tokenizer* tok = (*model)->tokenizer();
   if (tok == nullptr) {
