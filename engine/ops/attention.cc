@@ -27,20 +27,22 @@ int64_t Align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 // values and outputs are addressed through row pointers (see small_gemm.h).
 class BlockScratch {
  public:
-  BlockScratch(Workspace* ws, int64_t rows, int64_t keys, int threads)
-      : rows_(rows), keys_(keys), stride_(BytesPerThread(rows, keys)),
+  BlockScratch(Workspace* ws, int64_t rows, int64_t keys, int64_t dh, int threads)
+      : rows_(rows), keys_(keys), dh_(dh), stride_(BytesPerThread(rows, keys, dh)),
         mem_(ws, static_cast<size_t>(threads) * stride_, kUninitialized) {}
 
-  static int64_t BytesPerThread(int64_t rows, int64_t keys) {
-    return Align64(sizeof(float) * rows * keys) + Align64(2 * sizeof(float) * rows) +
-           Align64(sizeof(void*) * (2 * rows + 2 * keys)) + Align64(sizeof(int32_t) * (rows + 2 * keys));
+  static int64_t BytesPerThread(int64_t rows, int64_t keys, int64_t dh) {
+    return Align64(sizeof(float) * rows * keys) + Align64(sizeof(float) * dh * keys) +
+           Align64(2 * sizeof(float) * rows) + Align64(sizeof(void*) * (2 * rows + 2 * keys)) +
+           Align64(sizeof(int32_t) * (rows + 2 * keys));
   }
-  static size_t Bytes(int64_t rows, int64_t keys, int threads) {
-    return static_cast<size_t>(threads) * BytesPerThread(rows, keys);
+  static size_t Bytes(int64_t rows, int64_t keys, int64_t dh, int threads) {
+    return static_cast<size_t>(threads) * BytesPerThread(rows, keys, dh);
   }
 
   struct View {
     float* s;           // [rows, keys] scores, then unnormalised probabilities
+    float* kt;          // [dh, keys]: the keys transposed (QKᵀ as a broadcast product)
     float* lse;         // [rows]
     float* scale;       // [rows]
     const float** q;    // [rows]
@@ -56,6 +58,8 @@ class BlockScratch {
     View v;
     v.s = reinterpret_cast<float*>(base);
     base += Align64(sizeof(float) * rows_ * keys_);
+    v.kt = reinterpret_cast<float*>(base);
+    base += Align64(sizeof(float) * dh_ * keys_);
     v.lse = reinterpret_cast<float*>(base);
     v.scale = v.lse + rows_;
     base += Align64(2 * sizeof(float) * rows_);
@@ -71,7 +75,7 @@ class BlockScratch {
   }
 
  private:
-  int64_t rows_, keys_, stride_;
+  int64_t rows_, keys_, dh_, stride_;
   WsBuffer<uint8_t> mem_;
 };
 
@@ -88,10 +92,13 @@ constexpr int64_t kRowGroup = 12;
 void AttendBlock(const BlockScratch::View& b, int64_t rows, int64_t keys, int64_t dh, bool causal,
                  bool self_mask) {
   const kernels::KernelTable& kt = kernels::Active();
+  const bool packed = kt.scores_via_packed_keys;
+  if (packed) kt.pack_transposed(keys, dh, b.k, b.kt, keys);
   for (int64_t i0 = 0; i0 < rows; i0 += kRowGroup) {
     const int64_t n = std::min(kRowGroup, rows - i0);
     float* s = b.s + i0 * keys;
-    DotRows(n, keys, dh, b.q + i0, b.k, s, keys);
+    if (packed) kt.gemm_arows(n, keys, dh, b.q + i0, b.kt, keys, s, keys);
+    else kt.dot_rows(n, keys, dh, b.q + i0, b.k, s, keys);
     for (int64_t i = i0; i < i0 + n; ++i)
       kt.masked_softmax_row(b.s + i * keys, keys, b.qpos[i], b.kpos, b.kvalid, causal, self_mask, &b.lse[i],
                             &b.scale[i]);
@@ -166,12 +173,12 @@ absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t 
 size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
   size_t bytes = sizeof(float) * t * dh;  // knorm
-  if (t <= p.chunk) return bytes + BlockScratch::Bytes(t, t, 1);
+  if (t <= p.chunk) return bytes + BlockScratch::Bytes(t, t, dh, 1);
   const int64_t nh = p.buckets.num_hashes, n = nh * t;
   const int64_t half = p.buckets.rotation_half();
   bytes += sizeof(int32_t) * (2 * n + nh * p.buckets.num_keys_per_round() + 1);  // keys, perm, counts
   const size_t hashing = sizeof(float) * threads * kHashRows * nh * half;  // projections, per thread
-  size_t attend = BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), threads);
+  size_t attend = BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
   if (nh > 1) attend += sizeof(float) * (n * dh + n);  // per-round outputs and lse
   return bytes + std::max(hashing, attend);
 }
@@ -179,8 +186,8 @@ size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
 size_t LocalAttentionWorkBytes(const LocalAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
   const size_t keys = sizeof(float) * t * dh;  // keys / sqrt(dh)
-  if (t <= p.chunk) return keys + BlockScratch::Bytes(t, t, 1);
-  return keys + BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), threads);
+  if (t <= p.chunk) return keys + BlockScratch::Bytes(t, t, dh, 1);
+  return keys + BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
 }
 
 absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAttentionParams& p,
@@ -200,7 +207,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
   }
 
   if (t_len <= c) {  // SPEC §7.2: plain attention, self mask, no hashing.
-    BlockScratch bs(ws, t_len, t_len, 1);
+    BlockScratch bs(ws, t_len, t_len, dh, 1);
     AttendAll(&bs, t_len, dh, qk, ld_qk, knorm.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
               /*self_mask=*/true);
     return absl::OkStatus();
@@ -232,7 +239,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
     o_rounds.Reset(ws, n_slots * dh, kUninitialized);
     lse_rounds.Reset(ws, n_slots, kUninitialized);
   }
-  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, Threads());
+  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, dh, Threads());
   const int32_t* pm = perm.data();
   // Sorted slot s holds flat index pm[s] = round * T + position; outputs of several rounds go to
   // o_rounds (row = flat index) with their lse, to be combined below.
@@ -280,13 +287,13 @@ absl::Status LocalAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const Local
   for (int64_t t = 0; t < t_len; ++t) kt.scale_div(k + t * ld_k, dh, 1.f, sqrt_dh, ks.data() + t * dh);
 
   if (t_len <= c) {
-    BlockScratch bs(ws, t_len, t_len, 1);
+    BlockScratch bs(ws, t_len, t_len, dh, 1);
     AttendAll(&bs, t_len, dh, q, ld_q, ks.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
               /*self_mask=*/false);
     return absl::OkStatus();
   }
   REFORMER_CHECK(t_len % c == 0);
-  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, Threads());
+  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, dh, Threads());
   return AttendChunks(
       &bs, t_len, c, p.before, p.after, dh, p.causal, /*self_mask=*/false, [](int64_t s) { return s; }, q,
       ld_q, ks.data(), dh, v, ld_v, mask, [&](int64_t, int64_t pos) { return out + pos * ld_out; },

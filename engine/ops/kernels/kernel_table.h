@@ -15,6 +15,11 @@ namespace reformer::kernels {
 
 struct KernelTable {
   Isa isa;
+  // Attention scores: true = transpose the block's keys once (pack_transposed) and use the
+  // broadcast product gemm_arows; false = dot_rows (horizontal sums). Chosen per level by
+  // tools/bench/kernel_bench (docs/results/engine-perf2.md): packing wins with AVX2 / AVX-512,
+  // dot_rows with 4-lane SSE.
+  bool scores_via_packed_keys;
   // ---- small_gemm.h (semantics documented there) ----
   void (*dot_rows)(int64_t m, int64_t n, int64_t k, const float* const* a_rows, const float* const* b_rows,
                    float* c, int64_t ldc);
