@@ -2,7 +2,8 @@
 //
 //   auto model = ReformerModel::Load(dir, LoadOptions{});          // once, shared (immutable)
 //   auto session = Session::Create(model, SessionOptions{...});    // one per worker thread
-//   session->RunDocuments(docs, request, &outputs);                 // ragged batch, per-document exact
+//   session->RunDocuments(docs, outputs, views);                    // ragged batch, per-document exact,
+//                                                                   // written into caller memory
 //
 // Thread safety: ReformerModel is immutable after Load and may be shared by any number of threads.
 // A Session is confined to the thread that created it (oneDNN primitives with the default
@@ -114,29 +115,76 @@ struct SessionOptions {
   int64_t tile_rows = 0;
 };
 
-// Outputs for one document; vectors for outputs not requested stay empty.
+// Where the engine writes one document's outputs: caller-owned memory, rows contiguous. Each
+// pointer is null when that output is not requested. The engine writes every element of each
+// requested output exactly once (token_logprobs[0] is written as 0) and reads none of them before
+// writing, so the memory may be uninitialised (fresh pages, a file mapping); it never zero-fills.
+struct OutputView {
+  float* logits = nullptr;          // [num_tokens, V]
+  float* hidden_states = nullptr;   // [num_tokens, 2H]
+  float* token_logprobs = nullptr;  // [num_tokens] (index 0 written as 0)
+  float* embedding = nullptr;       // [2H]
+};
+
+// Floats each output of a document of `num_tokens` tokens takes (what an OutputView must hold).
+struct OutputSizes {
+  int64_t logits = 0, hidden_states = 0, token_logprobs = 0, embedding = 0;
+};
+OutputSizes OutputSizesFor(const ReformerConfig& config, int64_t num_tokens);
+
+// Bytes of the requested outputs of a batch of documents of `lengths` tokens (caller memory; not
+// part of EstimatePeakWorkingBytes).
+size_t EstimateOutputBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths, uint32_t outputs);
+
+// Outputs for one document, owned (the convenience form of RunDocuments, for tests and tools);
+// vectors for outputs not requested stay empty.
 struct DocumentOutput {
   int64_t num_tokens = 0;
   std::vector<float> logits;          // [num_tokens * V]
   std::vector<float> hidden_states;   // [num_tokens * 2H]
   std::vector<float> token_logprobs;  // [num_tokens]
   std::vector<float> embedding;       // [2H]
+  // Sizes the requested vectors for `num_tokens` tokens and returns a view of them.
+  OutputView Allocate(const ReformerConfig& config, int64_t num_tokens, uint32_t outputs);
 };
 
-// A padded batch in Hugging Face's semantics: ids [B, T] row-major, optional mask [B, T].
+// A padded batch in Hugging Face's semantics: ids [B, T] row-major, optional mask [B, T]
+// (caller memory, read during the call only).
 struct PaddedBatch {
   int64_t batch = 0;
   int64_t length = 0;
-  std::vector<int32_t> input_ids;
-  std::vector<uint8_t> attention_mask;  // empty = no mask
+  absl::Span<const int32_t> input_ids;
+  absl::Span<const uint8_t> attention_mask;  // empty = no mask
 };
 
+// Where RunPadded writes: caller memory for all B x T positions (padded positions included, as HF
+// computes them); either pointer may be null when that output is not wanted.
+struct PaddedOutputView {
+  float* logits = nullptr;         // [B, T, V]
+  float* hidden_states = nullptr;  // [B, T, 2H]
+};
+
+// LSH bucket keys of a padded batch (parity tests): per LSH layer that hashed,
+// [B, nh, nH * T_padded].
+struct PaddedBuckets {
+  std::vector<std::vector<int32_t>> buckets;
+  std::vector<int> bucket_layers;
+};
+
+// The owned form of RunPadded's outputs (tests and tools).
 struct PaddedOutput {
   std::vector<float> logits;         // [B, T, V]
   std::vector<float> hidden_states;  // [B, T, 2H]
   // Per LSH layer that hashed: buckets [B, nh, nH * T_padded] (for parity tests).
   std::vector<std::vector<int32_t>> buckets;
   std::vector<int> bucket_layers;
+};
+
+// Work done by a session's last successful run (for tests, benchmarks and metrics).
+struct RunStats {
+  int64_t tokens = 0;           // padded tokens of the documents
+  int64_t computed_rows = 0;    // rows the dense matmuls ran on (tokens + tile padding)
+  double matmul_flops = 0;      // 2 x multiply-adds of the dense matmuls (projections, FFN, LM head)
 };
 
 class Session {
@@ -146,16 +194,29 @@ class Session {
   virtual ~Session() = default;
 
   // Ragged batch: each document is computed exactly as HF computes it alone (batch of one, no
-  // padding); a document's outputs do not depend on its batch mates. Dense matmuls run over all
-  // documents' tokens concatenated. Errors: INVALID_ARGUMENT (empty doc, id out of range, too long),
-  // CANCELLED when `cancel` returns true, RESOURCE_EXHAUSTED when over the workspace budget.
+  // padding); a document's outputs are bitwise independent of its batch mates. Dense matmuls run
+  // over all documents' tokens concatenated. Each requested output of document d is written into
+  // dst[d] (see OutputView; pointers of outputs not requested are ignored). Errors:
+  // INVALID_ARGUMENT (empty doc, id out of range, too long, dst.size() != documents.size(), a
+  // requested output's pointer null), CANCELLED when `cancel` returns true (the views then hold
+  // partial results), RESOURCE_EXHAUSTED when over the workspace budget.
   virtual absl::Status RunDocuments(absl::Span<const absl::Span<const int32_t>> documents,
-                                    uint32_t outputs, std::vector<DocumentOutput>* results,
+                                    uint32_t outputs, absl::Span<const OutputView> dst,
                                     const CancelFn& cancel = nullptr) = 0;
+  // Convenience for tests and tools: allocates one DocumentOutput per document and runs into it.
+  absl::Status RunDocuments(absl::Span<const absl::Span<const int32_t>> documents, uint32_t outputs,
+                            std::vector<DocumentOutput>* results, const CancelFn& cancel = nullptr);
 
-  // Padded batch in HF semantics (top-level fixture expectations).
-  virtual absl::Status RunPadded(const PaddedBatch& batch, PaddedOutput* result,
-                                 const CancelFn& cancel = nullptr) = 0;
+  // Padded batch in HF semantics (top-level fixture expectations), written into `dst`; with
+  // `buckets` non-null, also the LSH bucket keys.
+  virtual absl::Status RunPadded(const PaddedBatch& batch, const PaddedOutputView& dst,
+                                 PaddedBuckets* buckets, const CancelFn& cancel = nullptr) = 0;
+  // Convenience for tests and tools: owned logits, hidden states and buckets.
+  absl::Status RunPadded(const PaddedBatch& batch, PaddedOutput* result, const CancelFn& cancel = nullptr);
+
+  virtual const ReformerConfig& config() const = 0;
+  // What the last successful RunDocuments/RunPadded computed.
+  virtual RunStats last_run_stats() const = 0;
 
   // Workspace high-water mark (bytes) since creation or the last reset.
   virtual size_t workspace_high_water_bytes() const = 0;
@@ -170,8 +231,9 @@ class Session {
 };
 
 // Estimated peak working bytes for running `lengths` as one ragged batch with `outputs`
-// (including the two residual streams and the requested outputs, excluding weights).
-// The server uses it for admission; tests check it against the high-water mark (±20 %).
+// (the two residual streams, tiles, attention buffers; excluding the weights and the outputs
+// themselves, which are caller memory: EstimateOutputBytes). The server uses it for admission;
+// tests check it against the workspace high-water mark (±20 %).
 size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
                                 uint32_t outputs, const SessionOptions& options);
 // The same for a loaded model: also counts the activation conversion buffers of a bfloat16 or

@@ -76,26 +76,6 @@ LocalAttentionParams LocalParams(const ReformerConfig& c, int64_t t) {
   return p;
 }
 
-size_t OutputBytes(const ReformerConfig& c, int64_t t0, uint32_t outputs) {
-  size_t n = 0;
-  if (outputs & kOutputLogits) n += t0 * c.vocab_size;
-  if (outputs & kOutputHiddenStates) n += t0 * 2 * c.hidden_size;
-  if (outputs & kOutputTokenLogprobs) n += t0;
-  if (outputs & kOutputEmbedding) n += 2 * c.hidden_size;
-  return n * sizeof(float);
-}
-
-// Counts the caller-visible output vectors in the workspace while the forward runs.
-class OutputAccounting {
- public:
-  OutputAccounting(Workspace* ws, size_t bytes) : ws_(ws), bytes_(bytes) { ws_->Add(bytes_); }
-  ~OutputAccounting() { ws_->Sub(bytes_); }
-
- private:
-  Workspace* ws_;
-  size_t bytes_;
-};
-
 }  // namespace
 
 PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& L, AttnType type,
@@ -154,17 +134,31 @@ int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes, int64_t 
   return tile;
 }
 
-size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths,
-                     const std::vector<int64_t>& output_lengths, uint32_t outputs, int64_t tile_rows,
-                     int num_threads, ComputeType ct) {
+
+RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile) {
+  RowLayout l;
+  l.max_tile = max_tile;
+  RowLayout::Region r;
+  r.tile = max_tile;
+  for (size_t d = 0; d < padded_lengths.size(); ++d) {
+    l.offset.push_back(r.tokens);
+    r.docs.push_back(static_cast<int64_t>(d));
+    r.tokens += padded_lengths[d];
+  }
+  r.rows = RoundUp(std::max<int64_t>(r.tokens, 1), r.tile);
+  l.tokens = r.tokens;
+  l.rows = r.rows;
+  l.regions.push_back(std::move(r));
+  return l;
+}
+
+size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths, uint32_t outputs,
+                     int64_t tile_rows, int num_threads, ComputeType ct) {
   const int64_t H = c.hidden_size, dh = c.attention_head_size, V = c.vocab_size;
-  int64_t total = 0;
-  for (int64_t t : padded_lengths) total += t;
-  const int64_t tile = tile_rows;
-  const int64_t rows = RoundUp(std::max<int64_t>(total, 1), tile);
-  size_t fixed = sizeof(float) * 2 * rows * H;  // A, Z
-  fixed += static_cast<size_t>(total) * (sizeof(int32_t) + 1);  // padded ids and masks
-  for (int64_t t0 : output_lengths) fixed += OutputBytes(c, t0, outputs);
+  const RowLayout layout = PlanRows(padded_lengths, tile_rows);
+  const int64_t tile = layout.max_tile, rows = layout.rows;
+  size_t fixed = sizeof(float) * 2 * rows * H;                         // A, Z
+  fixed += static_cast<size_t>(layout.tokens) * (sizeof(int32_t) + 1);  // padded ids and masks
   size_t phase = 0;
   for (AttnType type : {AttnType::kLocal, AttnType::kLsh}) {
     bool present = false;
@@ -181,256 +175,342 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
   }
   phase = std::max(phase, sizeof(float) * tile * (H + c.feed_forward_size));
   const bool need_lm = outputs & (kOutputLogits | kOutputTokenLogprobs);
-  phase = std::max(phase, sizeof(float) * (tile * 2 * H + (need_lm ? tile * V + num_threads * V : 0)));
+  size_t out_phase = sizeof(float) * (tile * 2 * H + (need_lm ? tile * V + num_threads * V : 0));
+  if (outputs & kOutputEmbedding) out_phase += sizeof(double) * padded_lengths.size() * 2 * H;
   // A bfloat16 / int8 matmul's activation buffers (engine/dnnl/matmul.h), beside a phase's buffers.
   const int64_t widest_k = std::max({H, c.num_attention_heads * dh, c.feed_forward_size});
   const int64_t widest_n = std::max({H, c.feed_forward_size, 3 * dh * c.num_attention_heads});
-  return fixed + phase + MatmulScratchBytes(ct, tile, widest_k, widest_n);
+  return fixed + std::max(phase, out_phase) + MatmulScratchBytes(ct, tile, widest_k, widest_n);
 }
 
-absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, int64_t tile_rows,
-                        const std::vector<ForwardDoc>& docs, const ForwardOptions& opt,
-                        ForwardOutputs* out) {
-  const ReformerConfig& c = model.config();
-  const ModelWeights& w = model.weights();
-  const PackedModel& pk = model.packed();
-  const int64_t H = c.hidden_size, nh = c.num_attention_heads, dh = c.attention_head_size;
-  const int64_t F = c.feed_forward_size, V = c.vocab_size;
-  const int64_t n_docs = static_cast<int64_t>(docs.size());
-  const CancelCheck cancel = (opt.cancel && *opt.cancel) ? CancelCheck(*opt.cancel) : CancelCheck();
-  const int threads = omp_get_max_threads();
+namespace {
 
-  std::vector<int64_t> offset(n_docs + 1, 0);
-  for (int64_t d = 0; d < n_docs; ++d) offset[d + 1] = offset[d] + docs[d].padded_length;
-  const int64_t total = offset[n_docs];
-  // Every dense matmul runs on exactly `tile` rows: the streams are padded to whole tiles.
-  const int64_t tile = tile_rows;
-  const int64_t rows = RoundUp(std::max<int64_t>(total, 1), tile);
+// One document's output rows inside a token tile: tile rows [row, row + count) are the document's
+// positions [pos, pos + count).
+struct Segment {
+  int64_t doc, row, pos, count;
+};
 
-  // Outputs (counted while the forward runs: they are part of the estimate).
-  size_t out_bytes = 0;
-  out->docs.assign(n_docs, DocumentOutput());
-  for (int64_t d = 0; d < n_docs; ++d) {
-    DocumentOutput& o = out->docs[d];
-    const int64_t t0 = docs[d].output_length;
-    o.num_tokens = t0;
-    if (opt.outputs & kOutputLogits) o.logits.assign(t0 * V, 0.f);
-    if (opt.outputs & kOutputHiddenStates) o.hidden_states.assign(t0 * 2 * H, 0.f);
-    if (opt.outputs & kOutputTokenLogprobs) o.token_logprobs.assign(t0, 0.f);
-    if (opt.outputs & kOutputEmbedding) o.embedding.assign(2 * H, 0.f);
-    out_bytes += OutputBytes(c, t0, opt.outputs);
+// One forward over a ragged batch (see forward.h); the caller's session owns `ctx` and `ws`.
+class ForwardPass {
+ public:
+  ForwardPass(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, const std::vector<ForwardDoc>& docs,
+              const ForwardOptions& opt, RowLayout layout, ForwardOutputs* out)
+      : c_(model.config()), w_(model.weights()), pk_(model.packed()), ctx_(ctx), ws_(ws), docs_(docs),
+        opt_(opt), layout_(std::move(layout)), out_(out), threads_(omp_get_max_threads()),
+        cancel_((opt.cancel && *opt.cancel) ? CancelCheck(*opt.cancel) : CancelCheck()) {}
+
+  absl::Status Run();
+
+ private:
+  bool Cancelled() const { return cancel_ && cancel_(); }
+  absl::Status Matmul(const MatmulCall& mc) {
+    out_->stats.matmul_flops += 2.0 * static_cast<double>(mc.m) * static_cast<double>(mc.k) * mc.n;
+    return ctx_->Matmul(mc);
   }
-  OutputAccounting accounting(ws, out_bytes);
-  // Working blocks are recycled up to this forward's planned peak (plus rounding slack); what the
-  // workspace already caches beyond that is returned to the OS now (workspace.h).
-  std::vector<int64_t> padded_lengths, output_lengths;
-  for (const ForwardDoc& doc : docs) {
-    padded_lengths.push_back(doc.padded_length);
-    output_lengths.push_back(doc.output_length);
+  // Calls f(first_row, rows) for every matmul tile of every region, in row order.
+  template <class F>
+  absl::Status ForEachTile(F f) {
+    for (const RowLayout::Region& r : layout_.regions)
+      for (int64_t t0 = r.begin; t0 < r.begin + r.rows; t0 += r.tile) RETURN_IF_ERROR(f(t0, r.tile));
+    return absl::OkStatus();
   }
-  const size_t plan = PlanPeakBytes(c, padded_lengths, output_lengths, opt.outputs, tile, threads,
-                                    model.compute_type());
-  ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
-  out->buckets.clear();
-  out->bucket_layers.clear();
+  // Zeroes the tile padding rows of a [rows, width] buffer (row stride ld).
+  void ZeroPaddingRows(float* x, int64_t width, int64_t ld) const {
+    for (const RowLayout::Region& r : layout_.regions)
+      for (int64_t t = r.begin + r.tokens; t < r.begin + r.rows; ++t) std::fill(x + t * ld, x + t * ld + width, 0.f);
+  }
+  void Embed(float* a) const;
+  int BucketSlot(int64_t li);
+  absl::Status Attention(int64_t li, const float* z, float* a, int bucket_slot);
+  absl::Status AttendHeads(int64_t li, int64_t h0, int64_t g, const float* proj, float* oh, int bucket_slot);
+  absl::Status FeedForward(int64_t li, const float* a, float* z);
+  absl::Status Outputs(const float* a, const float* z);
+  absl::Status OutputTile(const float* a, const float* z, int64_t t0, int64_t m, const std::vector<Segment>& segs,
+                          float* hb, float* lb, float* scratch, double* emb_sum);
 
+  const ReformerConfig& c_;
+  const ModelWeights& w_;
+  const PackedModel& pk_;
+  DnnlContext* ctx_;
+  Workspace* ws_;
+  const std::vector<ForwardDoc>& docs_;
+  const ForwardOptions& opt_;
+  const RowLayout layout_;
+  ForwardOutputs* out_;
+  const int threads_;
+  const CancelCheck cancel_;
+};
+
+absl::Status ForwardPass::Run() {
+  const int64_t H = c_.hidden_size, rows = layout_.rows;
+  out_->buckets.clear();
+  out_->bucket_layers.clear();
+  out_->stats = RunStats();
+  out_->stats.tokens = layout_.tokens;
+  out_->stats.computed_rows = rows;
   // Embeddings (SPEC §4): both streams start as x.
-  WsBuffer<float> A(ws, rows * H, kUninitialized), Z(ws, rows * H, kUninitialized);
-  std::fill(A.data() + total * H, A.data() + rows * H, 0.f);  // tile padding rows
-  for (int64_t d = 0; d < n_docs; ++d) {
-    const ForwardDoc& doc = docs[d];
+  WsBuffer<float> A(ws_, rows * H, kUninitialized), Z(ws_, rows * H, kUninitialized);
+  ZeroPaddingRows(A.data(), H, H);
+  Embed(A.data());
+  std::memcpy(Z.data(), A.data(), sizeof(float) * rows * H);
+  for (int64_t li = 0; li < c_.num_layers(); ++li) {
+    if (Cancelled()) return absl::CancelledError("forward cancelled");
+    RETURN_IF_ERROR(Attention(li, Z.data(), A.data(), BucketSlot(li)));
+    RETURN_IF_ERROR(FeedForward(li, A.data(), Z.data()));
+  }
+  if (Cancelled()) return absl::CancelledError("forward cancelled");
+  return Outputs(A.data(), Z.data());
+}
+
+void ForwardPass::Embed(float* a) const {
+  const int64_t H = c_.hidden_size;
+  for (size_t d = 0; d < docs_.size(); ++d) {
+    const ForwardDoc& doc = docs_[d];
+    const int64_t off = layout_.offset[d];
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < doc.padded_length; ++t) {
-      float* x = A.data() + (offset[d] + t) * H;
-      const float* we = w.word_embeddings.data + static_cast<int64_t>(doc.ids[t]) * H;
-      if (c.axial_pos_embds) {
-        const int64_t a1 = c.axial_pos_shape[1], d0 = c.axial_pos_embds_dim[0],
-                      d1 = c.axial_pos_embds_dim[1];
-        const float* p0 = w.axial_pos0.data + (t / a1) * d0;
-        const float* p1 = w.axial_pos1.data + (t % a1) * d1;
+      float* x = a + (off + t) * H;
+      const float* we = w_.word_embeddings.data + static_cast<int64_t>(doc.ids[t]) * H;
+      if (c_.axial_pos_embds) {
+        const int64_t a1 = c_.axial_pos_shape[1], d0 = c_.axial_pos_embds_dim[0], d1 = c_.axial_pos_embds_dim[1];
+        const float* p0 = w_.axial_pos0.data + (t / a1) * d0;
+        const float* p1 = w_.axial_pos1.data + (t % a1) * d1;
         for (int64_t j = 0; j < d0; ++j) x[j] = we[j] + p0[j];
         for (int64_t j = 0; j < d1; ++j) x[d0 + j] = we[d0 + j] + p1[j];
       } else {
-        const float* pe = w.position_embeddings.data + t * H;
+        const float* pe = w_.position_embeddings.data + t * H;
         for (int64_t j = 0; j < H; ++j) x[j] = we[j] + pe[j];
       }
     }
   }
-  std::memcpy(Z.data(), A.data(), sizeof(float) * rows * H);
+}
 
-  float act_alpha = 0.f;
-  const PostOp act = ToPostOp(c.hidden_act, &act_alpha);
+// The bucket slot of LSH layer `li` when buckets are wanted and some document hashes, else -1.
+int ForwardPass::BucketSlot(int64_t li) {
+  if (!opt_.want_buckets || c_.attn_layers[li] != AttnType::kLsh) return -1;
+  bool hashes = false;
+  for (const ForwardDoc& doc : docs_) hashes |= doc.padded_length > c_.lsh_attn_chunk_length;
+  if (!hashes) return -1;
+  const int slot = static_cast<int>(out_->buckets.size());
+  out_->bucket_layers.push_back(static_cast<int>(li));
+  out_->buckets.emplace_back(docs_.size());
+  for (size_t d = 0; d < docs_.size(); ++d)
+    out_->buckets.back()[d].assign(c_.num_attention_heads * c_.num_hashes * docs_[d].padded_length, 0);
+  return slot;
+}
 
-  for (int64_t li = 0; li < c.num_layers(); ++li) {
-    if (cancel && cancel()) return absl::CancelledError("forward cancelled");
-    const LayerWeights& L = w.layers[li];
-    const PackedLayer& P = pk.layers[li];
-    const AttnType type = c.attn_layers[li];
-    const int64_t k = ProjWidth(type), g = HeadsPerProjection(c, type, rows), ldp = k * dh;
-    int bucket_slot = -1;
-    if (opt.want_buckets && type == AttnType::kLsh) {
-      bool hashes = false;
-      for (const ForwardDoc& doc : docs) hashes |= doc.padded_length > c.lsh_attn_chunk_length;
-      if (hashes) {
-        bucket_slot = static_cast<int>(out->buckets.size());
-        out->bucket_layers.push_back(static_cast<int>(li));
-        out->buckets.emplace_back(n_docs);
-        for (int64_t d = 0; d < n_docs; ++d)
-          out->buckets.back()[d].assign(nh * c.num_hashes * docs[d].padded_length, 0);
-      }
-    }
+// A += attention(LN(Z)) · attention.output.denseᵀ (SPEC §5 step 1). The projections of one group of
+// g heads at a time: one LayerNorm per tile, one matmul per head into that head's own [rows, ldp]
+// block (contiguous rows: the attention streams them); the merged output of all heads [rows, nh*dh].
+absl::Status ForwardPass::Attention(int64_t li, const float* z, float* a, int bucket_slot) {
+  const int64_t H = c_.hidden_size, nh = c_.num_attention_heads, dh = c_.attention_head_size;
+  const int64_t rows = layout_.rows, ldo = nh * dh;
+  const LayerWeights& L = w_.layers[li];
+  const PackedLayer& P = pk_.layers[li];
+  const AttnType type = c_.attn_layers[li];
+  const int64_t g = HeadsPerProjection(c_, type, rows), ldp = ProjWidth(type) * dh;
+  WsBuffer<float> proj(ws_, g * rows * ldp, kUninitialized), oh(ws_, rows * ldo, kUninitialized);
+  ZeroPaddingRows(oh.data(), ldo, ldo);
+  for (int64_t h0 = 0; h0 < nh; h0 += g) {
     {
-      // The projections of one group of g heads at a time: one LayerNorm per tile, one matmul per
-      // head into that head's own [rows, ldp] block (contiguous rows: the attention streams them);
-      // the merged attention output of all heads [rows, nh*dh].
-      const int64_t ldo = nh * dh;
-      WsBuffer<float> proj(ws, g * rows * ldp, kUninitialized), oh(ws, rows * ldo, kUninitialized);
-      std::fill(oh.data() + total * ldo, oh.data() + rows * ldo, 0.f);  // tile padding rows
-      for (int64_t h0 = 0; h0 < nh; h0 += g) {
-        {
-          WsBuffer<float> y(ws, tile * H, kUninitialized);
-          for (int64_t t0 = 0; t0 < rows; t0 += tile) {
-            const int64_t m = tile;
-            LayerNormRows(Z.data() + t0 * H, H, m, H, L.attn_ln_weight.data, L.attn_ln_bias.data,
-                          c.layer_norm_eps, y.data(), H);
-            for (int64_t h = h0; h < h0 + g; ++h) {
-              MatmulCall mc;
-              mc.With(P.head_proj[h]);
-              mc.m = m;
-              mc.src = y.data();
-              mc.lda = H;
-              mc.dst = proj.data() + ((h - h0) * rows + t0) * ldp;
-              mc.ldc = ldp;
-              RETURN_IF_ERROR(ctx->Matmul(mc));
-            }
-          }
-        }
+      WsBuffer<float> y(ws_, layout_.max_tile * H, kUninitialized);
+      RETURN_IF_ERROR(ForEachTile([&](int64_t t0, int64_t m) -> absl::Status {
+        LayerNormRows(z + t0 * H, H, m, H, L.attn_ln_weight.data, L.attn_ln_bias.data, c_.layer_norm_eps,
+                      y.data(), H);
         for (int64_t h = h0; h < h0 + g; ++h) {
-          for (int64_t d = 0; d < n_docs; ++d) {
-            const ForwardDoc& doc = docs[d];
-            const float* base = proj.data() + ((h - h0) * rows + offset[d]) * ldp;
-            float* o = oh.data() + offset[d] * ldo + h * dh;
-            if (type == AttnType::kLsh) {
-              const LshAttentionParams p = LshParams(c, doc.padded_length, doc.padding_bucket);
-              if (doc.padded_length > p.chunk && L.rotations.data == nullptr)
-                return absl::FailedPreconditionError(
-                    absl::StrCat("layer ", li, " has no LSH rotations but a document of ",
-                                  doc.padded_length, " tokens needs hashing"));
-              const int64_t rot_block = dh * c.num_hashes * p.buckets.rotation_half();
-              const float* rot = L.rotations.data ? L.rotations.data + h * rot_block : nullptr;
-              int32_t* keys = nullptr;
-              if (bucket_slot >= 0 && doc.padded_length > p.chunk)
-                keys = out->buckets[bucket_slot][d].data() + h * c.num_hashes * doc.padded_length;
-              RETURN_IF_ERROR(LshAttentionHead(ctx, ws, p, base, ldp, base + dh, ldp, rot, doc.mask, o,
-                                               ldo, keys, cancel));
-            } else {
-              RETURN_IF_ERROR(LocalAttentionHead(ctx, ws, LocalParams(c, doc.padded_length), base, ldp,
-                                                 base + dh, ldp, base + 2 * dh, ldp, doc.mask, o, ldo,
-                                                 cancel));
-            }
-          }
+          MatmulCall mc;
+          mc.With(P.head_proj[h]);
+          mc.m = m;
+          mc.src = y.data();
+          mc.lda = H;
+          mc.dst = proj.data() + ((h - h0) * rows + t0) * ldp;
+          mc.ldc = ldp;
+          RETURN_IF_ERROR(Matmul(mc));
         }
-      }
-      // A += merged heads · attention.output.denseᵀ (SPEC §5 step 1).
-      for (int64_t t0 = 0; t0 < rows; t0 += tile) {
-        MatmulCall mc;
-        mc.With(P.attn_out);
-        mc.m = tile;
-        mc.src = oh.data() + t0 * ldo;
-        mc.lda = ldo;
-        mc.dst = A.data() + t0 * H;
-        mc.ldc = H;
-        mc.accumulate = true;
-        RETURN_IF_ERROR(ctx->Matmul(mc));
-      }
+        return absl::OkStatus();
+      }));
     }
-    {
-      // Feed-forward in token tiles: Z += act(LN(A) W1 + b1) W2 + b2.
-      WsBuffer<float> x(ws, tile * H, kUninitialized), f(ws, tile * F, kUninitialized);
-      for (int64_t t0 = 0; t0 < rows; t0 += tile) {
-        const int64_t m = tile;
-        LayerNormRows(A.data() + t0 * H, H, m, H, L.ff_ln_weight.data, L.ff_ln_bias.data,
-                      c.layer_norm_eps, x.data(), H);
-        MatmulCall m1;
-        m1.With(P.ff_in);
-        m1.m = m;
-        m1.src = x.data();
-        m1.lda = H;
-        m1.bias = L.ff_in_bias.data;
-        m1.dst = f.data();
-        m1.ldc = F;
-        m1.post_op = act;
-        m1.post_alpha = act_alpha;
-        RETURN_IF_ERROR(ctx->Matmul(m1));
-        MatmulCall m2;
-        m2.With(P.ff_out);
-        m2.m = m;
-        m2.src = f.data();
-        m2.lda = F;
-        m2.bias = L.ff_out_bias.data;
-        m2.dst = Z.data() + t0 * H;
-        m2.ldc = H;
-        m2.accumulate = true;
-        RETURN_IF_ERROR(ctx->Matmul(m2));
-      }
-    }
+    RETURN_IF_ERROR(AttendHeads(li, h0, g, proj.data(), oh.data(), bucket_slot));
   }
-  if (cancel && cancel()) return absl::CancelledError("forward cancelled");
+  return ForEachTile([&](int64_t t0, int64_t m) {
+    MatmulCall mc;
+    mc.With(P.attn_out);
+    mc.m = m;
+    mc.src = oh.data() + t0 * ldo;
+    mc.lda = ldo;
+    mc.dst = a + t0 * H;
+    mc.ldc = H;
+    mc.accumulate = true;
+    return Matmul(mc);
+  });
+}
 
-  // Final LayerNorm over concat(A, Z), then the requested outputs, tile by tile.
-  const bool need_lm = opt.outputs & (kOutputLogits | kOutputTokenLogprobs);
-  WsBuffer<float> hb(ws, tile * 2 * H, kUninitialized), lb, scratch;
-  if (need_lm) {
-    lb.Reset(ws, tile * V, kUninitialized);
-    scratch.Reset(ws, static_cast<size_t>(threads) * V, kUninitialized);
-  }
-  std::vector<std::vector<double>> emb_sum;
-  if (opt.outputs & kOutputEmbedding) emb_sum.assign(n_docs, std::vector<double>(2 * H, 0.0));
-  int64_t d = 0;
-  for (int64_t t0 = 0; t0 < rows && d < n_docs; t0 += tile) {
-    const int64_t m = tile;
-    LayerNormConcatRows(A.data() + t0 * H, Z.data() + t0 * H, H, m, H, w.final_ln_weight.data,
-                        w.final_ln_bias.data, c.layer_norm_eps, hb.data(), 2 * H);
-    if (need_lm) {
-      MatmulCall mc;
-      mc.With(pk.lm_head);
-      mc.m = m;
-      mc.src = hb.data();
-      mc.lda = 2 * H;
-      mc.bias = w.lm_bias.data;
-      mc.dst = lb.data();
-      mc.ldc = V;
-      RETURN_IF_ERROR(ctx->Matmul(mc));
-    }
-    for (int64_t r = 0; r < m; ++r) {
-      const int64_t g = t0 + r;
-      while (d < n_docs && g >= offset[d + 1]) ++d;
-      if (d == n_docs) break;
-      const int64_t p = g - offset[d];
-      if (p >= docs[d].output_length) continue;
-      DocumentOutput& o = out->docs[d];
-      const float* hrow = hb.data() + r * 2 * H;
-      if (opt.outputs & kOutputHiddenStates)
-        std::memcpy(o.hidden_states.data() + p * 2 * H, hrow, sizeof(float) * 2 * H);
-      if (opt.outputs & kOutputEmbedding)
-        for (int64_t j = 0; j < 2 * H; ++j) emb_sum[d][j] += hrow[j];
-      if (!need_lm) continue;
-      const float* lrow = lb.data() + r * V;
-      if (opt.outputs & kOutputLogits) std::memcpy(o.logits.data() + p * V, lrow, sizeof(float) * V);
-      if ((opt.outputs & kOutputTokenLogprobs) && p + 1 < docs[d].output_length) {
-        const float lse = LogSumExp(lrow, V, scratch.data());
-        o.token_logprobs[p + 1] = lrow[docs[d].ids[p + 1]] - lse;
+// Attention of heads [h0, h0 + g) of every document, from their projection blocks into `oh`.
+absl::Status ForwardPass::AttendHeads(int64_t li, int64_t h0, int64_t g, const float* proj, float* oh,
+                                      int bucket_slot) {
+  const int64_t nh = c_.num_attention_heads, dh = c_.attention_head_size, ldo = nh * dh;
+  const int64_t rows = layout_.rows, ldp = ProjWidth(c_.attn_layers[li]) * dh;
+  const LayerWeights& L = w_.layers[li];
+  for (int64_t h = h0; h < h0 + g; ++h) {
+    for (size_t d = 0; d < docs_.size(); ++d) {
+      const ForwardDoc& doc = docs_[d];
+      const float* base = proj + ((h - h0) * rows + layout_.offset[d]) * ldp;
+      float* o = oh + layout_.offset[d] * ldo + h * dh;
+      if (c_.attn_layers[li] == AttnType::kLocal) {
+        RETURN_IF_ERROR(LocalAttentionHead(ctx_, ws_, LocalParams(c_, doc.padded_length), base, ldp, base + dh,
+                                           ldp, base + 2 * dh, ldp, doc.mask, o, ldo, cancel_));
+        continue;
       }
-    }
-  }
-  if (opt.outputs & kOutputEmbedding) {
-    for (int64_t i = 0; i < n_docs; ++i) {
-      const double n = static_cast<double>(std::max<int64_t>(docs[i].output_length, 1));
-      for (int64_t j = 0; j < 2 * H; ++j)
-        out->docs[i].embedding[j] = static_cast<float>(emb_sum[i][j] / n);
+      const LshAttentionParams p = LshParams(c_, doc.padded_length, doc.padding_bucket);
+      if (doc.padded_length > p.chunk && L.rotations.data == nullptr)
+        return absl::FailedPreconditionError(absl::StrCat("layer ", li, " has no LSH rotations but a document of ",
+                                                          doc.padded_length, " tokens needs hashing"));
+      const int64_t rot_block = dh * c_.num_hashes * p.buckets.rotation_half();
+      const float* rot = L.rotations.data ? L.rotations.data + h * rot_block : nullptr;
+      int32_t* keys = nullptr;
+      if (bucket_slot >= 0 && doc.padded_length > p.chunk)
+        keys = out_->buckets[bucket_slot][d].data() + h * c_.num_hashes * doc.padded_length;
+      RETURN_IF_ERROR(LshAttentionHead(ctx_, ws_, p, base, ldp, base + dh, ldp, rot, doc.mask, o, ldo, keys,
+                                       cancel_));
     }
   }
   return absl::OkStatus();
+}
+
+// Z += act(LN(A) W1 + b1) W2 + b2, tile by tile.
+absl::Status ForwardPass::FeedForward(int64_t li, const float* a, float* z) {
+  const int64_t H = c_.hidden_size, F = c_.feed_forward_size;
+  const LayerWeights& L = w_.layers[li];
+  const PackedLayer& P = pk_.layers[li];
+  float act_alpha = 0.f;
+  const PostOp act = ToPostOp(c_.hidden_act, &act_alpha);
+  WsBuffer<float> x(ws_, layout_.max_tile * H, kUninitialized), f(ws_, layout_.max_tile * F, kUninitialized);
+  return ForEachTile([&](int64_t t0, int64_t m) -> absl::Status {
+    LayerNormRows(a + t0 * H, H, m, H, L.ff_ln_weight.data, L.ff_ln_bias.data, c_.layer_norm_eps, x.data(), H);
+    MatmulCall m1;
+    m1.With(P.ff_in);
+    m1.m = m;
+    m1.src = x.data();
+    m1.lda = H;
+    m1.bias = L.ff_in_bias.data;
+    m1.dst = f.data();
+    m1.ldc = F;
+    m1.post_op = act;
+    m1.post_alpha = act_alpha;
+    RETURN_IF_ERROR(Matmul(m1));
+    MatmulCall m2;
+    m2.With(P.ff_out);
+    m2.m = m;
+    m2.src = f.data();
+    m2.lda = F;
+    m2.bias = L.ff_out_bias.data;
+    m2.dst = z + t0 * H;
+    m2.ldc = H;
+    m2.accumulate = true;
+    return Matmul(m2);
+  });
+}
+
+// Final LayerNorm over concat(A, Z), then the requested outputs, tile by tile, into the views.
+absl::Status ForwardPass::Outputs(const float* a, const float* z) {
+  const int64_t H2 = 2 * c_.hidden_size, V = c_.vocab_size, tile = layout_.max_tile;
+  const bool need_lm = opt_.outputs & (kOutputLogits | kOutputTokenLogprobs);
+  WsBuffer<float> hb(ws_, tile * H2, kUninitialized), lb, scratch;
+  if (need_lm) {
+    lb.Reset(ws_, tile * V, kUninitialized);
+    scratch.Reset(ws_, static_cast<size_t>(threads_) * V, kUninitialized);
+  }
+  WsBuffer<double> emb_sum;
+  if (opt_.outputs & kOutputEmbedding) emb_sum.Reset(ws_, docs_.size() * H2);  // zeroed
+  std::vector<Segment> segs;
+  for (const RowLayout::Region& r : layout_.regions) {
+    size_t k = 0;  // first document of the region that may overlap the tile
+    for (int64_t t0 = r.begin; t0 < r.begin + r.tokens; t0 += r.tile) {
+      segs.clear();
+      while (k < r.docs.size() && layout_.offset[r.docs[k]] + docs_[r.docs[k]].padded_length <= t0) ++k;
+      for (size_t j = k; j < r.docs.size() && layout_.offset[r.docs[j]] < t0 + r.tile; ++j) {
+        const int64_t d = r.docs[j], off = layout_.offset[d];
+        const int64_t first = std::max(t0, off), end = std::min(t0 + r.tile, off + docs_[d].output_length);
+        if (end > first) segs.push_back({d, first - t0, first - off, end - first});
+      }
+      RETURN_IF_ERROR(OutputTile(a, z, t0, r.tile, segs, hb.data(), lb.data(), scratch.data(), emb_sum.data()));
+    }
+  }
+  if (opt_.outputs & kOutputEmbedding) {
+    for (size_t d = 0; d < docs_.size(); ++d) {
+      const double n = static_cast<double>(std::max<int64_t>(docs_[d].output_length, 1));
+      for (int64_t j = 0; j < H2; ++j) docs_[d].dst.embedding[j] = static_cast<float>(emb_sum[d * H2 + j] / n);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One tile of the outputs. When the whole tile is output rows of one document, the LayerNorm and
+// the LM head write straight into that document's views; otherwise into the tile buffers, from
+// which each document's rows are copied. (Same calls either way: the bits do not depend on it.)
+absl::Status ForwardPass::OutputTile(const float* a, const float* z, int64_t t0, int64_t m,
+                                     const std::vector<Segment>& segs, float* hb, float* lb, float* scratch,
+                                     double* emb_sum) {
+  const int64_t H = c_.hidden_size, H2 = 2 * H, V = c_.vocab_size;
+  const uint32_t outs = opt_.outputs;
+  const bool need_lm = outs & (kOutputLogits | kOutputTokenLogprobs);
+  const bool direct = segs.size() == 1 && segs[0].count == m;
+  const OutputView* dv = direct ? &docs_[segs[0].doc].dst : nullptr;
+  float* h = (direct && (outs & kOutputHiddenStates)) ? dv->hidden_states + segs[0].pos * H2 : hb;
+  float* l = (direct && (outs & kOutputLogits)) ? dv->logits + segs[0].pos * V : lb;
+  LayerNormConcatRows(a + t0 * H, z + t0 * H, H, m, H, w_.final_ln_weight.data, w_.final_ln_bias.data,
+                      c_.layer_norm_eps, h, H2);
+  if (need_lm) {
+    MatmulCall mc;
+    mc.With(pk_.lm_head);
+    mc.m = m;
+    mc.src = h;
+    mc.lda = H2;
+    mc.bias = w_.lm_bias.data;
+    mc.dst = l;
+    mc.ldc = V;
+    RETURN_IF_ERROR(Matmul(mc));
+  }
+  for (const Segment& s : segs) {
+    const ForwardDoc& doc = docs_[s.doc];
+    const OutputView& o = doc.dst;
+    const float* hs = h + s.row * H2;
+    const float* ls = l + s.row * V;
+    if (!direct && (outs & kOutputHiddenStates))
+      std::memcpy(o.hidden_states + s.pos * H2, hs, sizeof(float) * s.count * H2);
+    if (!direct && (outs & kOutputLogits)) std::memcpy(o.logits + s.pos * V, ls, sizeof(float) * s.count * V);
+    if (outs & kOutputEmbedding) {
+      double* e = emb_sum + s.doc * H2;
+      for (int64_t i = 0; i < s.count; ++i)
+        for (int64_t j = 0; j < H2; ++j) e[j] += hs[i * H2 + j];
+    }
+    if (!(outs & kOutputTokenLogprobs)) continue;
+    if (s.pos == 0) o.token_logprobs[0] = 0.f;
+    const int64_t n = std::min(s.count, doc.output_length - 1 - s.pos);  // rows with a next token
+#pragma omp parallel for schedule(static) if (n * V >= 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = ls + i * V;
+      const float lse = LogSumExp(row, V, scratch + static_cast<int64_t>(omp_get_thread_num()) * V);
+      o.token_logprobs[s.pos + i + 1] = row[doc.ids[s.pos + i + 1]] - lse;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, int64_t tile_rows,
+                        const std::vector<ForwardDoc>& docs, const ForwardOptions& opt, ForwardOutputs* out) {
+  std::vector<int64_t> padded_lengths;
+  for (const ForwardDoc& doc : docs) padded_lengths.push_back(doc.padded_length);
+  // Working blocks are recycled up to this forward's planned peak (plus rounding slack); what the
+  // workspace already caches beyond that is returned to the OS now (workspace.h).
+  const size_t plan = PlanPeakBytes(model.config(), padded_lengths, opt.outputs, tile_rows, omp_get_max_threads(),
+                                    model.compute_type());
+  ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
+  ForwardPass pass(model, ctx, ws, docs, opt, PlanRows(padded_lengths, tile_rows), out);
+  return pass.Run();
 }
 
 }  // namespace reformer

@@ -66,6 +66,7 @@ struct ForwardDoc {
   int64_t padded_length = 0;      // T: multiple of the chunk lcm, or <= the smallest chunk
   int64_t output_length = 0;      // T0: outputs are produced for positions < T0
   bool padding_bucket = false;    // SPEC §7.3: NB = nb + 1
+  OutputView dst;                 // where the requested outputs go (rows < T0)
 };
 
 struct ForwardOptions {
@@ -75,16 +76,37 @@ struct ForwardOptions {
 };
 
 struct ForwardOutputs {
-  std::vector<DocumentOutput> docs;
   // buckets[layer_slot][doc] = [nh * nH * T]; bucket_layers[layer_slot] = layer index.
   std::vector<std::vector<std::vector<int32_t>>> buckets;
   std::vector<int> bucket_layers;
+  RunStats stats;
 };
 
-// Peak working bytes of a forward (streams, per-head buffers, tiles, attention blocks, outputs).
+// Where the documents' rows sit in the residual streams and how many rows each dense matmul call
+// takes. The streams hold regions one after another; a region holds whole documents back to back
+// and is padded to a multiple of its tile; every dense matmul over a region runs on exactly
+// `tile` rows.
+struct RowLayout {
+  struct Region {
+    int64_t begin = 0;          // first row
+    int64_t tokens = 0;         // rows holding documents (the rest up to `rows` is padding)
+    int64_t rows = 0;           // a multiple of `tile`
+    int64_t tile = 0;
+    std::vector<int64_t> docs;  // document indices, in row order
+  };
+  std::vector<int64_t> offset;  // per document: its first row
+  std::vector<Region> regions;
+  int64_t rows = 0;             // all rows, padding included
+  int64_t tokens = 0;           // all documents' padded lengths
+  int64_t max_tile = 0;         // largest tile in use (sizes the per-tile buffers)
+};
+RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile);
+
+// Peak working bytes of a forward (streams, per-head buffers, tiles, attention blocks; not the
+// outputs, which are caller memory).
 size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& padded_lengths,
-                     const std::vector<int64_t>& output_lengths, uint32_t outputs, int64_t tile_rows,
-                     int num_threads, ComputeType compute_type = ComputeType::kFloat32);
+                     uint32_t outputs, int64_t tile_rows, int num_threads,
+                     ComputeType compute_type = ComputeType::kFloat32);
 
 // Largest tile (power of two in [256, min(requested or 1024, 4096)]) whose per-phase tile buffers
 // fit in half the budget; 0 when not even 256 rows fit. (At M = 64 oneDNN's rows were measured to

@@ -21,10 +21,10 @@ namespace reformer::serving {
 class DocumentRunner {
  public:
   virtual ~DocumentRunner() = default;
-  // Same contract as Session::RunDocuments: one DocumentOutput per document, CANCELLED when `cancel`
-  // returned true.
+  // Same contract as Session::RunDocuments: each requested output of document d is written into
+  // dst[d] (caller memory, OutputView), CANCELLED when `cancel` returned true.
   virtual absl::Status Run(absl::Span<const absl::Span<const int32_t>> documents, uint32_t outputs,
-                           std::vector<DocumentOutput>* results, const CancelFn& cancel) = 0;
+                           absl::Span<const OutputView> dst, const CancelFn& cancel) = 0;
   virtual size_t workspace_high_water_bytes() const = 0;
   virtual void reset_workspace_high_water() = 0;
   // Called when the worker finds no work: return memory kept for the next run.
@@ -35,8 +35,9 @@ class DocumentRunner {
 using RunnerFactory = std::function<absl::StatusOr<std::unique_ptr<DocumentRunner>>(int worker)>;
 
 struct ModelLimits {
-  int64_t context = 0;     // max tokens per document (max_position_embeddings)
-  int64_t vocab_size = 0;  // token ids must be in [0, vocab_size)
+  int64_t context = 0;       // max tokens per document (max_position_embeddings)
+  int64_t vocab_size = 0;    // token ids must be in [0, vocab_size); floats per logits row
+  int64_t hidden_width = 0;  // floats per hidden-state row and per embedding (2H)
 };
 
 // The service on any runner. `model` may be null (then model() must not be called). `estimate`

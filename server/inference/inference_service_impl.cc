@@ -234,20 +234,23 @@ class InferenceServiceImpl final : public InferenceService {
       const Task& task = static_cast<const Task&>(*item.task);
       docs.push_back(absl::MakeConstSpan(task.request->documents[item.document]));
     }
-    std::vector<DocumentOutput> results;
+    // Each document's outputs are written straight into its task's DocumentOutput.
+    std::vector<OutputView> views;
+    views.reserve(batch.items.size());
+    for (const BatchItem& item : batch.items) {
+      Task& task = static_cast<Task&>(*item.task);
+      views.push_back(AllocateOutput(task.request->documents[item.document].size(), batch.batch_key,
+                                     &task.outputs[item.document]));
+    }
     runner.reset_workspace_high_water();
     const CancelFn cancel = [this, &batch] { return scheduler_->ShouldStop(batch); };
-    absl::Status status = runner.Run(absl::MakeConstSpan(docs), batch.batch_key, &results, cancel);
+    absl::Status status = runner.Run(absl::MakeConstSpan(docs), batch.batch_key, absl::MakeConstSpan(views), cancel);
     if (observer_) observer_->OnWorkspaceBytes(worker, runner.workspace_high_water_bytes());
-    if (status.ok() && results.size() != batch.items.size()) {
-      status = absl::InternalError(absl::StrFormat("the engine returned %d outputs for %d documents",
-                                                   results.size(), batch.items.size()));
-    }
     std::vector<absl::Status> statuses(batch.items.size());
     for (size_t i = 0; i < batch.items.size(); ++i) {
       const BatchItem& item = batch.items[i];
       if (status.ok()) {
-        static_cast<Task&>(*item.task).outputs[item.document] = std::move(results[i]);
+        // written in place
       } else if (absl::IsCancelled(status)) {
         statuses[i] = scheduler_->StopStatus(item);
       } else {
@@ -257,6 +260,21 @@ class InferenceServiceImpl final : public InferenceService {
     scheduler_->Complete(batch, statuses);
     ReportQueue();
     Notify();
+  }
+
+  OutputView AllocateOutput(size_t tokens, uint32_t outputs, DocumentOutput* o) const {
+    const int64_t t = static_cast<int64_t>(tokens);
+    o->num_tokens = t;
+    OutputView v;
+    if (outputs & kOutputLogits) v.logits = Resize(&o->logits, t * limits_.vocab_size);
+    if (outputs & kOutputHiddenStates) v.hidden_states = Resize(&o->hidden_states, t * limits_.hidden_width);
+    if (outputs & kOutputTokenLogprobs) v.token_logprobs = Resize(&o->token_logprobs, t);
+    if (outputs & kOutputEmbedding) v.embedding = Resize(&o->embedding, limits_.hidden_width);
+    return v;
+  }
+  static float* Resize(std::vector<float>* v, int64_t n) {
+    v->resize(static_cast<size_t>(n));
+    return v->data();
   }
 
   void SweeperLoop() {
@@ -327,7 +345,7 @@ absl::Status InferenceOptions::Validate() const {
         absl::StrFormat("max_tokens_per_request must be >= 0 (0 = 8 x context), got %d", max_tokens_per_request));
   }
   if (workspace_budget_bytes == 0) return absl::InvalidArgumentError("workspace_budget_bytes must be > 0");
-  ModelLimits any{1, 1};
+  ModelLimits any{1, 1, 1};
   return ToSchedulerOptions(*this, any).Validate();
 }
 
@@ -355,9 +373,9 @@ absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunn
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   if (clock == nullptr) return absl::InvalidArgumentError("InferenceService needs a clock");
   if (!factory) return absl::InvalidArgumentError("InferenceService needs a runner factory");
-  if (limits.context < 1 || limits.vocab_size < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat("bad model limits: context %d, vocab %d", limits.context,
-                                                      limits.vocab_size));
+  if (limits.context < 1 || limits.vocab_size < 1 || limits.hidden_width < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("bad model limits: context %d, vocab %d, hidden width %d",
+                                                      limits.context, limits.vocab_size, limits.hidden_width));
   }
   auto service = std::make_unique<InferenceServiceImpl>(std::move(model), limits, options, clock, observer);
   if (absl::Status s = service->Start(std::move(factory), std::move(estimate)); !s.ok()) return s;

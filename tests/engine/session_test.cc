@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -141,6 +142,94 @@ TEST(SessionTest, OutputsAreConsistentAndOnlyWhenAsked) {
   EXPECT_TRUE(lp_only[0].hidden_states.empty());
   EXPECT_TRUE(lp_only[0].embedding.empty());
   EXPECT_TRUE(Bitwise(lp_only[0].token_logprobs, o.token_logprobs));
+}
+
+// The views form writes every element of each requested output exactly where asked (memory
+// prefilled with NaN: nothing may be left), touches nothing else (outputs not requested keep
+// their sentinel even when a pointer is given), and equals the owned convenience form bitwise.
+TEST(SessionTest, ViewsAreWrittenCompletelyAndOnlyWhereAsked) {
+  auto model = LoadFixtureModel("f4_internal_pad_to_lcm_chunks");
+  ASSERT_TRUE(model);
+  const ReformerConfig& c = model->config();
+  auto session = MakeSession(model);
+  std::vector<int32_t> a = RandomIds(150, c.vocab_size, 31), b = RandomIds(7, c.vocab_size, 32);
+  std::vector<absl::Span<const int32_t>> batch = {a, b};
+  const float nan = std::numeric_limits<float>::quiet_NaN(), sentinel = -12345.f;
+  for (uint32_t outputs : {uint32_t{kOutputAll}, uint32_t{kOutputTokenLogprobs}, uint32_t{kOutputEmbedding},
+                           uint32_t{kOutputLogits | kOutputEmbedding}, uint32_t{kOutputHiddenStates}}) {
+    std::vector<DocumentOutput> owned;
+    ASSERT_TRUE(session->RunDocuments(batch, outputs, &owned).ok());
+    // One buffer per output kind, with guard elements after each document's region.
+    constexpr int64_t kGuard = 16;
+    std::vector<std::vector<float>> mem(batch.size() * 4);
+    std::vector<OutputView> views(batch.size());
+    for (size_t d = 0; d < batch.size(); ++d) {
+      const OutputSizes sz = OutputSizesFor(c, static_cast<int64_t>(batch[d].size()));
+      const int64_t n[4] = {sz.logits, sz.hidden_states, sz.token_logprobs, sz.embedding};
+      float** p[4] = {&views[d].logits, &views[d].hidden_states, &views[d].token_logprobs, &views[d].embedding};
+      for (int k = 0; k < 4; ++k) {
+        const bool asked = outputs & (1u << k);
+        std::vector<float>& m = mem[d * 4 + k];
+        m.assign(n[k] + kGuard, sentinel);
+        if (asked) std::fill(m.begin(), m.begin() + n[k], nan);
+        *p[k] = m.data();
+      }
+    }
+    ASSERT_TRUE(session->RunDocuments(batch, outputs, views).ok());
+    for (size_t d = 0; d < batch.size(); ++d) {
+      const std::vector<float>* ref[4] = {&owned[d].logits, &owned[d].hidden_states, &owned[d].token_logprobs,
+                                          &owned[d].embedding};
+      for (int k = 0; k < 4; ++k) {
+        const std::vector<float>& m = mem[d * 4 + k];
+        const size_t n = m.size() - kGuard;
+        const bool asked = outputs & (1u << k);
+        int64_t nans = 0, touched = 0;
+        for (size_t i = 0; i < n; ++i) nans += std::isnan(m[i]);
+        for (size_t i = asked ? n : 0; i < m.size(); ++i) touched += m[i] != sentinel;
+        EXPECT_EQ(nans, 0) << "outputs " << outputs << " doc " << d << " kind " << k;
+        EXPECT_EQ(touched, 0) << "outputs " << outputs << " doc " << d << " kind " << k;
+        if (asked) {
+          ASSERT_EQ(ref[k]->size(), n);
+          EXPECT_EQ(std::memcmp(ref[k]->data(), m.data(), n * sizeof(float)), 0) << "kind " << k;
+        } else {
+          EXPECT_TRUE(ref[k]->empty());
+        }
+      }
+    }
+  }
+  // Argument errors: one view per document, a pointer for every requested output.
+  std::vector<float> lp(150);
+  std::vector<OutputView> one(1);
+  one[0].token_logprobs = lp.data();
+  std::vector<absl::Span<const int32_t>> single = {a};
+  EXPECT_TRUE(session->RunDocuments(single, kOutputTokenLogprobs, one).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(batch, kOutputTokenLogprobs, one)));
+  EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(single, kOutputTokenLogprobs | kOutputEmbedding, one)));
+  EXPECT_EQ(EstimateOutputBytes(c, {150, 7}, kOutputAll),
+            sizeof(float) * (157 * (c.vocab_size + 2 * c.hidden_size + 1) + 2 * 2 * c.hidden_size));
+}
+
+// RunPadded writes [B, T, V] and [B, T, 2H] into caller memory, all positions (padding included);
+// a null pointer skips that output without changing the other.
+TEST(SessionTest, PaddedViewsMatchOwnedForm) {
+  auto model = LoadFixtureModel("f1_mixed_causal_multihash_rightpad");
+  ASSERT_TRUE(model);
+  const ReformerConfig& c = model->config();
+  auto session = MakeSession(model);
+  const int64_t B = 2, T = 100;
+  std::vector<int32_t> ids = RandomIds(B * T, c.vocab_size, 40);
+  std::vector<uint8_t> mask(B * T, 1);
+  for (int64_t t = 80; t < T; ++t) mask[T + t] = 0;  // row 1 right-padded
+  PaddedBatch pb{B, T, ids, mask};
+  PaddedOutput owned;
+  ASSERT_TRUE(session->RunPadded(pb, &owned).ok());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> logits(B * T * c.vocab_size, nan);
+  ASSERT_TRUE(session->RunPadded(pb, PaddedOutputView{logits.data(), nullptr}, nullptr).ok());
+  EXPECT_TRUE(Bitwise(logits, owned.logits));
+  std::vector<float> hidden(B * T * 2 * c.hidden_size, nan);
+  ASSERT_TRUE(session->RunPadded(pb, PaddedOutputView{nullptr, hidden.data()}, nullptr).ok());
+  EXPECT_TRUE(Bitwise(hidden, owned.hidden_states));
 }
 
 absl::StatusOr<std::shared_ptr<const ReformerModel>> MediumRandomModel() {
@@ -287,7 +376,8 @@ TEST(SessionTest, ArgumentErrors) {
   EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(b1, kOutputAll, &r)));
   EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(b2, kOutputAll, &r)));
   EXPECT_TRUE(absl::IsInvalidArgument(session->RunDocuments(b3, kOutputAll, &r)));
-  PaddedBatch pb{2, 3, {1, 2, 3}, {}};
+  const std::vector<int32_t> three = {1, 2, 3};
+  PaddedBatch pb{2, 3, three, {}};
   PaddedOutput po;
   EXPECT_TRUE(absl::IsInvalidArgument(session->RunPadded(pb, &po)));
   SessionOptions tiny;

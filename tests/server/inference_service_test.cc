@@ -41,7 +41,7 @@ class FakeRunner : public DocumentRunner {
  public:
   explicit FakeRunner(FakeWorld* world) : world_(world) {}
   absl::Status Run(absl::Span<const absl::Span<const int32_t>> documents, uint32_t outputs,
-                   std::vector<DocumentOutput>* results, const CancelFn& cancel) override {
+                   absl::Span<const OutputView> dst, const CancelFn& cancel) override {
     bool gated = false;
     {
       absl::MutexLock lock(&world_->mu);
@@ -67,15 +67,13 @@ class FakeRunner : public DocumentRunner {
         if (world_->mu.AwaitWithTimeout(absl::Condition(&released), absl::Milliseconds(1))) break;
       }
     }
-    results->clear();
-    for (auto doc : documents) {
-      DocumentOutput out;
-      out.num_tokens = static_cast<int64_t>(doc.size());
+    // The fake's outputs: embedding[0] = sum of the ids (hidden width 1), token_logprobs = the ids.
+    for (size_t d = 0; d < documents.size(); ++d) {
+      auto doc = documents[d];
       if (outputs & kOutputEmbedding) {
-        out.embedding = {static_cast<float>(std::accumulate(doc.begin(), doc.end(), int64_t{0}))};
+        dst[d].embedding[0] = static_cast<float>(std::accumulate(doc.begin(), doc.end(), int64_t{0}));
       }
-      if (outputs & kOutputTokenLogprobs) out.token_logprobs.assign(doc.begin(), doc.end());
-      results->push_back(std::move(out));
+      if (outputs & kOutputTokenLogprobs) std::copy(doc.begin(), doc.end(), dst[d].token_logprobs);
     }
     high_water_ = 1000;
     return absl::OkStatus();
@@ -211,7 +209,7 @@ class InferenceServiceTest : public ::testing::Test {
     return o;
   }
   void Start(const InferenceOptions& options) {
-    ModelLimits limits{65536, 1000};
+    ModelLimits limits{65536, 1000, 1};
     auto s = CreateInferenceServiceWithRunners(
         nullptr, limits, options, &clock_, &observer_,
         [this](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
@@ -462,7 +460,7 @@ TEST_F(InferenceServiceTest, IdleWorkerReleasesMemoryOnceAfterTwoSecondsOnTheClo
   InferenceOptions o = Options(1);
   o.max_queue_delay = absl::ZeroDuration();  // batches form at once: the fake clock need not move
   auto created = CreateInferenceServiceWithRunners(
-      nullptr, ModelLimits{65536, 1000}, o, &clock, &observer_,
+      nullptr, ModelLimits{65536, 1000, 1}, o, &clock, &observer_,
       [this, &clock](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
         clock.WatchThisThread();  // the factory runs on the worker thread
         return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
@@ -509,7 +507,7 @@ TEST_F(InferenceServiceTest, IdleWorkerReleasesMemoryOnceAfterTwoSecondsOnTheClo
 }
 
 TEST_F(InferenceServiceTest, RunnerCreationFailureFailsCreate) {
-  ModelLimits limits{1024, 100};
+  ModelLimits limits{1024, 100, 1};
   std::atomic<int> calls{0};
   auto s = CreateInferenceServiceWithRunners(
       nullptr, limits, Options(2), &clock_, nullptr,

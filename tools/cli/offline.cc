@@ -133,6 +133,8 @@ int RunForward(int argc, char** argv) {
     return Fail(absl::StrCat(inputs, ": needs \"input_ids\": [[...], ...]"));
   }
   PaddedBatch batch;
+  std::vector<int32_t> input_ids;
+  std::vector<uint8_t> attention_mask;
   batch.batch = static_cast<int64_t>(j["input_ids"].size());
   batch.length = static_cast<int64_t>(j["input_ids"][0].size());
   const bool has_mask = j.contains("attention_mask") && !j["attention_mask"].is_null();
@@ -143,18 +145,20 @@ int RunForward(int argc, char** argv) {
         return Fail(absl::StrCat(inputs, ": input_ids row ", b, " has ", row.size(), " ids, row 0 has ",
                                  batch.length));
       }
-      for (const auto& v : row) batch.input_ids.push_back(v.get<int32_t>());
+      for (const auto& v : row) input_ids.push_back(v.get<int32_t>());
       if (has_mask) {
         const auto& m = j["attention_mask"][b];
         if (static_cast<int64_t>(m.size()) != batch.length) {
           return Fail(absl::StrCat(inputs, ": attention_mask row ", b, " length differs from input_ids"));
         }
-        for (const auto& v : m) batch.attention_mask.push_back(v.get<int>() != 0 ? 1 : 0);
+        for (const auto& v : m) attention_mask.push_back(v.get<int>() != 0 ? 1 : 0);
       }
     }
   } catch (const std::exception& e) {
     return Fail(absl::StrCat(inputs, ": ", e.what()));
   }
+  batch.input_ids = input_ids;
+  batch.attention_mask = attention_mask;
 
   auto model = LoadModel(model_dir, args);
   if (!model.ok()) return Fail(model.status());
