@@ -88,7 +88,7 @@ PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& 
   const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
                            lsh ? nullptr : L.value.data};
   // An LSH layer's shared query/key projection stays float32 in every compute type: the bucket
-  // choice (SPEC §7.3) then sees float32 arithmetic from the layer's input on (issue 14; docs/isa.md).
+  // choice (SPEC §7.3) then sees float32 arithmetic from the layer's input on (docs/isa.md §3).
   const ComputeType proj_ct = lsh ? ComputeType::kFloat32 : ct;
   for (int64_t h = 0; h < nh; ++h) {
     pl.head_proj.push_back(PackedWeight::Build(

@@ -22,7 +22,7 @@
 namespace reformer {
 namespace {
 
-// Accuracy bounds of issue 14 on the bundled model's held-out bits/byte (docs/isa.md).
+// Accuracy bounds on the bundled model's held-out bits/byte (docs/isa.md §3.1).
 constexpr double kBitsPerByteBound[] = {0.0, 0.005, 0.02};  // float32 (exact), bfloat16, int8
 
 const ComputeType kTypes[] = {ComputeType::kFloat32, ComputeType::kBFloat16, ComputeType::kInt8};
