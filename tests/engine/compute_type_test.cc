@@ -219,6 +219,46 @@ TEST(ComputeType, BatchInvarianceInEveryType) {
   }
 }
 
+// The working-memory estimate of a bfloat16 / int8 model (which counts their conversion buffers)
+// stays within 20 % of the workspace high-water mark, as float32's does (session_test.cc).
+TEST(ComputeType, MemoryEstimateCountsConversionBuffers) {
+  auto cfg = ReformerConfig::FromJson(R"({
+    "attn_layers": ["local", "lsh", "local", "lsh"], "hidden_size": 128, "num_attention_heads": 4,
+    "attention_head_size": 32, "feed_forward_size": 512, "vocab_size": 258, "is_decoder": true,
+    "axial_pos_shape": [64, 128], "axial_pos_embds_dim": [32, 96], "max_position_embeddings": 8192,
+    "lsh_attn_chunk_length": 64, "local_attn_chunk_length": 64, "num_hashes": 2, "num_buckets": 32})",
+                                      "test");
+  ASSERT_TRUE(cfg.ok());
+  for (ComputeType t : kTypes) {
+    if (t != ComputeType::kFloat32 && !Available(t)) continue;
+    LoadOptions lo;
+    lo.compute_type.type = t;
+    auto model = ReformerModel::CreateRandom(*cfg, 7, lo);
+    ASSERT_TRUE(model.ok()) << model.status();
+    for (std::vector<int64_t> lengths : {std::vector<int64_t>{5000}, std::vector<int64_t>{1000, 300, 77, 2000}}) {
+      SessionOptions so;
+      so.num_threads = 2;
+      so.workspace_budget_bytes = 16u << 20;
+      auto session = Session::Create(*model, so);
+      ASSERT_TRUE(session.ok());
+      std::vector<std::vector<int32_t>> docs;
+      std::mt19937 rng(5);
+      for (int64_t len : lengths) {
+        docs.emplace_back(len);
+        for (auto& x : docs.back()) x = static_cast<int32_t>(1 + rng() % 257);
+      }
+      std::vector<absl::Span<const int32_t>> batch(docs.begin(), docs.end());
+      std::vector<DocumentOutput> r;
+      ASSERT_TRUE((*session)->RunDocuments(batch, kOutputTokenLogprobs, &r).ok());
+      const double hw = static_cast<double>((*session)->workspace_high_water_bytes());
+      const double est = static_cast<double>(EstimatePeakWorkingBytes(**model, lengths, kOutputTokenLogprobs, so));
+      std::printf("%s, %zu docs: high-water %.0f, estimate %.0f\n", ComputeTypeName(t), lengths.size(), hw, est);
+      EXPECT_GE(est, 0.8 * hw) << ComputeTypeName(t);
+      EXPECT_LE(est, 1.2 * hw) << ComputeTypeName(t);
+    }
+  }
+}
+
 // Matmul weights take half (bf16) and a quarter (+ one scale per channel, int8) of float32's bytes.
 TEST(ComputeType, PackedWeightBytes) {
   std::vector<float> w(512 * 256, 0.5f);
