@@ -29,6 +29,9 @@ class DocumentRunner {
   virtual void reset_workspace_high_water() = 0;
   // Called when the worker finds no work: return memory kept for the next run.
   virtual void ReleaseIdleMemory() {}
+  // Bytes kept between runs (released by ReleaseIdleMemory; the next run first trims them to its own
+  // plan). The worker holds them in the memory budget while it keeps them.
+  virtual size_t retained_bytes() const { return 0; }
 };
 
 // Called once on each worker thread (argument: worker index) before it takes work.
@@ -40,13 +43,18 @@ struct ModelLimits {
   int64_t hidden_width = 0;  // floats per hidden-state row and per embedding (2H)
 };
 
-// The service on any runner. `model` may be null (then model() must not be called). `estimate`
-// (batch lengths, output flags → peak working bytes) may be null. `clock`/`observer` are borrowed;
-// `observer` may be null.
+// What the service accounts to the memory budget. Every field may be null.
+struct ServiceMemory {
+  BatchScheduler::MemoryEstimateFn working;  // batch lengths, output flags → peak working bytes
+  BatchScheduler::OutputBytesFn output;      // one document's length, output flags → its outputs' bytes
+  std::shared_ptr<MemoryBudget> budget;      // null: the service creates one of options.memory_budget_bytes
+};
+
+// The service on any runner. `model` may be null (then model() must not be called).
+// `clock`/`observer` are borrowed; `observer` may be null.
 absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunners(
     std::shared_ptr<const ReformerModel> model, const ModelLimits& limits, const InferenceOptions& options,
-    const Clock* clock, InferenceObserver* observer, RunnerFactory factory,
-    BatchScheduler::MemoryEstimateFn estimate);
+    const Clock* clock, InferenceObserver* observer, RunnerFactory factory, ServiceMemory memory);
 
 // The scheduler options the service derives from its own (exposed for tests and logs).
 SchedulerOptions ToSchedulerOptions(const InferenceOptions& options, const ModelLimits& limits);

@@ -19,6 +19,7 @@ class SessionRunner final : public DocumentRunner {
   size_t workspace_high_water_bytes() const override { return session_->workspace_high_water_bytes(); }
   void reset_workspace_high_water() override { session_->reset_workspace_high_water(); }
   void ReleaseIdleMemory() override { session_->ReleaseWorkspace(); }
+  size_t retained_bytes() const override { return session_->retained_workspace_bytes(); }
 
  private:
   std::unique_ptr<Session> session_;
@@ -32,7 +33,8 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(
   if (model == nullptr) return absl::InvalidArgumentError("InferenceService::Create: null model");
   SessionOptions session_options;
   session_options.num_threads = options.threads_per_worker;
-  session_options.workspace_budget_bytes = options.workspace_budget_bytes;
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  session_options.workspace_budget_bytes = static_cast<size_t>(options.workspace_budget_bytes);
   ModelLimits limits;
   limits.context = model->config().max_position_embeddings;
   limits.vocab_size = model->config().vocab_size;
@@ -41,14 +43,17 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(
     ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::Create(model, session_options));
     return std::unique_ptr<DocumentRunner>(new SessionRunner(std::move(session)));
   };
-  BatchScheduler::MemoryEstimateFn estimate = [model, session_options](absl::Span<const int64_t> lengths,
-                                                                       uint32_t outputs) {
-    // The scheduler's budget covers the outputs too (they are caller memory, not the engine's).
-    return EstimatePeakWorkingBytes(model->config(), lengths, outputs, session_options) +
-           EstimateOutputBytes(model->config(), lengths, outputs);
+  ServiceMemory memory;
+  // Working memory excludes the outputs: they are caller memory, reserved per request (below).
+  memory.working = [model, session_options](absl::Span<const int64_t> lengths, uint32_t outputs) {
+    return EstimatePeakWorkingBytes(model->config(), lengths, outputs, session_options);
+  };
+  memory.output = [model](int64_t length, uint32_t outputs) {
+    const int64_t one[1] = {length};
+    return EstimateOutputBytes(model->config(), absl::MakeConstSpan(one), outputs);
   };
   return CreateInferenceServiceWithRunners(model, limits, options, clock, observer, std::move(factory),
-                                           std::move(estimate));
+                                           std::move(memory));
 }
 
 }  // namespace reformer::serving

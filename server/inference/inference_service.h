@@ -1,21 +1,33 @@
-// InferenceService: the server's compute core, between the gRPC layer and the engine. No gRPC.
+// InferenceService: the server's compute core, between the adapters (gRPC, HTTP) and the engine. No gRPC.
 //
 // Owns the request scheduler (server/batching) and the worker threads; each worker thread owns one
-// engine Session (thread-confined). The gRPC layer converts a wire request into an InferenceRequest,
-// calls Submit(), and answers the RPC from the DoneCallback.
+// engine Session (thread-confined). An adapter decodes a wire request into an InferenceRequest
+// (server/request), calls Submit(), and answers from the DoneCallback, which hands the request back
+// with the engine's outputs written into its response buffers.
 //
 // Contract:
-//  - Submit() either rejects synchronously (returns a non-OK status; `done` is NOT called and ownership
-//    stays with the caller) or accepts: then `done` is called exactly once, later, on a worker thread
-//    (or on the thread that calls Shutdown/expiry sweep), with OK + outputs or an error
-//    (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE on shutdown after drain timeout, INTERNAL on engine bug).
-//  - Rejections: INVALID_ARGUMENT (empty doc, id out of range, doc longer than the model context, sum over
-//    rows above max_tokens_per_request), RESOURCE_EXHAUSTED (can never fit batch/memory limits),
-//    UNAVAILABLE (queue full in requests or tokens, or draining). Messages carry the numbers.
+//  - Submit() either rejects synchronously (returns a non-OK status; `done` is NOT called; the
+//    request is dropped) or accepts: then `done` is called exactly once, later, on a worker thread
+//    (or on the thread that calls Shutdown/expiry sweep), with OK + the request (outputs written) or
+//    an error (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE on shutdown after drain timeout,
+//    RESOURCE_EXHAUSTED when its response buffers cannot be allocated, INTERNAL on engine bug).
+//  - Rejections: Validate() (server/request/validate.h: INVALID_ARGUMENT bad documents/ids/outputs,
+//    RESOURCE_EXHAUSTED response above max_response_bytes) runs first, then the scheduler's admission
+//    (RESOURCE_EXHAUSTED can never fit batch/memory limits; UNAVAILABLE queue full or draining).
+//    Messages carry the numbers.
 //  - Cancellation: the caller sets `*request.cancelled = true`; a queued request is answered CANCELLED
 //    without computing; a running one stops within about one layer.
 //  - Deadlines: `deadline` (absolute, on the injected clock). Expired requests are answered
 //    DEADLINE_EXCEEDED without computing; a running one stops within one layer.
+//  - A request asking only for outputs the request layer writes itself (token_ids, lengths) is
+//    queued and answered like any other but runs no engine forward.
+//  - Memory: one process-wide MemoryBudget (--memory_budget_bytes, server/batching/memory_budget.h)
+//    bounds the working memory of all workers' batches plus the outputs of requests until their
+//    responses are sent. A request's outputs (its response buffers, InferenceRequest::ResponseBytes,
+//    padding included) are reserved when it starts computing; an OK result
+//    carries that reservation (InferenceResult::output_memory) and the caller must keep it until the
+//    response has been sent (gRPC: until the RPC's OnDone). A request that could never fit is
+//    rejected RESOURCE_EXHAUSTED; one that does not fit now waits in the queue.
 #pragma once
 
 #include <atomic>
@@ -28,26 +40,21 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "engine/model/engine_api.h"
+#include "server/batching/memory_budget.h"
+#include "server/request/inference_request.h"
 
 namespace reformer::serving {
 
-struct InferenceRequest {
-  std::string id;                               // client's request id (echoed; never a metric label)
-  std::vector<std::vector<int32_t>> documents;  // each entry one document's real tokens (padding removed)
-  uint32_t outputs = kOutputAll;                // reformer::OutputFlags
-  int priority = 0;                             // 0 = default; 1 = highest, larger = lower priority
-  absl::Time deadline = absl::InfiniteFuture();
-  std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
-  std::string method;                           // for metrics labels, e.g. "ModelInfer"
-  bool internal = false;  // the server's own work (warm-up): not reported to the InferenceObserver
-};
-
 struct InferenceResult {
   absl::Status status;
-  std::vector<DocumentOutput> outputs;  // one per document, in request order (when OK)
+  // The submitted request, handed back; when OK its response buffers hold every requested output.
+  std::unique_ptr<InferenceRequest> request;
   int64_t tokens = 0;                   // real tokens processed
   double queue_seconds = 0;
   double compute_seconds = 0;
+  // When OK: the budget's hold on this request's outputs (kind kOutput). Keep it (move it along with
+  // the response) until the response has been sent; destroying it returns the bytes to the budget.
+  MemoryReservation output_memory;
 };
 
 using DoneCallback = std::function<void(InferenceResult)>;
@@ -57,18 +64,26 @@ struct InferenceOptions {
   int threads_per_worker = 1;            // OpenMP threads per Session
   int64_t max_batch_tokens = 65536;      // tokens per formed batch
   int64_t max_batch_size = 32;           // documents per formed batch
-  size_t memory_budget_bytes = size_t{4} << 30;  // engine peak-memory estimate bound per batch
-  size_t workspace_budget_bytes = size_t{256} << 20;
+  // The process-wide budget: working memory of all running batches + outputs of requests until their
+  // responses are sent. Signed so that a negative flag value is rejected by Validate(), not wrapped.
+  int64_t memory_budget_bytes = int64_t{4} << 30;
+  int64_t workspace_budget_bytes = int64_t{256} << 20;  // engine workspace bound per worker
   absl::Duration max_queue_delay = absl::Milliseconds(5);
   int64_t max_queue_requests = 1024;
   int64_t max_queue_tokens = 4 << 20;
   int64_t max_tokens_per_request = 0;    // 0 = 8 x model context
+  int64_t max_response_bytes = int64_t{512} << 20;  // bytes of a request's requested outputs
   // Batches above this many tokens are "long"; with workers >= 2 at most workers-1 long batches run
   // at once, so short requests always have a worker (see server/batching/batch_scheduler.h for the
   // latency bound). 0 disables the reservation.
   int64_t long_batch_tokens = 16384;
   // Documents in one batch have lengths within this factor of each other (similar-length grouping).
   double length_ratio = 4.0;
+  // A request queued this long heads the queue as if it had priority 1 (by arrival), so lower
+  // priorities cannot starve (bound in server/batching/batch_scheduler.h). InfiniteDuration() = off.
+  absl::Duration priority_aging = absl::Seconds(10);
+  // INVALID_ARGUMENT naming the flag (--workers, --memory_budget_bytes, ...) for any value that makes
+  // no sense (zero or negative sizes and counts, length ratio < 1, negative delays).
   absl::Status Validate() const;
 };
 
@@ -84,6 +99,10 @@ class InferenceObserver {
                              double /*queue_seconds*/, double /*compute_seconds*/) {}
   virtual void OnWorkspaceBytes(int /*worker*/, size_t /*bytes*/) {}
   virtual void OnInflightChanged(int64_t /*inflight*/) {}
+  // The process-wide memory budget: its total (once, at start) and the bytes reserved of each kind
+  // ("working", "output", "cache") whenever they may have changed (the latest call holds).
+  virtual void OnMemoryBudget(size_t /*total_bytes*/) {}
+  virtual void OnMemoryReserved(const std::string& /*kind*/, size_t /*bytes*/) {}
 };
 
 class Clock;
@@ -110,6 +129,9 @@ class InferenceService {
   virtual const InferenceOptions& options() const = 0;
   virtual int64_t queued_requests() const = 0;
   virtual int64_t queued_tokens() const = 0;
+  // The process-wide budget the service schedules under (null for services without one), for other
+  // holders of memory (e.g. response buffers, generation caches) to reserve from.
+  virtual std::shared_ptr<MemoryBudget> memory_budget() const { return nullptr; }
 };
 
 }  // namespace reformer::serving

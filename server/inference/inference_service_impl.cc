@@ -7,16 +7,30 @@
 // are answered CANCELLED / DEADLINE_EXCEEDED when the batch completes). Re-running the survivors would
 // waste the work already done, and similar-length grouping keeps batch mates' run times alike, so
 // the wasted compute is bounded by one batch.
+//
+// Memory: the scheduler reserves from the process-wide budget; this file listens to it. Every
+// release (a batch completing, a response sent by the RPC layer) wakes the workers, since a batch
+// that did not fit may fit now, and refreshes the observer's memory gauges. A worker's session keeps
+// its last run's working memory between runs (so the next run does not page-fault it in again): the
+// worker keeps that much of the batch's reservation at Complete() (reserving any excess over the
+// estimate first, or returning the session's memory to the OS when that does not fit), and drops it
+// when the session releases the memory or its next batch (with its own reservation) starts. So the
+// budget covers idle workers' memory too.
 #include <algorithm>
+#include <cstdio>
+#include <optional>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "server/batching/batch_scheduler.h"
 #include "server/batching/clock.h"
 #include "server/inference/document_runner.h"
 #include "server/inference/inference_service.h"
+#include "server/request/exception_status.h"
+#include "server/request/validate.h"
 
 namespace reformer::serving {
 namespace {
@@ -27,28 +41,27 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
 // between runs (engine Session::ReleaseWorkspace); under load it keeps and reuses it.
 constexpr absl::Duration kReleaseIdleMemoryAfter = absl::Seconds(2);
 
-struct Task : BatchTask {
-  std::unique_ptr<InferenceRequest> request;
+struct Task : BatchTask {  // output_memory (BatchTask) moves to InferenceResult on OK
+  std::unique_ptr<InferenceRequest> request;  // its response buffers receive the outputs
   DoneCallback done;
-  std::vector<DocumentOutput> outputs;  // one per document; each written by the worker that ran it
 };
 
-class InferenceServiceImpl final : public InferenceService {
+class InferenceServiceImpl final : public InferenceService, private MemoryBudget::Listener {
  public:
   InferenceServiceImpl(std::shared_ptr<const ReformerModel> model, const ModelLimits& limits,
                        const InferenceOptions& options, const Clock* clock, InferenceObserver* observer)
-      : model_(std::move(model)), limits_(limits), options_(options), clock_(clock), observer_(observer) {}
+      : model_(std::move(model)),
+        limits_(limits),
+        options_(options),
+        request_limits_{limits.context, limits.vocab_size,
+                        ToSchedulerOptions(options, limits).max_tokens_per_request, options.max_response_bytes},
+        clock_(clock),
+        observer_(observer) {}
 
   ~InferenceServiceImpl() override { Shutdown(); }
 
-  absl::Status Start(RunnerFactory factory, BatchScheduler::MemoryEstimateFn estimate) {
-    auto scheduler = BatchScheduler::Create(
-        ToSchedulerOptions(options_, limits_), std::move(estimate), clock_,
-        [this](std::unique_ptr<BatchTask> task, absl::Status status, const TaskTiming& timing) {
-          OnFinish(std::move(task), std::move(status), timing);
-        });
-    if (!scheduler.ok()) return scheduler.status();
-    scheduler_ = std::move(scheduler).value();
+  absl::Status Start(RunnerFactory factory, ServiceMemory memory) {
+    if (absl::Status s = StartScheduler(std::move(memory)); !s.ok()) return s;
     factory_ = std::move(factory);
     for (int w = 0; w < options_.workers; ++w) {
       workers_.emplace_back([this, w] { WorkerLoop(w); });
@@ -70,18 +83,20 @@ class InferenceServiceImpl final : public InferenceService {
   absl::Status Submit(std::unique_ptr<InferenceRequest> request, DoneCallback done) override {
     if (request == nullptr) return absl::InvalidArgumentError("Submit: null request");
     if (!done) return absl::InvalidArgumentError("Submit: null done callback");
-    if (absl::Status s = ValidateTokens(*request); !s.ok()) {
-      if (observer_) observer_->OnRejected("invalid");
+    // The one validation of the request (server/request/validate.h), next to the scheduler's admission.
+    if (absl::Status s = Validate(*request, request_limits_); !s.ok()) {
+      if (observer_) observer_->OnRejected(absl::IsResourceExhausted(s) ? "too_large" : "invalid");
       return s;
     }
     auto task = std::make_unique<Task>();
-    task->lengths.reserve(request->documents.size());
-    for (const auto& doc : request->documents) task->lengths.push_back(static_cast<int64_t>(doc.size()));
-    task->batch_key = request->outputs == 0 ? static_cast<uint32_t>(kOutputAll) : request->outputs;
+    const Documents& docs = request->documents;
+    task->lengths.reserve(static_cast<size_t>(docs.size()));
+    for (int64_t d = 0; d < docs.size(); ++d) task->lengths.push_back(docs.length(d));
+    task->batch_key = request->engine_outputs();  // 0: no engine forward (token_ids/lengths only)
+    task->response_bytes = static_cast<size_t>(request->ResponseBytes());  // padding included
     task->priority = request->priority;
     task->deadline = request->deadline;
     task->cancelled = request->cancelled;
-    task->outputs.resize(request->documents.size());
     task->request = std::move(request);
     task->done = std::move(done);
     std::unique_ptr<BatchTask> base = std::move(task);
@@ -133,26 +148,51 @@ class InferenceServiceImpl final : public InferenceService {
     for (std::thread& t : workers_) t.join();
     workers_.clear();
     if (sweeper_.joinable()) sweeper_.join();
+    // Reservations may outlive the service (responses still being sent): stop listening first.
+    if (budget_ != nullptr) budget_->RemoveListener(this);
     ReportQueue();
   }
 
+  std::shared_ptr<MemoryBudget> memory_budget() const override { return budget_; }
   const ReformerModel& model() const override { return *model_; }
   const InferenceOptions& options() const override { return options_; }
   int64_t queued_requests() const override { return scheduler_->queued_requests(); }
   int64_t queued_tokens() const override { return scheduler_->queued_tokens(); }
 
  private:
-  absl::Status ValidateTokens(const InferenceRequest& request) const {
-    for (size_t d = 0; d < request.documents.size(); ++d) {
-      const auto& doc = request.documents[d];
-      for (size_t t = 0; t < doc.size(); ++t) {
-        if (doc[t] < 0 || doc[t] >= limits_.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "document %d, position %d: token id %d is outside [0, %d)", d, t, doc[t], limits_.vocab_size));
-        }
-      }
+  absl::Status StartScheduler(ServiceMemory memory) {
+    budget_ = std::move(memory.budget);
+    if (budget_ == nullptr) {
+      absl::StatusOr<std::shared_ptr<MemoryBudget>> budget = MemoryBudget::Create(options_.memory_budget_bytes);
+      if (!budget.ok()) return budget.status();
+      budget_ = *std::move(budget);
     }
+    auto scheduler = BatchScheduler::Create(
+        ToSchedulerOptions(options_, limits_), {budget_, std::move(memory.working), std::move(memory.output)},
+        clock_, [this](std::unique_ptr<BatchTask> task, absl::Status status, const TaskTiming& timing) {
+          OnFinish(std::move(task), std::move(status), timing);
+        });
+    if (!scheduler.ok()) return scheduler.status();
+    scheduler_ = std::move(scheduler).value();
+    budget_->AddListener(this);
+    if (observer_) observer_->OnMemoryBudget(budget_->total_bytes());
+    ReportMemory();
     return absl::OkStatus();
+  }
+
+  // MemoryBudget::Listener: runs on the releasing thread (a worker, or the RPC layer sending a response).
+  void OnMemoryReleased() override {
+    ReportMemory();
+    Notify();
+  }
+
+  // Serialized, and reading the budget inside the lock, so the last report holds the latest numbers.
+  void ReportMemory() {
+    if (observer_ == nullptr || budget_ == nullptr) return;
+    absl::MutexLock lock(&report_mu_);
+    for (MemoryKind kind : {MemoryKind::kWorking, MemoryKind::kOutput, MemoryKind::kCache}) {
+      observer_->OnMemoryReserved(MemoryKindName(kind), budget_->reserved_bytes(kind));
+    }
   }
 
   void Notify() {
@@ -194,6 +234,7 @@ class InferenceServiceImpl final : public InferenceService {
     }
     if (!runner.ok()) return;
     bool holds_memory = false;  // ran a batch since it last released its session's memory
+    MemoryReservation retained;  // the budget's hold on what the session keeps between runs
     absl::Time idle_since = absl::InfiniteFuture();
     while (true) {
       uint64_t seen;
@@ -209,72 +250,79 @@ class InferenceServiceImpl final : public InferenceService {
         if (holds_memory && now - idle_since >= kReleaseIdleMemoryAfter) {
           (*runner)->ReleaseIdleMemory();
           holds_memory = false;
+          retained.Release();
         }
         WaitForWork(seen);
         continue;
       }
       holds_memory = true;
       idle_since = absl::InfiniteFuture();
-      RunBatch(worker, **runner, *batch);
+      ReportMemory();  // the batch reserved its working memory and the outputs it starts
+      retained.Release();  // the run first trims what the session kept to its own (reserved) plan
+      RunBatch(worker, **runner, *batch, &retained);
     }
     // Destroy the runner (engine Session) on the thread that created it.
     runner = absl::CancelledError("worker stopped");
   }
 
-  void RunBatch(int worker, DocumentRunner& runner, const Batch& batch) {
+  // Completes `batch`, moving into `*retained` the budget's hold on what the session keeps.
+  void CompleteKeepingSessionMemory(DocumentRunner& runner, const Batch& batch,
+                                    absl::Span<const absl::Status> statuses, MemoryReservation* retained) {
+    size_t keep = runner.retained_bytes();
+    std::optional<MemoryReservation> extra;  // beyond the batch's estimate
+    if (keep > batch.estimated_bytes) extra = budget_->TryReserve(keep - batch.estimated_bytes, MemoryKind::kWorking);
+    if (keep > batch.estimated_bytes && !extra) {
+      runner.ReleaseIdleMemory();
+      keep = 0;
+    }
+    scheduler_->Complete(batch, statuses, keep, retained);
+    if (extra) retained->Merge(std::move(*extra));
+  }
+
+  void RunBatch(int worker, DocumentRunner& runner, const Batch& batch, MemoryReservation* retained) {
     ReportQueue();
     bool counted = false;  // a batch of internal requests only (the warm-up) is not reported
     for (const BatchItem& item : batch.items) {
       counted |= !static_cast<const Task&>(*item.task).request->internal;
     }
     if (observer_ && counted) observer_->OnBatch(static_cast<int64_t>(batch.items.size()), batch.tokens);
-    std::vector<absl::Span<const int32_t>> docs;
-    docs.reserve(batch.items.size());
-    for (const BatchItem& item : batch.items) {
-      const Task& task = static_cast<const Task&>(*item.task);
-      docs.push_back(absl::MakeConstSpan(task.request->documents[item.document]));
-    }
-    // Each document's outputs are written straight into its task's DocumentOutput.
-    std::vector<OutputView> views;
-    views.reserve(batch.items.size());
-    for (const BatchItem& item : batch.items) {
-      Task& task = static_cast<Task&>(*item.task);
-      views.push_back(AllocateOutput(task.request->documents[item.document].size(), batch.batch_key,
-                                     &task.outputs[item.document]));
-    }
-    runner.reset_workspace_high_water();
-    const CancelFn cancel = [this, &batch] { return scheduler_->ShouldStop(batch); };
-    absl::Status status = runner.Run(absl::MakeConstSpan(docs), batch.batch_key, absl::MakeConstSpan(views), cancel);
-    if (observer_) observer_->OnWorkspaceBytes(worker, runner.workspace_high_water_bytes());
     std::vector<absl::Status> statuses(batch.items.size());
-    for (size_t i = 0; i < batch.items.size(); ++i) {
-      const BatchItem& item = batch.items[i];
-      if (status.ok()) {
-        // written in place
-      } else if (absl::IsCancelled(status)) {
-        statuses[i] = scheduler_->StopStatus(item);
-      } else {
-        statuses[i] = status;
-      }
+    try {
+      RunItems(worker, runner, batch, &statuses);
+    } catch (...) {
+      const absl::Status status = CurrentExceptionStatus("running a batch");
+      for (absl::Status& st : statuses) st = status;
     }
-    scheduler_->Complete(batch, statuses);
+    CompleteKeepingSessionMemory(runner, batch, statuses, retained);
     ReportQueue();
     Notify();
   }
 
-  OutputView AllocateOutput(size_t tokens, uint32_t outputs, DocumentOutput* o) const {
-    const int64_t t = static_cast<int64_t>(tokens);
-    o->num_tokens = t;
-    OutputView v;
-    if (outputs & kOutputLogits) v.logits = Resize(&o->logits, t * limits_.vocab_size);
-    if (outputs & kOutputHiddenStates) v.hidden_states = Resize(&o->hidden_states, t * limits_.hidden_width);
-    if (outputs & kOutputTokenLogprobs) v.token_logprobs = Resize(&o->token_logprobs, t);
-    if (outputs & kOutputEmbedding) v.embedding = Resize(&o->embedding, limits_.hidden_width);
-    return v;
-  }
-  static float* Resize(std::vector<float>* v, int64_t n) {
-    v->resize(static_cast<size_t>(n));
-    return v->data();
+  // Allocates the items' response buffers (once per request), runs the documents whose buffers
+  // exist and records each item's outcome in `statuses`.
+  void RunItems(int worker, DocumentRunner& runner, const Batch& batch, std::vector<absl::Status>* statuses) {
+    std::vector<size_t> run;  // indices of items with response buffers
+    std::vector<absl::Span<const int32_t>> docs;
+    std::vector<OutputView> views;  // the engine writes each document's outputs straight into its response
+    for (size_t i = 0; i < batch.items.size(); ++i) {
+      const BatchItem& item = batch.items[i];
+      InferenceRequest& request = *static_cast<Task&>(*item.task).request;
+      (*statuses)[i] = request.AllocateOutputs();
+      if (!(*statuses)[i].ok()) continue;
+      run.push_back(i);
+      docs.push_back(request.documents[item.document]);
+      views.push_back(request.View(item.document));
+    }
+    if (run.empty() || batch.batch_key == 0) return;  // nothing for the engine to compute
+    runner.reset_workspace_high_water();
+    const CancelFn cancel = [this, &batch] { return scheduler_->ShouldStop(batch); };
+    const absl::Status status =
+        runner.Run(absl::MakeConstSpan(docs), batch.batch_key, absl::MakeConstSpan(views), cancel);
+    if (observer_) observer_->OnWorkspaceBytes(worker, runner.workspace_high_water_bytes());
+    if (status.ok()) return;
+    for (size_t i : run) {
+      (*statuses)[i] = absl::IsCancelled(status) ? scheduler_->StopStatus(batch.items[i]) : status;
+    }
   }
 
   void SweeperLoop() {
@@ -295,7 +343,7 @@ class InferenceServiceImpl final : public InferenceService {
     Task& task = static_cast<Task&>(*base);
     InferenceResult result;
     result.status = std::move(status);
-    if (result.status.ok()) result.outputs = std::move(task.outputs);
+    if (result.status.ok()) result.output_memory = std::move(task.output_memory);  // held until sent
     result.tokens = timing.tokens;
     result.queue_seconds = timing.queue_seconds;
     result.compute_seconds = timing.compute_seconds;
@@ -304,8 +352,16 @@ class InferenceServiceImpl final : public InferenceService {
                                result.compute_seconds);
     }
     DoneCallback done = std::move(task.done);
+    result.request = std::move(task.request);
     base.reset();
-    done(std::move(result));
+    try {
+      done(std::move(result));
+    } catch (...) {
+      // Adapters answer their RPC inside `done` and catch their own errors; nothing may leave a
+      // worker, so a stray exception is only logged.
+      const absl::Status status = CurrentExceptionStatus("answering a request");
+      std::fprintf(stderr, "InferenceService: %s\n", std::string(status.message()).c_str());
+    }
     ChangeInflight(-1, /*report=*/true);  // after `done`: WaitIdle() returns only once answers are out
     Notify();
   }
@@ -313,10 +369,13 @@ class InferenceServiceImpl final : public InferenceService {
   const std::shared_ptr<const ReformerModel> model_;
   const ModelLimits limits_;
   const InferenceOptions options_;
+  const RequestLimits request_limits_;
   const Clock* const clock_;
   InferenceObserver* const observer_;
   RunnerFactory factory_;
+  std::shared_ptr<MemoryBudget> budget_;  // process-wide; shared with the scheduler and reservations
   std::unique_ptr<BatchScheduler> scheduler_;
+  absl::Mutex report_mu_;  // serializes ReportMemory
 
   absl::Mutex wake_mu_;
   uint64_t wake_seq_ ABSL_GUARDED_BY(wake_mu_) = 0;
@@ -335,16 +394,38 @@ class InferenceServiceImpl final : public InferenceService {
 }  // namespace
 
 absl::Status InferenceOptions::Validate() const {
-  if (workers < 1) return absl::InvalidArgumentError(absl::StrFormat("workers must be >= 1, got %d", workers));
-  if (threads_per_worker < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("threads_per_worker must be >= 1, got %d", threads_per_worker));
+  auto positive = [](const char* flag, int64_t value) {
+    return value >= 1 ? absl::OkStatus()
+                      : absl::InvalidArgumentError(absl::StrFormat("--%s must be >= 1, got %d", flag, value));
+  };
+  for (absl::Status s : {positive("workers", workers), positive("threads_per_worker", threads_per_worker),
+                         positive("max_batch_tokens", max_batch_tokens), positive("max_batch_size", max_batch_size),
+                         positive("memory_budget_bytes", memory_budget_bytes),
+                         positive("workspace_budget_bytes", workspace_budget_bytes),
+                         positive("max_queue_requests", max_queue_requests),
+                         positive("max_queue_tokens", max_queue_tokens),
+                         positive("max_response_bytes", max_response_bytes)}) {
+    if (!s.ok()) return s;
   }
   if (max_tokens_per_request < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("max_tokens_per_request must be >= 0 (0 = 8 x context), got %d", max_tokens_per_request));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--max_tokens_per_request must be >= 0 (0 = 8 x the model's context), got %d", max_tokens_per_request));
   }
-  if (workspace_budget_bytes == 0) return absl::InvalidArgumentError("workspace_budget_bytes must be > 0");
+  if (long_batch_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--long_batch_tokens must be >= 0 (0 = no reservation), got %d", long_batch_tokens));
+  }
+  if (!(length_ratio >= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--batch_length_ratio must be >= 1, got %g", length_ratio));
+  }
+  if (max_queue_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_queue_delay_ms must be >= 0, got ", absl::FormatDuration(max_queue_delay)));
+  }
+  if (priority_aging < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the priority aging time must be >= 0, got ", absl::FormatDuration(priority_aging)));
+  }
   ModelLimits any{1, 1, 1};
   return ToSchedulerOptions(*this, any).Validate();
 }
@@ -353,7 +434,6 @@ SchedulerOptions ToSchedulerOptions(const InferenceOptions& options, const Model
   SchedulerOptions s;
   s.max_batch_tokens = options.max_batch_tokens;
   s.max_batch_size = options.max_batch_size;
-  s.memory_budget_bytes = options.memory_budget_bytes;
   s.max_queue_delay = options.max_queue_delay;
   s.max_queue_requests = options.max_queue_requests;
   s.max_queue_tokens = options.max_queue_tokens;
@@ -363,13 +443,13 @@ SchedulerOptions ToSchedulerOptions(const InferenceOptions& options, const Model
   s.num_workers = options.workers;
   s.long_batch_tokens = options.long_batch_tokens;
   s.length_ratio = options.length_ratio;
+  s.priority_aging = options.priority_aging;
   return s;
 }
 
 absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunners(
     std::shared_ptr<const ReformerModel> model, const ModelLimits& limits, const InferenceOptions& options,
-    const Clock* clock, InferenceObserver* observer, RunnerFactory factory,
-    BatchScheduler::MemoryEstimateFn estimate) {
+    const Clock* clock, InferenceObserver* observer, RunnerFactory factory, ServiceMemory memory) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   if (clock == nullptr) return absl::InvalidArgumentError("InferenceService needs a clock");
   if (!factory) return absl::InvalidArgumentError("InferenceService needs a runner factory");
@@ -378,7 +458,7 @@ absl::StatusOr<std::unique_ptr<InferenceService>> CreateInferenceServiceWithRunn
                                                       limits.context, limits.vocab_size, limits.hidden_width));
   }
   auto service = std::make_unique<InferenceServiceImpl>(std::move(model), limits, options, clock, observer);
-  if (absl::Status s = service->Start(std::move(factory), std::move(estimate)); !s.ok()) return s;
+  if (absl::Status s = service->Start(std::move(factory), std::move(memory)); !s.ok()) return s;
   return std::unique_ptr<InferenceService>(std::move(service));
 }
 

@@ -114,6 +114,16 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
                            .Name("reformer_workspace_bytes")
                            .Help("Engine workspace high-water mark per worker.")
                            .Register(*registry)),
+      memory_budget_(BuildGauge()
+                         .Name("reformer_memory_budget_bytes")
+                         .Help("The process-wide memory budget (--memory_budget_bytes): working memory of "
+                               "running batches + outputs of responses not yet sent.")
+                         .Register(*registry)
+                         .Add({})),
+      memory_reserved_(BuildGauge()
+                           .Name("reformer_memory_reserved_bytes")
+                           .Help("Bytes of the memory budget held, by kind (working, output, cache).")
+                           .Register(*registry)),
       tokens_processed_(BuildCounter()
                             .Name("reformer_tokens_processed_total")
                             .Help("Real tokens computed by the engine for answered requests.")
@@ -142,6 +152,7 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
   for (const char* reason : {"queue_full", "too_large", "draining", "invalid"}) {
     rejected_.Add({{"reason", reason}});
   }
+  for (const char* kind : {"working", "output", "cache"}) memory_reserved_.Add({{"kind", kind}});
 }
 
 void ServerMetrics::RpcStarted(const std::string& type, const std::string& service,
@@ -223,6 +234,12 @@ void ServerMetrics::OnWorkspaceBytes(int worker, size_t bytes) {
 
 void ServerMetrics::OnInflightChanged(int64_t inflight) {
   inflight_.Set(static_cast<double>(inflight));
+}
+
+void ServerMetrics::OnMemoryBudget(size_t total_bytes) { memory_budget_.Set(static_cast<double>(total_bytes)); }
+
+void ServerMetrics::OnMemoryReserved(const std::string& kind, size_t bytes) {
+  memory_reserved_.Add({{"kind", kind}}).Set(static_cast<double>(bytes));
 }
 
 ModelStatsSnapshot ServerMetrics::Snapshot() const {

@@ -2,7 +2,7 @@
 //
 // Built once in main on a registry main owns (no global registry) and borrowed by the gRPC layer
 // (RPC and request outcomes) and the InferenceService (as its InferenceObserver: queue, batches,
-// per-request queue/compute time, workspace). ModelStatistics (KServe) reads Snapshot(), which is
+// per-request queue/compute time, workspace, the memory budget). ModelStatistics (KServe) reads Snapshot(), which is
 // updated by the same calls that update the Prometheus series.
 //
 // Histograms use base units: seconds from 1 ms to 10 min, token counts in powers of two up to the
@@ -80,6 +80,10 @@ class ServerMetrics final : public InferenceObserver {
                      double queue_seconds, double compute_seconds) override;
   void OnWorkspaceBytes(int worker, size_t bytes) override;
   void OnInflightChanged(int64_t inflight) override;
+  // reformer_memory_budget_bytes (the process-wide --memory_budget_bytes) and
+  // reformer_memory_reserved_bytes{kind="working"|"output"|"cache"} (what is held of it).
+  void OnMemoryBudget(size_t total_bytes) override;
+  void OnMemoryReserved(const std::string& kind, size_t bytes) override;
 
   ModelStatsSnapshot Snapshot() const;
 
@@ -101,6 +105,8 @@ class ServerMetrics final : public InferenceObserver {
   prometheus::Gauge& inflight_;
   prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Family<prometheus::Gauge>& workspace_bytes_;
+  prometheus::Gauge& memory_budget_;
+  prometheus::Family<prometheus::Gauge>& memory_reserved_;
   prometheus::Counter& tokens_processed_;
   prometheus::Family<prometheus::Counter>& grpc_started_;
   prometheus::Family<prometheus::Counter>& grpc_handled_;

@@ -132,6 +132,8 @@ TEST_F(HttpServerTest, MetricsExposition) {
   metrics_->OnInflightChanged(5);
   metrics_->OnRejected("queue_full");
   metrics_->OnWorkspaceBytes(1, 1 << 20);
+  metrics_->OnMemoryBudget(size_t{4} << 30);
+  metrics_->OnMemoryReserved("output", 3000);
   HttpReply r = Get(server_->port(), "/metrics");
   ASSERT_EQ(r.status, 200);
   const std::string& t = r.body;
@@ -154,6 +156,9 @@ TEST_F(HttpServerTest, MetricsExposition) {
   EXPECT_THAT(t, HasSubstr("reformer_rejected_total{reason=\"queue_full\"} 1"));
   EXPECT_THAT(t, HasSubstr("reformer_rejected_total{reason=\"draining\"} 0"));
   EXPECT_THAT(t, HasSubstr("reformer_workspace_bytes{worker=\"1\"} 1048576"));
+  EXPECT_THAT(t, HasSubstr("reformer_memory_budget_bytes 4294967296"));
+  EXPECT_THAT(t, HasSubstr("reformer_memory_reserved_bytes{kind=\"output\"} 3000"));
+  EXPECT_THAT(t, HasSubstr("reformer_memory_reserved_bytes{kind=\"working\"} 0"));
   EXPECT_THAT(t, HasSubstr("reformer_tokens_processed_total 700"));
   EXPECT_THAT(t, HasSubstr("reformer_build_info{model=\"default\",version=\"0.1.0\"} 1"));
   EXPECT_THAT(t, HasSubstr("grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"ModelInfer\","

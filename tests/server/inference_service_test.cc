@@ -34,6 +34,7 @@ struct FakeWorld {
   std::vector<std::vector<int64_t>> batches ABSL_GUARDED_BY(mu);
   std::map<int32_t, absl::Time> first_token_started ABSL_GUARDED_BY(mu);
   int idle_releases ABSL_GUARDED_BY(mu) = 0;  // DocumentRunner::ReleaseIdleMemory calls
+  size_t retain_bytes ABSL_GUARDED_BY(mu) = 0;  // what a runner keeps between runs (retained_bytes)
   std::thread::id run_thread ABSL_GUARDED_BY(mu), release_thread ABSL_GUARDED_BY(mu);
 };
 
@@ -76,11 +77,15 @@ class FakeRunner : public DocumentRunner {
       if (outputs & kOutputTokenLogprobs) std::copy(doc.begin(), doc.end(), dst[d].token_logprobs);
     }
     high_water_ = 1000;
+    absl::MutexLock lock(&world_->mu);
+    retained_ = world_->retain_bytes;
     return absl::OkStatus();
   }
   size_t workspace_high_water_bytes() const override { return high_water_; }
   void reset_workspace_high_water() override { high_water_ = 0; }
+  size_t retained_bytes() const override { return retained_; }
   void ReleaseIdleMemory() override {
+    retained_ = 0;
     absl::MutexLock lock(&world_->mu);
     ++world_->idle_releases;
     world_->release_thread = std::this_thread::get_id();
@@ -89,6 +94,7 @@ class FakeRunner : public DocumentRunner {
  private:
   FakeWorld* world_;
   size_t high_water_ = 0;
+  size_t retained_ = 0;
 };
 
 class CountingObserver : public InferenceObserver {
@@ -114,6 +120,16 @@ class CountingObserver : public InferenceObserver {
     absl::MutexLock lock(&mu_);
     inflight_ = inflight;
   }
+  void OnMemoryBudget(size_t total) override {
+    absl::MutexLock lock(&mu_);
+    memory_total_ = total;
+  }
+  void OnMemoryReserved(const std::string& kind, size_t bytes) override {
+    absl::MutexLock lock(&mu_);
+    memory_[kind] = bytes;
+  }
+  size_t memory_total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, size_t> memory_ ABSL_GUARDED_BY(mu_);
   absl::Mutex mu_;
   std::map<std::string, int> rejected_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> done_ ABSL_GUARDED_BY(mu_);
@@ -143,9 +159,14 @@ class Answers {
     auto has = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_.size() >= n; };
     return mu_.AwaitWithTimeout(absl::Condition(&has), timeout);
   }
-  InferenceResult Get(int id) {
+  // The result stays stored (with its output memory) until Take().
+  const InferenceResult& Get(int id) {
     absl::MutexLock lock(&mu_);
     return results_[id];
+  }
+  InferenceResult Take(int id) {
+    absl::MutexLock lock(&mu_);
+    return std::move(results_[id]);
   }
   int Count(int id) {
     absl::MutexLock lock(&mu_);
@@ -215,27 +236,37 @@ class InferenceServiceTest : public ::testing::Test {
         [this](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
           return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
         },
-        nullptr);
+        ServiceMemory{});
     ASSERT_TRUE(s.ok()) << s.status();
     service_ = std::move(s).value();
   }
-  std::unique_ptr<InferenceRequest> Request(std::vector<std::vector<int32_t>> docs, int first_token = -1) {
+  // Outputs embedding + token_logprobs; `lp_only`: token_logprobs only, so that the response holds
+  // exactly 4 bytes per token (what the memory tests' budgets are computed from).
+  std::unique_ptr<InferenceRequest> Request(std::vector<std::vector<int32_t>> docs, int first_token = -1,
+                                            bool lp_only = false) {
     auto r = std::make_unique<InferenceRequest>();
-    r->documents = std::move(docs);
-    if (first_token >= 0) r->documents[0][0] = first_token;
-    r->outputs = kOutputEmbedding | kOutputTokenLogprobs;
+    if (first_token >= 0) docs[0][0] = first_token;
+    for (const auto& d : docs) r->documents.Append(d);
+    r->dims = {1000, 1, 0};  // the fake runner's embedding has one value
+    r->outputs = {OutputKind::kEmbedding, OutputKind::kTokenLogprobs};
+    if (lp_only) r->outputs = {OutputKind::kTokenLogprobs};
     r->method = "ModelInfer";
     return r;
+  }
+  // Document d's embedding and token_logprobs, as written into the request's response buffers.
+  static float Embedding(const InferenceResult& r, int64_t d) { return r.request->buffer(0).as<float>()[d]; }
+  static const float* TokenLogprobs(const InferenceResult& r, int64_t d) {
+    return r.request->buffer(r.request->num_buffers() - 1).as<float>() + r.request->documents.offset(d);
   }
   static std::vector<int32_t> Doc(int64_t n, int32_t value = 1) { return std::vector<int32_t>(n, value); }
   void ReleaseLong() {
     absl::MutexLock lock(&world_.mu);
     world_.release_long = true;
   }
-  bool WaitLongStarted(int n) {
+  bool WaitLongStarted(int n, absl::Duration timeout = kWait) {
     absl::MutexLock lock(&world_.mu);
     auto started = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(world_.mu) { return world_.long_started >= n; };
-    return world_.mu.AwaitWithTimeout(absl::Condition(&started), kWait);
+    return world_.mu.AwaitWithTimeout(absl::Condition(&started), timeout);
   }
 
   RealClock clock_;
@@ -263,13 +294,13 @@ TEST_F(InferenceServiceTest, ConcurrentRequestsAllAnsweredWithTheirOwnOutputs) {
   for (auto& c : clients) c.join();
   ASSERT_TRUE(answers_.WaitForCount(kThreads * kPerThread));
   for (int id = 0; id < kThreads * kPerThread; ++id) {
-    InferenceResult r = answers_.Get(id);
+    const InferenceResult& r = answers_.Get(id);
     ASSERT_TRUE(r.status.ok()) << id << " " << r.status;
-    ASSERT_EQ(r.outputs.size(), 2u);
-    EXPECT_EQ(r.outputs[0].embedding[0], static_cast<float>((10 + id % 7) * (id % 100 + 1))) << id;
-    EXPECT_EQ(r.outputs[1].embedding[0], static_cast<float>((50 + id) * 3)) << id;
-    EXPECT_EQ(r.outputs[1].token_logprobs.size(), static_cast<size_t>(50 + id));
-    EXPECT_TRUE(r.outputs[0].logits.empty());  // not requested
+    ASSERT_EQ(r.request->num_buffers(), 2u);  // only what was asked
+    EXPECT_EQ(Embedding(r, 0), static_cast<float>((10 + id % 7) * (id % 100 + 1))) << id;
+    EXPECT_EQ(Embedding(r, 1), static_cast<float>((50 + id) * 3)) << id;
+    EXPECT_EQ(r.request->documents.length(1), 50 + id);
+    EXPECT_EQ(TokenLogprobs(r, 1)[50 + id - 1], 3.f) << id;
     EXPECT_EQ(r.tokens, 10 + id % 7 + 50 + id);
     EXPECT_EQ(answers_.Count(id), 1);
   }
@@ -289,7 +320,7 @@ TEST_F(InferenceServiceTest, InternalRequestsAreAnsweredButNotReportedToTheObser
   ASSERT_TRUE(service_->Submit(std::move(warm), answers_.Callback(1)).ok());
   ASSERT_TRUE(answers_.WaitForCount(1));
   EXPECT_TRUE(answers_.Get(1).status.ok());
-  EXPECT_EQ(answers_.Get(1).outputs[0].embedding[0], 128.f);
+  EXPECT_EQ(Embedding(answers_.Get(1), 0), 128.f);
   ASSERT_TRUE(service_->WaitIdle(kWait));
   {
     absl::MutexLock lock(&observer_.mu_);
@@ -312,7 +343,7 @@ TEST_F(InferenceServiceTest, RejectsInvalidRequestsSynchronously) {
   Start(Options(1));
   absl::Status s = service_->Submit(Request({Doc(5), {1, 2, 1000}}), answers_.Callback(1));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("document 1, position 2: token id 1000 is outside [0, 1000)"));
+  EXPECT_THAT(s.message(), HasSubstr("document 1 position 2: token id 1000 outside [0, 1000)"));
   s = service_->Submit(Request({Doc(5), {}}), answers_.Callback(2));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   s = service_->Submit(Request({Doc(70000)}), answers_.Callback(3));
@@ -465,9 +496,14 @@ TEST_F(InferenceServiceTest, IdleWorkerReleasesMemoryOnceAfterTwoSecondsOnTheClo
         clock.WatchThisThread();  // the factory runs on the worker thread
         return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
       },
-      nullptr);
+      ServiceMemory{});
   ASSERT_TRUE(created.ok()) << created.status();
   service_ = std::move(created).value();
+  {
+    absl::MutexLock lock(&world_.mu);
+    world_.retain_bytes = 1000;  // the session keeps 1000 bytes between runs
+  }
+  const std::shared_ptr<MemoryBudget> budget = service_->memory_budget();
   constexpr int64_t kPolls = 12;  // worker clock reads: at least two full idle polls
   auto releases = [this] {
     absl::MutexLock lock(&world_.mu);
@@ -485,6 +521,8 @@ TEST_F(InferenceServiceTest, IdleWorkerReleasesMemoryOnceAfterTwoSecondsOnTheClo
     ASSERT_TRUE(service_->Submit(Request({Doc(100)}), answers_.Callback(round)).ok());
     ASSERT_TRUE(answers_.WaitFor(round));
     ASSERT_TRUE(answers_.Get(round).status.ok());
+    answers_.Take(round);  // the response is "sent": its outputs (none here) are released
+    EXPECT_EQ(budget->reserved_bytes(MemoryKind::kWorking), 1000u);  // held for the idle session
     // The worker has gone idle at the current fake time.
     ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
     EXPECT_EQ(releases(), round - 1);
@@ -495,6 +533,7 @@ TEST_F(InferenceServiceTest, IdleWorkerReleasesMemoryOnceAfterTwoSecondsOnTheClo
     ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
     // Checked after a few polls, not after a real-time wait: idleness is measured on the clock.
     EXPECT_EQ(releases(), round) << "not released after 2 s of idleness on the service's clock";
+    EXPECT_EQ(budget->reserved_bytes(), 0u);
     // Once only: more idle time does not release again.
     clock.Advance(absl::Minutes(5));
     ASSERT_TRUE(clock.WaitForWatchedCalls(kPolls));
@@ -516,13 +555,168 @@ TEST_F(InferenceServiceTest, RunnerCreationFailureFailsCreate) {
         if (worker == 1) return absl::ResourceExhaustedError("no memory for the session");
         return std::unique_ptr<DocumentRunner>(nullptr);
       },
-      nullptr);
+      ServiceMemory{});
   EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(s.status().message(), HasSubstr("worker 1"));
   EXPECT_EQ(calls.load(), 2);
   InferenceOptions bad = Options(0);
   EXPECT_EQ(bad.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
+
+// A negative --memory_budget_bytes used to wrap to SIZE_MAX (no bound); zero meant nothing either.
+TEST_F(InferenceServiceTest, NonsenseOptionsAreRejectedNamingTheFlag) {
+  auto expect = [](InferenceOptions o, const char* flag) {
+    absl::Status s = o.Validate();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << flag;
+    EXPECT_THAT(s.message(), HasSubstr(flag));
+  };
+  InferenceOptions o;
+  o.memory_budget_bytes = -1;
+  expect(o, "--memory_budget_bytes");
+  o.memory_budget_bytes = static_cast<int64_t>(static_cast<size_t>(int64_t{-5}));  // as main.cc casts
+  expect(o, "--memory_budget_bytes");
+  o = InferenceOptions();
+  o.memory_budget_bytes = 0;
+  expect(o, "--memory_budget_bytes");
+  o = InferenceOptions();
+  o.workspace_budget_bytes = -1;
+  expect(o, "--workspace_budget_bytes");
+  o = InferenceOptions();
+  o.max_batch_size = 0;
+  expect(o, "--max_batch_size");
+  o = InferenceOptions();
+  o.length_ratio = 0.5;
+  expect(o, "--batch_length_ratio");
+  o = InferenceOptions();
+  o.max_queue_delay = -absl::Milliseconds(1);
+  expect(o, "--max_queue_delay_ms");
+  EXPECT_TRUE(InferenceOptions().Validate().ok());
+  o = InferenceOptions();
+  o.memory_budget_bytes = -1;
+  auto created = CreateInferenceServiceWithRunners(
+      nullptr, ModelLimits{1024, 100, 1}, o, &clock_, nullptr,
+      [this](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
+        return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
+      },
+      ServiceMemory{});
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// One budget for all workers: two workers, room for one long batch's working memory at a time; the
+// second long request waits (it is not refused) and runs when the first completes. Outputs come
+// back with the result and hold their bytes until the caller drops them.
+TEST_F(InferenceServiceTest, WorkersShareOneMemoryBudget) {
+  InferenceOptions o = Options(2);
+  o.long_batch_tokens = 0;  // no reservation: both workers could take a long batch
+  o.memory_budget_bytes = 150000;
+  ServiceMemory memory;
+  memory.working = [](absl::Span<const int64_t> lengths, uint32_t) {
+    size_t n = 0;
+    for (int64_t l : lengths) n += static_cast<size_t>(l);
+    return 50 * n;  // 100 KB for 2000 tokens
+  };
+  memory.output = [](int64_t length, uint32_t) { return static_cast<size_t>(4 * length); };
+  auto created = CreateInferenceServiceWithRunners(
+      nullptr, ModelLimits{65536, 1000, 1}, o, &clock_, &observer_,
+      [this](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
+        return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
+      },
+      std::move(memory));
+  ASSERT_TRUE(created.ok()) << created.status();
+  service_ = std::move(created).value();
+  std::shared_ptr<MemoryBudget> budget = service_->memory_budget();
+  ASSERT_NE(budget, nullptr);
+  EXPECT_EQ(budget->total_bytes(), 150000u);
+  {
+    absl::MutexLock lock(&world_.mu);
+    world_.gate_tokens = 1000;
+  }
+  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}, 7, true), answers_.Callback(1)).ok());
+  ASSERT_TRUE(WaitLongStarted(1));
+  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}, 8, true), answers_.Callback(2)).ok());
+  // 2 x 108 KB > 150 KB: it waits. (A bounded real-time wait: this can only pass falsely, never fail
+  // falsely, on a slow machine.)
+  EXPECT_FALSE(WaitLongStarted(2, absl::Milliseconds(100)));
+  EXPECT_EQ(answers_.Size(), 0u);
+  EXPECT_EQ(budget->reserved_bytes(), 100000u + 8000u);
+  ReleaseLong();
+  ASSERT_TRUE(answers_.WaitFor(1));
+  ASSERT_TRUE(answers_.WaitFor(2));
+  EXPECT_TRUE(answers_.Get(2).status.ok());
+  EXPECT_EQ(answers_.Get(1).output_memory.bytes(), 8000u);
+  EXPECT_EQ(answers_.Get(1).output_memory.kind(), MemoryKind::kOutput);
+  EXPECT_EQ(budget->reserved_bytes(MemoryKind::kOutput), 16000u);  // both responses "unsent"
+  EXPECT_EQ(budget->reserved_bytes(MemoryKind::kWorking), 0u);
+  // Outputs held by unsent responses keep the next request waiting until they are dropped.
+  ASSERT_TRUE(service_->Submit(Request({Doc(2700)}, 9, true), answers_.Callback(3)).ok());  // 135 KB + 10.8 KB
+  EXPECT_FALSE(answers_.WaitFor(3, absl::Milliseconds(100)));
+  answers_.Take(1);
+  answers_.Take(2);  // "sent": the release wakes a worker
+  ASSERT_TRUE(answers_.WaitFor(3));
+  EXPECT_TRUE(answers_.Get(3).status.ok());
+  answers_.Take(3);
+  EXPECT_EQ(budget->reserved_bytes(), 0u);
+  ASSERT_TRUE(service_->WaitIdle(kWait));
+  absl::MutexLock lock(&observer_.mu_);
+  EXPECT_EQ(observer_.memory_total_, 150000u);
+  EXPECT_EQ(observer_.memory_["output"], 0u);
+  EXPECT_EQ(observer_.memory_["working"], 0u);
+  EXPECT_EQ(observer_.memory_.count("cache"), 1u);
+}
+
+// One request of 20,000 one-token documents (issue 11): answered once, every document in its place,
+// in full batches (the scheduler's per-batch work is bounded in batching_scheduler_test).
+TEST_F(InferenceServiceTest, OneRequestOfManyOneTokenDocuments) {
+  InferenceOptions o = Options(2);
+  o.max_batch_size = 32;
+  o.max_tokens_per_request = 20000;
+  Start(o);
+  std::vector<std::vector<int32_t>> docs;
+  for (int i = 0; i < 20000; ++i) docs.push_back({i % 1000});
+  ASSERT_TRUE(service_->Submit(Request(std::move(docs)), answers_.Callback(1)).ok());
+  ASSERT_TRUE(answers_.WaitFor(1));
+  const InferenceResult& r = answers_.Get(1);
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  ASSERT_EQ(r.request->documents.size(), 20000);
+  for (int i = 0; i < 20000; ++i) {
+    ASSERT_EQ(r.request->documents.length(i), 1) << i;
+    ASSERT_EQ(TokenLogprobs(r, i)[0], static_cast<float>(i % 1000)) << i;
+    ASSERT_EQ(Embedding(r, i), static_cast<float>(i % 1000)) << i;
+  }
+  EXPECT_EQ(r.tokens, 20000);
+  EXPECT_EQ(answers_.Count(1), 1);
+  absl::MutexLock lock(&world_.mu);
+  int64_t documents = 0;
+  for (const auto& batch : world_.batches) {
+    EXPECT_LE(batch.size(), 32u);
+    documents += static_cast<int64_t>(batch.size());
+  }
+  EXPECT_EQ(documents, 20000);
+  EXPECT_GE(world_.batches.size(), 20000u / 32);
+}
+
+TEST_F(InferenceServiceTest, RequestThatCanNeverFitTheBudgetIsRejectedAtSubmit) {
+  InferenceOptions o = Options(1);
+  o.memory_budget_bytes = 10000;
+  ServiceMemory memory;
+  memory.output = [](int64_t length, uint32_t) { return static_cast<size_t>(4 * length); };
+  auto created = CreateInferenceServiceWithRunners(
+      nullptr, ModelLimits{65536, 1000, 1}, o, &clock_, &observer_,
+      [this](int) -> absl::StatusOr<std::unique_ptr<DocumentRunner>> {
+        return std::unique_ptr<DocumentRunner>(new FakeRunner(&world_));
+      },
+      std::move(memory));
+  ASSERT_TRUE(created.ok()) << created.status();
+  service_ = std::move(created).value();
+  absl::Status s = service_->Submit(Request({Doc(2000), Doc(1000)}, -1, true), answers_.Callback(1));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(s.message(), HasSubstr("outputs take 12000 bytes"));
+  EXPECT_THAT(s.message(), HasSubstr("--memory_budget_bytes=10000"));
+  service_->Shutdown();
+  absl::MutexLock lock(&observer_.mu_);
+  EXPECT_EQ(observer_.rejected_["too_large"], 1);
+}
+
 
 }  // namespace
 }  // namespace reformer::serving

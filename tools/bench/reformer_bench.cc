@@ -4,11 +4,14 @@
 //
 //   reformer_bench --case enwik8 --tokens 16384 [--threads 2] [--rounds 3] [--tile 4096]
 //                  [--budget-mib 256] [--max-seconds S] [--json] [--compute_type float32,int8,...]
+//   reformer_bench --probe [--threads 2] [--rounds 3]   (the matmul probe alone: one line of JSON;
+//                  tools/bench/forward_bench.py runs it around each `reformer-cli forward`)
 //
 // Cases: enwik8 (google/reformer-enwik8 shape), cp (google/reformer-crime-and-punishment shape).
-// Output: per round model seconds, tokens/s, achieved GFLOP/s (baselines.md FLOP/token), matmul
-// GFLOP/s (M=4096, K=1024, N=1024 f32, pre-packed) and their ratio; then medians, min/max of the
-// ratio, and the process's peak RSS. Run each case in its own process for a meaningful RSS.
+// Output: per round model seconds, tokens/s, achieved GFLOP/s (FLOP/token of
+// docs/engine-numerics.md §12.1), matmul GFLOP/s (M=4096, K=1024, N=1024 f32, pre-packed) and
+// their ratio; then medians, min/max of the ratio, and the process's peak RSS. Run each case in
+// its own process for a meaningful RSS.
 // Several compute types (--compute_type float32,bfloat16,int8) run interleaved in every round,
 // each with its own model; "speed-up" is the first type's time over each type's, per round.
 #include <omp.h>
@@ -39,7 +42,7 @@ using Clock = std::chrono::steady_clock;
 struct Case {
   const char* name;
   const char* config_json;
-  double flop_per_token;  // baselines.md (2 x multiply-adds)
+  double flop_per_token;  // docs/engine-numerics.md §12.1 (2 x multiply-adds)
 };
 
 const Case kCases[] = {
@@ -103,7 +106,8 @@ void Usage() {
   std::fprintf(stderr,
                "usage: reformer_bench --case enwik8|cp --tokens N [--threads 2] [--rounds 3] [--tile 4096]\n"
                "                      [--budget-mib 256] [--max-seconds S] [--json]\n"
-               "                      [--compute_type float32|bfloat16|int8|auto[,TYPE...]]\n");
+               "                      [--compute_type float32|bfloat16|int8|auto[,TYPE...]]\n"
+               "       reformer_bench --probe [--threads 2] [--rounds 3]\n");
 }
 
 struct Args {
@@ -113,7 +117,7 @@ struct Args {
   int64_t tile = 4096;
   size_t budget_mib = 256;
   double max_seconds = 0;  // > 0: cancel a forward after this long (peak-RSS runs on slow machines)
-  bool json = false;
+  bool json = false, probe_only = false;
   std::vector<std::string> compute_types = {"float32"};
 };
 
@@ -134,6 +138,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (f == "--tile") a->tile = std::atoll(next());
     else if (f == "--budget-mib") a->budget_mib = std::strtoull(next(), nullptr, 10);
     else if (f == "--json") a->json = true;
+    else if (f == "--probe") a->probe_only = true;
     else if (f == "--max-seconds") a->max_seconds = std::atof(next());
     else if (f == "--compute_type" || f == "--compute-type") a->compute_types = absl::StrSplit(next(), ',');
     else return false;
@@ -191,6 +196,18 @@ std::string ImplInfo(reformer::DnnlContext* ctx, const Variant& v, int64_t tile)
   mc.ldc = w.n();
   auto info = ctx->MatmulImplInfo(mc);
   return info.ok() ? *info : std::string("?");
+}
+
+// --probe: the matmul probe alone, one line of JSON.
+int ProbeOnly(const Args& a) {
+  auto ctx = reformer::DnnlContext::Create();
+  if (!ctx.ok()) return 1;
+  std::vector<double> rates;
+  for (int r = 0; r < a.rounds; ++r) rates.push_back(MatmulProbe(ctx->get(), 4));
+  std::printf("{\"matmul_gflops_median\":%.2f,\"matmul_gflops_min\":%.2f,\"matmul_gflops_max\":%.2f,\"threads\":%d}\n",
+              Median(rates), *std::min_element(rates.begin(), rates.end()),
+              *std::max_element(rates.begin(), rates.end()), a.threads);
+  return 0;
 }
 
 // One round: the matmul probe, every variant's forward in turn, the probe again. Returns false
@@ -283,14 +300,16 @@ int main(int argc, char** argv) {
   reformer::EnsurePassiveOpenMpWait(argv);
   Args a;
   const Case* cs = nullptr;
-  if (ParseArgs(argc, argv, &a))
+  const bool parsed = ParseArgs(argc, argv, &a);
+  if (parsed)
     for (const Case& c : kCases)
       if (a.case_name == c.name) cs = &c;
-  if (cs == nullptr) {
+  if (!parsed || (cs == nullptr && !a.probe_only)) {
     Usage();
     return 2;
   }
   omp_set_num_threads(a.threads);
+  if (a.probe_only) return ProbeOnly(a);
   auto config = reformer::ReformerConfig::FromJson(cs->config_json, cs->name);
   if (!config.ok()) {
     std::fprintf(stderr, "config: %s\n", std::string(config.status().message()).c_str());
