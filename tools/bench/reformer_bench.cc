@@ -23,12 +23,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_split.h"
 #include "engine/base/cpu_features.h"
+#include "engine/base/flags.h"
 #include "engine/base/openmp_env.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/model/config.h"
@@ -102,48 +104,33 @@ double MatmulProbe(reformer::DnnlContext* ctx, int iters) {
   return 2.0 * M * K * N * iters / s / 1e9;
 }
 
-void Usage() {
-  std::fprintf(stderr,
-               "usage: reformer_bench --case enwik8|cp --tokens N [--threads 2] [--rounds 3] [--tile 4096]\n"
-               "                      [--budget-mib 256] [--max-seconds S] [--json]\n"
-               "                      [--compute_type float32|bfloat16|int8|auto[,TYPE...]]\n"
-               "       reformer_bench --probe [--threads 2] [--rounds 3]\n");
-}
-
 struct Args {
   std::string case_name = "cp";
   int64_t tokens = 4096;
   int threads = 2, rounds = 3;
   int64_t tile = 4096;
-  size_t budget_mib = 256;
+  int64_t budget_mib = 256;
   double max_seconds = 0;  // > 0: cancel a forward after this long (peak-RSS runs on slow machines)
   bool json = false, probe_only = false;
-  std::vector<std::string> compute_types = {"float32"};
+  std::string compute_type = "float32";
+  std::vector<std::string> compute_types;  // compute_type split at commas
 };
 
-bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        Usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (f == "--case") a->case_name = next();
-    else if (f == "--tokens") a->tokens = std::atoll(next());
-    else if (f == "--threads") a->threads = std::atoi(next());
-    else if (f == "--rounds") a->rounds = std::atoi(next());
-    else if (f == "--tile") a->tile = std::atoll(next());
-    else if (f == "--budget-mib") a->budget_mib = std::strtoull(next(), nullptr, 10);
-    else if (f == "--json") a->json = true;
-    else if (f == "--probe") a->probe_only = true;
-    else if (f == "--max-seconds") a->max_seconds = std::atof(next());
-    else if (f == "--compute_type" || f == "--compute-type") a->compute_types = absl::StrSplit(next(), ',');
-    else return false;
-  }
-  return a->tokens > 0 && a->threads > 0 && a->rounds > 0 && !a->compute_types.empty();
+void RegisterFlags(Args* o, reformer::FlagSet* f) {
+  f->Add("case", &o->case_name, "Model shape: enwik8 (google/reformer-enwik8) or cp (crime-and-punishment).")
+      .OneOf({"enwik8", "cp"});
+  f->Add("tokens", &o->tokens, "Tokens in the one document scored per round.").Min(1);
+  f->Add("threads", &o->threads, "OpenMP threads of the session and the matmul probe.").Range(1, 1024);
+  f->Add("rounds", &o->rounds, "Rounds (each: probe, every compute type's forward, probe).").Range(1, 1000);
+  f->Add("tile", &o->tile, "Session token tile (rows per dense matmul).").Min(1);
+  f->Add("budget-mib", &o->budget_mib, "Session workspace budget in MiB.").Min(1);
+  f->Add("max-seconds", &o->max_seconds, "Cancel a forward after this long (0 = never).").MinReal(0).Meta("S");
+  f->Add("json", &o->json, "One JSON line per compute type with the medians instead of text.");
+  f->Add("probe", &o->probe_only, "Only oneDNN's f32 matmul rate, --rounds times (one JSON line); no model.");
+  f->Add("compute_type", &o->compute_type,
+         "Compute types run interleaved in every round, comma-separated: float32, bfloat16, int8, auto "
+         "(docs/isa.md).")
+      .Meta("TYPE[,TYPE...]");
 }
 
 // One compute type's model and session, and its per-round results.
@@ -176,7 +163,7 @@ bool MakeVariant(const reformer::ReformerConfig& config, const Args& a, const st
   reformer::SessionOptions so;
   so.num_threads = a.threads;
   so.tile_rows = a.tile;
-  so.workspace_budget_bytes = a.budget_mib << 20;
+  so.workspace_budget_bytes = static_cast<size_t>(a.budget_mib) << 20;
   auto session = reformer::Session::Create(v->model, so);
   if (!session.ok()) {
     std::fprintf(stderr, "session: %s\n", std::string(session.status().message()).c_str());
@@ -299,15 +286,15 @@ int RunRounds(const Args& a, const Case& cs, reformer::DnnlContext* ctx,
 int main(int argc, char** argv) {
   reformer::EnsurePassiveOpenMpWait(argv);
   Args a;
+  reformer::FlagSet flags("reformer_bench [flags]",
+                          "Scoring throughput of a random-weight Reformer of a published shape next to oneDNN's "
+                          "f32 matmul rate measured in the same process (see the file comment).");
+  RegisterFlags(&a, &flags);
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  a.compute_types = absl::StrSplit(a.compute_type, ',');
   const Case* cs = nullptr;
-  const bool parsed = ParseArgs(argc, argv, &a);
-  if (parsed)
-    for (const Case& c : kCases)
-      if (a.case_name == c.name) cs = &c;
-  if (!parsed || (cs == nullptr && !a.probe_only)) {
-    Usage();
-    return 2;
-  }
+  for (const Case& c : kCases)
+    if (a.case_name == c.name) cs = &c;
   omp_set_num_threads(a.threads);
   if (a.probe_only) return ProbeOnly(a);
   auto config = reformer::ReformerConfig::FromJson(cs->config_json, cs->name);
@@ -327,7 +314,7 @@ int main(int argc, char** argv) {
   std::vector<absl::Span<const int32_t>> docs = {ids};
   reformer::SessionOptions so;
   so.tile_rows = a.tile;
-  so.workspace_budget_bytes = a.budget_mib << 20;
+  so.workspace_budget_bytes = static_cast<size_t>(a.budget_mib) << 20;
   so.num_threads = a.threads;
   const size_t est = reformer::EstimatePeakWorkingBytes(*vars[0].model, {a.tokens}, reformer::kOutputTokenLogprobs, so);
   if (!a.json) {

@@ -1,4 +1,4 @@
-#include "tools/cli/offline.h"
+#include "tools/cli/commands.h"
 
 #include <cmath>
 #include <cstdio>
@@ -43,69 +43,20 @@ int DefaultThreads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-// Minimal flag parsing: --name value, --name=value, --flag.
-struct Args {
-  std::vector<std::string> positional;
-  std::vector<std::pair<std::string, std::string>> flags;
-  bool Has(const std::string& name) const {
-    for (const auto& f : flags) {
-      if (f.first == name) return true;
-    }
-    return false;
-  }
-  std::string Get(const std::string& name, const std::string& def = "") const {
-    for (const auto& f : flags) {
-      if (f.first == name) return f.second;
-    }
-    return def;
-  }
-};
-
-Args ParseArgs(int argc, char** argv, const std::vector<std::string>& bool_flags) {
-  Args a;
-  for (int i = 0; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.rfind("--", 0) == 0) {
-      std::string name = s.substr(2), value;
-      const auto eq = name.find('=');
-      if (eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      } else if (std::find(bool_flags.begin(), bool_flags.end(), name) == bool_flags.end() &&
-                 i + 1 < argc) {
-        value = argv[++i];
-      }
-      a.flags.emplace_back(name, value);
-    } else {
-      a.positional.push_back(s);
-    }
-  }
-  return a;
-}
-
 absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const ReformerModel>& model,
-                                                     const Args& args) {
+                                                     int threads) {
   SessionOptions so;
-  so.num_threads = args.Has("threads") ? std::atoi(args.Get("threads").c_str()) : DefaultThreads();
-  if (so.num_threads <= 0) so.num_threads = 1;
+  so.num_threads = threads > 0 ? threads : DefaultThreads();
   return Session::Create(model, so);
 }
 
-// --compute_type float32|bfloat16|int8|auto (engine/base/compute_type.h; default float32).
-absl::StatusOr<LoadOptions> LoadOptionsFrom(const Args& args) {
+// Loads `dir` in `compute_type` (docs/isa.md §3) and says on stderr which type and instruction sets run.
+absl::StatusOr<std::shared_ptr<const ReformerModel>> LoadModel(const std::string& dir, const std::string& compute_type) {
+  auto request = ParseComputeType(compute_type);
+  if (!request.ok()) return request.status();
   LoadOptions lo;
-  const std::string name = args.Has("compute_type") ? args.Get("compute_type") : args.Get("compute-type", "float32");
-  auto req = ParseComputeType(name);
-  if (!req.ok()) return req.status();
-  lo.compute_type = *req;
-  return lo;
-}
-
-// Loads the model and says which compute type and instruction sets it runs on (stderr).
-absl::StatusOr<std::shared_ptr<const ReformerModel>> LoadModel(const std::string& dir, const Args& args) {
-  auto lo = LoadOptionsFrom(args);
-  if (!lo.ok()) return lo.status();
-  auto model = ReformerModel::Load(dir, *lo);
+  lo.compute_type = *request;
+  auto model = ReformerModel::Load(dir, lo);
   if (model.ok())
     std::fprintf(stderr, "reformer-cli: compute type %s (%s)\n", ComputeTypeName((*model)->compute_type()),
                  EngineIsaSummary().c_str());
@@ -141,25 +92,21 @@ absl::Status RowDocuments(const ForwardInputs& in, std::vector<absl::Span<const 
 // The output file is created at its final size and mapped; the engine writes logits and hidden
 // states straight into it (per-document mode: each row's real positions; padding positions stay
 // zero, as the file is created empty).
-int RunForward(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv, {"per-document"});
-  const std::string model_dir = args.Get("model"), inputs = args.Get("inputs"), output = args.Get("output");
-  if (model_dir.empty() || inputs.empty() || output.empty()) {
-    return Fail(
-        "usage: reformer-cli forward --model DIR --inputs FILE.json --output OUT.safetensors "
-        "[--per-document] [--threads N] [--compute_type float32|bfloat16|int8|auto]");
-  }
+int RunForward(const ForwardOptions& options) {
+  const std::string& model_dir = options.model;
+  const std::string& inputs = options.inputs;
+  const std::string& output = options.output;
   auto in = ReadForwardInputs(inputs);
   if (!in.ok()) return Fail(in.status());
-  const bool per_document = args.Has("per-document");
+  const bool per_document = options.per_document;
   std::vector<absl::Span<const int32_t>> docs;
   std::vector<int64_t> first;
   if (per_document) {
     if (absl::Status st = RowDocuments(*in, &docs, &first); !st.ok()) return Fail(absl::StrCat(inputs, ": ", st.message()));
   }
-  auto model = LoadModel(model_dir, args);
+  auto model = LoadModel(model_dir, options.compute_type);
   if (!model.ok()) return Fail(model.status());
-  auto session = MakeSession(*model, args);
+  auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
   const ReformerConfig& c = (*model)->config();
   const int64_t B = in->batch, T = in->length, V = c.vocab_size, H2 = 2 * c.hidden_size;
@@ -195,15 +142,9 @@ int RunForward(int argc, char** argv) {
   return 0;
 }
 
-int RunScore(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv, {"json"});
-  const std::string model_dir = args.Get("model");
-  if (model_dir.empty() || args.positional.empty()) {
-    return Fail(
-        "usage: reformer-cli score --model DIR [--json] [--threads N] [--window TOKENS] "
-        "[--compute_type float32|bfloat16|int8|auto] FILE...");
-  }
-  auto model = LoadModel(model_dir, args);
+int RunScoreOffline(const ScoreOptions& options) {
+  const std::string& model_dir = options.model;
+  auto model = LoadModel(model_dir, options.compute_type);
   if (!model.ok()) return Fail(model.status());
   const Tokenizer* tok = (*model)->tokenizer();
   if (tok == nullptr) {
@@ -213,17 +154,13 @@ int RunScore(int argc, char** argv) {
   if (!(*model)->config().is_decoder) {
     return Fail(absl::StrCat(model_dir, ": not a causal model (is_decoder: false); bits per byte need a causal LM"));
   }
-  auto session = MakeSession(*model, args);
+  auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
-  // Windows of the model's context, or fewer tokens with --window.
+  // Windows of the model's context, or fewer tokens with --window (0 = the context).
   int64_t window = (*model)->config().max_position_embeddings;
-  if (args.Has("window")) {
-    const int64_t w = std::atoll(args.Get("window").c_str());
-    if (w < 2) return Fail(absl::StrCat("--window must be at least 2 tokens, got '", args.Get("window"), "'"));
-    window = std::min(window, w);
-  }
+  if (options.window > 0) window = std::min(window, options.window);
   int rc = 0;
-  for (const std::string& file : args.positional) {
+  for (const std::string& file : options.files) {
     std::string text;
     if (!ReadFile(file, &text)) {
       rc = Fail(absl::StrCat(file, ": cannot read"));
@@ -267,7 +204,7 @@ int RunScore(int argc, char** argv) {
     }
     bar.Finish();
     if (failed) continue;
-    if (args.Has("json")) {
+    if (options.json) {
       nlohmann::json o = {{"file", file},
                           {"bits_per_byte", totals.bits_per_byte()},
                           {"perplexity", totals.perplexity()},
