@@ -1,10 +1,14 @@
 // What the gRPC-service fuzz targets share: a served model (a small causal config and the engine's
-// byte-level tokenizer), a synchronous fake InferenceService that answers every accepted request
-// with outputs of the right sizes, and a stand-in for gRPC's call object, so a handler of
-// server/grpc runs exactly as under gRPC's callback API — handler, Finish exactly once, OnDone —
-// without a server or a network.
-// TODO(reqpath): when server/request/ lands, these targets drive its decoding/validation entry
-// point directly (fuzz/README.md).
+// byte-level tokenizer), a synchronous fake InferenceService and a stand-in for gRPC's call object,
+// so a handler of server/grpc runs exactly as under gRPC's callback API — handler, Finish exactly
+// once, OnDone — without a server or a network.
+//
+// The handlers decode the wire message into the request object (server/request/, decoders in
+// server/grpc/infer_decode.h and reformer_service.cc); the fake service then does what
+// InferenceServiceImpl does with it (docs/request-path.md): the one Validate(), AllocateOutputs(),
+// and the engine's part — every element of every View(d) written once, with kWritten (row 0 of
+// token_logprobs: 0, as the engine writes it). A target can therefore check the response layout
+// against what the engine wrote: written cells = what the documents imply, every other cell 0.
 #pragma once
 
 #include <cstdio>
@@ -19,9 +23,10 @@
 #include "fuzz/fuzz_files.h"
 #include "grpcpp/grpcpp.h"
 #include "server/batching/clock.h"
-#include "server/grpc/served_model.h"
 #include "server/health/health_state.h"
 #include "server/inference/inference_service.h"
+#include "server/request/served_model.h"
+#include "server/request/validate.h"
 
 namespace reformer::fuzz {
 
@@ -32,28 +37,35 @@ inline void Check(bool ok, const char* what) {
   }
 }
 
-// Answers inline with outputs sized as the engine's (DocumentOutput per document, only what was asked).
+// The value the fake engine writes into every element it is asked for.
+inline constexpr float kWritten = 0.25f;
+
+// What the fake service saw of the last request it accepted (targets are single-threaded).
+struct AcceptedRequest {
+  int64_t documents = 0;
+  int64_t tokens = 0;
+};
+
+// Validate, allocate, write every view, answer inline.
 class SyncFakeInference final : public serving::InferenceService {
  public:
-  explicit SyncFakeInference(const ReformerConfig& config) : config_(config) {}
+  explicit SyncFakeInference(const serving::RequestLimits& limits) : limits_(limits) {}
 
   absl::Status Submit(std::unique_ptr<serving::InferenceRequest> request,
                       serving::DoneCallback done) override {
+    if (absl::Status s = serving::Validate(*request, limits_); !s.ok()) return s;
+    serving::InferenceRequest& r = *request;
     serving::InferenceResult result;
-    const int64_t width = 2 * config_.hidden_size;
-    for (const auto& doc : request->documents) {
-      Check(!doc.empty(), "no empty document reaches the inference service");
-      for (int32_t id : doc) Check(id >= 0 && id < config_.vocab_size, "token ids validated");
-      DocumentOutput out;
-      const size_t n = doc.size();
-      out.num_tokens = static_cast<int64_t>(n);
-      if (request->outputs & kOutputLogits) out.logits.assign(n * config_.vocab_size, 0.25f);
-      if (request->outputs & kOutputHiddenStates) out.hidden_states.assign(n * width, 0.5f);
-      if (request->outputs & kOutputTokenLogprobs) out.token_logprobs.assign(n, -0.75f);
-      if (request->outputs & kOutputEmbedding) out.embedding.assign(width, 1.0f);
-      result.tokens += out.num_tokens;
-      result.outputs.push_back(std::move(out));
+    result.status = r.AllocateOutputs();
+    last_ = {r.documents.size(), r.documents.total_tokens()};
+    for (int64_t d = 0; result.status.ok() && d < r.documents.size(); ++d) {
+      absl::Span<const int32_t> doc = r.documents[d];
+      Check(!doc.empty(), "no empty document passes Validate");
+      for (int32_t id : doc) Check(id >= 0 && id < limits_.vocab_size, "Validate checks token ids");
+      WriteView(static_cast<int64_t>(doc.size()), r.engine_outputs(), r.dims, r.View(d));
     }
+    result.tokens = r.documents.total_tokens();
+    result.request = std::move(request);
     done(std::move(result));
     return absl::OkStatus();
   }
@@ -65,9 +77,28 @@ class SyncFakeInference final : public serving::InferenceService {
   int64_t queued_requests() const override { return 0; }
   int64_t queued_tokens() const override { return 0; }
 
+  // The last accepted request; cleared before each input.
+  const AcceptedRequest& last() const { return last_; }
+  void ClearLast() { last_ = {}; }
+
  private:
-  const ReformerConfig config_;
+  // As the engine: each requested view's every element exactly once (OutputView, engine_api.h).
+  static void WriteView(int64_t n, uint32_t outputs, const serving::ModelDims& dims, const OutputView& v) {
+    auto fill = [](float* p, int64_t count) {
+      for (int64_t i = 0; i < count; ++i) p[i] = kWritten;
+    };
+    if (outputs & kOutputLogits) fill(v.logits, n * dims.vocab);
+    if (outputs & kOutputHiddenStates) fill(v.hidden_states, n * dims.embedding);
+    if (outputs & kOutputTokenLogprobs) {
+      v.token_logprobs[0] = 0.0f;
+      fill(v.token_logprobs + 1, n - 1);
+    }
+    if (outputs & kOutputEmbedding) fill(v.embedding, dims.embedding);
+  }
+
+  const serving::RequestLimits limits_;
   const serving::InferenceOptions options_;
+  AcceptedRequest last_;
 };
 
 // gRPC's side of a unary call: takes the reactor's Finish, then calls OnDone as gRPC would.
@@ -133,15 +164,15 @@ struct GrpcFuzzEnv {
     model.tokenizer = tokenizer.get();
     model.tokenizer_name = tokenizer->Name();
     model.max_batch_size = 8;
-    inference = std::make_unique<SyncFakeInference>(model.config);
+    env.limits.max_tokens_per_request = 256;
+    env.limits.max_response_bytes = int64_t{4} << 20;
+    inference = std::make_unique<SyncFakeInference>(serving::LimitsOf(model, env.limits));
     health.SetReady();
     env.inference = inference.get();
     env.model = &model;
     env.health = &health;
     env.metrics = nullptr;
     env.clock = &clock;
-    env.limits.max_tokens_per_request = 256;
-    env.limits.max_response_bytes = int64_t{4} << 20;
   }
 
   ScratchDir dir;

@@ -1,8 +1,11 @@
 // Fuzz target: reformer.v1 requests as the gRPC service receives them (server/grpc/reformer_service.cc
-// Score, Embed, Tokenize). Input: one selector byte (method = byte % 3), then the wire bytes of that
-// method's request message.
+// Score, Embed, Tokenize): documents (text or ids) decoded into the request object
+// (server/request/), the one Validate(), the response buffers written by the fake engine
+// (grpc_fuzz_env.h) and read back into the answer. Input: one selector byte (method = byte % 3),
+// then the wire bytes of that method's request message.
 // Checks: each RPC finishes exactly once with an expected code (never INTERNAL/UNKNOWN); an OK
-// answer has one score/embedding/token list per document or text, of consistent sizes.
+// answer has one score/embedding/token list per document or text, of consistent sizes, and each
+// score sums exactly its own document's log-probabilities (tokens 1..n-1, each kWritten).
 #include <cstdint>
 
 #include "fuzz/grpc_fuzz_env.h"
@@ -27,6 +30,8 @@ void Score(reformer::serving::ReformerApiService& service, const uint8_t* data, 
   Check(response.scores_size() == request.documents_size(), "one score per document");
   for (const auto& s : response.scores()) {
     Check(s.num_tokens() > 0, "scored documents are not empty");
+    Check(s.total_logprob() == reformer::fuzz::kWritten * static_cast<double>(s.num_tokens() - 1),
+          "a score sums its own document's log-probabilities");
     Check(!request.return_token_logprobs() || s.token_logprobs_size() == s.num_tokens(),
           "one log-probability per token");
   }

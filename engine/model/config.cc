@@ -91,21 +91,14 @@ class Reader {
   absl::string_view source_;
 };
 
-// Bounds on what a config may describe (far above any real Reformer): each size field, layer count
-// and bucket product, and the element count of every tensor the config implies (2^40 floats = 4 TiB).
-// They keep every shape product and padded length the loader and the engine compute inside int64.
-constexpr int64_t kMaxSize = int64_t{1} << 31;
-constexpr int64_t kMaxLayers = 4096;
-constexpr int64_t kMaxElements = int64_t{1} << 40;
-
-// a * b * ..., or -1 once the product passes `limit` (all factors > 0).
-int64_t BoundedProduct(const std::vector<int64_t>& factors, int64_t limit) {
-  int64_t n = 1;
+// a * b * ... when it does not exceed `bound` (all factors >= 0), else bound + 1.
+int64_t BoundedProduct(std::initializer_list<int64_t> factors, int64_t bound) {
+  int64_t p = 1;
   for (int64_t f : factors) {
-    if (f > limit / n) return -1;
-    n *= f;
+    if (f != 0 && p > bound / f) return bound + 1;
+    p *= f;
   }
-  return n;
+  return p;
 }
 
 int BitLength(int64_t v) {
@@ -115,46 +108,6 @@ int BitLength(int64_t v) {
     v >>= 1;
   }
   return n;
-}
-
-// After Validate's field checks (every size in [1, kMaxSize]): the products of sizes the loader and
-// the engine compute stay within kMaxSize (bucket count) and kMaxElements (tensors).
-absl::Status CheckSizeBounds(const ReformerConfig& c, absl::string_view source) {
-  auto err = [&](const std::string& key, const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": field '", key, "': ", what));
-  };
-  int64_t buckets = 1;
-  for (int64_t f : c.num_buckets) {
-    buckets = BoundedProduct({buckets, f}, kMaxSize);
-    if (buckets < 0) return err("num_buckets", absl::StrCat("the bucket count (product) is above ", kMaxSize));
-  }
-  const int64_t H = c.hidden_size, V = c.vocab_size, F = c.feed_forward_size;
-  const int64_t A = BoundedProduct({c.num_attention_heads, c.attention_head_size}, kMaxSize);
-  if (A < 0) return err("num_attention_heads", absl::StrCat("heads x attention_head_size is above ", kMaxSize));
-  struct Tensor {
-    const char* field;
-    const char* what;
-    std::vector<int64_t> shape;
-  };
-  const int64_t a0 = c.axial_pos_embds ? c.axial_pos_shape[0] : 1;
-  const int64_t a1 = c.axial_pos_embds ? c.axial_pos_shape[1] : 1;
-  const int64_t d0 = c.axial_pos_embds ? c.axial_pos_embds_dim[0] : 1;
-  const int64_t d1 = c.axial_pos_embds ? c.axial_pos_embds_dim[1] : 1;
-  const Tensor tensors[] = {
-      {"vocab_size", "the LM head [vocab_size, 2*hidden_size]", {V, 2, H}},
-      {"attention_head_size", "a projection [heads*attention_head_size, hidden_size]", {A, H}},
-      {"feed_forward_size", "a feed-forward weight [feed_forward_size, hidden_size]", {F, H}},
-      {"max_position_embeddings", "the position embeddings [max_position_embeddings, hidden_size]", {c.max_position_embeddings, H}},
-      {"axial_pos_shape", "the axial position grid", {a0, a1, d0 + d1}},
-      {"num_hashes", "the LSH rotations [heads, head_size, num_hashes, buckets/2]",
-       {A, c.num_hashes, std::max<int64_t>(c.rotation_size() / 2, 1)}},
-  };
-  for (const Tensor& t : tensors) {
-    if (BoundedProduct(t.shape, kMaxElements) < 0) {
-      return err(t.field, absl::StrCat(t.what, " would have more than ", kMaxElements, " elements"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -288,9 +241,9 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   }
   int64_t num_layers = static_cast<int64_t>(types.size());
   RETURN_IF_ERROR(r.Int("num_hidden_layers", &num_layers));
-  if (num_layers <= 0 || num_layers > kMaxLayers) {
-    return r.Error("num_hidden_layers", absl::StrCat("must be in [1, ", kMaxLayers, "], got ", num_layers));
-  }
+  if (num_layers <= 0) return r.Error("num_hidden_layers", absl::StrCat("must be positive, got ", num_layers));
+  if (num_layers > ConfigLimits::kLayers)
+    return r.Error("num_hidden_layers", absl::StrCat(num_layers, " exceeds the limit of ", ConfigLimits::kLayers));
   const bool single_type = std::all_of(types.begin(), types.end(), [&](AttnType t) { return t == types[0]; });
   if (single_type) {
     c.attn_layers.assign(static_cast<size_t>(num_layers), types[0]);
@@ -339,6 +292,13 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   RETURN_IF_ERROR(r.Int("chunk_size_lm_head", &c.chunk_size_lm_head));
   RETURN_IF_ERROR(r.Int("pad_token_id", &c.pad_token_id));
   RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+    RETURN_IF_ERROR(r.IntList("eos_token_id", &c.eos_token_ids));
+  } else if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+    int64_t eos = 0;
+    RETURN_IF_ERROR(r.Int("eos_token_id", &eos));
+    c.eos_token_ids = {eos};
+  }
   if (j.contains("hash_seed") && !j["hash_seed"].is_null()) {
     int64_t seed = 0;
     RETURN_IF_ERROR(r.Int("hash_seed", &seed));
@@ -364,7 +324,7 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   if (c.num_buckets_auto) {
     c.num_buckets = AutoNumBuckets(c.max_position_embeddings, c.lsh_attn_chunk_length,
                                    c.max_position_embeddings);
-    RETURN_IF_ERROR(c.Validate(source));  // the size bounds, with the resolved bucket counts
+    RETURN_IF_ERROR(c.Validate(source));  // the resolved buckets against the bounds
   }
   return c;
 }
@@ -374,11 +334,11 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
     return absl::InvalidArgumentError(absl::StrCat(source, ": field '", key, "': ", what));
   };
   auto positive = [&](const char* key, int64_t v) -> absl::Status {
-    if (v <= 0 || v > kMaxSize) return err(key, absl::StrCat("must be in [1, ", kMaxSize, "], got ", v));
+    if (v <= 0) return err(key, absl::StrCat("must be positive, got ", v));
     return absl::OkStatus();
   };
   auto non_negative = [&](const char* key, int64_t v) -> absl::Status {
-    if (v < 0 || v > kMaxSize) return err(key, absl::StrCat("must be in [0, ", kMaxSize, "], got ", v));
+    if (v < 0) return err(key, absl::StrCat("must be >= 0, got ", v));
     return absl::OkStatus();
   };
   if (attn_layers.empty()) return err("attn_layers", "no layers");
@@ -397,7 +357,7 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
   RETURN_IF_ERROR(positive("num_hashes", num_hashes));
   RETURN_IF_ERROR(non_negative("chunk_size_feed_forward", chunk_size_feed_forward));
   RETURN_IF_ERROR(non_negative("chunk_size_lm_head", chunk_size_lm_head));
-  if (!(layer_norm_eps > 0.0f)) return err("layer_norm_eps", "must be positive");
+  if (!(layer_norm_eps > 0.0f) || !std::isfinite(layer_norm_eps)) return err("layer_norm_eps", "must be positive and finite");
   if (pad_token_id < 0 || pad_token_id >= vocab_size) {
     return err("pad_token_id", absl::StrCat(pad_token_id, " is outside [0, vocab_size=", vocab_size, ")"));
   }
@@ -418,12 +378,13 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
       return err("axial_pos_embds_dim", absl::StrCat("expected 2 dims, got ", axial_pos_embds_dim.size()));
     }
     for (int64_t v : axial_pos_shape) {
-      if (v <= 0 || v > kMaxSize) return err("axial_pos_shape", absl::StrCat("factors must be in [1, ", kMaxSize, "]"));
+      if (v <= 0) return err("axial_pos_shape", "factors must be positive");
     }
     for (int64_t v : axial_pos_embds_dim) {
-      if (v <= 0 || v > kMaxSize) return err("axial_pos_embds_dim", absl::StrCat("dims must be in [1, ", kMaxSize, "]"));
+      if (v <= 0) return err("axial_pos_embds_dim", "dims must be positive");
     }
-    if (axial_pos_embds_dim[0] + axial_pos_embds_dim[1] != hidden_size) {
+    // Compared without forming the sum: both dims may be near 2^63 here (bounds come later).
+    if (axial_pos_embds_dim[0] != hidden_size - axial_pos_embds_dim[1]) {
       return err("axial_pos_embds_dim",
                  absl::StrCat("dims ", axial_pos_embds_dim[0], " + ", axial_pos_embds_dim[1],
                               " must sum to hidden_size ", hidden_size));
@@ -432,12 +393,77 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
   if (!num_buckets_auto || !num_buckets.empty()) {
     if (num_buckets.empty()) return err("num_buckets", "is empty");
     for (int64_t f : num_buckets) {
-      if (f < 2 || f % 2 != 0 || f > kMaxSize) {
-        return err("num_buckets", absl::StrCat("every bucket count must be even, in [2, ", kMaxSize, "], got ", f));
+      if (f < 2 || f % 2 != 0) {
+        return err("num_buckets", absl::StrCat("every bucket count must be even and >= 2, got ", f));
       }
     }
   }
-  return CheckSizeBounds(*this, source);
+  return ValidateBounds(source);
+}
+
+// The bounds of ConfigLimits, each naming the field(s) and the bound.
+absl::Status ReformerConfig::ValidateBounds(absl::string_view source) const {
+  using L = ConfigLimits;
+  auto err = [&](const std::string& key, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": field '", key, "': ", what));
+  };
+  auto at_most = [&](const char* key, int64_t v, int64_t bound) -> absl::Status {
+    if (v > bound) return err(key, absl::StrCat(v, " exceeds the limit of ", bound));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(at_most("num_hidden_layers", num_layers(), L::kLayers));
+  RETURN_IF_ERROR(at_most("hidden_size", hidden_size, L::kHiddenSize));
+  RETURN_IF_ERROR(at_most("num_attention_heads", num_attention_heads, L::kHeads));
+  RETURN_IF_ERROR(at_most("attention_head_size", attention_head_size, L::kHeadSize));
+  if (BoundedProduct({num_attention_heads, attention_head_size}, L::kAllHeadSize) > L::kAllHeadSize)
+    return err("num_attention_heads", absl::StrCat("num_attention_heads x attention_head_size exceeds ", L::kAllHeadSize));
+  RETURN_IF_ERROR(at_most("feed_forward_size", feed_forward_size, L::kFeedForward));
+  RETURN_IF_ERROR(at_most("vocab_size", vocab_size, L::kVocab));
+  RETURN_IF_ERROR(at_most("max_position_embeddings", max_position_embeddings, L::kPositions));
+  if (axial_pos_embds) {
+    for (int64_t v : axial_pos_shape) RETURN_IF_ERROR(at_most("axial_pos_shape", v, L::kPositions));
+  }
+  const struct {
+    const char *chunk, *before, *after;
+    int64_t c, b, a;
+  } kinds[] = {{"lsh_attn_chunk_length", "lsh_num_chunks_before", "lsh_num_chunks_after", lsh_attn_chunk_length,
+                lsh_num_chunks_before, lsh_num_chunks_after},
+               {"local_attn_chunk_length", "local_num_chunks_before", "local_num_chunks_after",
+                local_attn_chunk_length, local_num_chunks_before, local_num_chunks_after}};
+  for (const auto& k : kinds) {
+    RETURN_IF_ERROR(at_most(k.chunk, k.c, L::kPositions));
+    RETURN_IF_ERROR(at_most(k.before, k.b, L::kChunksAround));
+    RETURN_IF_ERROR(at_most(k.after, k.a, L::kChunksAround));
+    if (BoundedProduct({k.c, k.c, 1 + k.b + k.a}, L::kAttentionBlock) > L::kAttentionBlock)
+      return err(k.chunk, absl::StrCat(k.chunk, "^2 x (1 + ", k.before, " + ", k.after, ") = ", k.c, "^2 x ",
+                                       1 + k.b + k.a, " exceeds ", L::kAttentionBlock,
+                                       " (scores of one attention block)"));
+  }
+  RETURN_IF_ERROR(at_most("num_hashes", num_hashes, L::kNumHashes));
+  if (num_hashes * context_length() > L::kInt32)
+    return err("num_hashes", absl::StrCat("num_hashes x the context (", num_hashes, " x ", context_length(),
+                                          ") exceeds ", L::kInt32, " (32-bit positions of all hash rounds)"));
+  if (num_buckets.empty()) return absl::OkStatus();  // null: resolved from max_position_embeddings
+  if (static_cast<int64_t>(num_buckets.size()) > L::kBucketFactors)
+    return err("num_buckets", absl::StrCat(num_buckets.size(), " factors exceed the limit of ", L::kBucketFactors));
+  int64_t buckets = 1, half = 0;
+  for (int64_t f : num_buckets) {
+    RETURN_IF_ERROR(at_most("num_buckets", f, L::kBuckets));
+    buckets = BoundedProduct({buckets, f}, L::kBuckets);
+    half += f / 2;
+  }
+  if (buckets > L::kBuckets)
+    return err("num_buckets", absl::StrCat("the product of the bucket counts exceeds ", L::kBuckets));
+  if (num_hashes * (buckets + 1) > L::kInt32)
+    return err("num_hashes", absl::StrCat("num_hashes x (buckets + 1) = ", num_hashes, " x ", buckets + 1,
+                                          " exceeds ", L::kInt32, " (32-bit bucket keys)"));
+  if (num_hashes * half > L::kHashWidth)
+    return err("num_hashes", absl::StrCat("num_hashes x rotation size / 2 = ", num_hashes, " x ", half, " exceeds ",
+                                          L::kHashWidth, " (hash projections of one position)"));
+  if (BoundedProduct({num_attention_heads, attention_head_size, num_hashes, half}, L::kRotations) > L::kRotations)
+    return err("num_hashes", absl::StrCat("num_attention_heads x attention_head_size x num_hashes x rotation size / 2",
+                                          " exceeds ", L::kRotations, " (LSH rotations of one layer)"));
+  return absl::OkStatus();
 }
 
 std::string ReformerConfig::Summary() const {

@@ -17,7 +17,9 @@ class SessionImpl final : public Session {
  public:
   SessionImpl(std::shared_ptr<const ReformerModel> model, const SessionOptions& options,
               std::unique_ptr<DnnlContext> ctx, int64_t tile_rows)
-      : model_(std::move(model)), options_(options), ctx_(std::move(ctx)), tile_rows_(tile_rows) {}
+      : model_(std::move(model)), options_(options), ctx_(std::move(ctx)), tile_rows_(tile_rows) {
+    ctx_->set_workspace(&ws_);  // bfloat16 / int8 conversion buffers are counted there
+  }
   using Session::RunDocuments;
   using Session::RunPadded;
 
@@ -187,7 +189,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const R
   const int64_t tile = TileRowsForBudget(model->config(), options.workspace_budget_bytes, options.tile_rows);
   if (tile == 0)
     return absl::ResourceExhaustedError(absl::StrCat("workspace budget of ", options.workspace_budget_bytes,
-                                                     " bytes is below one 256-token tile for this model"));
+                                                     " bytes is below one ", kMinTileRows,
+                                                     "-token tile for this model"));
   ASSIGN_OR_RETURN(std::unique_ptr<DnnlContext> ctx, DnnlContext::Create());
   return std::unique_ptr<Session>(new SessionImpl(std::move(model), options, std::move(ctx), tile));
 }
@@ -242,6 +245,9 @@ absl::Status Session::RunPadded(const PaddedBatch& batch, PaddedOutput* result, 
   const ReformerConfig& c = config();
   if (batch.batch <= 0 || batch.length <= 0) return absl::InvalidArgumentError("empty batch");
   const int64_t rows = batch.batch * batch.length;
+  if (static_cast<int64_t>(batch.input_ids.size()) != rows)  // before sizing anything from B and T
+    return absl::InvalidArgumentError(
+        absl::StrCat("input_ids has ", batch.input_ids.size(), " entries, expected ", rows));
   result->logits.resize(static_cast<size_t>(rows * c.vocab_size));
   result->hidden_states.resize(static_cast<size_t>(rows * 2 * c.hidden_size));
   PaddedOutputView dst{result->logits.data(), result->hidden_states.data()};
@@ -252,12 +258,32 @@ absl::Status Session::RunPadded(const PaddedBatch& batch, PaddedOutput* result, 
   return absl::OkStatus();
 }
 
+namespace {
+
+size_t EstimateFor(const ReformerConfig& config, absl::Span<const int64_t> lengths, uint32_t outputs,
+                   const SessionOptions& options, ComputeType compute_type) {
+  std::vector<int64_t> padded;
+  std::vector<bool> padding_buckets;  // as RunDocuments sets them: internal padding added
+  for (int64_t t0 : lengths) {
+    padded.push_back(config.PaddedLength(t0));
+    padding_buckets.push_back(padded.back() > t0);
+  }
+  const int64_t tile =
+      std::max(kMinTileRows, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
+  return PlanPeakBytes(config, padded, padding_buckets, outputs, tile, std::max(1, options.num_threads),
+                       compute_type);
+}
+
+}  // namespace
+
 size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
                                 uint32_t outputs, const SessionOptions& options) {
-  std::vector<int64_t> padded;
-  for (int64_t t0 : lengths) padded.push_back(config.PaddedLength(t0));
-  const int64_t tile = std::max<int64_t>(256, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
-  return PlanPeakBytes(config, padded, outputs, tile, std::max(1, options.num_threads));
+  return EstimateFor(config, lengths, outputs, options, ComputeType::kFloat32);
+}
+
+size_t EstimatePeakWorkingBytes(const ReformerModel& model, absl::Span<const int64_t> lengths, uint32_t outputs,
+                                const SessionOptions& options) {
+  return EstimateFor(model.config(), lengths, outputs, options, model.compute_type());
 }
 
 }  // namespace reformer

@@ -1,4 +1,4 @@
-#include "tools/cli/offline.h"
+#include "tools/cli/commands.h"
 
 #include <cmath>
 #include <cstdio>
@@ -16,6 +16,7 @@
 #include "engine/model/tokenizer.h"
 #include "engine/weights/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "tools/cli/forward_inputs.h"
 #include "tools/cli/progress.h"
 
 namespace reformer::cli {
@@ -42,164 +43,108 @@ int DefaultThreads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-// Minimal flag parsing: --name value, --name=value, --flag.
-struct Args {
-  std::vector<std::string> positional;
-  std::vector<std::pair<std::string, std::string>> flags;
-  bool Has(const std::string& name) const {
-    for (const auto& f : flags) {
-      if (f.first == name) return true;
-    }
-    return false;
-  }
-  std::string Get(const std::string& name, const std::string& def = "") const {
-    for (const auto& f : flags) {
-      if (f.first == name) return f.second;
-    }
-    return def;
-  }
-};
-
-Args ParseArgs(int argc, char** argv, const std::vector<std::string>& bool_flags) {
-  Args a;
-  for (int i = 0; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.rfind("--", 0) == 0) {
-      std::string name = s.substr(2), value;
-      const auto eq = name.find('=');
-      if (eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      } else if (std::find(bool_flags.begin(), bool_flags.end(), name) == bool_flags.end() &&
-                 i + 1 < argc) {
-        value = argv[++i];
-      }
-      a.flags.emplace_back(name, value);
-    } else {
-      a.positional.push_back(s);
-    }
-  }
-  return a;
+absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const ReformerModel>& model,
+                                                     int threads) {
+  SessionOptions so;
+  so.num_threads = threads > 0 ? threads : DefaultThreads();
+  return Session::Create(model, so);
 }
 
-absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const ReformerModel>& model,
-                                                     const Args& args) {
-  SessionOptions so;
-  so.num_threads = args.Has("threads") ? std::atoi(args.Get("threads").c_str()) : DefaultThreads();
-  if (so.num_threads <= 0) so.num_threads = 1;
-  return Session::Create(model, so);
+// Loads `dir` in `compute_type` (docs/isa.md §3) and says on stderr which type and instruction sets run.
+absl::StatusOr<std::shared_ptr<const ReformerModel>> LoadModel(const std::string& dir, const std::string& compute_type) {
+  auto request = ParseComputeType(compute_type);
+  if (!request.ok()) return request.status();
+  LoadOptions lo;
+  lo.compute_type = *request;
+  auto model = ReformerModel::Load(dir, lo);
+  if (model.ok())
+    std::fprintf(stderr, "reformer-cli: compute type %s (%s)\n", ComputeTypeName((*model)->compute_type()),
+                 EngineIsaSummary().c_str());
+  return model;
+}
+
+// --per-document: each row's real tokens (mask == 1, contiguous) form one document of a ragged
+// batch; `first[b]` is the row's first real position.
+absl::Status RowDocuments(const ForwardInputs& in, std::vector<absl::Span<const int32_t>>* docs,
+                          std::vector<int64_t>* first) {
+  const int64_t T = in.length;
+  for (int64_t b = 0; b < in.batch; ++b) {
+    int64_t begin = 0, end = T;
+    if (!in.mask.empty()) {
+      const uint8_t* m = in.mask.data() + b * T;
+      while (begin < T && !m[begin]) ++begin;
+      if (begin == T) return absl::InvalidArgumentError(absl::StrCat("row ", b, " has no real tokens"));
+      end = begin;
+      while (end < T && m[end]) ++end;
+      for (int64_t t = end; t < T; ++t)
+        if (m[t])
+          return absl::InvalidArgumentError(absl::StrCat("attention_mask row ", b, " has a hole at position ", end,
+                                                         " (padding must be on the left or right)"));
+    }
+    docs->push_back(absl::MakeConstSpan(in.ids.data() + b * T + begin, static_cast<size_t>(end - begin)));
+    first->push_back(begin);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-int RunForward(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv, {"per-document"});
-  const std::string model_dir = args.Get("model"), inputs = args.Get("inputs"), output = args.Get("output");
-  if (model_dir.empty() || inputs.empty() || output.empty()) {
-    return Fail(
-        "usage: reformer-cli forward --model DIR --inputs FILE.json --output OUT.safetensors "
-        "[--per-document] [--threads N]");
+// The output file is created at its final size and mapped; the engine writes logits and hidden
+// states straight into it (per-document mode: each row's real positions; padding positions stay
+// zero, as the file is created empty).
+int RunForward(const ForwardOptions& options) {
+  const std::string& model_dir = options.model;
+  const std::string& inputs = options.inputs;
+  const std::string& output = options.output;
+  auto in = ReadForwardInputs(inputs);
+  if (!in.ok()) return Fail(in.status());
+  const bool per_document = options.per_document;
+  std::vector<absl::Span<const int32_t>> docs;
+  std::vector<int64_t> first;
+  if (per_document) {
+    if (absl::Status st = RowDocuments(*in, &docs, &first); !st.ok()) return Fail(absl::StrCat(inputs, ": ", st.message()));
   }
-  std::string text;
-  if (!ReadFile(inputs, &text)) return Fail(absl::StrCat(inputs, ": cannot read"));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    return Fail(absl::StrCat(inputs, ": not valid JSON: ", e.what()));
-  }
-  if (!j.contains("input_ids") || !j["input_ids"].is_array() || j["input_ids"].empty()) {
-    return Fail(absl::StrCat(inputs, ": needs \"input_ids\": [[...], ...]"));
-  }
-  PaddedBatch batch;
-  std::vector<int32_t> input_ids;
-  std::vector<uint8_t> attention_mask;
-  batch.batch = static_cast<int64_t>(j["input_ids"].size());
-  batch.length = static_cast<int64_t>(j["input_ids"][0].size());
-  const bool has_mask = j.contains("attention_mask") && !j["attention_mask"].is_null();
-  try {
-    for (int64_t b = 0; b < batch.batch; ++b) {
-      const auto& row = j["input_ids"][b];
-      if (static_cast<int64_t>(row.size()) != batch.length) {
-        return Fail(absl::StrCat(inputs, ": input_ids row ", b, " has ", row.size(), " ids, row 0 has ",
-                                 batch.length));
-      }
-      for (const auto& v : row) input_ids.push_back(v.get<int32_t>());
-      if (has_mask) {
-        const auto& m = j["attention_mask"][b];
-        if (static_cast<int64_t>(m.size()) != batch.length) {
-          return Fail(absl::StrCat(inputs, ": attention_mask row ", b, " length differs from input_ids"));
-        }
-        for (const auto& v : m) attention_mask.push_back(v.get<int>() != 0 ? 1 : 0);
-      }
-    }
-  } catch (const std::exception& e) {
-    return Fail(absl::StrCat(inputs, ": ", e.what()));
-  }
-  batch.input_ids = input_ids;
-  batch.attention_mask = attention_mask;
-
-  auto model = ReformerModel::Load(model_dir);
+  auto model = LoadModel(model_dir, options.compute_type);
   if (!model.ok()) return Fail(model.status());
-  auto session = MakeSession(*model, args);
+  auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
   const ReformerConfig& c = (*model)->config();
-  const int64_t B = batch.batch, T = batch.length, V = c.vocab_size, H2 = 2 * c.hidden_size;
-  std::vector<float> logits(static_cast<size_t>(B * T * V), 0.0f), hidden(static_cast<size_t>(B * T * H2), 0.0f);
-
-  if (args.Has("per-document")) {
-    // Each row's real tokens (mask == 1) form one document of a ragged batch.
-    std::vector<std::vector<int32_t>> docs(B);
-    std::vector<std::vector<int64_t>> positions(B);
+  const int64_t B = in->batch, T = in->length, V = c.vocab_size, H2 = 2 * c.hidden_size;
+  if (c.PaddedLength(T) > c.context_length())  // before the output file is sized from T
+    return Fail(absl::StrCat(inputs, ": rows of ", T, " ids (", c.PaddedLength(T),
+                             " after padding to the chunk length) exceed the model's ", c.context_length()));
+  auto file = SafetensorsOutputFile::Create(output, {{"logits", DType::kF32, {B, T, V}},
+                                                     {"hidden_states", DType::kF32, {B, T, H2}}});
+  if (!file.ok()) return Fail(file.status());
+  float* logits = (*file)->f32("logits");
+  float* hidden = (*file)->f32("hidden_states");
+  absl::Status st;
+  if (per_document) {
+    std::vector<OutputView> views(B);
     for (int64_t b = 0; b < B; ++b) {
-      for (int64_t t = 0; t < T; ++t) {
-        if (!has_mask || batch.attention_mask[b * T + t]) {
-          docs[b].push_back(batch.input_ids[b * T + t]);
-          positions[b].push_back(t);
-        }
-      }
-      if (docs[b].empty()) return Fail(absl::StrCat(inputs, ": row ", b, " has no real tokens"));
-      for (size_t k = 1; k < positions[b].size(); ++k) {
-        if (positions[b][k] != positions[b][k - 1] + 1) {
-          return Fail(absl::StrCat(inputs, ": attention_mask row ", b, " has a hole at position ",
-                                   positions[b][k - 1] + 1, " (padding must be on the left or right)"));
-        }
-      }
+      views[b].logits = logits + (b * T + first[b]) * V;
+      views[b].hidden_states = hidden + (b * T + first[b]) * H2;
     }
-    std::vector<absl::Span<const int32_t>> spans(docs.begin(), docs.end());
-    std::vector<DocumentOutput> outs;
-    absl::Status st = (*session)->RunDocuments(spans, kOutputLogits | kOutputHiddenStates, &outs);
-    if (!st.ok()) return Fail(st);
-    for (int64_t b = 0; b < B; ++b) {
-      for (size_t k = 0; k < positions[b].size(); ++k) {
-        const int64_t t = positions[b][k];
-        std::memcpy(&logits[(b * T + t) * V], &outs[b].logits[k * V], sizeof(float) * V);
-        std::memcpy(&hidden[(b * T + t) * H2], &outs[b].hidden_states[k * H2], sizeof(float) * H2);
-      }
-    }
+    st = (*session)->RunDocuments(docs, kOutputLogits | kOutputHiddenStates, views);
   } else {
-    PaddedOutput out;
-    absl::Status st = (*session)->RunPadded(batch, &out);
-    if (!st.ok()) return Fail(st);
-    logits = std::move(out.logits);
-    hidden = std::move(out.hidden_states);
+    const PaddedBatch batch{B, T, in->ids, in->mask};
+    st = (*session)->RunPadded(batch, PaddedOutputView{logits, hidden}, nullptr);
   }
-  absl::Status st = WriteSafetensors(output, {F32Tensor("logits", {B, T, V}, logits.data()),
-                                              F32Tensor("hidden_states", {B, T, H2}, hidden.data())});
-  if (!st.ok()) return Fail(st);
+  if (st.ok()) st = (*file)->Close();
+  if (!st.ok()) {
+    file->reset();
+    std::remove(output.c_str());  // no partial output file
+    return Fail(st);
+  }
   std::fprintf(stderr, "wrote %s: logits [%lld, %lld, %lld], hidden_states [%lld, %lld, %lld]\n", output.c_str(),
                static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(V),
                static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(H2));
   return 0;
 }
 
-int RunScore(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv, {"json"});
-  const std::string model_dir = args.Get("model");
-  if (model_dir.empty() || args.positional.empty()) {
-    return Fail("usage: reformer-cli score --model DIR [--json] [--threads N] [--window TOKENS] FILE...");
-  }
-  auto model = ReformerModel::Load(model_dir);
+int RunScoreOffline(const ScoreOptions& options) {
+  const std::string& model_dir = options.model;
+  auto model = LoadModel(model_dir, options.compute_type);
   if (!model.ok()) return Fail(model.status());
   const Tokenizer* tok = (*model)->tokenizer();
   if (tok == nullptr) {
@@ -209,17 +154,13 @@ int RunScore(int argc, char** argv) {
   if (!(*model)->config().is_decoder) {
     return Fail(absl::StrCat(model_dir, ": not a causal model (is_decoder: false); bits per byte need a causal LM"));
   }
-  auto session = MakeSession(*model, args);
+  auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
-  // Windows of the model's context, or fewer tokens with --window.
+  // Windows of the model's context, or fewer tokens with --window (0 = the context).
   int64_t window = (*model)->config().max_position_embeddings;
-  if (args.Has("window")) {
-    const int64_t w = std::atoll(args.Get("window").c_str());
-    if (w < 2) return Fail(absl::StrCat("--window must be at least 2 tokens, got '", args.Get("window"), "'"));
-    window = std::min(window, w);
-  }
+  if (options.window > 0) window = std::min(window, options.window);
   int rc = 0;
-  for (const std::string& file : args.positional) {
+  for (const std::string& file : options.files) {
     std::string text;
     if (!ReadFile(file, &text)) {
       rc = Fail(absl::StrCat(file, ": cannot read"));
@@ -263,7 +204,7 @@ int RunScore(int argc, char** argv) {
     }
     bar.Finish();
     if (failed) continue;
-    if (args.Has("json")) {
+    if (options.json) {
       nlohmann::json o = {{"file", file},
                           {"bits_per_byte", totals.bits_per_byte()},
                           {"perplexity", totals.perplexity()},

@@ -1,0 +1,36 @@
+// What the host tells reformer-server's configuration: the CPU quota, thread defaults, the bundled
+// default model's directory. Pure functions of their inputs (testable).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace reformer::serving {
+
+// CPUs this process may use: the cgroup v2 quota (`<cgroup_root>/cpu.max`, "quota period"), else
+// the cgroup v1 CFS quota, rounded up; else the affinity/core count. Never below 1.
+int AvailableCpus(const std::string& cgroup_root = "/sys/fs/cgroup");
+// Parses a cgroup v2 cpu.max line; nullopt for "max ..." or junk.
+std::optional<int> ParseCpuMax(const std::string& text);
+
+// Fills workers/threads_per_worker that are 0 ("auto") so that workers * threads <= cpus:
+// by default one single-threaded worker per CPU (each worker owns a session; with >= 2 workers
+// short requests keep moving while a long document runs, and single-threaded sessions do not
+// stall on OpenMP barriers when cores are shared); otherwise the given count and cpus / it.
+void ResolveThreads(int cpus, int* workers, int* threads_per_worker);
+
+// The bundled default model, searched in order (when --model_dir / REFORMER_MODEL_DIR is empty):
+// <exe_dir>/../share/reformer-serve/models/default, <exe_dir>/../../models/default (a checkout's
+// build/bin), /usr/share/reformer-serve/models/default, /opt/reformer-serve/models/default.
+// A candidate counts when it holds config.json. NOT_FOUND lists every place looked at.
+std::vector<std::string> DefaultModelDirCandidates(const std::string& exe_dir);
+absl::StatusOr<std::string> FindDefaultModelDir(const std::string& exe_dir);
+
+// Directory of the running executable (/proc/self/exe), "" if unknown.
+std::string ExecutableDir();
+
+}  // namespace reformer::serving
