@@ -85,6 +85,9 @@ absl::StatusOr<std::unique_ptr<GrpcTlsCredentials>> GrpcTlsCredentials::Create(
     ca_path = FdPath(c->ca_fd_);
   }
   const std::string identity_path = FdPath(c->identity_fd_);
+  if (access(identity_path.c_str(), R_OK) != 0) {  // gRPC reads it by this name
+    return Errno("cannot read the in-memory TLS credentials through /proc/self/fd (is /proc mounted?)");
+  }
   c->provider_ = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
       identity_path, identity_path, ca_path, kRefreshSeconds);
   grpc::experimental::TlsServerCredentialsOptions options(c->provider_);
