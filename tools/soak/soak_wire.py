@@ -314,105 +314,118 @@ def _ids_request(pb, model, shape, raw=None, datatype="INT32", ids=None):
     return req
 
 
-def malformed_cases(gen):
-    """[(name, builder)]: each builder returns a Spec whose `expected` is the one right code."""
-    pb, v1, m = gen.s.pb, gen.s.v1, gen.m
-    inv, big = frozenset({"InvalidArgument"}), 1 << 27
+class Bad:
+    """Builders of malformed requests for one model (each call returns a fresh message)."""
 
-    def infer(name, req, code=inv):
-        return lambda: Spec("bad_" + name, "ModelInfer", req() if callable(req) else req, code)
+    BIG = 1 << 27
 
-    def v1call(name, method, docs):
-        def build():
-            req = (v1.ScoreRequest if method == "Score" else v1.EmbedRequest)()
-            for d in docs:
-                doc = req.documents.add()
-                if d is not None:
-                    doc.ids.ids.extend(d)
-            return Spec("bad_" + name, method, req, inv)
-        return build
+    def __init__(self, gen):
+        self.pb, self.v1, self.m = gen.s.pb, gen.s.v1, gen.m
 
-    def with_mask(mask_shape, mask, dt="INT32"):
-        req = _ids_request(pb, m.name, [1, 8], ids=[1] * 8)
-        req.inputs.add(name="attention_mask", datatype=dt, shape=mask_shape)
+    def ids(self, shape, ids=None, raw=None, datatype="INT32"):
+        return _ids_request(self.pb, self.m.name, shape, raw=raw, datatype=datatype, ids=ids)
+
+    def with_mask(self, shape, mask):
+        req = self.ids([1, 8], ids=[1] * 8)
+        req.inputs.add(name="attention_mask", datatype="INT32", shape=shape)
         req.raw_input_contents.append(np.asarray(mask, dtype="<i4").tobytes())
         return req
 
-    def param(value):
-        req = _ids_request(pb, m.name, [1, 4], ids=[1, 2, 3, 4])
-        setattr(req.parameters["timeout"], *value)
+    def timeout(self, field, value):
+        req = self.ids([1, 4], ids=[1, 2, 3, 4])
+        setattr(req.parameters["timeout"], field, value)
         return req
 
-    def typed_bomb():
-        req = pb.ModelInferRequest(model_name=m.name, id="bad")
-        req.inputs.add(name="input_ids", datatype="INT32", shape=[1, big]).contents.int_contents.extend([1, 2])
+    def typed_bomb(self):
+        req = self.pb.ModelInferRequest(model_name=self.m.name, id="bad")
+        req.inputs.add(name="input_ids", datatype="INT32", shape=[1, self.BIG]).contents.int_contents.extend([1, 2])
         return req
 
-    def outputs(*names):
-        req = _ids_request(pb, m.name, [1, 4], ids=[1, 2, 3, 4])
+    def outputs(self, *names):
+        req = self.ids([1, 4], ids=[1, 2, 3, 4])
         for n in names:
             req.outputs.add(name=n)
         return req
 
-    def text(shape, raw):
-        req = pb.ModelInferRequest(model_name=m.name, id="bad")
+    def text(self, shape, raw):
+        req = self.pb.ModelInferRequest(model_name=self.m.name, id="bad")
         req.inputs.add(name="text", datatype="BYTES", shape=shape)
         req.raw_input_contents.append(raw)
         return req
 
-    def mixed():
-        req = _ids_request(pb, m.name, [1, 4], ids=[1, 2, 3, 4])
+    def mixed(self):
+        req = self.ids([1, 4], ids=[1, 2, 3, 4])
         req.inputs.add(name="attention_mask", datatype="INT32", shape=[1, 4]).contents.int_contents.extend([1] * 4)
         req.raw_input_contents.append(b"")
         return req
 
+    def v1_docs(self, method, docs):
+        req = (self.v1.ScoreRequest if method == "Score" else self.v1.EmbedRequest)()
+        for d in docs:
+            doc = req.documents.add()
+            if d is not None:
+                doc.ids.ids.extend(d)
+        return req
+
+
+def malformed_cases(gen):
+    """[(name, builder)]: each builder returns a Spec whose `expected` is the one right code."""
+    b, m = Bad(gen), gen.m
+    inv, nf, big, ctx_1 = frozenset({"InvalidArgument"}), frozenset({"NotFound"}), Bad.BIG, m.context + 1
     over = m.max_request_tokens // m.context + 1
-    cases = [
-        infer("shape_vs_bytes", lambda: _ids_request(pb, m.name, [2, 8], ids=[1] * 10)),
-        infer("rank3", lambda: _ids_request(pb, m.name, [1, 1, 8], ids=[1] * 8)),
-        infer("negative_dim", lambda: _ids_request(pb, m.name, [1, -8], raw=b"")),
-        infer("zero_rows", lambda: _ids_request(pb, m.name, [0, 8], raw=b"")),
-        infer("id_vocab", lambda: _ids_request(pb, m.name, [1, 3], ids=[1, m.vocab, 2])),
-        infer("id_negative", lambda: _ids_request(pb, m.name, [1, 3], ids=[1, -1, 2])),
-        infer("bomb_raw_2e27", lambda: _ids_request(pb, m.name, [1, big], raw=b"\1" * 8, datatype="INT64")),
-        infer("bomb_typed_2e27", typed_bomb),
-        infer("bomb_bytes_2e27", lambda: text([big], struct.pack("<I", 1) + b"a")),
-        infer("bomb_raw_2e40", lambda: _ids_request(pb, m.name, [1 << 20, 1 << 20], raw=b"\1" * 8,
-                                                    datatype="INT64")),
-        infer("bomb_overflow", lambda: _ids_request(pb, m.name, [1 << 62, 4], raw=b"\1" * 8)),
-        infer("datatype_fp32", lambda: _ids_request(pb, m.name, [1, 2], raw=b"\0" * 8, datatype="FP32")),
-        infer("datatype_bytes", lambda: _ids_request(pb, m.name, [1, 2], raw=b"\0" * 8, datatype="BYTES")),
-        infer("unknown_model", lambda: _ids_request(pb, "no-such-model", [1, 2], ids=[1, 2]),
-              frozenset({"NotFound"})),
-        infer("unknown_version", lambda: _version(_ids_request(pb, m.name, [1, 2], ids=[1, 2])),
-              frozenset({"NotFound"})),
-        infer("mixed_raw_typed", mixed),
-        infer("unknown_output", lambda: outputs("probabilities")),
-        infer("output_twice", lambda: outputs("logits", "logits")),
-        infer("token_ids_without_text", lambda: outputs("token_ids")),
-        infer("mask_hole", lambda: with_mask([1, 8], [1, 1, 0, 1, 1, 1, 1, 1])),
-        infer("mask_value_2", lambda: with_mask([1, 8], [1, 2, 1, 1, 1, 1, 1, 1])),
-        infer("mask_shape", lambda: with_mask([1, 7], [1] * 7)),
-        infer("doc_over_context", lambda: _ids_request(pb, m.name, [1, m.context + 1], ids=[1] * (m.context + 1))),
-        infer("request_over_limit", lambda: _ids_request(pb, m.name, [over, m.context],
-                                                         ids=[1] * (over * m.context))),
-        infer("timeout_negative", lambda: param(("int64_param", -5))),
-        infer("timeout_string", lambda: param(("string_param", "soon"))),
-        infer("no_inputs", lambda: pb.ModelInferRequest(model_name=m.name, id="bad")),
-        infer("unknown_input", lambda: _rename(_ids_request(pb, m.name, [1, 2], ids=[1, 2]), "tokens")),
-        infer("raw_count", lambda: _drop_last_raw(with_mask([1, 8], [1] * 8))),
-        infer("text_empty_row", lambda: text([1], struct.pack("<I", 0))),
-        infer("text_truncated", lambda: text([2], struct.pack("<I", 100) + b"abc")),
-        v1call("score_empty_doc", "Score", [[1, 2], []]),
-        v1call("score_id_vocab", "Score", [[1, m.vocab]]),
-        v1call("embed_no_content", "Embed", [None]),
-        v1call("embed_no_documents", "Embed", []),
-        v1call("embed_over_context", "Embed", [[1] * (m.context + 1)]),
-        v1call("score_over_limit", "Score", [[1] * m.context] * over),
+    table = [  # (name, method, build, code)
+        ("shape_vs_bytes", "ModelInfer", lambda: b.ids([2, 8], ids=[1] * 10), inv),
+        ("rank3", "ModelInfer", lambda: b.ids([1, 1, 8], ids=[1] * 8), inv),
+        ("negative_dim", "ModelInfer", lambda: b.ids([1, -8], raw=b""), inv),
+        ("zero_rows", "ModelInfer", lambda: b.ids([0, 8], raw=b""), inv),
+        ("id_vocab", "ModelInfer", lambda: b.ids([1, 3], ids=[1, m.vocab, 2]), inv),
+        ("id_negative", "ModelInfer", lambda: b.ids([1, 3], ids=[1, -1, 2]), inv),
+        ("bomb_raw_2e27", "ModelInfer", lambda: b.ids([1, big], raw=b"\1" * 8, datatype="INT64"), inv),
+        ("bomb_typed_2e27", "ModelInfer", b.typed_bomb, inv),
+        ("bomb_bytes_2e27", "ModelInfer", lambda: b.text([big], struct.pack("<I", 1) + b"a"), inv),
+        ("bomb_raw_2e40", "ModelInfer", lambda: b.ids([1 << 20, 1 << 20], raw=b"\1" * 8, datatype="INT64"), inv),
+        ("bomb_overflow", "ModelInfer", lambda: b.ids([1 << 62, 4], raw=b"\1" * 8), inv),
+        ("datatype_fp32", "ModelInfer", lambda: b.ids([1, 2], raw=b"\0" * 8, datatype="FP32"), inv),
+        ("datatype_bytes", "ModelInfer", lambda: b.ids([1, 2], raw=b"\0" * 8, datatype="BYTES"), inv),
+        ("unknown_model", "ModelInfer", lambda: _named(b.ids([1, 2], ids=[1, 2]), "no-such-model"), nf),
+        ("unknown_version", "ModelInfer", lambda: _version(b.ids([1, 2], ids=[1, 2])), nf),
+        ("mixed_raw_typed", "ModelInfer", b.mixed, inv),
+        ("unknown_output", "ModelInfer", lambda: b.outputs("probabilities"), inv),
+        ("output_twice", "ModelInfer", lambda: b.outputs("logits", "logits"), inv),
+        ("token_ids_without_text", "ModelInfer", lambda: b.outputs("token_ids"), inv),
+        ("mask_hole", "ModelInfer", lambda: b.with_mask([1, 8], [1, 1, 0, 1, 1, 1, 1, 1]), inv),
+        ("mask_value_2", "ModelInfer", lambda: b.with_mask([1, 8], [1, 2, 1, 1, 1, 1, 1, 1]), inv),
+        ("mask_shape", "ModelInfer", lambda: b.with_mask([1, 7], [1] * 7), inv),
+        ("doc_over_context", "ModelInfer", lambda: b.ids([1, ctx_1], ids=[1] * ctx_1), inv),
+        ("request_over_limit", "ModelInfer", lambda: b.ids([over, m.context], ids=[1] * (over * m.context)), inv),
+        ("timeout_negative", "ModelInfer", lambda: b.timeout("int64_param", -5), inv),
+        ("timeout_string", "ModelInfer", lambda: b.timeout("string_param", "soon"), inv),
+        ("no_inputs", "ModelInfer", lambda: b.pb.ModelInferRequest(model_name=m.name, id="bad"), inv),
+        ("unknown_input", "ModelInfer", lambda: _rename(b.ids([1, 2], ids=[1, 2]), "tokens"), inv),
+        ("raw_count", "ModelInfer", lambda: _drop_last_raw(b.with_mask([1, 8], [1] * 8)), inv),
+        ("text_empty_row", "ModelInfer", lambda: b.text([1], struct.pack("<I", 0)), inv),
+        ("text_truncated", "ModelInfer", lambda: b.text([2], struct.pack("<I", 100) + b"abc"), inv),
+        ("score_empty_doc", "Score", lambda: b.v1_docs("Score", [[1, 2], []]), inv),
+        ("score_id_vocab", "Score", lambda: b.v1_docs("Score", [[1, m.vocab]]), inv),
+        ("embed_no_content", "Embed", lambda: b.v1_docs("Embed", [None]), inv),
+        ("embed_no_documents", "Embed", lambda: b.v1_docs("Embed", []), inv),
+        ("embed_over_context", "Embed", lambda: b.v1_docs("Embed", [[1] * ctx_1]), inv),
+        ("score_over_limit", "Score", lambda: b.v1_docs("Score", [[1] * m.context] * over), inv),
     ]
     if not m.tokenizer:
-        cases = [c for c in cases if "text" not in c[0]]
-    return [(c().kind, c) for c in cases] + raw_cases(m)
+        table = [t for t in table if "text" not in t[0]]
+    cases = [("bad_" + name, _spec_builder("bad_" + name, method, build, code))
+             for name, method, build, code in table]
+    return cases + raw_cases(m)
+
+
+def _spec_builder(kind, method, build, code):
+    return lambda: Spec(kind, method, build(), code)
+
+
+def _named(req, model):
+    req.model_name = model
+    return req
 
 
 def _version(req):
