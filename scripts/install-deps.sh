@@ -36,6 +36,23 @@ if [[ -n "${REFORMER_EXTRA_PACKAGES:-}" ]]; then
   PACKAGES+=("${extra[@]}")
 fi
 
+# --test also installs the npm packages of the Node-based tests from the npm registry, each directory from its
+# committed package-lock.json (`npm ci`); their ctest wrappers (tests/conformance/run_node.sh) then only
+# reinstall from npm's cache, offline:
+#   tests/conformance     openapi-backend (KServe v2 REST conformance against the OpenAPI document)
+#   deploy/kserve/check   ajv (the KServe manifests against the KServe CRDs)
+NPM_TEST_DIRS=(tests/conformance deploy/kserve/check)
+npm_ci_test_dirs() {
+  [[ " $* " == *" --test "* ]] || return 0
+  local root d
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  for d in "${NPM_TEST_DIRS[@]}"; do
+    [[ -f "${root}/${d}/package-lock.json" ]] || continue
+    echo "install-deps: npm ci in ${d}"
+    (cd "${root}/${d}" && npm ci --no-audit --no-fund --loglevel=error)
+  done
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -45,6 +62,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#PACKAGES[@]} packages already installed; nothing to do."
+  npm_ci_test_dirs "$@"
   exit 0
 fi
 
@@ -59,3 +77,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "install-deps: done."
+npm_ci_test_dirs "$@"

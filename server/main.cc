@@ -30,11 +30,11 @@
 #include "prometheus/registry.h"
 #include "server/batching/clock.h"
 #include "server/grpc/grpc_server.h"
-#include "server/grpc/served_model.h"
 #include "server/health/health_state.h"
 #include "server/http/http_server.h"
 #include "server/inference/inference_service.h"
 #include "server/metrics/server_metrics.h"
+#include "server/request/served_model.h"
 #include "server/server_flags.h"
 
 #ifndef REFORMER_VERSION
@@ -48,7 +48,9 @@ ABSL_FLAG(std::string, model_name, "", "Served model name (default: basename of 
 ABSL_FLAG(std::string, bind_address, "0.0.0.0", "Address both ports listen on.");
 ABSL_FLAG(int, grpc_port, 8001, "gRPC port (KServe v2, reformer.v1, health, reflection); 0 = any.");
 ABSL_FLAG(int, http_port, 8000, "HTTP port (/metrics, /healthz, /readyz, /v2 REST); 0 = any.");
-ABSL_FLAG(int, http_threads, 4, "HTTP server threads.");
+ABSL_FLAG(int, http_threads, 128,
+          "HTTP server threads (one per connection being served; headroom keeps probes answering "
+          "beside slow clients).");
 ABSL_FLAG(int, workers, 0, "Worker threads, each with its own engine session (0 = from CPU quota).");
 ABSL_FLAG(int, threads_per_worker, 0, "OpenMP threads per worker (0 = CPU quota / workers).");
 ABSL_FLAG(int64_t, max_batch_tokens, 0,
@@ -109,8 +111,10 @@ absl::Status WarmUp(InferenceService* inference, const ServedModel& model) {
   const int64_t n = std::min<int64_t>(model.context(), 64);
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7 + 1) % model.config.vocab_size);
-  request->documents.push_back(std::move(ids));
-  request->outputs = kOutputAll;
+  request->documents.Append(ids);
+  request->dims = model.dims();
+  request->outputs = {OutputKind::kLogits, OutputKind::kHiddenStates, OutputKind::kTokenLogprobs,
+                      OutputKind::kEmbedding};
   request->method = "warmup";
   request->internal = true;  // not in the request, token and latency metrics
   absl::Notification done;
@@ -196,6 +200,7 @@ int Run(int argc, char** argv) {
   options.max_tokens_per_request = absl::GetFlag(FLAGS_max_tokens_per_request) > 0
                                        ? absl::GetFlag(FLAGS_max_tokens_per_request)
                                        : 8 * served.context();
+  options.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
   if (absl::Status s = options.Validate(); !s.ok()) {
     LOG_ERROR("invalid options: ", s.ToString());
     return 2;

@@ -85,6 +85,16 @@ class Reader {
   absl::string_view source_;
 };
 
+// a * b * ... when it does not exceed `bound` (all factors >= 0), else bound + 1.
+int64_t BoundedProduct(std::initializer_list<int64_t> factors, int64_t bound) {
+  int64_t p = 1;
+  for (int64_t f : factors) {
+    if (f != 0 && p > bound / f) return bound + 1;
+    p *= f;
+  }
+  return p;
+}
+
 int BitLength(int64_t v) {
   int n = 0;
   while (v > 0) {
@@ -226,6 +236,8 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   int64_t num_layers = static_cast<int64_t>(types.size());
   RETURN_IF_ERROR(r.Int("num_hidden_layers", &num_layers));
   if (num_layers <= 0) return r.Error("num_hidden_layers", absl::StrCat("must be positive, got ", num_layers));
+  if (num_layers > ConfigLimits::kLayers)
+    return r.Error("num_hidden_layers", absl::StrCat(num_layers, " exceeds the limit of ", ConfigLimits::kLayers));
   const bool single_type = std::all_of(types.begin(), types.end(), [&](AttnType t) { return t == types[0]; });
   if (single_type) {
     c.attn_layers.assign(static_cast<size_t>(num_layers), types[0]);
@@ -299,6 +311,7 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   if (c.num_buckets_auto) {
     c.num_buckets = AutoNumBuckets(c.max_position_embeddings, c.lsh_attn_chunk_length,
                                    c.max_position_embeddings);
+    RETURN_IF_ERROR(c.Validate(source));  // the resolved buckets against the bounds
   }
   return c;
 }
@@ -331,7 +344,7 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
   RETURN_IF_ERROR(positive("num_hashes", num_hashes));
   RETURN_IF_ERROR(non_negative("chunk_size_feed_forward", chunk_size_feed_forward));
   RETURN_IF_ERROR(non_negative("chunk_size_lm_head", chunk_size_lm_head));
-  if (!(layer_norm_eps > 0.0f)) return err("layer_norm_eps", "must be positive");
+  if (!(layer_norm_eps > 0.0f) || !std::isfinite(layer_norm_eps)) return err("layer_norm_eps", "must be positive and finite");
   if (pad_token_id < 0 || pad_token_id >= vocab_size) {
     return err("pad_token_id", absl::StrCat(pad_token_id, " is outside [0, vocab_size=", vocab_size, ")"));
   }
@@ -371,6 +384,71 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
       }
     }
   }
+  return ValidateBounds(source);
+}
+
+// The bounds of ConfigLimits, each naming the field(s) and the bound.
+absl::Status ReformerConfig::ValidateBounds(absl::string_view source) const {
+  using L = ConfigLimits;
+  auto err = [&](const std::string& key, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": field '", key, "': ", what));
+  };
+  auto at_most = [&](const char* key, int64_t v, int64_t bound) -> absl::Status {
+    if (v > bound) return err(key, absl::StrCat(v, " exceeds the limit of ", bound));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(at_most("num_hidden_layers", num_layers(), L::kLayers));
+  RETURN_IF_ERROR(at_most("hidden_size", hidden_size, L::kHiddenSize));
+  RETURN_IF_ERROR(at_most("num_attention_heads", num_attention_heads, L::kHeads));
+  RETURN_IF_ERROR(at_most("attention_head_size", attention_head_size, L::kHeadSize));
+  if (BoundedProduct({num_attention_heads, attention_head_size}, L::kAllHeadSize) > L::kAllHeadSize)
+    return err("num_attention_heads", absl::StrCat("num_attention_heads x attention_head_size exceeds ", L::kAllHeadSize));
+  RETURN_IF_ERROR(at_most("feed_forward_size", feed_forward_size, L::kFeedForward));
+  RETURN_IF_ERROR(at_most("vocab_size", vocab_size, L::kVocab));
+  RETURN_IF_ERROR(at_most("max_position_embeddings", max_position_embeddings, L::kPositions));
+  if (axial_pos_embds) {
+    for (int64_t v : axial_pos_shape) RETURN_IF_ERROR(at_most("axial_pos_shape", v, L::kPositions));
+  }
+  const struct {
+    const char *chunk, *before, *after;
+    int64_t c, b, a;
+  } kinds[] = {{"lsh_attn_chunk_length", "lsh_num_chunks_before", "lsh_num_chunks_after", lsh_attn_chunk_length,
+                lsh_num_chunks_before, lsh_num_chunks_after},
+               {"local_attn_chunk_length", "local_num_chunks_before", "local_num_chunks_after",
+                local_attn_chunk_length, local_num_chunks_before, local_num_chunks_after}};
+  for (const auto& k : kinds) {
+    RETURN_IF_ERROR(at_most(k.chunk, k.c, L::kPositions));
+    RETURN_IF_ERROR(at_most(k.before, k.b, L::kChunksAround));
+    RETURN_IF_ERROR(at_most(k.after, k.a, L::kChunksAround));
+    if (BoundedProduct({k.c, k.c, 1 + k.b + k.a}, L::kAttentionBlock) > L::kAttentionBlock)
+      return err(k.chunk, absl::StrCat(k.chunk, "^2 x (1 + ", k.before, " + ", k.after, ") = ", k.c, "^2 x ",
+                                       1 + k.b + k.a, " exceeds ", L::kAttentionBlock,
+                                       " (scores of one attention block)"));
+  }
+  RETURN_IF_ERROR(at_most("num_hashes", num_hashes, L::kNumHashes));
+  if (num_hashes * context_length() > L::kInt32)
+    return err("num_hashes", absl::StrCat("num_hashes x the context (", num_hashes, " x ", context_length(),
+                                          ") exceeds ", L::kInt32, " (32-bit positions of all hash rounds)"));
+  if (num_buckets.empty()) return absl::OkStatus();  // null: resolved from max_position_embeddings
+  if (static_cast<int64_t>(num_buckets.size()) > L::kBucketFactors)
+    return err("num_buckets", absl::StrCat(num_buckets.size(), " factors exceed the limit of ", L::kBucketFactors));
+  int64_t buckets = 1, half = 0;
+  for (int64_t f : num_buckets) {
+    RETURN_IF_ERROR(at_most("num_buckets", f, L::kBuckets));
+    buckets = BoundedProduct({buckets, f}, L::kBuckets);
+    half += f / 2;
+  }
+  if (buckets > L::kBuckets)
+    return err("num_buckets", absl::StrCat("the product of the bucket counts exceeds ", L::kBuckets));
+  if (num_hashes * (buckets + 1) > L::kInt32)
+    return err("num_hashes", absl::StrCat("num_hashes x (buckets + 1) = ", num_hashes, " x ", buckets + 1,
+                                          " exceeds ", L::kInt32, " (32-bit bucket keys)"));
+  if (num_hashes * half > L::kHashWidth)
+    return err("num_hashes", absl::StrCat("num_hashes x rotation size / 2 = ", num_hashes, " x ", half, " exceeds ",
+                                          L::kHashWidth, " (hash projections of one position)"));
+  if (BoundedProduct({num_attention_heads, attention_head_size, num_hashes, half}, L::kRotations) > L::kRotations)
+    return err("num_hashes", absl::StrCat("num_attention_heads x attention_head_size x num_hashes x rotation size / 2",
+                                          " exceeds ", L::kRotations, " (LSH rotations of one layer)"));
   return absl::OkStatus();
 }
 

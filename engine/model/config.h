@@ -18,6 +18,29 @@ enum class Activation { kRelu, kGelu, kGeluNew, kSilu, kTanh, kSigmoid, kGeluFas
 const char* AttnTypeName(AttnType t);
 const char* ActivationName(Activation a);
 
+// Bounds on the config fields that size memory or a loop, checked at load (Validate) so that no
+// later product overflows, no 32-bit position or bucket key wraps, and no load- or run-time
+// allocation is sized by an absurd value. Far above the published checkpoints (crime-and-punishment:
+// 524,288 positions, chunk 64, 1 hash; enwik8: H 1024, 8 heads x 128, chunk 256, 4 hashes).
+struct ConfigLimits {
+  static constexpr int64_t kLayers = 1024;
+  static constexpr int64_t kHiddenSize = 65536;
+  static constexpr int64_t kHeads = 1024;
+  static constexpr int64_t kHeadSize = 4096;
+  static constexpr int64_t kAllHeadSize = int64_t{1} << 20;       // heads x head size
+  static constexpr int64_t kFeedForward = int64_t{1} << 20;
+  static constexpr int64_t kVocab = int64_t{1} << 24;
+  static constexpr int64_t kPositions = int64_t{1} << 24;         // max_position_embeddings, axial factors
+  static constexpr int64_t kChunksAround = 1024;                  // num_chunks_before / after
+  static constexpr int64_t kAttentionBlock = int64_t{1} << 26;    // chunk^2 x (1 + before + after) scores
+  static constexpr int64_t kNumHashes = 1024;
+  static constexpr int64_t kBucketFactors = 8;                    // entries of a num_buckets list
+  static constexpr int64_t kBuckets = int64_t{1} << 24;           // product of the factors
+  static constexpr int64_t kHashWidth = int64_t{1} << 20;         // num_hashes x rotation_size / 2
+  static constexpr int64_t kRotations = int64_t{1} << 28;         // heads x head size x hash width
+  static constexpr int64_t kInt32 = (int64_t{1} << 31) - 1;       // num_hashes x positions, x buckets
+};
+
 struct ReformerConfig {
   // One entry per layer (after the num_hidden_layers override has been applied).
   std::vector<AttnType> attn_layers;
@@ -78,11 +101,15 @@ struct ReformerConfig {
   static std::vector<int64_t> AutoNumBuckets(int64_t padded_length, int64_t lsh_chunk_length,
                                              int64_t max_position_embeddings);
 
-  // Checks internal consistency (chunk settings, axial shapes, tie_word_embeddings, ...).
+  // Checks internal consistency (chunk settings, axial shapes, tie_word_embeddings, ...) and the
+  // bounds of ConfigLimits; every message names the field and the bound.
   absl::Status Validate(absl::string_view source) const;
 
   // A one-line human summary for logs.
   std::string Summary() const;
+
+ private:
+  absl::Status ValidateBounds(absl::string_view source) const;
 };
 
 }  // namespace reformer

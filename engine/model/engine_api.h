@@ -93,15 +93,15 @@ using CancelFn = std::function<bool()>;
 struct SessionOptions {
   int num_threads = 1;                         // OpenMP threads this session's calls use
   // Bound on the working memory beyond the two residual streams, the per-document attention
-  // buffers (one head's projections, the merged heads' output, O(T * head_size) LSH buffers) and
-  // the requested outputs: it sizes the token tile of every dense matmul (at least 256 rows;
-  // RESOURCE_EXHAUSTED at Create if even that does not fit).
+  // buffers (one head's projections, the merged heads' output, O(T * head_size) LSH buffers):
+  // it caps the largest token tile of the dense matmuls (RESOURCE_EXHAUSTED at Create if not even
+  // a 128-row tile fits).
   size_t workspace_budget_bytes = 256u << 20;
-  // Rows of every dense matmul call, a power of two in [256, 4096] (0 = automatic: 1024, or less
-  // if the budget requires). All calls use exactly this many rows (the last tile of a batch is
-  // zero-padded), which keeps a document's results bitwise independent of its batch mates;
-  // larger tiles run the matmuls faster (use 4096 for long documents), smaller ones waste less
-  // on small batches.
+  // The largest number of rows of a dense matmul call, a power of two in [128, 4096] (0 =
+  // automatic: 4096, or less if the budget requires). Each document's rows run in calls of a
+  // fixed size chosen from its own length (short documents in 128-row calls shared with other
+  // short documents, long ones in tiles up to this size), which keeps a document's results bitwise
+  // independent of its batch mates while small batches pay for a small tile only.
   int64_t tile_rows = 0;
 };
 

@@ -124,36 +124,57 @@ int64_t TileRowsForBudget(const ReformerConfig& c, size_t budget_bytes, int64_t 
   const int64_t H = c.hidden_size;
   const size_t row_bytes =
       sizeof(float) * std::max({H, H + c.feed_forward_size, 2 * H + c.vocab_size});
-  const int64_t cap = requested > 0 ? std::min<int64_t>(requested, 4096) : 1024;
+  const int64_t cap = requested > 0 ? std::min(requested, kMaxTileRows) : kMaxTileRows;
   int64_t tile = 0;
-  for (int64_t t = 256; t <= cap; t *= 2)
+  for (int64_t t = kMinTileRows; t <= cap; t *= 2)
     if (t * row_bytes <= budget_bytes / 2) tile = t;
   return tile;
 }
 
+int64_t DocumentTileRows(int64_t padded_length, int64_t max_tile) {
+  const int64_t t = padded_length;
+  if (t <= kSmallDocumentRows) {  // one tile of the next power of two >= T
+    int64_t m = kMinTileRows;
+    while (m < t && m < max_tile) m *= 2;
+    return m;
+  }
+  const int64_t floor_m = std::min(kFloorTileRows, max_tile);
+  for (int64_t m = max_tile; m > floor_m; m /= 2)
+    if (RoundUp(t, m) - t <= t / 8) return m;
+  return floor_m;
+}
 
 RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile) {
   RowLayout l;
-  l.max_tile = max_tile;
-  RowLayout::Region r;
-  r.tile = max_tile;
-  for (size_t d = 0; d < padded_lengths.size(); ++d) {
-    l.offset.push_back(r.tokens);
-    r.docs.push_back(static_cast<int64_t>(d));
-    r.tokens += padded_lengths[d];
+  l.offset.assign(padded_lengths.size(), 0);
+  std::vector<int64_t> tiles;
+  for (int64_t t : padded_lengths) tiles.push_back(DocumentTileRows(t, max_tile));
+  for (int64_t tile = max_tile; tile >= kMinTileRows; tile /= 2) {  // regions by descending tile
+    RowLayout::Region r;
+    r.begin = l.rows;
+    r.tile = tile;
+    for (size_t d = 0; d < padded_lengths.size(); ++d) {
+      if (tiles[d] != tile) continue;
+      l.offset[d] = r.begin + r.tokens;
+      r.docs.push_back(static_cast<int64_t>(d));
+      r.tokens += padded_lengths[d];
+    }
+    if (r.docs.empty()) continue;
+    r.rows = RoundUp(r.tokens, tile);
+    l.rows += r.rows;
+    l.tokens += r.tokens;
+    l.max_tile = std::max(l.max_tile, tile);
+    l.regions.push_back(std::move(r));
   }
-  r.rows = RoundUp(std::max<int64_t>(r.tokens, 1), r.tile);
-  l.tokens = r.tokens;
-  l.rows = r.rows;
-  l.regions.push_back(std::move(r));
   return l;
 }
 
-size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths, uint32_t outputs,
-                     int64_t tile_rows, int num_threads) {
+size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths,
+                     const std::vector<bool>& padding_buckets, uint32_t outputs, int64_t tile_rows,
+                     int num_threads) {
   const int64_t H = c.hidden_size, dh = c.attention_head_size, V = c.vocab_size;
   const RowLayout layout = PlanRows(padded_lengths, tile_rows);
-  const int64_t tile = layout.max_tile, rows = layout.rows;
+  const int64_t tile = layout.max_tile, rows = layout.rows;  // buffers of the largest tile in use
   size_t fixed = sizeof(float) * 2 * rows * H;                         // A, Z
   fixed += static_cast<size_t>(layout.tokens) * (sizeof(int32_t) + 1);  // padded ids and masks
   size_t phase = 0;
@@ -162,9 +183,11 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
     for (AttnType t : c.attn_layers) present |= (t == type);
     if (!present) continue;
     size_t inner = sizeof(float) * tile * H;
-    for (int64_t t : padded_lengths) {
-      const size_t a = type == AttnType::kLsh ? LshAttentionWorkBytes(LshParams(c, t, true), num_threads)
-                                             : LocalAttentionWorkBytes(LocalParams(c, t), num_threads);
+    for (size_t d = 0; d < padded_lengths.size(); ++d) {
+      const int64_t t = padded_lengths[d];
+      const size_t a = type == AttnType::kLsh
+                           ? LshAttentionWorkBytes(LshParams(c, t, padding_buckets[d]), num_threads)
+                           : LocalAttentionWorkBytes(LocalParams(c, t), num_threads);
       inner = std::max(inner, a);
     }
     const int64_t proj_width = HeadsPerProjection(c, type, rows) * ProjWidth(type) * dh;
@@ -428,6 +451,7 @@ absl::Status ForwardPass::Outputs(const float* a, const float* z) {
         const int64_t first = std::max(t0, off), end = std::min(t0 + r.tile, off + docs_[d].output_length);
         if (end > first) segs.push_back({d, first - t0, first - off, end - first});
       }
+      if (segs.empty()) continue;  // only internal padding rows: nothing to output
       RETURN_IF_ERROR(OutputTile(a, z, t0, r.tile, segs, hb.data(), lb.data(), scratch.data(), emb_sum.data()));
     }
   }
@@ -497,10 +521,15 @@ absl::Status ForwardPass::OutputTile(const float* a, const float* z, int64_t t0,
 absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace* ws, int64_t tile_rows,
                         const std::vector<ForwardDoc>& docs, const ForwardOptions& opt, ForwardOutputs* out) {
   std::vector<int64_t> padded_lengths;
-  for (const ForwardDoc& doc : docs) padded_lengths.push_back(doc.padded_length);
+  std::vector<bool> padding_buckets;
+  for (const ForwardDoc& doc : docs) {
+    padded_lengths.push_back(doc.padded_length);
+    padding_buckets.push_back(doc.padding_bucket);
+  }
   // Working blocks are recycled up to this forward's planned peak (plus rounding slack); what the
   // workspace already caches beyond that is returned to the OS now (workspace.h).
-  const size_t plan = PlanPeakBytes(model.config(), padded_lengths, opt.outputs, tile_rows, omp_get_max_threads());
+  const size_t plan =
+      PlanPeakBytes(model.config(), padded_lengths, padding_buckets, opt.outputs, tile_rows, omp_get_max_threads());
   ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
   ForwardPass pass(model, ctx, ws, docs, opt, PlanRows(padded_lengths, tile_rows), out);
   return pass.Run();

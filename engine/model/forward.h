@@ -1,14 +1,17 @@
 // The Reformer forward pass (SPEC §3-§9) over a ragged batch of documents, engine-internal.
 //
-// Layout: the documents' (internally padded) tokens are concatenated into the two residual
-// streams A and Z, [rows, H], rows rounded up to whole tiles. Dense matmuls (per-head
-// projections, attention output, FFN, LM head) run over the concatenation in tiles of exactly
-// `tile_rows` rows. oneDNN's f32 gemm picks its K blocking from M (measured: rows differ in the
-// last bits between M = 256 and M = 1024 at K = 1024), but for a fixed M every row position gives
-// the same bits; so with one fixed M a document's outputs are bitwise independent of its batch
-// mates. Attention runs per document and per head (ops/attention.h).
+// Layout: the documents' (internally padded) tokens are laid out in the two residual streams A
+// and Z, [rows, H] (RowLayout). Dense matmuls (per-head projections, attention output, FFN, LM
+// head) run over the streams in tiles. oneDNN's f32 gemm picks its blocking from M, the rows of a
+// call (measured: rows differ in the last bits between M = 256 and M = 1024 at K = 1024), but for
+// a fixed M every row position gives the same bits (tests/engine/matmul_rows_test.cc checks both
+// for every tile size and the model shapes). So each document's tile size is a function of its
+// own length alone (DocumentTileRows), documents of one tile size share a region of the streams
+// padded to whole tiles, and a document's outputs are bitwise independent of its batch mates;
+// short documents ride in 128-row calls (32 one-token documents compute 128 rows, not a large
+// tile), long ones in large tiles. Attention runs per document and per head (ops/attention.h).
 //
-// Memory beyond A, Z and the requested outputs: one head group's projections [g, rows, 2-3 * dh], the
+// Memory beyond A and Z (the outputs are the caller's): one head group's projections [g, rows, 2-3 * dh], the
 // merged attention output of all heads [rows, nh * dh] (so the output projection is one matmul
 // with K = nh * dh), the attention blocks of ops/attention.h, and one token tile of the phase in
 // progress. Everything is counted in the Workspace; PlanPeakBytes predicts it.
@@ -78,10 +81,29 @@ struct ForwardOutputs {
   RunStats stats;
 };
 
+// Tile sizes: powers of two in [kMinTileRows, kMaxTileRows]. (At M = 64 oneDNN's rows were
+// measured to depend on their position in the call for some shapes; from 128 up they did not.)
+inline constexpr int64_t kMinTileRows = 128;
+inline constexpr int64_t kMaxTileRows = 4096;
+
+// The tile a document of `padded_length` tokens T is computed with, a function of the document
+// alone (see the layout comment above):
+//  - T <= kSmallDocumentRows: the smallest power of two >= T (at least kMinTileRows, at most
+//    max_tile): a document alone computes one tile of fewer than 2T rows (as many as in tiles of
+//    the largest power of two <= T), and batches of such documents run in calls as large as that
+//    allows;
+//  - longer: the largest power of two M <= max_tile that pads a document alone by at most T / 8,
+//    but at least min(kFloorTileRows, max_tile).
+// One-token documents share 128-row calls. (Calls of 128 rows of these models' narrow matmuls were
+// measured 7-10 % slower per token than 1024-row ones: a call's fixed cost.)
+inline constexpr int64_t kSmallDocumentRows = 1024;
+inline constexpr int64_t kFloorTileRows = 512;
+int64_t DocumentTileRows(int64_t padded_length, int64_t max_tile);
+
 // Where the documents' rows sit in the residual streams and how many rows each dense matmul call
-// takes. The streams hold regions one after another; a region holds whole documents back to back
-// and is padded to a multiple of its tile; every dense matmul over a region runs on exactly
-// `tile` rows.
+// takes. The streams hold regions one after another, one per tile size in use (largest first); a
+// region holds its documents back to back in batch order and is padded to a multiple of its tile;
+// every dense matmul over a region runs on exactly `tile` rows.
 struct RowLayout {
   struct Region {
     int64_t begin = 0;          // first row
@@ -96,16 +118,18 @@ struct RowLayout {
   int64_t tokens = 0;           // all documents' padded lengths
   int64_t max_tile = 0;         // largest tile in use (sizes the per-tile buffers)
 };
+// `max_tile`: the session's largest tile (TileRowsForBudget).
 RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile);
 
 // Peak working bytes of a forward (streams, per-head buffers, tiles, attention blocks; not the
-// outputs, which are caller memory).
+// outputs, which are caller memory), per document its padded length and padding-bucket flag.
 size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& padded_lengths,
-                     uint32_t outputs, int64_t tile_rows, int num_threads);
+                     const std::vector<bool>& padding_buckets, uint32_t outputs, int64_t tile_rows,
+                     int num_threads);
 
-// Largest tile (power of two in [256, min(requested or 1024, 4096)]) whose per-phase tile buffers
-// fit in half the budget; 0 when not even 256 rows fit. (At M = 64 oneDNN's rows were measured to
-// depend on their position in the call for some shapes; from 128 up they did not.)
+// The session's largest tile: the largest power of two in [kMinTileRows, min(requested or
+// kMaxTileRows, kMaxTileRows)] whose per-phase tile buffers fit in half the budget; 0 when not even
+// kMinTileRows rows fit.
 int64_t TileRowsForBudget(const ReformerConfig& config, size_t budget_bytes, int64_t requested);
 
 // Runs the forward. `ctx` and `ws` belong to the calling thread's session.

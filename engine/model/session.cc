@@ -187,7 +187,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const R
   const int64_t tile = TileRowsForBudget(model->config(), options.workspace_budget_bytes, options.tile_rows);
   if (tile == 0)
     return absl::ResourceExhaustedError(absl::StrCat("workspace budget of ", options.workspace_budget_bytes,
-                                                     " bytes is below one 256-token tile for this model"));
+                                                     " bytes is below one ", kMinTileRows,
+                                                     "-token tile for this model"));
   ASSIGN_OR_RETURN(std::unique_ptr<DnnlContext> ctx, DnnlContext::Create());
   return std::unique_ptr<Session>(new SessionImpl(std::move(model), options, std::move(ctx), tile));
 }
@@ -242,6 +243,9 @@ absl::Status Session::RunPadded(const PaddedBatch& batch, PaddedOutput* result, 
   const ReformerConfig& c = config();
   if (batch.batch <= 0 || batch.length <= 0) return absl::InvalidArgumentError("empty batch");
   const int64_t rows = batch.batch * batch.length;
+  if (static_cast<int64_t>(batch.input_ids.size()) != rows)  // before sizing anything from B and T
+    return absl::InvalidArgumentError(
+        absl::StrCat("input_ids has ", batch.input_ids.size(), " entries, expected ", rows));
   result->logits.resize(static_cast<size_t>(rows * c.vocab_size));
   result->hidden_states.resize(static_cast<size_t>(rows * 2 * c.hidden_size));
   PaddedOutputView dst{result->logits.data(), result->hidden_states.data()};
@@ -255,9 +259,14 @@ absl::Status Session::RunPadded(const PaddedBatch& batch, PaddedOutput* result, 
 size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
                                 uint32_t outputs, const SessionOptions& options) {
   std::vector<int64_t> padded;
-  for (int64_t t0 : lengths) padded.push_back(config.PaddedLength(t0));
-  const int64_t tile = std::max<int64_t>(256, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
-  return PlanPeakBytes(config, padded, outputs, tile, std::max(1, options.num_threads));
+  std::vector<bool> padding_buckets;  // as RunDocuments sets them: internal padding added
+  for (int64_t t0 : lengths) {
+    padded.push_back(config.PaddedLength(t0));
+    padding_buckets.push_back(padded.back() > t0);
+  }
+  const int64_t tile =
+      std::max(kMinTileRows, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
+  return PlanPeakBytes(config, padded, padding_buckets, outputs, tile, std::max(1, options.num_threads));
 }
 
 }  // namespace reformer

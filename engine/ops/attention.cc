@@ -189,6 +189,27 @@ absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t 
   return absl::OkStatus();
 }
 
+// SPEC §7.6 / §10.1: out[t] = Σ_n o[n, t] · w[n, t], w[n, t] = exp(lse[n, t] - logsumexp_n(lse[., t])),
+// in float32, for any number of rounds (o is [nh, T, dh], lse [nh, T], round-major).
+void CombineRounds(const float* o, const float* lse, int64_t nh, int64_t t_len, int64_t dh, float* out,
+                   int64_t ld_out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < t_len; ++t) {
+    float m = -INFINITY;
+    for (int64_t n = 0; n < nh; ++n) m = std::max(m, lse[n * t_len + t]);
+    float sum = 0.f;
+    for (int64_t n = 0; n < nh; ++n) sum += std::exp(lse[n * t_len + t] - m);
+    const float total = m + std::log(sum);
+    float* dst = out + t * ld_out;
+    for (int64_t jd = 0; jd < dh; ++jd) dst[jd] = 0.f;
+    for (int64_t n = 0; n < nh; ++n) {
+      const float w = std::exp(lse[n * t_len + t] - total);
+      const float* src = o + (n * t_len + t) * dh;
+      for (int64_t jd = 0; jd < dh; ++jd) dst[jd] += src[jd] * w;
+    }
+  }
+}
+
 }  // namespace
 
 size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
@@ -273,28 +294,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
           for (int64_t i = 0; i < c; ++i) lse_rounds[pm[j * c + i]] = b.lse[i];
       },
       cancel));
-  if (nh > 1) {
-    // SPEC §7.6 / §10.1: w[n,t] = exp(lse[n,t] - logsumexp_n(lse[., t])), in float32.
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < t_len; ++t) {
-      float l[64];
-      float m = -INFINITY;
-      for (int64_t n = 0; n < nh; ++n) {
-        l[n] = lse_rounds[n * t_len + t];
-        m = std::max(m, l[n]);
-      }
-      float sum = 0.f;
-      for (int64_t n = 0; n < nh; ++n) sum += std::exp(l[n] - m);
-      const float total = m + std::log(sum);
-      float* dst = out + t * ld_out;
-      for (int64_t jd = 0; jd < dh; ++jd) dst[jd] = 0.f;
-      for (int64_t n = 0; n < nh; ++n) {
-        const float w = std::exp(l[n] - total);
-        const float* src = o_rounds.data() + (n * t_len + t) * dh;
-        for (int64_t jd = 0; jd < dh; ++jd) dst[jd] += src[jd] * w;
-      }
-    }
-  }
+  if (nh > 1) CombineRounds(o_rounds.data(), lse_rounds.data(), nh, t_len, dh, out, ld_out);
   return absl::OkStatus();
 }
 

@@ -1,5 +1,10 @@
 #include "engine/weights/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -251,27 +256,118 @@ absl::StatusOr<const float*> SafetensorsFile::ReadF32(const std::string& name,
   return ptr;
 }
 
-std::string SerializeSafetensors(const std::vector<TensorToWrite>& tensors,
-                                 const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// The 8-byte length and the JSON header, padded with spaces so that the data block starts 8-byte
+// aligned; `sizes` are the tensors' byte counts in data order.
+std::string HeaderBytes(const std::vector<const std::string*>& names, const std::vector<DType>& dtypes,
+                        const std::vector<const std::vector<int64_t>*>& shapes, const std::vector<uint64_t>& sizes,
+                        const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const auto& t : tensors) {
-    header[t.name] = {{"dtype", DTypeName(t.dtype)},
-                      {"shape", t.shape},
-                      {"data_offsets", {offset, offset + t.bytes.size()}}};
-    offset += t.bytes.size();
+  for (size_t i = 0; i < names.size(); ++i) {
+    header[*names[i]] = {{"dtype", DTypeName(dtypes[i])},
+                         {"shape", *shapes[i]},
+                         {"data_offsets", {offset, offset + sizes[i]}}};
+    offset += sizes[i];
   }
   std::string h = header.dump();
   while ((8 + h.size()) % 8 != 0) h.push_back(' ');
   std::string out;
-  out.reserve(8 + h.size() + offset);
-  uint64_t len = h.size();
+  const uint64_t len = h.size();
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
-  out += h;
+  return out + h;
+}
+
+std::string Errno(const std::string& path, const char* what) {
+  return absl::StrCat(path, ": ", what, ": ", std::strerror(errno));
+}
+
+}  // namespace
+
+std::string SerializeSafetensors(const std::vector<TensorToWrite>& tensors,
+                                 const std::map<std::string, std::string>& metadata) {
+  std::vector<const std::string*> names;
+  std::vector<DType> dtypes;
+  std::vector<const std::vector<int64_t>*> shapes;
+  std::vector<uint64_t> sizes;
+  uint64_t total = 0;
+  for (const auto& t : tensors) {
+    names.push_back(&t.name);
+    dtypes.push_back(t.dtype);
+    shapes.push_back(&t.shape);
+    sizes.push_back(t.bytes.size());
+    total += t.bytes.size();
+  }
+  std::string out = HeaderBytes(names, dtypes, shapes, sizes, metadata);
+  out.reserve(out.size() + total);
   for (const auto& t : tensors) out += t.bytes;
   return out;
 }
+
+absl::StatusOr<std::unique_ptr<SafetensorsOutputFile>> SafetensorsOutputFile::Create(
+    const std::string& path, const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata) {
+  std::vector<const std::string*> names;
+  std::vector<DType> dtypes;
+  std::vector<const std::vector<int64_t>*> shapes;
+  std::vector<uint64_t> sizes;
+  constexpr uint64_t kMaxBytes = uint64_t{1} << 50;
+  uint64_t total = 0;
+  for (const Tensor& t : tensors) {
+    uint64_t n = DTypeSize(t.dtype);
+    for (int64_t d : t.shape) {
+      if (d < 0 || (d > 0 && n > kMaxBytes / static_cast<uint64_t>(d)))
+        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", t.name, "' has shape ",
+                                                       ShapeString(t.shape), " (negative or too large)"));
+      n *= static_cast<uint64_t>(d);
+    }
+    if (total + n > kMaxBytes)
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensors add up to more than 2^50 bytes"));
+    names.push_back(&t.name);
+    dtypes.push_back(t.dtype);
+    shapes.push_back(&t.shape);
+    sizes.push_back(n);
+    total += n;
+  }
+  const std::string header = HeaderBytes(names, dtypes, shapes, sizes, metadata);
+  std::unique_ptr<SafetensorsOutputFile> f(new SafetensorsOutputFile());
+  f->path_ = path;
+  f->size_ = header.size() + total;
+  size_t offset = header.size();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    f->offsets_[tensors[i].name] = offset;
+    offset += sizes[i];
+  }
+  f->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (f->fd_ < 0) return absl::InternalError(Errno(path, "cannot create"));
+  if (::ftruncate(f->fd_, static_cast<off_t>(f->size_)) != 0) return absl::InternalError(Errno(path, "ftruncate"));
+  // Reserve the blocks (no zeros are written); file systems without fallocate stay sparse.
+  if (::fallocate(f->fd_, 0, 0, static_cast<off_t>(f->size_)) != 0 && errno != EOPNOTSUPP && errno != ENOSYS)
+    return absl::InternalError(Errno(path, "cannot reserve the file's blocks"));
+  if (::pwrite(f->fd_, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size()))
+    return absl::InternalError(Errno(path, "writing the header"));
+  void* m = ::mmap(nullptr, f->size_, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd_, 0);
+  if (m == MAP_FAILED) return absl::InternalError(Errno(path, "mmap"));
+  f->map_ = static_cast<uint8_t*>(m);
+  return f;
+}
+
+uint8_t* SafetensorsOutputFile::data(const std::string& name) const {
+  auto it = offsets_.find(name);
+  return (map_ == nullptr || it == offsets_.end()) ? nullptr : map_ + it->second;
+}
+
+absl::Status SafetensorsOutputFile::Close() {
+  absl::Status st;
+  if (map_ != nullptr && ::munmap(map_, size_) != 0) st = absl::InternalError(Errno(path_, "munmap"));
+  map_ = nullptr;
+  if (fd_ >= 0 && ::close(fd_) != 0 && st.ok()) st = absl::InternalError(Errno(path_, "close"));
+  fd_ = -1;
+  return st;
+}
+
+SafetensorsOutputFile::~SafetensorsOutputFile() { (void)Close(); }
 
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata) {

@@ -83,6 +83,43 @@ std::string SerializeSafetensors(const std::vector<TensorToWrite>& tensors,
 
 TensorToWrite F32Tensor(const std::string& name, std::vector<int64_t> shape, const float* data);
 
+// A safetensors file filled in place (outputs far larger than what should be copied): Create makes
+// the file at its final size (blocks reserved where the file system can, so a full disk fails here
+// and not as SIGBUS later), writes the header (same layout as SerializeSafetensors) and maps the
+// whole file writable and shared; the caller writes each tensor's bytes through data(), then
+// Close(). Nothing is zero-filled: bytes never written read as zeros.
+class SafetensorsOutputFile {
+ public:
+  struct Tensor {
+    std::string name;
+    DType dtype = DType::kF32;
+    std::vector<int64_t> shape;
+  };
+  // INVALID_ARGUMENT for a negative dimension or a size that overflows; INTERNAL for OS errors
+  // (message names the path and the error).
+  static absl::StatusOr<std::unique_ptr<SafetensorsOutputFile>> Create(
+      const std::string& path, const std::vector<Tensor>& tensors,
+      const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsOutputFile();  // unmaps and closes if Close() was not called
+  SafetensorsOutputFile(const SafetensorsOutputFile&) = delete;
+  SafetensorsOutputFile& operator=(const SafetensorsOutputFile&) = delete;
+
+  // The tensor's bytes in the mapping (8-byte aligned); nullptr for an unknown name or after Close.
+  uint8_t* data(const std::string& name) const;
+  float* f32(const std::string& name) const { return reinterpret_cast<float*>(data(name)); }
+  size_t file_bytes() const { return size_; }
+  // Unmaps and closes; the contents reach the disk through the page cache as for any write.
+  absl::Status Close();
+
+ private:
+  SafetensorsOutputFile() = default;
+  std::string path_;
+  int fd_ = -1;
+  uint8_t* map_ = nullptr;
+  size_t size_ = 0;
+  std::map<std::string, size_t> offsets_;  // tensor name -> byte offset in the file
+};
+
 // IEEE half / bfloat16 → float.
 float HalfToFloat(uint16_t h);
 float BFloat16ToFloat(uint16_t b);

@@ -198,6 +198,7 @@ BatchScheduler::Need BatchScheduler::ComputeNeed(const BatchTask& task) const {
     if (task.lengths[d] > task.lengths[need.longest]) need.longest = static_cast<int>(d);
     if (memory_.output) need.outputs = SatAdd(need.outputs, memory_.output(task.lengths[d], task.batch_key));
   }
+  if (task.response_bytes > 0) need.outputs = task.response_bytes;
   if (memory_.working) {
     const int64_t one[1] = {task.lengths[need.longest]};
     need.longest_working = memory_.working(absl::MakeConstSpan(one), task.batch_key);

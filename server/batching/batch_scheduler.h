@@ -142,6 +142,9 @@ struct BatchTask {
   int priority = 0;              // 0 = default (lowest); 1 = highest, larger = lower
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<std::atomic<bool>> cancelled;  // may be null
+  // The bytes the request's response will hold, when the caller knows them (> 0): reserved instead
+  // of the sum of OutputBytesFn over its documents (a padded response holds more than its documents).
+  size_t response_bytes = 0;
   // Written by the scheduler only: the outputs of all documents, reserved when the first document
   // enters a batch (kind kOutput; empty without a budget). On an OK answer the FinishFn gets it with
   // the task and keeps it until the response has been sent; on an error it is already released.

@@ -40,10 +40,10 @@ struct GrpcServer::HealthLink {
 };
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
-                                                               const ServiceEnv& env,
-                                                               HealthState* health) {
+                                                              const ServiceEnv& env,
+                                                              HealthState* health) {
   std::unique_ptr<GrpcServer> s(new GrpcServer());
-  s->kserve_ = std::make_unique<KServeService>(env);
+  s->kserve_ = std::make_unique<KServeService>(env, options.stream);
   s->reformer_ = std::make_unique<ReformerApiService>(env);
 
   // gRPC's built-in health service does not put grpc.health.v1 into the protobuf descriptor
@@ -64,6 +64,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Millis(options.keepalive_timeout));
   }
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a busy port is an error
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             std::max(1, options.max_concurrent_streams));
+  grpc::ResourceQuota quota("reformer-server");
+  quota.Resize(static_cast<size_t>(std::max<int64_t>(options.resource_quota_bytes, 1 << 20)));
+  if (options.resource_quota_threads > 0) quota.SetMaxThreads(options.resource_quota_threads);
+  builder.SetResourceQuota(quota);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              Millis(options.min_client_ping_interval));
   if (options.max_connection_age > absl::ZeroDuration()) {
@@ -72,7 +79,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
                                Millis(options.max_connection_age_grace));
   }
   if (options.max_connection_idle > absl::ZeroDuration()) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, Millis(options.max_connection_idle));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               Millis(options.max_connection_idle));
   }
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {

@@ -1,10 +1,11 @@
 // reformer.v1.ReformerService (Score, Embed, GetModelInfo, Tokenize) on the callback API.
-// Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone.
-// Status codes: see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
+// Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone. They
+// are decoded into the request object (server/request) and checked once by Validate. Status codes:
+// see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
 #pragma once
 
 #include "proto/reformer.grpc.pb.h"
-#include "server/grpc/served_model.h"
+#include "server/request/served_model.h"
 
 namespace reformer::serving {
 
@@ -26,6 +27,9 @@ class ReformerApiService final : public reformer::v1::ReformerService::CallbackS
                                      reformer::v1::TokenizeResponse* response) override;
 
  private:
+  absl::Status TokenizeTexts(const reformer::v1::TokenizeRequest& request,
+                             reformer::v1::TokenizeResponse* response) const;
+
   const ServiceEnv env_;
 };
 

@@ -4,10 +4,11 @@
 #include <utility>
 
 #include "server/batching/clock.h"
-#include "server/grpc/infer_convert.h"
 #include "server/grpc/status_util.h"
 #include "server/health/health_state.h"
 #include "server/metrics/server_metrics.h"
+#include "server/request/deadline.h"
+#include "server/request/exception_status.h"
 
 namespace reformer::serving {
 
@@ -22,6 +23,19 @@ grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServe
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
+}
+
+grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                      const char* service, const char* method,
+                                      const std::function<absl::Status()>& body) {
+  const absl::Time start = env.clock->Now();
+  absl::Status status;
+  try {
+    status = body();
+  } catch (...) {
+    status = CurrentExceptionStatus("answering the request");
+  }
+  return FinishUnary(env, ctx, service, method, start, status);
 }
 
 absl::Status CheckServing(const ServiceEnv& env) {
@@ -63,11 +77,11 @@ void UnaryInferReactor::Submit(std::unique_ptr<InferenceRequest> request,
     Reject(serving);
     return;
   }
-  documents_ = static_cast<int64_t>(request->documents.size());
-  for (const auto& doc : request->documents) {
-    input_tokens_ += static_cast<int64_t>(doc.size());
-    if (env_.metrics != nullptr) env_.metrics->ObserveDocumentTokens(static_cast<int64_t>(doc.size()));
-  }
+  const Documents& docs = request->documents;
+  std::vector<int64_t> lengths(static_cast<size_t>(docs.size()));
+  for (int64_t d = 0; d < docs.size(); ++d) lengths[d] = docs.length(d);
+  documents_ = docs.size();
+  input_tokens_ = docs.total_tokens();
   request->deadline = EffectiveDeadline(*env_.clock, ctx_->deadline(), timeout);
   if (request->deadline <= env_.clock->Now()) {
     Complete(absl::DeadlineExceededError("the deadline passed before the request was queued"));
@@ -78,12 +92,30 @@ void UnaryInferReactor::Submit(std::unique_ptr<InferenceRequest> request,
   on_result_ = std::move(on_result);
   // After a successful Submit the done callback may already have finished (and deleted) this
   // reactor: touch no member once Submit returns OK.
-  absl::Status status = env_.inference->Submit(std::move(request), [this](InferenceResult result) {
-    absl::Status status = result.status;
-    if (status.ok()) status = on_result_(result);
+  ServerMetrics* const metrics = env_.metrics;
+  absl::Status status = env_.inference->Submit(
+      std::move(request), [this](InferenceResult result) { OnInferenceDone(std::move(result)); });
+  if (!status.ok()) {
+    input_tokens_ = documents_ = 0;  // the request metrics count admitted requests only
     Complete(status);
-  });
-  if (!status.ok()) Complete(status);
+    return;
+  }
+  if (metrics != nullptr) {
+    for (int64_t n : lengths) metrics->ObserveDocumentTokens(n);
+  }
+}
+
+void UnaryInferReactor::OnInferenceDone(InferenceResult result) {
+  output_memory_ = std::move(result.output_memory);  // until the response has been sent
+  absl::Status status = result.status;
+  if (status.ok()) {
+    try {
+      status = on_result_(result);
+    } catch (...) {
+      status = CurrentExceptionStatus("building the response");
+    }
+  }
+  Complete(status);
 }
 
 void UnaryInferReactor::OnCancel() { cancelled_->store(true); }
@@ -105,6 +137,24 @@ void UnaryInferReactor::Complete(const absl::Status& result) {
     env_.metrics->RpcHandled("unary", service_, method_, status.code(), seconds);
   }
   Finish(ToGrpcStatus(status));  // last: OnDone may delete `this` from here on
+}
+
+grpc::ServerUnaryReactor* GuardHandler(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                       const char* service, const char* method,
+                                       UnaryInferReactor** reactor,
+                                       const std::function<grpc::ServerUnaryReactor*()>& body) {
+  const absl::Time start = env.clock->Now();
+  absl::Status status;
+  try {
+    return body();
+  } catch (...) {
+    status = CurrentExceptionStatus("reading the request");
+  }
+  if (*reactor != nullptr) {
+    (*reactor)->Reject(status);
+    return *reactor;
+  }
+  return FinishUnary(env, ctx, service, method, start, status);
 }
 
 }  // namespace reformer::serving

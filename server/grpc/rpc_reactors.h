@@ -3,9 +3,14 @@
 // UnaryInferReactor runs one InferenceRequest for a unary RPC. The handler creates it, then calls
 // exactly one of Reject() or Submit(); the reactor calls Finish exactly once: on a synchronous
 // rejection, from the InferenceService's done callback (OK, error, cancellation, shutdown), and
-// records the RPC and request metrics just before. Client cancellation sets the request's cancel
-// flag; the InferenceService then answers CANCELLED and stops computing within about one layer.
-// The reactor deletes itself in OnDone.
+// records the RPC and request metrics just before. It holds the memory budget's reservation of the
+// response's outputs until OnDone (the response has been sent). Client cancellation sets the
+// request's cancel flag; the InferenceService then answers CANCELLED and stops computing within
+// about one layer. No exception leaves it: one thrown while building the response answers
+// RESOURCE_EXHAUSTED (out of memory) or INTERNAL. The reactor deletes itself in OnDone.
+//
+// GuardHandler runs a handler body so that no exception leaves it either: the RPC is answered
+// RESOURCE_EXHAUSTED/INTERNAL through the reactor if there is one, else through a default reactor.
 #pragma once
 
 #include <atomic>
@@ -17,8 +22,8 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "server/grpc/served_model.h"
 #include "server/inference/inference_service.h"
+#include "server/request/served_model.h"
 
 namespace reformer::serving {
 
@@ -30,13 +35,21 @@ grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServe
                                       const char* service, const char* method, absl::Time start,
                                       const absl::Status& status);
 
+// Runs `body` (it fills the response and returns the RPC's status) and finishes the RPC with that
+// status, recording the metrics; an exception from `body` answers RESOURCE_EXHAUSTED (out of
+// memory) or INTERNAL instead of leaving the handler.
+grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                      const char* service, const char* method,
+                                      const std::function<absl::Status()>& body);
+
 // UNAVAILABLE unless the server is READY (starting or draining), with the reason.
 absl::Status CheckServing(const ServiceEnv& env);
 
 class UnaryInferReactor final : public grpc::ServerUnaryReactor {
  public:
-  // Fills the response from an OK result; a non-OK return answers the RPC with that status.
-  using OnResult = std::function<absl::Status(const InferenceResult&)>;
+  // Fills the response from an OK result (it may take the request's buffers); a non-OK return
+  // answers the RPC with that status.
+  using OnResult = std::function<absl::Status(InferenceResult&)>;
 
   UnaryInferReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx, const char* service,
                     const char* method);
@@ -53,6 +66,7 @@ class UnaryInferReactor final : public grpc::ServerUnaryReactor {
 
  private:
   void Complete(const absl::Status& result);
+  void OnInferenceDone(InferenceResult result);
 
   const ServiceEnv env_;
   grpc::CallbackServerContext* const ctx_;
@@ -63,6 +77,14 @@ class UnaryInferReactor final : public grpc::ServerUnaryReactor {
   int64_t documents_ = 0;
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
   OnResult on_result_;
+  MemoryReservation output_memory_;  // released with the reactor, in OnDone
 };
+
+// Runs `body` (which returns the RPC's reactor); an exception from it answers the RPC through
+// `*reactor` when the body created one (Reject), else through a default reactor.
+grpc::ServerUnaryReactor* GuardHandler(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                       const char* service, const char* method,
+                                       UnaryInferReactor** reactor,
+                                       const std::function<grpc::ServerUnaryReactor*()>& body);
 
 }  // namespace reformer::serving

@@ -9,15 +9,19 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
+#include "server/request/model_signature.h"
 
 namespace reformer::serving {
 namespace {
 
 constexpr char kJson[] = "application/json";
 
-nlohmann::json Tensor(const std::string& name, const std::string& datatype,
-                      std::vector<int64_t> shape) {
-  return {{"name", name}, {"datatype", datatype}, {"shape", shape}};
+nlohmann::json Tensors(const std::vector<TensorSpec>& tensors) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const TensorSpec& t : tensors) {
+    list.push_back({{"name", t.name}, {"datatype", DataTypeName(t.datatype)}, {"shape", t.shape}});
+  }
+  return list;
 }
 
 HttpServer::Response JsonError(int status, const std::string& message) {
@@ -35,8 +39,21 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
                                 ? std::to_string(options.port)
                                 : absl::StrCat(options.bind_address, ":", options.port);
   const std::string threads = std::to_string(std::max(1, options.num_threads));
-  const char* civet_options[] = {"listening_ports", ports.c_str(), "num_threads", threads.c_str(),
-                                 "enable_keep_alive", "yes", nullptr};
+  const std::string request_ms =
+      std::to_string(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.request_timeout)));
+  const std::string keep_alive_ms =
+      std::to_string(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.keep_alive_timeout)));
+  const char* civet_options[] = {"listening_ports",
+                                 ports.c_str(),
+                                 "num_threads",
+                                 threads.c_str(),
+                                 "enable_keep_alive",
+                                 "yes",
+                                 "request_timeout_ms",
+                                 request_ms.c_str(),
+                                 "keep_alive_timeout_ms",
+                                 keep_alive_ms.c_str(),
+                                 nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   server->ctx_ = mg_start(&callbacks, nullptr, civet_options);
@@ -109,30 +126,20 @@ HttpServer::Response HttpServer::Handle(const std::string& method, const std::st
       rest.resize(v);
     }
     if (rest != model_->name || (!version.empty() && version != model_->version)) {
-      return JsonError(404, absl::StrCat("model '", rest, version.empty() ? "" : " version ",
-                                         version, "' is not served here; this server serves '",
-                                         model_->name, "'"));
+      return JsonError(
+          404, absl::StrCat("model '", rest, version.empty() ? "" : " version ", version,
+                            "' is not served here; this server serves '", model_->name, "'"));
     }
     if (want_ready) {
       return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};
     }
     const ServedModel& m = *model_;
-    const int64_t vocab = m.config.vocab_size, e = m.embedding_size();
-    nlohmann::json inputs = nlohmann::json::array(
-        {Tensor("input_ids", "INT64", {-1, -1}), Tensor("attention_mask", "INT64", {-1, -1})});
-    nlohmann::json outputs = nlohmann::json::array(
-        {Tensor("logits", "FP32", {-1, -1, vocab}), Tensor("hidden_states", "FP32", {-1, -1, e}),
-         Tensor("token_logprobs", "FP32", {-1, -1}), Tensor("embedding", "FP32", {-1, e})});
-    if (m.tokenizer != nullptr) {
-      inputs.push_back(Tensor("text", "BYTES", {-1}));
-      outputs.push_back(Tensor("token_ids", "INT64", {-1, -1}));
-      outputs.push_back(Tensor("lengths", "INT32", {-1}));
-    }
+    const ModelSignature sig = SignatureOf(m);
     nlohmann::json j = {{"name", m.name},
                         {"versions", {m.version}},
                         {"platform", m.platform},
-                        {"inputs", inputs},
-                        {"outputs", outputs}};
+                        {"inputs", Tensors(sig.inputs)},
+                        {"outputs", Tensors(sig.outputs)}};
     return {200, kJson, j.dump()};
   }
   return {404, "text/plain; charset=utf-8", absl::StrCat("no such endpoint: ", path, "\n")};

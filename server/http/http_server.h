@@ -8,17 +8,26 @@
 //   GET /v2                       server metadata (JSON)
 //   GET /v2/models/{name}         model metadata (JSON); 404 for another name
 //   GET /v2/models/{name}/ready   200 / 503; 404 for another name
-// Other paths 404, other methods 405. Borrows the registry, health state and model; they must
-// outlive the server. The destructor stops civetweb and joins its threads.
+// Other paths 404, other methods 405. Tensors come from the model signature
+// (server/request/model_signature.h), the same one ModelMetadata reads.
+//
+// Slow clients. civetweb gives each connection a thread while it reads a request and while it
+// waits for the next one on a kept-alive connection; a client that sends half a request holds its
+// thread until `request_timeout`, an idle kept-alive connection until `keep_alive_timeout`. The
+// default thread count leaves far more threads than a scrape and a few probes need, so dozens of
+// slow or idle connections cannot keep /metrics and /readyz from answering.
+// Borrows the registry, health state and model; they must outlive the server. The destructor
+// stops civetweb and joins its threads.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "prometheus/registry.h"
-#include "server/grpc/served_model.h"
 #include "server/health/health_state.h"
+#include "server/request/served_model.h"
 
 struct mg_context;
 struct mg_connection;
@@ -26,9 +35,11 @@ struct mg_connection;
 namespace reformer::serving {
 
 struct HttpOptions {
-  int port = 8000;                 // 0 = pick a free port (see port())
-  std::string bind_address;        // empty = all interfaces
-  int num_threads = 4;             // civetweb worker threads
+  int port = 8000;           // 0 = pick a free port (see port())
+  std::string bind_address;  // empty = all interfaces
+  int num_threads = 128;     // civetweb worker threads (one per connection being served)
+  absl::Duration request_timeout = absl::Seconds(5);     // to receive a whole request
+  absl::Duration keep_alive_timeout = absl::Seconds(2);  // idle time of a kept-alive connection
 };
 
 class HttpServer {

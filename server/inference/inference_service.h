@@ -1,24 +1,30 @@
-// InferenceService: the server's compute core, between the gRPC layer and the engine. No gRPC.
+// InferenceService: the server's compute core, between the adapters (gRPC, HTTP) and the engine. No gRPC.
 //
 // Owns the request scheduler (server/batching) and the worker threads; each worker thread owns one
-// engine Session (thread-confined). The gRPC layer converts a wire request into an InferenceRequest,
-// calls Submit(), and answers the RPC from the DoneCallback.
+// engine Session (thread-confined). An adapter decodes a wire request into an InferenceRequest
+// (server/request), calls Submit(), and answers from the DoneCallback, which hands the request back
+// with the engine's outputs written into its response buffers.
 //
 // Contract:
-//  - Submit() either rejects synchronously (returns a non-OK status; `done` is NOT called and ownership
-//    stays with the caller) or accepts: then `done` is called exactly once, later, on a worker thread
-//    (or on the thread that calls Shutdown/expiry sweep), with OK + outputs or an error
-//    (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE on shutdown after drain timeout, INTERNAL on engine bug).
-//  - Rejections: INVALID_ARGUMENT (empty doc, id out of range, doc longer than the model context, sum over
-//    rows above max_tokens_per_request), RESOURCE_EXHAUSTED (can never fit batch/memory limits),
-//    UNAVAILABLE (queue full in requests or tokens, or draining). Messages carry the numbers.
+//  - Submit() either rejects synchronously (returns a non-OK status; `done` is NOT called; the
+//    request is dropped) or accepts: then `done` is called exactly once, later, on a worker thread
+//    (or on the thread that calls Shutdown/expiry sweep), with OK + the request (outputs written) or
+//    an error (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE on shutdown after drain timeout,
+//    RESOURCE_EXHAUSTED when its response buffers cannot be allocated, INTERNAL on engine bug).
+//  - Rejections: Validate() (server/request/validate.h: INVALID_ARGUMENT bad documents/ids/outputs,
+//    RESOURCE_EXHAUSTED response above max_response_bytes) runs first, then the scheduler's admission
+//    (RESOURCE_EXHAUSTED can never fit batch/memory limits; UNAVAILABLE queue full or draining).
+//    Messages carry the numbers.
 //  - Cancellation: the caller sets `*request.cancelled = true`; a queued request is answered CANCELLED
 //    without computing; a running one stops within about one layer.
 //  - Deadlines: `deadline` (absolute, on the injected clock). Expired requests are answered
 //    DEADLINE_EXCEEDED without computing; a running one stops within one layer.
+//  - A request asking only for outputs the request layer writes itself (token_ids, lengths) is
+//    queued and answered like any other but runs no engine forward.
 //  - Memory: one process-wide MemoryBudget (--memory_budget_bytes, server/batching/memory_budget.h)
 //    bounds the working memory of all workers' batches plus the outputs of requests until their
-//    responses are sent. A request's outputs are reserved when it starts computing; an OK result
+//    responses are sent. A request's outputs (its response buffers, InferenceRequest::ResponseBytes,
+//    padding included) are reserved when it starts computing; an OK result
 //    carries that reservation (InferenceResult::output_memory) and the caller must keep it until the
 //    response has been sent (gRPC: until the RPC's OnDone). A request that could never fit is
 //    rejected RESOURCE_EXHAUSTED; one that does not fit now waits in the queue.
@@ -35,23 +41,14 @@
 #include "absl/time/time.h"
 #include "engine/model/engine_api.h"
 #include "server/batching/memory_budget.h"
+#include "server/request/inference_request.h"
 
 namespace reformer::serving {
 
-struct InferenceRequest {
-  std::string id;                               // client's request id (echoed; never a metric label)
-  std::vector<std::vector<int32_t>> documents;  // each entry one document's real tokens (padding removed)
-  uint32_t outputs = kOutputAll;                // reformer::OutputFlags
-  int priority = 0;                             // 0 = default; 1 = highest, larger = lower priority
-  absl::Time deadline = absl::InfiniteFuture();
-  std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
-  std::string method;                           // for metrics labels, e.g. "ModelInfer"
-  bool internal = false;  // the server's own work (warm-up): not reported to the InferenceObserver
-};
-
 struct InferenceResult {
   absl::Status status;
-  std::vector<DocumentOutput> outputs;  // one per document, in request order (when OK)
+  // The submitted request, handed back; when OK its response buffers hold every requested output.
+  std::unique_ptr<InferenceRequest> request;
   int64_t tokens = 0;                   // real tokens processed
   double queue_seconds = 0;
   double compute_seconds = 0;
@@ -75,6 +72,7 @@ struct InferenceOptions {
   int64_t max_queue_requests = 1024;
   int64_t max_queue_tokens = 4 << 20;
   int64_t max_tokens_per_request = 0;    // 0 = 8 x model context
+  int64_t max_response_bytes = int64_t{512} << 20;  // bytes of a request's requested outputs
   // Batches above this many tokens are "long"; with workers >= 2 at most workers-1 long batches run
   // at once, so short requests always have a worker (see server/batching/batch_scheduler.h for the
   // latency bound). 0 disables the reservation.

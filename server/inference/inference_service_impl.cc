@@ -17,6 +17,7 @@
 // when the session releases the memory or its next batch (with its own reservation) starts. So the
 // budget covers idle workers' memory too.
 #include <algorithm>
+#include <cstdio>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -28,6 +29,8 @@
 #include "server/batching/clock.h"
 #include "server/inference/document_runner.h"
 #include "server/inference/inference_service.h"
+#include "server/request/exception_status.h"
+#include "server/request/validate.h"
 
 namespace reformer::serving {
 namespace {
@@ -39,16 +42,21 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
 constexpr absl::Duration kReleaseIdleMemoryAfter = absl::Seconds(2);
 
 struct Task : BatchTask {  // output_memory (BatchTask) moves to InferenceResult on OK
-  std::unique_ptr<InferenceRequest> request;
+  std::unique_ptr<InferenceRequest> request;  // its response buffers receive the outputs
   DoneCallback done;
-  std::vector<DocumentOutput> outputs;  // one per document; each written by the worker that ran it
 };
 
 class InferenceServiceImpl final : public InferenceService, private MemoryBudget::Listener {
  public:
   InferenceServiceImpl(std::shared_ptr<const ReformerModel> model, const ModelLimits& limits,
                        const InferenceOptions& options, const Clock* clock, InferenceObserver* observer)
-      : model_(std::move(model)), limits_(limits), options_(options), clock_(clock), observer_(observer) {}
+      : model_(std::move(model)),
+        limits_(limits),
+        options_(options),
+        request_limits_{limits.context, limits.vocab_size,
+                        ToSchedulerOptions(options, limits).max_tokens_per_request, options.max_response_bytes},
+        clock_(clock),
+        observer_(observer) {}
 
   ~InferenceServiceImpl() override { Shutdown(); }
 
@@ -75,18 +83,20 @@ class InferenceServiceImpl final : public InferenceService, private MemoryBudget
   absl::Status Submit(std::unique_ptr<InferenceRequest> request, DoneCallback done) override {
     if (request == nullptr) return absl::InvalidArgumentError("Submit: null request");
     if (!done) return absl::InvalidArgumentError("Submit: null done callback");
-    if (absl::Status s = ValidateTokens(*request); !s.ok()) {
-      if (observer_) observer_->OnRejected("invalid");
+    // The one validation of the request (server/request/validate.h), next to the scheduler's admission.
+    if (absl::Status s = Validate(*request, request_limits_); !s.ok()) {
+      if (observer_) observer_->OnRejected(absl::IsResourceExhausted(s) ? "too_large" : "invalid");
       return s;
     }
     auto task = std::make_unique<Task>();
-    task->lengths.reserve(request->documents.size());
-    for (const auto& doc : request->documents) task->lengths.push_back(static_cast<int64_t>(doc.size()));
-    task->batch_key = request->outputs == 0 ? static_cast<uint32_t>(kOutputAll) : request->outputs;
+    const Documents& docs = request->documents;
+    task->lengths.reserve(static_cast<size_t>(docs.size()));
+    for (int64_t d = 0; d < docs.size(); ++d) task->lengths.push_back(docs.length(d));
+    task->batch_key = request->engine_outputs();  // 0: no engine forward (token_ids/lengths only)
+    task->response_bytes = static_cast<size_t>(request->ResponseBytes());  // padding included
     task->priority = request->priority;
     task->deadline = request->deadline;
     task->cancelled = request->cancelled;
-    task->outputs.resize(request->documents.size());
     task->request = std::move(request);
     task->done = std::move(done);
     std::unique_ptr<BatchTask> base = std::move(task);
@@ -185,19 +195,6 @@ class InferenceServiceImpl final : public InferenceService, private MemoryBudget
     }
   }
 
-  absl::Status ValidateTokens(const InferenceRequest& request) const {
-    for (size_t d = 0; d < request.documents.size(); ++d) {
-      const auto& doc = request.documents[d];
-      for (size_t t = 0; t < doc.size(); ++t) {
-        if (doc[t] < 0 || doc[t] >= limits_.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "document %d, position %d: token id %d is outside [0, %d)", d, t, doc[t], limits_.vocab_size));
-        }
-      }
-    }
-    return absl::OkStatus();
-  }
-
   void Notify() {
     absl::MutexLock lock(&wake_mu_);
     ++wake_seq_;
@@ -289,53 +286,43 @@ class InferenceServiceImpl final : public InferenceService, private MemoryBudget
       counted |= !static_cast<const Task&>(*item.task).request->internal;
     }
     if (observer_ && counted) observer_->OnBatch(static_cast<int64_t>(batch.items.size()), batch.tokens);
-    std::vector<absl::Span<const int32_t>> docs;
-    docs.reserve(batch.items.size());
-    for (const BatchItem& item : batch.items) {
-      const Task& task = static_cast<const Task&>(*item.task);
-      docs.push_back(absl::MakeConstSpan(task.request->documents[item.document]));
-    }
-    // Each document's outputs are written straight into its task's DocumentOutput.
-    std::vector<OutputView> views;
-    views.reserve(batch.items.size());
-    for (const BatchItem& item : batch.items) {
-      Task& task = static_cast<Task&>(*item.task);
-      views.push_back(AllocateOutput(task.request->documents[item.document].size(), batch.batch_key,
-                                     &task.outputs[item.document]));
-    }
-    runner.reset_workspace_high_water();
-    const CancelFn cancel = [this, &batch] { return scheduler_->ShouldStop(batch); };
-    absl::Status status = runner.Run(absl::MakeConstSpan(docs), batch.batch_key, absl::MakeConstSpan(views), cancel);
-    if (observer_) observer_->OnWorkspaceBytes(worker, runner.workspace_high_water_bytes());
     std::vector<absl::Status> statuses(batch.items.size());
-    for (size_t i = 0; i < batch.items.size(); ++i) {
-      const BatchItem& item = batch.items[i];
-      if (status.ok()) {
-        // written in place
-      } else if (absl::IsCancelled(status)) {
-        statuses[i] = scheduler_->StopStatus(item);
-      } else {
-        statuses[i] = status;
-      }
+    try {
+      RunItems(worker, runner, batch, &statuses);
+    } catch (...) {
+      const absl::Status status = CurrentExceptionStatus("running a batch");
+      for (absl::Status& st : statuses) st = status;
     }
     CompleteKeepingSessionMemory(runner, batch, statuses, retained);
     ReportQueue();
     Notify();
   }
 
-  OutputView AllocateOutput(size_t tokens, uint32_t outputs, DocumentOutput* o) const {
-    const int64_t t = static_cast<int64_t>(tokens);
-    o->num_tokens = t;
-    OutputView v;
-    if (outputs & kOutputLogits) v.logits = Resize(&o->logits, t * limits_.vocab_size);
-    if (outputs & kOutputHiddenStates) v.hidden_states = Resize(&o->hidden_states, t * limits_.hidden_width);
-    if (outputs & kOutputTokenLogprobs) v.token_logprobs = Resize(&o->token_logprobs, t);
-    if (outputs & kOutputEmbedding) v.embedding = Resize(&o->embedding, limits_.hidden_width);
-    return v;
-  }
-  static float* Resize(std::vector<float>* v, int64_t n) {
-    v->resize(static_cast<size_t>(n));
-    return v->data();
+  // Allocates the items' response buffers (once per request), runs the documents whose buffers
+  // exist and records each item's outcome in `statuses`.
+  void RunItems(int worker, DocumentRunner& runner, const Batch& batch, std::vector<absl::Status>* statuses) {
+    std::vector<size_t> run;  // indices of items with response buffers
+    std::vector<absl::Span<const int32_t>> docs;
+    std::vector<OutputView> views;  // the engine writes each document's outputs straight into its response
+    for (size_t i = 0; i < batch.items.size(); ++i) {
+      const BatchItem& item = batch.items[i];
+      InferenceRequest& request = *static_cast<Task&>(*item.task).request;
+      (*statuses)[i] = request.AllocateOutputs();
+      if (!(*statuses)[i].ok()) continue;
+      run.push_back(i);
+      docs.push_back(request.documents[item.document]);
+      views.push_back(request.View(item.document));
+    }
+    if (run.empty() || batch.batch_key == 0) return;  // nothing for the engine to compute
+    runner.reset_workspace_high_water();
+    const CancelFn cancel = [this, &batch] { return scheduler_->ShouldStop(batch); };
+    const absl::Status status =
+        runner.Run(absl::MakeConstSpan(docs), batch.batch_key, absl::MakeConstSpan(views), cancel);
+    if (observer_) observer_->OnWorkspaceBytes(worker, runner.workspace_high_water_bytes());
+    if (status.ok()) return;
+    for (size_t i : run) {
+      (*statuses)[i] = absl::IsCancelled(status) ? scheduler_->StopStatus(batch.items[i]) : status;
+    }
   }
 
   void SweeperLoop() {
@@ -356,10 +343,7 @@ class InferenceServiceImpl final : public InferenceService, private MemoryBudget
     Task& task = static_cast<Task&>(*base);
     InferenceResult result;
     result.status = std::move(status);
-    if (result.status.ok()) {
-      result.outputs = std::move(task.outputs);
-      result.output_memory = std::move(task.output_memory);  // held until the response is sent
-    }
+    if (result.status.ok()) result.output_memory = std::move(task.output_memory);  // held until sent
     result.tokens = timing.tokens;
     result.queue_seconds = timing.queue_seconds;
     result.compute_seconds = timing.compute_seconds;
@@ -368,8 +352,16 @@ class InferenceServiceImpl final : public InferenceService, private MemoryBudget
                                result.compute_seconds);
     }
     DoneCallback done = std::move(task.done);
+    result.request = std::move(task.request);
     base.reset();
-    done(std::move(result));
+    try {
+      done(std::move(result));
+    } catch (...) {
+      // Adapters answer their RPC inside `done` and catch their own errors; nothing may leave a
+      // worker, so a stray exception is only logged.
+      const absl::Status status = CurrentExceptionStatus("answering a request");
+      std::fprintf(stderr, "InferenceService: %s\n", std::string(status.message()).c_str());
+    }
     ChangeInflight(-1, /*report=*/true);  // after `done`: WaitIdle() returns only once answers are out
     Notify();
   }
@@ -377,6 +369,7 @@ class InferenceServiceImpl final : public InferenceService, private MemoryBudget
   const std::shared_ptr<const ReformerModel> model_;
   const ModelLimits limits_;
   const InferenceOptions options_;
+  const RequestLimits request_limits_;
   const Clock* const clock_;
   InferenceObserver* const observer_;
   RunnerFactory factory_;
@@ -410,7 +403,8 @@ absl::Status InferenceOptions::Validate() const {
                          positive("memory_budget_bytes", memory_budget_bytes),
                          positive("workspace_budget_bytes", workspace_budget_bytes),
                          positive("max_queue_requests", max_queue_requests),
-                         positive("max_queue_tokens", max_queue_tokens)}) {
+                         positive("max_queue_tokens", max_queue_tokens),
+                         positive("max_response_bytes", max_response_bytes)}) {
     if (!s.ok()) return s;
   }
   if (max_tokens_per_request < 0) {

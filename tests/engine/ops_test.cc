@@ -634,7 +634,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{64, 16, 2, 0, 2, true, false, true},
                                          AttnCase{24, 32, 1, 0, 2, true, true, false},
                                          AttnCase{32, 32, 1, 0, 4, false, false, false},
-                                         AttnCase{160, 32, 0, 1, 4, false, true, true}),
+                                         AttnCase{160, 32, 0, 1, 4, false, true, true},
+                                         AttnCase{256, 32, 1, 0, 100, true, false, false}),  // > 64 rounds
                        ::testing::Values(int64_t{16}, int64_t{12}, int64_t{24}, int64_t{64})),
     [](const ::testing::TestParamInfo<std::tuple<AttnCase, int64_t>>& info) {
       const AttnCase& ac = std::get<0>(info.param);

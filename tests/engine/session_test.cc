@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -243,12 +244,88 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> MediumRandomModel() {
   return ReformerModel::CreateRandom(*cfg, 7);
 }
 
+// Dense-matmul FLOPs of one row (projections, attention output, FFN; + LM head when asked).
+double MatmulFlopsPerRow(const ReformerConfig& c, bool lm_head) {
+  const double H = c.hidden_size, A = c.num_attention_heads * c.attention_head_size, F = c.feed_forward_size;
+  double f = 0;
+  for (AttnType t : c.attn_layers) f += 2 * (H * A * (t == AttnType::kLsh ? 2 : 3) + A * H + 2 * H * F);
+  return f + (lm_head ? 2 * (2 * H) * c.vocab_size : 0);
+}
+
+bool SameOutputs(const DocumentOutput& a, const DocumentOutput& b) {
+  return Bitwise(a.logits, b.logits) && Bitwise(a.hidden_states, b.hidden_states) &&
+         Bitwise(a.token_logprobs, b.token_logprobs) && Bitwise(a.embedding, b.embedding);
+}
+
+// A batch of 32 one-token documents computes one 128-row tile (not a large tile), and each of its
+// documents is bitwise what it is alone and beside other batch mates of any length (documents of
+// different tile sizes share a batch in separate regions of the streams).
+TEST(SessionTest, SmallBatchesPayForASmallTileAndStayInvariant) {
+  auto model = MediumRandomModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ReformerConfig& c = (*model)->config();
+  auto session = MakeSession(*model);  // automatic largest tile (4096 here)
+  ASSERT_TRUE(session);
+  std::vector<std::vector<int32_t>> ones;
+  for (int i = 0; i < 32; ++i) ones.push_back(RandomIds(1, 258, 200 + i));
+  std::vector<absl::Span<const int32_t>> batch(ones.begin(), ones.end());
+  std::vector<DocumentOutput> together;
+  ASSERT_TRUE(session->RunDocuments(batch, kOutputAll, &together).ok());
+  const RunStats st = session->last_run_stats();
+  EXPECT_EQ(st.tokens, 32);
+  EXPECT_EQ(st.computed_rows, 128);
+  EXPECT_EQ(st.matmul_flops, 128 * MatmulFlopsPerRow(c, true));
+  ASSERT_TRUE(session->RunDocuments(batch, kOutputEmbedding, &together).ok());
+  EXPECT_EQ(session->last_run_stats().matmul_flops, 128 * MatmulFlopsPerRow(c, false)) << "no LM head";
+  ASSERT_TRUE(session->RunDocuments(batch, kOutputAll, &together).ok());
+
+  // Batch mates of every tile size: 8192 (4096-row tiles), 5000 (512), 1024, 300 and 64 (128).
+  std::vector<int32_t> l8192 = RandomIds(8192, 258, 1), l5000 = RandomIds(5000, 258, 2),
+                       l1024 = RandomIds(1024, 258, 3), l300 = RandomIds(300, 258, 4), l64 = RandomIds(64, 258, 5);
+  const std::vector<std::vector<absl::Span<const int32_t>>> mixes = {
+      {l8192, ones[0], l300, ones[1]},
+      {ones[1], l5000, ones[0], l1024, l64},
+      {l64, ones[0], l300, ones[1], l1024, l8192, l5000},
+  };
+  std::vector<DocumentOutput> alone0, alone1;
+  std::vector<absl::Span<const int32_t>> only0 = {ones[0]}, only1 = {ones[1]};
+  ASSERT_TRUE(session->RunDocuments(only0, kOutputAll, &alone0).ok());
+  EXPECT_EQ(session->last_run_stats().computed_rows, 128);
+  ASSERT_TRUE(session->RunDocuments(only1, kOutputAll, &alone1).ok());
+  EXPECT_TRUE(SameOutputs(alone0[0], together[0]));
+  EXPECT_TRUE(SameOutputs(alone1[0], together[1]));
+  std::map<const int32_t*, DocumentOutput> first_seen;
+  for (const auto& mix : mixes) {
+    std::vector<DocumentOutput> r;
+    ASSERT_TRUE(session->RunDocuments(mix, kOutputAll, &r).ok());
+    for (size_t i = 0; i < mix.size(); ++i) {
+      if (mix[i].data() == ones[0].data()) {
+        EXPECT_TRUE(SameOutputs(alone0[0], r[i]));
+      }
+      if (mix[i].data() == ones[1].data()) {
+        EXPECT_TRUE(SameOutputs(alone1[0], r[i]));
+      }
+      auto [it, fresh] = first_seen.emplace(mix[i].data(), r[i]);
+      if (!fresh) {
+        EXPECT_TRUE(SameOutputs(it->second, r[i])) << "document of " << mix[i].size() << " tokens";
+      }
+    }
+  }
+  // The long documents alone match their results in the mixes too.
+  for (auto doc : {absl::MakeConstSpan(l5000), absl::MakeConstSpan(l300)}) {
+    std::vector<DocumentOutput> r;
+    std::vector<absl::Span<const int32_t>> one = {doc};
+    ASSERT_TRUE(session->RunDocuments(one, kOutputAll, &r).ok());
+    EXPECT_TRUE(SameOutputs(first_seen.at(doc.data()), r[0])) << doc.size();
+  }
+}
+
 TEST(SessionTest, MemoryEstimateWithin20PercentOfHighWater) {
   auto model = MediumRandomModel();
   ASSERT_TRUE(model.ok()) << model.status();
   for (uint32_t outputs : {uint32_t{kOutputTokenLogprobs}, uint32_t{kOutputAll}}) {
     for (std::vector<int64_t> lengths : {std::vector<int64_t>{5000}, std::vector<int64_t>{1000, 300, 77, 2000},
-                                         std::vector<int64_t>{60}}) {
+                                         std::vector<int64_t>{60}, std::vector<int64_t>{1, 1, 1, 8192, 3, 300}}) {
       SessionOptions so;
       so.num_threads = 2;
       so.workspace_budget_bytes = 16u << 20;
@@ -267,6 +344,36 @@ TEST(SessionTest, MemoryEstimateWithin20PercentOfHighWater) {
       EXPECT_GE(est, 0.8 * hw);
       EXPECT_LE(est, 1.2 * hw);
     }
+  }
+}
+
+// More hash rounds than any fixed-size buffer would hold (the round combination once used a
+// stack array of 64): a config with num_hashes 100 runs a 256-token document (where hashing
+// starts) to finite outputs, and the estimate still equals the high-water mark.
+TEST(SessionTest, HundredHashRoundsRun) {
+  auto cfg = ReformerConfig::FromJson(R"({
+    "attn_layers": ["lsh", "local"], "hidden_size": 64, "num_attention_heads": 2, "attention_head_size": 16,
+    "feed_forward_size": 64, "vocab_size": 40, "is_decoder": true, "axial_pos_shape": [16, 32],
+    "axial_pos_embds_dim": [16, 48], "max_position_embeddings": 512, "lsh_attn_chunk_length": 32,
+    "local_attn_chunk_length": 32, "num_hashes": 100, "num_buckets": 8})",
+                                      "test");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  auto model = ReformerModel::CreateRandom(*cfg, 3);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto session = MakeSession(*model);
+  for (int64_t len : {int64_t{64}, int64_t{256}, int64_t{500}}) {
+    std::vector<int32_t> ids = RandomIds(len, 40, 11);
+    std::vector<absl::Span<const int32_t>> batch = {ids};
+    std::vector<DocumentOutput> r;
+    session->reset_workspace_high_water();
+    ASSERT_TRUE(session->RunDocuments(batch, kOutputAll, &r).ok()) << len;
+    int64_t bad = 0;
+    for (float x : r[0].logits) bad += !std::isfinite(x);
+    EXPECT_EQ(bad, 0) << len;
+    SessionOptions so;
+    so.num_threads = 2;
+    EXPECT_EQ(session->workspace_high_water_bytes(),
+              EstimatePeakWorkingBytes((*model)->config(), {len}, kOutputAll, so));
   }
 }
 

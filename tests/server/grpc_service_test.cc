@@ -508,10 +508,12 @@ TEST(KServeTest, ServiceRejectionsPassThrough) {
   first.join();
 }
 
-TEST(KServeTest, EngineBugIsInternal) {
+TEST(KServeTest, EngineErrorsPassThrough) {
   TestServer s;
-  s.inference().SetDropOneOutput(true);
+  s.inference().SetFail(absl::InternalError("engine returned garbage"));
   ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}), grpc::StatusCode::INTERNAL, {"engine returned"});
+  s.inference().SetFail(absl::ResourceExhaustedError("cannot allocate 9 bytes for a response output"));
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}), grpc::StatusCode::RESOURCE_EXHAUSTED, {"cannot allocate"});
 }
 
 // --- Deadlines, cancellation, draining ---------------------------------------------------------
@@ -824,6 +826,239 @@ TEST(ReformerApiTest, DrainingIsUnavailable) {
   grpc::ClientContext ctx;
   reformer::v1::EmbedResponse resp;
   EXPECT_EQ(s.api().Embed(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace reformer::serving::testing
+
+namespace reformer::serving::testing {
+namespace {
+
+// --- Hostile clients: declared sizes, bad stream messages, slow readers, shutdown --------------
+
+// An input tensor that declares `shape` but carries only `raw` (or `typed` int64 values).
+ModelInferRequest Declared(const std::string& name, const std::string& dtype, std::vector<int64_t> shape,
+                           const std::string& raw, bool typed = false) {
+  ModelInferRequest req;
+  req.set_model_name("fake");
+  req.set_id("bomb");
+  auto* in = req.add_inputs();
+  in->set_name(name);
+  in->set_datatype(dtype);
+  for (int64_t d : shape) in->add_shape(d);
+  if (typed) {
+    if (dtype == "BYTES") in->mutable_contents()->add_bytes_contents(raw);
+    else for (char c : raw) in->mutable_contents()->add_int64_contents(c);
+  } else {
+    req.add_raw_input_contents(raw);
+  }
+  return req;
+}
+
+TEST(HostileTest, DeclaredSizesAreCheckedAgainstWhatWasSent) {
+  TestServer s;
+  const std::string eight(8, '\1');
+  ExpectError(s, Declared("input_ids", "INT64", {1, int64_t{1} << 27}, eight), grpc::StatusCode::INVALID_ARGUMENT,
+              {"raw content has 8 bytes", "needs 1073741824"});
+  ExpectError(s, Declared("input_ids", "INT32", {1, int64_t{1} << 40}, eight), grpc::StatusCode::INVALID_ARGUMENT,
+              {"raw content has 8 bytes"});
+  ExpectError(s, Declared("input_ids", "INT64", {int64_t{1} << 40, int64_t{1} << 40}, eight),
+              grpc::StatusCode::INVALID_ARGUMENT, {"too many elements"});
+  ExpectError(s, Declared("input_ids", "INT64", {1, -5}, eight), grpc::StatusCode::INVALID_ARGUMENT,
+              {"negative dimension"});
+  ExpectError(s, Declared("input_ids", "INT64", {1, int64_t{1} << 27}, "\1\2", /*typed=*/true),
+              grpc::StatusCode::INVALID_ARGUMENT, {"2 typed elements", "needs 134217728"});
+  ExpectError(s, Declared("input_ids", "INT64", {int64_t{1} << 20, 1}, std::string(int64_t{8} << 20, '\1')),
+              grpc::StatusCode::INVALID_ARGUMENT, {"1048576 rows", "--max_tokens_per_request=128"});
+  ExpectError(s, Declared("input_ids", "INT64", {3, 0}, ""), grpc::StatusCode::INVALID_ARGUMENT,
+              {"at least one token"});
+  // Exact: one byte too many is as wrong as one too few.
+  ExpectError(s, Declared("input_ids", "INT64", {2, 3}, std::string(49, '\1')), grpc::StatusCode::INVALID_ARGUMENT,
+              {"49 bytes", "needs 48"});
+  // BYTES: the declared count must fit the bytes (4-byte length each) and match exactly.
+  ExpectError(s, Declared("text", "BYTES", {int64_t{1} << 27}, std::string("\0\0\0\0", 4)),
+              grpc::StatusCode::INVALID_ARGUMENT, {"cannot hold the 134217728 elements"});
+  ExpectError(s, Declared("text", "BYTES", {int64_t{1} << 40}, std::string("\1\0\0\0x", 5)),
+              grpc::StatusCode::INVALID_ARGUMENT, {"cannot hold"});
+  ExpectError(s, Declared("text", "BYTES", {2}, std::string("\1\0\0\0x\xff\0\0\0y", 10)),
+              grpc::StatusCode::INVALID_ARGUMENT, {"element 1 runs past the end"});
+  ExpectError(s, Declared("text", "BYTES", {int64_t{1} << 27}, "abc", /*typed=*/true),
+              grpc::StatusCode::INVALID_ARGUMENT, {"1 typed elements", "needs 134217728"});
+  ExpectError(s, Declared("text", "BYTES", {200}, std::string(800, '\0')), grpc::StatusCode::INVALID_ARGUMENT,
+              {"200 text rows", "--max_tokens_per_request=128"});
+  // The mask declares what input_ids declares, and must carry it too.
+  ModelInferRequest mask = IdsRequest({{0, Tokens(3, 1), 0}});
+  mask.mutable_inputs(1)->set_shape(1, int64_t{1} << 27);
+  ExpectError(s, mask, grpc::StatusCode::INVALID_ARGUMENT, {"attention_mask", "must match"});
+  EXPECT_EQ(s.inference().submitted(), 0);
+}
+
+TEST(HostileTest, ReformerApiBoundsDocumentsAndTokensWhileDecoding) {
+  TestServer s;  // max_tokens_per_request 128
+  reformer::v1::EmbedRequest many;
+  for (int i = 0; i < 1000; ++i) many.add_documents()->mutable_ids()->add_ids(1);
+  grpc::ClientContext ctx;
+  reformer::v1::EmbedResponse resp;
+  grpc::Status st = s.api().Embed(&ctx, many, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("1000 tokens in 1000 documents"));
+  reformer::v1::ScoreRequest long_text;
+  long_text.add_documents()->set_text(std::string(100, 'a'));
+  long_text.add_documents()->set_text(std::string(100, 'b'));
+  grpc::ClientContext ctx2;
+  reformer::v1::ScoreResponse score;
+  st = s.api().Score(&ctx2, long_text, &score);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("200 tokens in 2 documents"));
+  reformer::v1::TokenizeRequest tok;
+  tok.add_texts(std::string(200, 'x'));
+  grpc::ClientContext ctx3;
+  reformer::v1::TokenizeResponse tokens;
+  st = s.api().Tokenize(&ctx3, tok, &tokens);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.inference().submitted(), 0);
+}
+
+TEST(HostileTest, AllocationFailureIsResourceExhaustedAndTheRpcFinishes) {
+  TestServer s;
+  s.inference().SetThrowOnSubmit(true);
+  ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}), grpc::StatusCode::RESOURCE_EXHAUSTED, {"out of memory"});
+  reformer::v1::EmbedRequest embed;
+  embed.add_documents()->set_text("abc");
+  grpc::ClientContext ctx;
+  reformer::v1::EmbedResponse resp;
+  EXPECT_EQ(s.api().Embed(&ctx, embed, &resp).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // On a stream: an error response, and the stream goes on.
+  grpc::ClientContext sctx;
+  auto stream = s.kserve().ModelStreamInfer(&sctx);
+  ASSERT_TRUE(stream->Write(IdsRequest({{0, Tokens(3, 1), 0}})));
+  inference::ModelStreamInferResponse r;
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_THAT(r.error_message(), HasSubstr("RESOURCE_EXHAUSTED"));
+  s.inference().SetThrowOnSubmit(false);
+  ASSERT_TRUE(stream->Write(IdsRequest({{0, Tokens(3, 1), 0}})));
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_EQ(r.error_message(), "");
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST(HostileTest, StreamAnswersBadMessagesAndKeepsServing) {
+  TestServer s;
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  std::vector<ModelInferRequest> messages = {
+      Declared("input_ids", "INT64", {1, int64_t{1} << 40}, std::string(8, '\1')),
+      IdsRequest({{0, Tokens(3, 1), 0}}),
+      IdsRequest({{0, {1, 99}, 0}}),
+      Declared("text", "BYTES", {int64_t{1} << 27}, "abc", /*typed=*/true),
+      IdsRequest({{0, Tokens(5, 2), 0}}),
+  };
+  for (size_t i = 0; i < messages.size(); ++i) {
+    messages[i].set_id("m" + std::to_string(i));
+    ASSERT_TRUE(stream->Write(messages[i]));
+    inference::ModelStreamInferResponse r;
+    ASSERT_TRUE(stream->Read(&r)) << i;  // one answer per message, in turn
+    EXPECT_EQ(r.infer_response().id(), messages[i].id());
+    if (i == 1 || i == 4) {
+      EXPECT_EQ(r.error_message(), "") << i;
+      EXPECT_EQ(r.infer_response().outputs_size(), 4);
+      EXPECT_EQ(r.infer_response().raw_output_contents_size(), 4);
+    } else {
+      EXPECT_THAT(r.error_message(), HasSubstr("INVALID_ARGUMENT")) << i;
+    }
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+// Reads nothing from `stream` while the server must pause reading: the fake service sees at most
+// `expected` submissions however long the test waits (50 ms here; a pause has no end of its own).
+void ExpectSubmissionsStayAt(TestServer& s, int64_t expected) {
+  ASSERT_TRUE(s.inference().WaitSubmitted(expected));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(s.inference().submitted(), expected);
+}
+
+TEST(HostileTest, StreamReadsNoMoreWhileItOwesTooManyResponses) {
+  TestServerOptions o;
+  o.stream.max_unsent_responses = 2;
+  TestServer s(o);
+  s.inference().SetHold(true);
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(stream->Write(IdsRequest({{0, Tokens(3, i), 0}})));
+  ExpectSubmissionsStayAt(s, 2);
+  s.inference().SetHold(false);  // answers go out, reading resumes
+  inference::ModelStreamInferResponse r;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(stream->Read(&r)) << i;
+    EXPECT_EQ(r.error_message(), "");
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(s.inference().submitted(), 5);
+}
+
+TEST(HostileTest, StreamReadsNoMoreWhileItOwesTooManyBytes) {
+  TestServerOptions o;
+  o.stream.max_unsent_bytes = 1;  // any pending response is too much: one message at a time
+  TestServer s(o);
+  s.inference().SetHold(true);
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(stream->Write(IdsRequest({{0, Tokens(3, i), 0}})));
+  ExpectSubmissionsStayAt(s, 1);
+  s.inference().SetHold(false);
+  inference::ModelStreamInferResponse r;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(stream->Read(&r)) << i;
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST(HostileTest, ShutdownFinishesStreamsWhoseClientNeverReads) {
+  TestServerOptions o;
+  o.vocab = 8000;  // logits of 2 x 60 tokens: 3.8 MB per answer, beyond what flow control lets through
+  o.max_response_bytes = 8 << 20;
+  auto s = std::make_unique<TestServer>(o);
+  grpc::ClientContext ctx;
+  auto stream = s->kserve().ModelStreamInfer(&ctx);
+  for (int i = 0; i < 40; ++i) {
+    if (!stream->Write(IdsRequest({{0, Tokens(60, i), 0}, {0, Tokens(60, i + 1), 0}}))) break;
+  }
+  ASSERT_TRUE(s->inference().WaitSubmitted(1));
+  absl::SleepFor(absl::Milliseconds(100));
+  // Reading paused once the stream owed max_unsent_responses (16) answers it could not send.
+  std::printf("submitted before shutdown: %ld of 40\n", static_cast<long>(s->inference().submitted()));
+  EXPECT_LT(s->inference().submitted(), 40);
+  std::atomic<bool> done{false};
+  std::thread stopper([&] {
+    s->inference().Shutdown();
+    s->server().Shutdown(absl::Milliseconds(200));
+    done = true;
+  });
+  const absl::Time limit = absl::Now() + absl::Seconds(30);
+  while (!done && absl::Now() < limit) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_TRUE(done) << "GrpcServer::Shutdown did not return with a stream that never reads";
+  stopper.join();
+  ctx.TryCancel();
+}
+
+TEST(HostileTest, BusyPortIsAnError) {
+  TestServer first;
+  ServedModel model;
+  HealthState health;
+  ServiceEnv env;
+  env.model = &model;
+  env.health = &health;
+  RealClock clock;
+  env.clock = &clock;
+  GrpcServerOptions o;
+  o.address = "127.0.0.1:" + std::to_string(first.port());
+  auto second = GrpcServer::Start(o, env, &health);
+  ASSERT_FALSE(second.ok()) << "a second server on a busy port must not start";
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr("port in use"));
 }
 
 }  // namespace

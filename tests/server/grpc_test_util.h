@@ -2,7 +2,9 @@
 // in-process server on localhost:0 with the real services, metrics and health wiring.
 #pragma once
 
+#include <atomic>
 #include <cmath>
+#include <new>
 #include <deque>
 #include <memory>
 #include <string>
@@ -19,10 +21,11 @@
 #include "proto/reformer.grpc.pb.h"
 #include "server/batching/clock.h"
 #include "server/grpc/grpc_server.h"
-#include "server/grpc/served_model.h"
 #include "server/health/health_state.h"
 #include "server/inference/inference_service.h"
 #include "server/metrics/server_metrics.h"
+#include "server/request/served_model.h"
+#include "server/request/validate.h"
 
 namespace reformer::serving::testing {
 
@@ -45,7 +48,7 @@ class ByteTokenizer final : public Tokenizer {
 
 // Deterministic per-document outputs: a function of the document's own ids and positions only,
 // so any dependence on padding or batch mates in the RPC layer shows up as a difference.
-inline DocumentOutput FakeCompute(const std::vector<int32_t>& doc, uint32_t outputs, int64_t vocab,
+inline DocumentOutput FakeCompute(absl::Span<const int32_t> doc, uint32_t outputs, int64_t vocab,
                                   int64_t width) {
   DocumentOutput out;
   const int64_t n = static_cast<int64_t>(doc.size());
@@ -73,23 +76,54 @@ inline DocumentOutput FakeCompute(const std::vector<int32_t>& doc, uint32_t outp
   return out;
 }
 
-// A scriptable InferenceService: computes FakeCompute on its own thread; can hold requests
-// (answering only cancellations and expiries while held), reject, or misbehave.
+// What the fake service saw of a submitted request (the request itself moves on).
+struct SubmittedRequest {
+  std::string id;
+  std::vector<std::vector<int32_t>> documents;
+  uint32_t outputs = 0;  // engine flags
+  int priority = 0;
+  absl::Time deadline;
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  std::string method;
+};
+
+// Writes one document's fake outputs into its view (as the engine does).
+inline void WriteFake(absl::Span<const int32_t> doc, uint32_t outputs, int64_t vocab, int64_t width,
+                      const OutputView& view) {
+  const DocumentOutput out = FakeCompute(doc, outputs, vocab, width);
+  auto copy = [](const std::vector<float>& v, float* dst) {
+    if (dst != nullptr) std::copy(v.begin(), v.end(), dst);
+  };
+  copy(out.logits, view.logits);
+  copy(out.hidden_states, view.hidden_states);
+  copy(out.token_logprobs, view.token_logprobs);
+  copy(out.embedding, view.embedding);
+}
+
+// A scriptable InferenceService: runs Validate() as the real one does, computes FakeCompute on its
+// own thread into the request's buffers; can hold requests (answering only cancellations and
+// expiries while held), reject, or fail.
 class FakeInference final : public InferenceService {
  public:
-  FakeInference(const Clock* clock, int64_t vocab, int64_t width)
-      : clock_(clock), vocab_(vocab), width_(width), thread_([this] { Loop(); }) {}
+  FakeInference(const Clock* clock, const RequestLimits& limits, InferenceObserver* observer)
+      : clock_(clock), limits_(limits), observer_(observer), thread_([this] { Loop(); }) {}
   ~FakeInference() override { Shutdown(); }
 
   absl::Status Submit(std::unique_ptr<InferenceRequest> request, DoneCallback done) override {
+    if (throw_on_submit_.load()) throw std::bad_alloc();
+    if (absl::Status s = Validate(*request, limits_); !s.ok()) {
+      if (observer_ != nullptr) observer_->OnRejected(absl::IsResourceExhausted(s) ? "too_large" : "invalid");
+      return s;
+    }
     absl::MutexLock lock(&mu_);
+    if (stop_) return absl::UnavailableError("shut down");
     if (draining_) return absl::UnavailableError("draining");
     if (!reject_.ok()) return reject_;
     if (static_cast<int64_t>(queue_.size()) >= max_queue_) {
       return absl::UnavailableError("queue full: 1 request queued, limit 1");
     }
     ++submitted_;
-    last_ = std::make_shared<InferenceRequest>(*request);
+    last_ = Snapshot(*request);
     queue_.push_back({std::move(request), std::move(done)});
     return absl::OkStatus();
   }
@@ -129,9 +163,12 @@ class FakeInference final : public InferenceService {
     absl::MutexLock lock(&mu_);
     max_queue_ = n;
   }
-  void SetDropOneOutput(bool drop) {
+  // Submit throws std::bad_alloc (as an allocation failure deep in the service would).
+  void SetThrowOnSubmit(bool on) { throw_on_submit_.store(on); }
+  // Answers every computed request with `status` instead (OK = compute normally).
+  void SetFail(absl::Status status) {
     absl::MutexLock lock(&mu_);
-    drop_output_ = drop;
+    fail_ = std::move(status);
   }
   int64_t submitted() const {
     absl::MutexLock lock(&mu_);
@@ -143,7 +180,7 @@ class FakeInference final : public InferenceService {
     auto cond = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return submitted_ >= n; };
     return mu_.AwaitWithTimeout(absl::Condition(&cond), timeout);
   }
-  std::shared_ptr<InferenceRequest> last() const {
+  std::shared_ptr<SubmittedRequest> last() const {
     absl::MutexLock lock(&mu_);
     return last_;
   }
@@ -154,6 +191,34 @@ class FakeInference final : public InferenceService {
     DoneCallback done;
   };
   bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty(); }
+
+  static std::shared_ptr<SubmittedRequest> Snapshot(const InferenceRequest& r) {
+    auto s = std::make_shared<SubmittedRequest>();
+    s->id = r.id;
+    for (int64_t d = 0; d < r.documents.size(); ++d) {
+      s->documents.emplace_back(r.documents[d].begin(), r.documents[d].end());
+    }
+    s->outputs = r.engine_outputs();
+    s->priority = r.priority;
+    s->deadline = r.deadline;
+    s->cancelled = r.cancelled;
+    s->method = r.method;
+    return s;
+  }
+
+  InferenceResult Compute(Item& item) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    InferenceResult result;
+    InferenceRequest& r = *item.request;
+    result.status = fail_.ok() ? r.AllocateOutputs() : fail_;
+    if (!result.status.ok()) return result;
+    for (int64_t d = 0; d < r.documents.size(); ++d) {
+      WriteFake(r.documents[d], r.engine_outputs(), r.dims.vocab, r.dims.embedding, r.View(d));
+    }
+    result.tokens = r.documents.total_tokens();
+    result.queue_seconds = 0.001;
+    result.compute_seconds = 0.002;
+    return result;
+  }
 
   void Loop() {
     for (;;) {
@@ -179,13 +244,7 @@ class FakeInference final : public InferenceService {
           } else if (stop) {
             result.status = absl::UnavailableError("shutting down");
           } else if (!hold_) {
-            for (const auto& doc : r.documents) {
-              result.outputs.push_back(FakeCompute(doc, r.outputs, vocab_, width_));
-              result.tokens += static_cast<int64_t>(doc.size());
-            }
-            if (drop_output_) result.outputs.pop_back();
-            result.queue_seconds = 0.001;
-            result.compute_seconds = 0.002;
+            result = Compute(*it);
           } else {
             ++it;
             continue;
@@ -194,24 +253,29 @@ class FakeInference final : public InferenceService {
           it = queue_.erase(it);
         }
       }
-      for (auto& [item, result] : ready) item.done(std::move(result));
+      for (auto& [item, result] : ready) {
+        result.request = std::move(item.request);
+        item.done(std::move(result));
+      }
       if (stop) return;
     }
   }
 
   const Clock* clock_;
-  const int64_t vocab_, width_;
+  const RequestLimits limits_;
+  InferenceObserver* const observer_;
   InferenceOptions options_;
   mutable absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<InferenceRequest> last_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<SubmittedRequest> last_ ABSL_GUARDED_BY(mu_);
   absl::Status reject_ ABSL_GUARDED_BY(mu_);
+  absl::Status fail_ ABSL_GUARDED_BY(mu_);
   int64_t max_queue_ ABSL_GUARDED_BY(mu_) = 1 << 20;
   int64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  bool drop_output_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> throw_on_submit_{false};
   std::thread thread_;
 };
 
@@ -224,14 +288,16 @@ struct TestServerOptions {
   int64_t context = 64;
   int64_t max_tokens_per_request = 128;
   int64_t max_response_bytes = 1 << 20;
+  StreamLimits stream;  // ModelStreamInfer bounds
 };
 
 // Everything main builds, in the same order, around a FakeInference.
 class TestServer {
  public:
   explicit TestServer(const TestServerOptions& o = {})
-      : inference_(&clock_, o.vocab, 2 * o.hidden),
-        metrics_(&registry_, MetricsOptions{}) {
+      : metrics_(&registry_, MetricsOptions{}),
+        inference_(&clock_, RequestLimits{o.context, o.vocab, o.max_tokens_per_request, o.max_response_bytes},
+                   &metrics_) {
     model_.name = "fake";
     model_.config.vocab_size = o.vocab;
     model_.config.hidden_size = o.hidden;
@@ -254,6 +320,7 @@ class TestServer {
     env.limits.max_response_bytes = o.max_response_bytes;
     GrpcServerOptions go;
     go.address = "127.0.0.1:0";
+    go.stream = o.stream;
     auto server = GrpcServer::Start(go, env, &health_);
     if (!server.ok()) std::abort();
     server_ = *std::move(server);
@@ -267,6 +334,8 @@ class TestServer {
     inference_.Shutdown();
     server_->Shutdown();
   }
+  int port() const { return server_->port(); }
+  GrpcServer& server() { return *server_; }
 
   FakeInference& inference() { return inference_; }
   HealthState& health() { return health_; }
@@ -283,8 +352,8 @@ class TestServer {
   ServedModel model_;
   HealthState health_;
   prometheus::Registry registry_;
-  FakeInference inference_;
   ServerMetrics metrics_;
+  FakeInference inference_;
   std::unique_ptr<GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> kserve_;

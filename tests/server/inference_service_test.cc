@@ -240,13 +240,23 @@ class InferenceServiceTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status();
     service_ = std::move(s).value();
   }
-  std::unique_ptr<InferenceRequest> Request(std::vector<std::vector<int32_t>> docs, int first_token = -1) {
+  // Outputs embedding + token_logprobs; `lp_only`: token_logprobs only, so that the response holds
+  // exactly 4 bytes per token (what the memory tests' budgets are computed from).
+  std::unique_ptr<InferenceRequest> Request(std::vector<std::vector<int32_t>> docs, int first_token = -1,
+                                            bool lp_only = false) {
     auto r = std::make_unique<InferenceRequest>();
-    r->documents = std::move(docs);
-    if (first_token >= 0) r->documents[0][0] = first_token;
-    r->outputs = kOutputEmbedding | kOutputTokenLogprobs;
+    if (first_token >= 0) docs[0][0] = first_token;
+    for (const auto& d : docs) r->documents.Append(d);
+    r->dims = {1000, 1, 0};  // the fake runner's embedding has one value
+    r->outputs = {OutputKind::kEmbedding, OutputKind::kTokenLogprobs};
+    if (lp_only) r->outputs = {OutputKind::kTokenLogprobs};
     r->method = "ModelInfer";
     return r;
+  }
+  // Document d's embedding and token_logprobs, as written into the request's response buffers.
+  static float Embedding(const InferenceResult& r, int64_t d) { return r.request->buffer(0).as<float>()[d]; }
+  static const float* TokenLogprobs(const InferenceResult& r, int64_t d) {
+    return r.request->buffer(r.request->num_buffers() - 1).as<float>() + r.request->documents.offset(d);
   }
   static std::vector<int32_t> Doc(int64_t n, int32_t value = 1) { return std::vector<int32_t>(n, value); }
   void ReleaseLong() {
@@ -286,11 +296,11 @@ TEST_F(InferenceServiceTest, ConcurrentRequestsAllAnsweredWithTheirOwnOutputs) {
   for (int id = 0; id < kThreads * kPerThread; ++id) {
     const InferenceResult& r = answers_.Get(id);
     ASSERT_TRUE(r.status.ok()) << id << " " << r.status;
-    ASSERT_EQ(r.outputs.size(), 2u);
-    EXPECT_EQ(r.outputs[0].embedding[0], static_cast<float>((10 + id % 7) * (id % 100 + 1))) << id;
-    EXPECT_EQ(r.outputs[1].embedding[0], static_cast<float>((50 + id) * 3)) << id;
-    EXPECT_EQ(r.outputs[1].token_logprobs.size(), static_cast<size_t>(50 + id));
-    EXPECT_TRUE(r.outputs[0].logits.empty());  // not requested
+    ASSERT_EQ(r.request->num_buffers(), 2u);  // only what was asked
+    EXPECT_EQ(Embedding(r, 0), static_cast<float>((10 + id % 7) * (id % 100 + 1))) << id;
+    EXPECT_EQ(Embedding(r, 1), static_cast<float>((50 + id) * 3)) << id;
+    EXPECT_EQ(r.request->documents.length(1), 50 + id);
+    EXPECT_EQ(TokenLogprobs(r, 1)[50 + id - 1], 3.f) << id;
     EXPECT_EQ(r.tokens, 10 + id % 7 + 50 + id);
     EXPECT_EQ(answers_.Count(id), 1);
   }
@@ -310,7 +320,7 @@ TEST_F(InferenceServiceTest, InternalRequestsAreAnsweredButNotReportedToTheObser
   ASSERT_TRUE(service_->Submit(std::move(warm), answers_.Callback(1)).ok());
   ASSERT_TRUE(answers_.WaitForCount(1));
   EXPECT_TRUE(answers_.Get(1).status.ok());
-  EXPECT_EQ(answers_.Get(1).outputs[0].embedding[0], 128.f);
+  EXPECT_EQ(Embedding(answers_.Get(1), 0), 128.f);
   ASSERT_TRUE(service_->WaitIdle(kWait));
   {
     absl::MutexLock lock(&observer_.mu_);
@@ -333,7 +343,7 @@ TEST_F(InferenceServiceTest, RejectsInvalidRequestsSynchronously) {
   Start(Options(1));
   absl::Status s = service_->Submit(Request({Doc(5), {1, 2, 1000}}), answers_.Callback(1));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("document 1, position 2: token id 1000 is outside [0, 1000)"));
+  EXPECT_THAT(s.message(), HasSubstr("document 1 position 2: token id 1000 outside [0, 1000)"));
   s = service_->Submit(Request({Doc(5), {}}), answers_.Callback(2));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   s = service_->Submit(Request({Doc(70000)}), answers_.Callback(3));
@@ -621,9 +631,9 @@ TEST_F(InferenceServiceTest, WorkersShareOneMemoryBudget) {
     absl::MutexLock lock(&world_.mu);
     world_.gate_tokens = 1000;
   }
-  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}, 7), answers_.Callback(1)).ok());
+  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}, 7, true), answers_.Callback(1)).ok());
   ASSERT_TRUE(WaitLongStarted(1));
-  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}, 8), answers_.Callback(2)).ok());
+  ASSERT_TRUE(service_->Submit(Request({Doc(2000)}, 8, true), answers_.Callback(2)).ok());
   // 2 x 108 KB > 150 KB: it waits. (A bounded real-time wait: this can only pass falsely, never fail
   // falsely, on a slow machine.)
   EXPECT_FALSE(WaitLongStarted(2, absl::Milliseconds(100)));
@@ -638,7 +648,7 @@ TEST_F(InferenceServiceTest, WorkersShareOneMemoryBudget) {
   EXPECT_EQ(budget->reserved_bytes(MemoryKind::kOutput), 16000u);  // both responses "unsent"
   EXPECT_EQ(budget->reserved_bytes(MemoryKind::kWorking), 0u);
   // Outputs held by unsent responses keep the next request waiting until they are dropped.
-  ASSERT_TRUE(service_->Submit(Request({Doc(2700)}, 9), answers_.Callback(3)).ok());  // 135 KB + 10.8 KB
+  ASSERT_TRUE(service_->Submit(Request({Doc(2700)}, 9, true), answers_.Callback(3)).ok());  // 135 KB + 10.8 KB
   EXPECT_FALSE(answers_.WaitFor(3, absl::Milliseconds(100)));
   answers_.Take(1);
   answers_.Take(2);  // "sent": the release wakes a worker
@@ -667,10 +677,11 @@ TEST_F(InferenceServiceTest, OneRequestOfManyOneTokenDocuments) {
   ASSERT_TRUE(answers_.WaitFor(1));
   const InferenceResult& r = answers_.Get(1);
   ASSERT_TRUE(r.status.ok()) << r.status;
-  ASSERT_EQ(r.outputs.size(), 20000u);
+  ASSERT_EQ(r.request->documents.size(), 20000);
   for (int i = 0; i < 20000; ++i) {
-    ASSERT_EQ(r.outputs[i].token_logprobs.size(), 1u) << i;
-    ASSERT_EQ(r.outputs[i].token_logprobs[0], static_cast<float>(i % 1000)) << i;
+    ASSERT_EQ(r.request->documents.length(i), 1) << i;
+    ASSERT_EQ(TokenLogprobs(r, i)[0], static_cast<float>(i % 1000)) << i;
+    ASSERT_EQ(Embedding(r, i), static_cast<float>(i % 1000)) << i;
   }
   EXPECT_EQ(r.tokens, 20000);
   EXPECT_EQ(answers_.Count(1), 1);
@@ -697,7 +708,7 @@ TEST_F(InferenceServiceTest, RequestThatCanNeverFitTheBudgetIsRejectedAtSubmit) 
       std::move(memory));
   ASSERT_TRUE(created.ok()) << created.status();
   service_ = std::move(created).value();
-  absl::Status s = service_->Submit(Request({Doc(2000), Doc(1000)}), answers_.Callback(1));
+  absl::Status s = service_->Submit(Request({Doc(2000), Doc(1000)}, -1, true), answers_.Callback(1));
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(s.message(), HasSubstr("outputs take 12000 bytes"));
   EXPECT_THAT(s.message(), HasSubstr("--memory_budget_bytes=10000"));

@@ -51,6 +51,13 @@ def main():
                 else:
                     index = json.load(open(os.path.join(fdir, "solo", "index.json"))) if os.path.isdir(
                         os.path.join(fdir, "solo")) else {"rows": []}
+                    # Padding positions of the [B, T, ...] file are zero (never written).
+                    pad = ~mask.astype(bool)
+                    for key in ("logits", "hidden_states"):
+                        nonzero = int(np.count_nonzero(got[key][pad]))
+                        checks += 1
+                        failures += nonzero != 0
+                        print(f"{'ok ' if nonzero == 0 else 'BAD'} {name} per-document {key}: {nonzero} non-zero padding values")
                     for row in index["rows"]:
                         solo = safetensors_np.load(os.path.join(fdir, "solo", row["dir"], "expected.safetensors"))
                         real = mask[row["row"]].astype(bool)
@@ -60,6 +67,22 @@ def main():
                             ok = diff <= TOL
                             failures += not ok
                             print(f"{'ok ' if ok else 'BAD'} {name} solo row {row['row']} {key}: max diff {diff:.2e}")
+        # Failing runs leave no output file behind: a row longer than the context (refused before the
+        # file is created) and an id out of the vocabulary (refused by the engine after).
+        fdir = os.path.join(fixtures, names[0])
+        config = json.load(open(os.path.join(fdir, "config.json")))
+        for what, row in (("too long", [1] * (config["max_position_embeddings"] + 1)),
+                          ("bad id", [1, config["vocab_size"], 2])):
+            bad_inputs = os.path.join(tmp, "bad_inputs.json")
+            json.dump({"input_ids": [row]}, open(bad_inputs, "w"))
+            out = os.path.join(tmp, "bad.safetensors")
+            r = subprocess.run([cli, "forward", "--model", fdir, "--inputs", bad_inputs, "--output", out],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            ok = r.returncode != 0 and not os.path.exists(out) and "reformer-cli:" in r.stderr
+            checks += 1
+            failures += not ok
+            print(f"{'ok ' if ok else 'BAD'} {what}: exit {r.returncode}, output file left: {os.path.exists(out)}, "
+                  f"{r.stderr.strip()}")
     print(f"{checks - failures} passed, {failures} failed")
     return 1 if failures or checks == 0 else 0
 

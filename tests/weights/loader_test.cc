@@ -117,6 +117,50 @@ TEST(SafetensorsTest, RoundTripAndHalfConversions) {
   EXPECT_EQ((*bv)[1], 3.140625f);
 }
 
+// The in-place writer makes the same bytes as the serialiser for the data written through its
+// mapping; bytes never written read as zeros; a stale longer file at the path is truncated.
+TEST(SafetensorsTest, OutputFileWrittenInPlace) {
+  TempDir dir;
+  const std::string path = dir.path() + "/out.safetensors";
+  WriteFile(path, std::string(1 << 16, 'x'));  // stale content
+  auto f = SafetensorsOutputFile::Create(
+      path, {{"logits", DType::kF32, {2, 3, 5}}, {"hidden", DType::kF32, {2, 3, 4}}, {"ids", DType::kI32, {3}}},
+      {{"format", "pt"}});
+  ASSERT_TRUE(f.ok()) << f.status();
+  float* logits = (*f)->f32("logits");
+  float* hidden = (*f)->f32("hidden");
+  ASSERT_NE(logits, nullptr);
+  ASSERT_NE(hidden, nullptr);
+  EXPECT_EQ((*f)->data("missing"), nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(logits) % 8, 0u);
+  std::vector<float> l(30), h(24, 0.f);
+  for (int i = 0; i < 30; ++i) l[i] = logits[i] = 0.5f * i - 3;
+  for (int i = 4; i < 12; ++i) h[i] = hidden[i] = -1.f * i;  // the rest is never written
+  ASSERT_TRUE((*f)->Close().ok());
+  EXPECT_EQ((*f)->data("logits"), nullptr);
+  const int32_t zeros[3] = {0, 0, 0};
+  TensorToWrite ids;
+  ids.name = "ids";
+  ids.dtype = DType::kI32;
+  ids.shape = {3};
+  ids.bytes.assign(reinterpret_cast<const char*>(zeros), sizeof(zeros));
+  const std::string expected = SerializeSafetensors(
+      {F32Tensor("logits", {2, 3, 5}, l.data()), F32Tensor("hidden", {2, 3, 4}, h.data()), ids}, {{"format", "pt"}});
+  EXPECT_EQ(ReadFile(path), expected);
+  auto opened = SafetensorsFile::Open(path);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ((*opened)->Find("hidden")->shape, std::vector<int64_t>({2, 3, 4}));
+
+  auto bad = SafetensorsOutputFile::Create(dir.path() + "/no/such/dir/x.safetensors", {{"a", DType::kF32, {1}}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("no/such/dir/x.safetensors"));
+  auto negative = SafetensorsOutputFile::Create(dir.path() + "/n.safetensors", {{"a", DType::kF32, {2, -1}}});
+  EXPECT_TRUE(absl::IsInvalidArgument(negative.status()));
+  auto huge = SafetensorsOutputFile::Create(dir.path() + "/h.safetensors",
+                                            {{"a", DType::kF32, {int64_t{1} << 40, int64_t{1} << 20}}});
+  EXPECT_TRUE(absl::IsInvalidArgument(huge.status()));
+}
+
 TEST(SafetensorsTest, ErrorsNameFileAndTensor) {
   TempDir dir;
   const float vals[6] = {1, 2, 3, 4, 5, 6};
@@ -289,6 +333,64 @@ TEST(ConfigTest, BadSettingsAreRejectedWithTheField) {
   EXPECT_FALSE(bad_json.ok());
   auto missing = ReformerConfig::FromFile("/nonexistent/config.json");
   EXPECT_TRUE(absl::IsNotFound(missing.status()));
+}
+
+// Every field that sizes memory or a loop has a bound (ConfigLimits); the message names the field
+// and the bound.
+TEST(ConfigTest, FieldsThatSizeMemoryOrLoopsAreBounded) {
+  struct Case {
+    nlohmann::json j;
+    const char* field;
+    const char* bound;
+  };
+  const nlohmann::json no_axial = {{"axial_pos_embds", false}};
+  auto with = [&](nlohmann::json extra) {
+    nlohmann::json j = no_axial;
+    j.update(extra);
+    return j;
+  };
+  const Case cases[] = {
+      {{{"num_hidden_layers", 100000}}, "num_hidden_layers", "1024"},
+      {with({{"hidden_size", 100000}}), "hidden_size", "65536"},
+      {{{"num_attention_heads", 2000}}, "num_attention_heads", "1024"},
+      {{{"attention_head_size", 5000}}, "attention_head_size", "4096"},
+      {{{"num_attention_heads", 1024}, {"attention_head_size", 2048}}, "num_attention_heads", "1048576"},
+      {{{"feed_forward_size", 1 << 21}}, "feed_forward_size", "1048576"},
+      {{{"vocab_size", 1 << 25}}, "vocab_size", "16777216"},
+      {with({{"max_position_embeddings", 1 << 25}}), "max_position_embeddings", "16777216"},
+      {{{"axial_pos_shape", {1 << 25, 1}}}, "axial_pos_shape", "16777216"},
+      {{{"lsh_attn_chunk_length", 10000}}, "lsh_attn_chunk_length", "67108864"},
+      {{{"local_attn_chunk_length", 8192}, {"local_num_chunks_before", 1}}, "local_attn_chunk_length", "67108864"},
+      {{{"local_num_chunks_before", 5000}}, "local_num_chunks_before", "1024"},
+      {{{"lsh_num_chunks_after", 2000}}, "lsh_num_chunks_after", "1024"},
+      {{{"num_hashes", 2000}}, "num_hashes", "1024"},
+      {with({{"num_hashes", 1000}, {"max_position_embeddings", 1 << 22}}), "num_hashes", "2147483647"},
+      {{{"num_buckets", {2, 2, 2, 2, 2, 2, 2, 2, 2}}}, "num_buckets", "8"},
+      {{{"num_buckets", {1 << 13, 1 << 13}}}, "num_buckets", "16777216"},
+      {{{"num_buckets", 1 << 25}}, "num_buckets", "16777216"},
+      {{{"num_hashes", 1024}, {"num_buckets", 4096}}, "num_hashes", "1048576"},
+      {{{"num_attention_heads", 1024}, {"attention_head_size", 1024}, {"num_buckets", 1024}},
+       "num_hashes",
+       "268435456"},
+  };
+  for (const auto& tc : cases) {
+    auto c = ParseConfig(tc.j);
+    ASSERT_FALSE(c.ok()) << tc.j.dump();
+    EXPECT_TRUE(absl::IsInvalidArgument(c.status())) << c.status();
+    const std::string msg(c.status().message());
+    EXPECT_THAT(msg, HasSubstr("test/config.json")) << tc.j.dump();
+    EXPECT_THAT(msg, HasSubstr(absl::StrCat("field '", tc.field, "'"))) << msg;
+    EXPECT_THAT(msg, HasSubstr(tc.bound)) << msg;
+  }
+  // At the bounds (and the published shapes) configs load.
+  for (const nlohmann::json& j :
+       {nlohmann::json{{"num_hashes", 100}}, nlohmann::json{{"num_hashes", 1024}, {"num_buckets", 256}, {"num_attention_heads", 2}},
+        nlohmann::json{{"lsh_attn_chunk_length", 4096}, {"lsh_num_chunks_before", 3}},
+        nlohmann::json{{"max_position_embeddings", 524288}, {"axial_pos_shape", {512, 1024}},
+                       {"num_buckets", {64, 128}}}}) {
+    auto c = ParseConfig(j);
+    EXPECT_TRUE(c.ok()) << j.dump() << ": " << c.status();
+  }
 }
 
 TEST(ConfigTest, ContextLengthHonoursAxialShape) {

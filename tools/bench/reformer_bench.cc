@@ -4,11 +4,14 @@
 //
 //   reformer_bench --case enwik8 --tokens 16384 [--threads 2] [--rounds 3] [--tile 4096]
 //                  [--budget-mib 256] [--max-seconds S] [--json]
+//   reformer_bench --probe [--threads 2] [--rounds 3]   (the matmul probe alone: one line of JSON;
+//                  tools/bench/forward_bench.py runs it around each `reformer-cli forward`)
 //
 // Cases: enwik8 (google/reformer-enwik8 shape), cp (google/reformer-crime-and-punishment shape).
-// Output: per round model seconds, tokens/s, achieved GFLOP/s (baselines.md FLOP/token), matmul
-// GFLOP/s (M=4096, K=1024, N=1024 f32, pre-packed) and their ratio; then medians, min/max of the
-// ratio, and the process's peak RSS. Run each case in its own process for a meaningful RSS.
+// Output: per round model seconds, tokens/s, achieved GFLOP/s (FLOP/token of
+// docs/engine-numerics.md §12.1), matmul GFLOP/s (M=4096, K=1024, N=1024 f32, pre-packed) and
+// their ratio; then medians, min/max of the ratio, and the process's peak RSS. Run each case in
+// its own process for a meaningful RSS.
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -34,7 +37,7 @@ using Clock = std::chrono::steady_clock;
 struct Case {
   const char* name;
   const char* config_json;
-  double flop_per_token;  // baselines.md (2 x multiply-adds)
+  double flop_per_token;  // docs/engine-numerics.md §12.1 (2 x multiply-adds)
 };
 
 const Case kCases[] = {
@@ -97,7 +100,8 @@ double MatmulProbe(reformer::DnnlContext* ctx, int iters) {
 void Usage() {
   std::fprintf(stderr,
                "usage: reformer_bench --case enwik8|cp --tokens N [--threads 2] [--rounds 3] [--tile 4096]\n"
-               "                      [--budget-mib 256] [--max-seconds S] [--json]\n");
+               "                      [--budget-mib 256] [--max-seconds S] [--json]\n"
+               "       reformer_bench --probe [--threads 2] [--rounds 3]\n");
 }
 
 }  // namespace
@@ -110,7 +114,7 @@ int main(int argc, char** argv) {
   int64_t tile = 4096;
   size_t budget_mib = 256;
   double max_seconds = 0;  // > 0: cancel a forward after this long (peak-RSS runs on slow machines)
-  bool json = false;
+  bool json = false, probe_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> const char* {
@@ -127,6 +131,7 @@ int main(int argc, char** argv) {
     else if (a == "--tile") tile = std::atoll(next());
     else if (a == "--budget-mib") budget_mib = std::strtoull(next(), nullptr, 10);
     else if (a == "--json") json = true;
+    else if (a == "--probe") probe_only = true;
     else if (a == "--max-seconds") max_seconds = std::atof(next());
     else {
       Usage();
@@ -136,11 +141,21 @@ int main(int argc, char** argv) {
   const Case* cs = nullptr;
   for (const Case& c : kCases)
     if (case_name == c.name) cs = &c;
-  if (!cs || tokens <= 0 || threads <= 0 || rounds <= 0) {
+  if ((!cs && !probe_only) || tokens <= 0 || threads <= 0 || rounds <= 0) {
     Usage();
     return 2;
   }
   omp_set_num_threads(threads);
+  if (probe_only) {
+    auto ctx = reformer::DnnlContext::Create();
+    if (!ctx.ok()) return 1;
+    std::vector<double> rates;
+    for (int r = 0; r < rounds; ++r) rates.push_back(MatmulProbe(ctx->get(), 4));
+    std::printf("{\"matmul_gflops_median\":%.2f,\"matmul_gflops_min\":%.2f,\"matmul_gflops_max\":%.2f,\"threads\":%d}\n",
+                Median(rates), *std::min_element(rates.begin(), rates.end()),
+                *std::max_element(rates.begin(), rates.end()), threads);
+    return 0;
+  }
   auto config = reformer::ReformerConfig::FromJson(cs->config_json, cs->name);
   if (!config.ok()) {
     std::fprintf(stderr, "config: %s\n", std::string(config.status().message()).c_str());

@@ -16,6 +16,7 @@
 #include "engine/model/tokenizer.h"
 #include "engine/weights/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "tools/cli/forward_inputs.h"
 #include "tools/cli/progress.h"
 
 namespace reformer::cli {
@@ -90,8 +91,35 @@ absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const
   return Session::Create(model, so);
 }
 
+// --per-document: each row's real tokens (mask == 1, contiguous) form one document of a ragged
+// batch; `first[b]` is the row's first real position.
+absl::Status RowDocuments(const ForwardInputs& in, std::vector<absl::Span<const int32_t>>* docs,
+                          std::vector<int64_t>* first) {
+  const int64_t T = in.length;
+  for (int64_t b = 0; b < in.batch; ++b) {
+    int64_t begin = 0, end = T;
+    if (!in.mask.empty()) {
+      const uint8_t* m = in.mask.data() + b * T;
+      while (begin < T && !m[begin]) ++begin;
+      if (begin == T) return absl::InvalidArgumentError(absl::StrCat("row ", b, " has no real tokens"));
+      end = begin;
+      while (end < T && m[end]) ++end;
+      for (int64_t t = end; t < T; ++t)
+        if (m[t])
+          return absl::InvalidArgumentError(absl::StrCat("attention_mask row ", b, " has a hole at position ", end,
+                                                         " (padding must be on the left or right)"));
+    }
+    docs->push_back(absl::MakeConstSpan(in.ids.data() + b * T + begin, static_cast<size_t>(end - begin)));
+    first->push_back(begin);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
+// The output file is created at its final size and mapped; the engine writes logits and hidden
+// states straight into it (per-document mode: each row's real positions; padding positions stay
+// zero, as the file is created empty).
 int RunForward(int argc, char** argv) {
   const Args args = ParseArgs(argc, argv, {"per-document"});
   const std::string model_dir = args.Get("model"), inputs = args.Get("inputs"), output = args.Get("output");
@@ -100,93 +128,46 @@ int RunForward(int argc, char** argv) {
         "usage: reformer-cli forward --model DIR --inputs FILE.json --output OUT.safetensors "
         "[--per-document] [--threads N]");
   }
-  std::string text;
-  if (!ReadFile(inputs, &text)) return Fail(absl::StrCat(inputs, ": cannot read"));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    return Fail(absl::StrCat(inputs, ": not valid JSON: ", e.what()));
+  auto in = ReadForwardInputs(inputs);
+  if (!in.ok()) return Fail(in.status());
+  const bool per_document = args.Has("per-document");
+  std::vector<absl::Span<const int32_t>> docs;
+  std::vector<int64_t> first;
+  if (per_document) {
+    if (absl::Status st = RowDocuments(*in, &docs, &first); !st.ok()) return Fail(absl::StrCat(inputs, ": ", st.message()));
   }
-  if (!j.contains("input_ids") || !j["input_ids"].is_array() || j["input_ids"].empty()) {
-    return Fail(absl::StrCat(inputs, ": needs \"input_ids\": [[...], ...]"));
-  }
-  PaddedBatch batch;
-  std::vector<int32_t> input_ids;
-  std::vector<uint8_t> attention_mask;
-  batch.batch = static_cast<int64_t>(j["input_ids"].size());
-  batch.length = static_cast<int64_t>(j["input_ids"][0].size());
-  const bool has_mask = j.contains("attention_mask") && !j["attention_mask"].is_null();
-  try {
-    for (int64_t b = 0; b < batch.batch; ++b) {
-      const auto& row = j["input_ids"][b];
-      if (static_cast<int64_t>(row.size()) != batch.length) {
-        return Fail(absl::StrCat(inputs, ": input_ids row ", b, " has ", row.size(), " ids, row 0 has ",
-                                 batch.length));
-      }
-      for (const auto& v : row) input_ids.push_back(v.get<int32_t>());
-      if (has_mask) {
-        const auto& m = j["attention_mask"][b];
-        if (static_cast<int64_t>(m.size()) != batch.length) {
-          return Fail(absl::StrCat(inputs, ": attention_mask row ", b, " length differs from input_ids"));
-        }
-        for (const auto& v : m) attention_mask.push_back(v.get<int>() != 0 ? 1 : 0);
-      }
-    }
-  } catch (const std::exception& e) {
-    return Fail(absl::StrCat(inputs, ": ", e.what()));
-  }
-  batch.input_ids = input_ids;
-  batch.attention_mask = attention_mask;
-
   auto model = ReformerModel::Load(model_dir);
   if (!model.ok()) return Fail(model.status());
   auto session = MakeSession(*model, args);
   if (!session.ok()) return Fail(session.status());
   const ReformerConfig& c = (*model)->config();
-  const int64_t B = batch.batch, T = batch.length, V = c.vocab_size, H2 = 2 * c.hidden_size;
-  std::vector<float> logits(static_cast<size_t>(B * T * V), 0.0f), hidden(static_cast<size_t>(B * T * H2), 0.0f);
-
-  if (args.Has("per-document")) {
-    // Each row's real tokens (mask == 1) form one document of a ragged batch.
-    std::vector<std::vector<int32_t>> docs(B);
-    std::vector<std::vector<int64_t>> positions(B);
+  const int64_t B = in->batch, T = in->length, V = c.vocab_size, H2 = 2 * c.hidden_size;
+  if (c.PaddedLength(T) > c.context_length())  // before the output file is sized from T
+    return Fail(absl::StrCat(inputs, ": rows of ", T, " ids (", c.PaddedLength(T),
+                             " after padding to the chunk length) exceed the model's ", c.context_length()));
+  auto file = SafetensorsOutputFile::Create(output, {{"logits", DType::kF32, {B, T, V}},
+                                                     {"hidden_states", DType::kF32, {B, T, H2}}});
+  if (!file.ok()) return Fail(file.status());
+  float* logits = (*file)->f32("logits");
+  float* hidden = (*file)->f32("hidden_states");
+  absl::Status st;
+  if (per_document) {
+    std::vector<OutputView> views(B);
     for (int64_t b = 0; b < B; ++b) {
-      for (int64_t t = 0; t < T; ++t) {
-        if (!has_mask || batch.attention_mask[b * T + t]) {
-          docs[b].push_back(batch.input_ids[b * T + t]);
-          positions[b].push_back(t);
-        }
-      }
-      if (docs[b].empty()) return Fail(absl::StrCat(inputs, ": row ", b, " has no real tokens"));
-      for (size_t k = 1; k < positions[b].size(); ++k) {
-        if (positions[b][k] != positions[b][k - 1] + 1) {
-          return Fail(absl::StrCat(inputs, ": attention_mask row ", b, " has a hole at position ",
-                                   positions[b][k - 1] + 1, " (padding must be on the left or right)"));
-        }
-      }
+      views[b].logits = logits + (b * T + first[b]) * V;
+      views[b].hidden_states = hidden + (b * T + first[b]) * H2;
     }
-    std::vector<absl::Span<const int32_t>> spans(docs.begin(), docs.end());
-    std::vector<DocumentOutput> outs;
-    absl::Status st = (*session)->RunDocuments(spans, kOutputLogits | kOutputHiddenStates, &outs);
-    if (!st.ok()) return Fail(st);
-    for (int64_t b = 0; b < B; ++b) {
-      for (size_t k = 0; k < positions[b].size(); ++k) {
-        const int64_t t = positions[b][k];
-        std::memcpy(&logits[(b * T + t) * V], &outs[b].logits[k * V], sizeof(float) * V);
-        std::memcpy(&hidden[(b * T + t) * H2], &outs[b].hidden_states[k * H2], sizeof(float) * H2);
-      }
-    }
+    st = (*session)->RunDocuments(docs, kOutputLogits | kOutputHiddenStates, views);
   } else {
-    PaddedOutput out;
-    absl::Status st = (*session)->RunPadded(batch, &out);
-    if (!st.ok()) return Fail(st);
-    logits = std::move(out.logits);
-    hidden = std::move(out.hidden_states);
+    const PaddedBatch batch{B, T, in->ids, in->mask};
+    st = (*session)->RunPadded(batch, PaddedOutputView{logits, hidden}, nullptr);
   }
-  absl::Status st = WriteSafetensors(output, {F32Tensor("logits", {B, T, V}, logits.data()),
-                                              F32Tensor("hidden_states", {B, T, H2}, hidden.data())});
-  if (!st.ok()) return Fail(st);
+  if (st.ok()) st = (*file)->Close();
+  if (!st.ok()) {
+    file->reset();
+    std::remove(output.c_str());  // no partial output file
+    return Fail(st);
+  }
   std::fprintf(stderr, "wrote %s: logits [%lld, %lld, %lld], hidden_states [%lld, %lld, %lld]\n", output.c_str(),
                static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(V),
                static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(H2));

@@ -13,7 +13,8 @@
 //    the policy checks below read every field they rely on, so a misspelt probe or limit is still caught.)
 // 3. Policy: CPU requests = limits and workers x threads per worker = the CPU limit; native gRPC startup,
 //    readiness and liveness probes on the container's gRPC port; preStop sleep + drain timeout <=
-//    terminationGracePeriodSeconds; non-root, read-only root filesystem; headless Service selecting the pods;
+//    terminationGracePeriodSeconds; non-root, read-only root filesystem; a headless Service (gRPC round_robin) and
+//    the Services selecting the pods;
 //    HPA on the queue metric that the prometheus-adapter rule exports; PDB and ServiceMonitor selecting the right
 //    objects; the PrometheusRule carries exactly deploy/monitoring/alerts.yml; REFORMER_* variables are real flags.
 // --self-test applies known-bad mutations to the rendered documents and requires each to be reported.
@@ -467,15 +468,19 @@ export async function checkDocs(docs, opts, findings) {
   if (sms.length !== 1) findings.push(`expected one ServiceMonitor, found ${sms.length}`);
   for (const sm of sms) {
     const where = `ServiceMonitor/${sm.metadata?.name}`;
-    const svc = services.find((s) => matches(sm.spec?.selector, s.metadata?.labels));
-    if (!svc) {
+    const selected = services.filter((s) => matches(sm.spec?.selector, s.metadata?.labels));
+    if (selected.length === 0) {
       findings.push(`${where}: selector matches no Service`);
       continue;
     }
     for (const ep of sm.spec?.endpoints ?? []) {
-      const sp = (svc.spec?.ports ?? []).find((p) => p.name === ep.port);
-      if (!sp) findings.push(`${where}: endpoint port ${ep.port} is not a port of Service/${svc.metadata?.name}`);
-      else if (resolvePort(info.server, sp.targetPort ?? sp.port) !== info.httpPort) {
+      // Exactly one selected Service may carry the port: two would scrape every pod twice.
+      const withPort = selected.filter((s) => (s.spec?.ports ?? []).some((p) => p.name === ep.port));
+      const sp = withPort[0]?.spec.ports.find((p) => p.name === ep.port);
+      if (withPort.length !== 1) {
+        findings.push(`${where}: endpoint port ${ep.port} is on ${withPort.length} selected Services (want 1: ` +
+          `${selected.map((s) => s.metadata?.name).join(", ")})`);
+      } else if (resolvePort(info.server, sp.targetPort ?? sp.port) !== info.httpPort) {
         findings.push(`${where}: endpoint port ${ep.port} is not the HTTP (metrics) port`);
       }
       if ((ep.path ?? "/metrics") !== "/metrics") findings.push(`${where}: endpoint path ${ep.path} != /metrics`);
@@ -525,7 +530,12 @@ const MUTATIONS = [
   ["string where an integer belongs (schema)", (d) => { server(d).ports[0].containerPort = "8001"; },
     /schema: Deployment.*containerPort/],
   ["bad enum (schema)", (d) => { server(d).ports[0].protocol = "TCPX"; }, /schema: Deployment.*protocol/],
-  ["Service not headless", (d) => { d.find((x) => x.kind === "Service").spec.clusterIP = ""; }, /no headless Service/],
+  ["Service not headless", (d) => { d.find((x) => x.kind === "Service" && x.spec.clusterIP === "None").spec.clusterIP = ""; },
+    /no headless Service/],
+  ["headless Service also exposes http (pods scraped twice)", (d) => {
+    const h = d.find((x) => x.kind === "Service" && x.spec.clusterIP === "None");
+    h.spec.ports.push({ name: "http", port: 8000, targetPort: "http", protocol: "TCP" });
+  }, /endpoint port http is on 2 selected Services/],
   ["Service selector typo", (d) => { d.find((x) => x.kind === "Service").spec.selector["app.kubernetes.io/name"] = "reformer"; },
     /Service\/.*selector does not match/],
   ["HPA on CPU only", (d) => {

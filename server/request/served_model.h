@@ -1,5 +1,6 @@
-// What the RPC layer needs to know about the served model, and the request limits it enforces.
-// Built in main from the loaded ReformerModel (tests build it by hand); borrowed by the services.
+// What the adapters (gRPC, HTTP) and the request layer know about the served model, the request
+// limits the service enforces, and the bundle of borrowed objects every adapter works with.
+// Built in main from the loaded ReformerModel (tests build them by hand). No gRPC, no protobuf.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,13 @@ class HealthState;
 class ServerMetrics;
 class Clock;
 
+// Sizes of a model's outputs, all a request needs to lay out its response.
+struct ModelDims {
+  int64_t vocab = 0;         // V: logits per token
+  int64_t embedding = 0;     // 2H: hidden_states per token, embedding per document
+  int64_t pad_token_id = 0;  // token_ids of padding positions
+};
+
 struct ServedModel {
   std::string name = "default";
   std::string version = "1";
@@ -30,14 +38,16 @@ struct ServedModel {
 
   int64_t context() const { return config.max_position_embeddings; }
   int64_t embedding_size() const { return 2 * config.hidden_size; }
+  ModelDims dims() const { return {config.vocab_size, embedding_size(), config.pad_token_id}; }
 };
 
+// Shown to clients in metadata; the same values bound requests in InferenceService (its options).
 struct ServiceLimits {
   int64_t max_tokens_per_request = 0;  // sum over a request's documents; > 0
   int64_t max_response_bytes = int64_t{1} << 30;
 };
 
-// Everything a service borrows; all pointers outlive the gRPC server.
+// Everything an adapter borrows; all pointers outlive the servers.
 struct ServiceEnv {
   InferenceService* inference = nullptr;
   const ServedModel* model = nullptr;
