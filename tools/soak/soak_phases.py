@@ -299,7 +299,8 @@ async def check_handles(args, server, report):
                  f"idle {idle0 / 2**20:.1f} MiB after the first segment, {idle1 / 2**20:.1f} MiB at the end "
                  f"(allowed +{allowed / 2**20:.1f} MiB; after warm-up and each segment: "
                  f"{', '.join(f'{v:.1f}' for v in series)} MiB)"
-                 + ("" if enforced else f"; enforced from {IDLE_RSS_MIN_STEADY_S} s of steady load"), enforced)
+                 + ("" if enforced else f"; information only below {IDLE_RSS_MIN_STEADY_S} s of steady load"),
+                 enforced)
     report.check("threads back to baseline", now and not other and pools <= args.grpc_timer_thread_slack,
                  f"{now.get('threads')} now, {warm['threads']} after the warm-up, {pre['threads']} before any "
                  f"traffic; grown: {other or 'none'} outside gRPC's timer pools, {pools:+d} in them "
