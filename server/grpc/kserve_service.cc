@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
+#include "grpc/grpc.h"
 #include "server/batching/clock.h"
 #include "server/grpc/infer_decode.h"
 #include "server/grpc/infer_encode.h"
@@ -107,6 +108,17 @@ void FillStatistics(const ServiceEnv& env, inference::ModelStatistics* m) {
   }
 }
 
+// The status of a ModelInfer call whose request message never arrived: CANCELLED when the client
+// went away first (cancelled, or reset the connection, mid-message included), which is what such
+// a call is; INVALID_ARGUMENT for a client that half-closed without sending one. (The context's
+// IsCancelled() is not yet set when the handler runs; the call's failed read is.)
+absl::Status NoRequestMessage(grpc::CallbackServerContext* ctx) {
+  if (grpc_call_failed_before_recv_message(ctx->c_call()) != 0) {
+    return absl::CancelledError("the client went away before its request message arrived");
+  }
+  return absl::InvalidArgumentError("the call ended without a request message");
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
@@ -167,6 +179,10 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
   return GuardHandler(
       env_, ctx, kKServeService, "ModelInfer", &reactor, [&]() -> grpc::ServerUnaryReactor* {
         reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer");
+        if (!request->Valid()) {  // no request message arrived (a raw method gets an empty buffer)
+          reactor->Reject(NoRequestMessage(ctx));
+          return reactor;
+        }
         absl::StatusOr<DecodedInfer> decoded = absl::UnknownError("");
         {
           inference::ModelInferRequest
