@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
-#include "grpc/grpc.h"
 #include "server/batching/clock.h"
 #include "server/grpc/infer_decode.h"
 #include "server/grpc/infer_encode.h"
@@ -108,15 +107,13 @@ void FillStatistics(const ServiceEnv& env, inference::ModelStatistics* m) {
   }
 }
 
-// The status of a ModelInfer call whose request message never arrived: CANCELLED when the client
-// went away first (cancelled, or reset the connection, mid-message included), which is what such
-// a call is; INVALID_ARGUMENT for a client that half-closed without sending one. (The context's
-// IsCancelled() is not yet set when the handler runs; the call's failed read is.)
-absl::Status NoRequestMessage(grpc::CallbackServerContext* ctx) {
-  if (grpc_call_failed_before_recv_message(ctx->c_call()) != 0) {
-    return absl::CancelledError("the client went away before its request message arrived");
-  }
-  return absl::InvalidArgumentError("the call ended without a request message");
+// The status of a ModelInfer call whose request message never arrived (a raw method's handler then
+// gets an empty buffer): the client ended the call first — it cancelled or reset the connection,
+// mid-message included. gRPC does not tell the handler reliably which: the call's failed read and
+// IsCancelled() can still be unset when it runs (the soak saw such calls counted INVALID_ARGUMENT).
+// A client that half-closes without its one message has ended the call as well.
+absl::Status NoRequestMessage() {
+  return absl::CancelledError("the client ended the call before its request message arrived");
 }
 
 }  // namespace
@@ -180,7 +177,7 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
       env_, ctx, kKServeService, "ModelInfer", &reactor, [&]() -> grpc::ServerUnaryReactor* {
         reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer");
         if (!request->Valid()) {  // no request message arrived (a raw method gets an empty buffer)
-          reactor->Reject(NoRequestMessage(ctx));
+          reactor->Reject(NoRequestMessage());
           return reactor;
         }
         absl::StatusOr<DecodedInfer> decoded = absl::UnknownError("");
