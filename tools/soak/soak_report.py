@@ -83,4 +83,12 @@ def as_json(report, args):
             "phases": report.phases, "resources": report.resources, "sigterm": report.sigterm,
             "checks": report.checks, "findings": {k: {"count": n, "samples": report.findings.samples[k]}
                                                   for k, n in report.findings.count.items()},
-            "violations": report.violations(), "client_cpu_s": report.client_cpu_s, "wall_s": report.wall_s}
+            "violations": report.violations(), "client_cpu_s": report.client_cpu_s, "wall_s": report.wall_s,
+            "samples": samples_json(report)}
+
+
+def samples_json(report):
+    """[seconds since the first sample, phase, RSS MiB, threads, fds] once a second."""
+    samples = getattr(report, "samples", [])
+    t0 = samples[0][0] if samples else 0
+    return [[round(t - t0, 1), p, round(s["rss"] / MiB, 1), s["threads"], s["fds"]] for t, p, s in samples]
