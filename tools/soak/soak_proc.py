@@ -34,6 +34,10 @@ class ServerProcess:
         return server
 
     @property
+    def exit_code_known(self):
+        return self.proc is not None
+
+    @property
     def grpc_target(self):
         return f"{self.host}:{self.grpc_port}"
 
@@ -41,16 +45,17 @@ class ServerProcess:
         if self.proc is not None:
             return self.proc.poll() is None
         try:
-            os.kill(self.pid, 0)
-            return True
-        except OSError:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has exited
+        except (OSError, IndexError):
             return False
 
     def sigterm(self):
         os.kill(self.pid, signal.SIGTERM)
 
     def wait_exit(self, timeout):
-        """Exit code (None if it did not exit within `timeout`; an attached process: 0 when gone)."""
+        """Exit code (None if it did not exit within `timeout`). An attached process is not the soak's
+        child, so its exit code is unknown: 0 when it is gone (see `exit_code_known`)."""
         end = time.monotonic() + timeout
         while True:
             if self.proc is not None:
