@@ -43,7 +43,7 @@ def parse_args(argv):
     src.add_argument("--http", help="host:port of the attached server's HTTP port (loopback)")
     t = p.add_argument_group("traffic")
     t.add_argument("--duration", type=float, default=60, help="seconds of traffic before SIGTERM")
-    t.add_argument("--warmup", type=float, default=0, help="warm-up seconds (default 25 %% of --duration, 10-120)")
+    t.add_argument("--warmup", type=float, default=0, help="warm-up seconds (default 25 %% of --duration, 10-120 s, at most half)")
     t.add_argument("--clients", type=int, default=6, help="closed-loop clients of valid unary calls")
     t.add_argument("--streams", type=int, default=1, help="ModelStreamInfer clients")
     t.add_argument("--max_tokens", type=int, default=16384, help="largest request, in tokens")
@@ -83,7 +83,7 @@ def validate_args(p, args):
     if not 1 <= args.clients <= 256 or not 0 <= args.streams <= 32:
         p.error("--clients must be in [1, 256], --streams in [0, 32]")
     if args.warmup <= 0:
-        args.warmup = min(120.0, max(10.0, 0.25 * args.duration))
+        args.warmup = min(120.0, max(10.0, 0.25 * args.duration), 0.5 * args.duration)
     if args.warmup >= args.duration:
         p.error("--warmup must be shorter than --duration")
     if args.drain_min_s < 0:

@@ -3,6 +3,7 @@ scrape, ends with every client call finished and the server quiescent, and is re
 
 import asyncio
 import os
+import sys
 import time
 
 import grpc
@@ -62,6 +63,11 @@ async def soak(args, server, stubs, report, sampler):
     report.facts = facts
     corpus = read_corpus(args)
     gen = soak_wire.Generator(stubs, facts, args.seed, args.max_tokens, corpus)
+    names = [n for n, _ in soak_wire.malformed_cases(gen)]
+    if args.skip - set(names):
+        print(f"soak: unknown --skip_cases {', '.join(sorted(args.skip - set(names)))}; the cases are: "
+              f"{', '.join(names)}", file=sys.stderr)
+        raise SystemExit(2)
     canaries = {}
     sampler.phase = "idle"
     pre = await settled_sample(server.pid)
