@@ -4,7 +4,8 @@ Valid traffic and streams run; two streams are held open on purpose (one idle af
 answer, one that never reads the answers it asked for); two of the largest requests are in flight.
 Then SIGTERM. Clients keep sending for 1.5 s (new calls must get UNAVAILABLE), then stop and wait
 for their calls. The final scrape happens while the server still drains (--drain_min_s keeps
-/metrics up), after every call the client made has ended: the phase reconciles exactly like the
+/metrics up), after every call the client made has ended and the server is quiescent (calls the
+clients gave up on may finish a little later on the server): the phase reconciles exactly like the
 others, with the two held streams allowed to be still open. The server must then exit 0 within
 max(--drain_timeout_s, --drain_min_s) + --exit_slack_s, ending the held streams itself.
 """
@@ -90,9 +91,11 @@ async def sigterm_phase(args, server, ctx, http, report, sampler):
     await asyncio.sleep(SEND_AFTER_SIGTERM_S)
     stop.set()
     await ph.finish_roles(ctx, tasks, args.drain_timeout_s + args.stall_s)
-    after = await ph.scrape(http)
-    scrape_s = time.monotonic() - t_sig
     may_be_open = held.still_open()
+    # Calls the clients gave up on may still be finishing; wait for that while /metrics is up.
+    window = max(1.0, args.drain_min_s - (time.monotonic() - t_sig) - 1.0)
+    after, quiet = await ph.quiesce(http, timeout=window, open_streams=may_be_open)
+    scrape_s = time.monotonic() - t_sig
     await wait_exit(args, server, report, t_sig)
     await held.finish(timeout=10)
     report.check("sigterm: final scrape while draining", after is not None,
@@ -100,6 +103,9 @@ async def sigterm_phase(args, server, ctx, http, report, sampler):
                  f"/metrics gone {scrape_s:.1f}s after SIGTERM: run the server with --drain_min_s longer "
                  "than the work in flight takes")
     report.sigterm["scrape_s"] = scrape_s
+    report.check("sigterm: server quiescent before the final scrape", after is None or quiet,
+                 "in-flight 0, queue 0, every started RPC handled but the held streams" if quiet else
+                 f"not within the {window:.1f}s left: {ph.imbalance(after)}")
     if after is not None and before is not None:
         ph.record_phase("sigterm", ctx, report, before, after, time.monotonic() - t_sig, open_streams=may_be_open)
 
