@@ -107,6 +107,15 @@ void FillStatistics(const ServiceEnv& env, inference::ModelStatistics* m) {
   }
 }
 
+// The status of a ModelInfer call whose request message never arrived (a raw method's handler then
+// gets an empty buffer): the client ended the call first — it cancelled or reset the connection,
+// mid-message included. gRPC does not tell the handler reliably which: the call's failed read and
+// IsCancelled() can still be unset when it runs (the soak saw such calls counted INVALID_ARGUMENT).
+// A client that half-closes without its one message has ended the call as well.
+absl::Status NoRequestMessage() {
+  return absl::CancelledError("the client ended the call before its request message arrived");
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
@@ -168,6 +177,10 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
       env_, ctx, kKServeService, "ModelInfer", &reactor,
       [&](const std::string& tenant) -> grpc::ServerUnaryReactor* {
         reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer", tenant);
+        if (!request->Valid()) {  // no request message arrived (a raw method gets an empty buffer)
+          reactor->Reject(NoRequestMessage());
+          return reactor;
+        }
         absl::StatusOr<DecodedInfer> decoded = absl::UnknownError("");
         {
           inference::ModelInferRequest

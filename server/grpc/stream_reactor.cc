@@ -182,8 +182,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   void Handle(const grpc::ByteBuffer& message, MessageInfo* info) {
     inference::ModelInferRequest wire;
-    absl::Status status = CheckServing(env_);
-    if (status.ok()) status = ParseMessage(message, &wire, "ModelInferRequest");
+    // Parsed before the serving check, so that every answer (a draining server's UNAVAILABLE
+    // included) carries the message's id: a stream client matches answers to requests by it.
+    absl::Status status = ParseMessage(message, &wire, "ModelInferRequest");
+    if (status.ok()) status = CheckServing(env_);
     info->id = wire.id();
     info->model_name = wire.model_name();
     absl::StatusOr<DecodedInfer> decoded = absl::CancelledError();
