@@ -121,7 +121,7 @@ absl::Status NoRequestMessage() {
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
                                                     const inference::ServerLiveRequest*,
                                                     inference::ServerLiveResponse* response) {
-  return AnswerUnary(env_, ctx, kKServeService, "ServerLive", [&] {
+  return AnswerOpenUnary(env_, ctx, kKServeService, "ServerLive", [&] {
     response->set_live(env_.health->live());
     return absl::OkStatus();
   });
@@ -130,7 +130,7 @@ grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext* ctx,
                                                      const inference::ServerReadyRequest*,
                                                      inference::ServerReadyResponse* response) {
-  return AnswerUnary(env_, ctx, kKServeService, "ServerReady", [&] {
+  return AnswerOpenUnary(env_, ctx, kKServeService, "ServerReady", [&] {
     response->set_ready(env_.health->ready());
     return absl::OkStatus();
   });
@@ -174,8 +174,9 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     grpc::ByteBuffer* response) {
   UnaryInferReactor* reactor = nullptr;
   return GuardHandler(
-      env_, ctx, kKServeService, "ModelInfer", &reactor, [&]() -> grpc::ServerUnaryReactor* {
-        reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer");
+      env_, ctx, kKServeService, "ModelInfer", &reactor,
+      [&](const std::string& tenant) -> grpc::ServerUnaryReactor* {
+        reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer", tenant);
         if (!request->Valid()) {  // no request message arrived (a raw method gets an empty buffer)
           reactor->Reject(NoRequestMessage());
           return reactor;

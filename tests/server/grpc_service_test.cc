@@ -699,8 +699,8 @@ TEST(KServeTest, StatisticsAndMetricsCountRequests) {
   EXPECT_EQ(s.kserve().ModelStatistics(&ctx2, q, &stats).error_code(), grpc::StatusCode::NOT_FOUND);
 
   const std::string text = prometheus::TextSerializer().Serialize(s.registry().Collect());
-  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\"} 1"));
-  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"ModelInfer\"} 1"));
+  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\",tenant=\"anonymous\"} 1"));
+  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"ModelInfer\",tenant=\"anonymous\"} 1"));
   EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"ModelInfer\","
                               "grpc_service=\"inference.GRPCInferenceService\",grpc_type=\"unary\"} 1"));
   EXPECT_THAT(text, HasSubstr("grpc_server_started_total{grpc_method=\"ModelInfer\""));
