@@ -177,7 +177,46 @@ def reformer_v1_seeds(v1):
     write("reformer_v1", "score_empty_document", b"\x00" + r.SerializeToString())
 
 
+def token_file_seeds():
+    write("token_file", "two_tenants", "# tokens\nalice:alice-token-0123456789\n\nbob : Bob.Token_ABCDEFGHIJ+/=!\r\n"
+          "\0Bearer alice-token-0123456789")
+    write("token_file", "rotation_same_name", "team-a:old-token-aaaaaaaaaaaa\nteam-a:new-token-bbbbbbbbbbbb\n"
+          "\0bearer   new-token-bbbbbbbbbbbb  ")
+    write("token_file", "short_token", "carol:short\n\0Bearer short")
+    write("token_file", "duplicate_token", "a:same-token-0123456789\nb:same-token-0123456789\n")
+    write("token_file", "bad_name", "-x:0123456789abcdef0123\nanonymous:0123456789abcdef0123\n")
+    write("token_file", "comments_only", "# nothing\n\n   \n")
+
+
+def tls_pem_seeds():
+    """Certificates and keys made with the openssl CLI, valid 2026-2126 (the target checks at 2030)."""
+    with tempfile.TemporaryDirectory() as t:
+        def ossl(*args):
+            subprocess.run(["openssl", *args], cwd=t, check=True, capture_output=True)
+
+        def read(name):
+            with open(os.path.join(t, name), "rb") as f:
+                return f.read()
+
+        ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days",
+             "36500", "-subj", "/CN=fuzz-ca", "-keyout", "ca.key", "-out", "ca.crt")
+        ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+             "/CN=server/O=fuzz", "-keyout", "srv.key", "-out", "srv.csr")
+        ossl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "36500", "-out", "srv.crt")
+        ossl("req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "36500", "-subj", "/CN=rsa",
+             "-keyout", "rsa.key", "-out", "rsa.crt")
+        ca, srv, srv_key, rsa, rsa_key = (read(n) for n in ("ca.crt", "srv.crt", "srv.key", "rsa.crt", "rsa.key"))
+    write("tls_pem", "ec_chain_mtls", srv + ca + b"\0" + srv_key + b"\0" + ca)
+    write("tls_pem", "ec_leaf_tls", srv + b"\0" + srv_key)
+    write("tls_pem", "rsa_self_signed", rsa + b"\0" + rsa_key)
+    write("tls_pem", "key_mismatch", rsa + b"\0" + srv_key)
+    write("tls_pem", "empty_ca", srv + b"\0" + srv_key + b"\0")
+
+
 def main():
+    token_file_seeds()
+    tls_pem_seeds()
     safetensors_seeds()
     config_seeds()
     tokenizer_bytes_seeds()

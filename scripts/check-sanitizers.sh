@@ -3,10 +3,10 @@
 # has its own build directory and builds only the programs its tests need (REFORMER_TESTS selects
 # the tests, target reformer_test_programs builds them).
 #   scripts/check-sanitizers.sh asan|tsan|fuzz|all
-#   asan  g++ -fsanitize=address,undefined: the engine, weights, batching and server tests (gtest
+#   asan  g++ -fsanitize=address,undefined: the engine, weights, batching, server and security tests (gtest
 #         programs, the Python client tests of reformer-server / reformer-cli) and the fuzz replays.
 #   tsan  g++ -fsanitize=thread with a TSan-built Abseil (scripts/build-tsan-abseil.sh, in the
-#         build directory): the batching, inference, gRPC and HTTP tests and the race canaries,
+#         build directory): the batching, inference, gRPC, HTTP and security tests and the race canaries,
 #         judged by tests/sanitizers/tsan_run.py.
 #   fuzz  clang++ libFuzzer + ASan + UBSan: each fuzz target for REFORMER_FUZZ_SECONDS (30) and
 #         the replays of corpus and regressions (fuzz/README.md).
@@ -19,9 +19,9 @@ launcher=()
 command -v ccache >/dev/null 2>&1 && [[ -n ${CCACHE_DIR:-} ]] && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 
 # Test selections (regular expressions over test names; a new test program joins a run by its name).
-ASAN_TESTS='^(engine_|loader_test$|batching_|inference_|grpc_|http_|request_|python_kserve_client_test$|python_cli_client_test$|fuzz_replay_)'
+ASAN_TESTS='^(engine_|loader_test$|batching_|inference_|grpc_|http_|request_|security_token_store_test$|security_tls_material_test$|python_kserve_client_test$|python_cli_client_test$|fuzz_replay_)'
 # (batching_loadgen_test is a Python test of reformer-server: not built for TSan.)
-TSAN_TESTS='^(batching_scheduler_test$|batching_memory_budget_test$|inference_|grpc_|http_|request_|tsan_)'
+TSAN_TESTS='^(batching_scheduler_test$|batching_memory_budget_test$|inference_|grpc_|http_|request_|security_token_store_test$|security_tls_material_test$|tsan_)'
 FUZZ_TESTS='^fuzz_'
 
 deps() {
