@@ -51,6 +51,12 @@ ABSL_FLAG(int, http_port, 8000, "HTTP port (/metrics, /healthz, /readyz, /v2 RES
 ABSL_FLAG(int, http_threads, 128,
           "HTTP server threads (one per connection being served; headroom keeps probes answering "
           "beside slow clients).");
+ABSL_FLAG(int, http_infer_threads, 0,
+          "Most HTTP threads that may wait on a REST inference at once (0 = 3/4 of --http_threads); "
+          "the rest always answer probes, /metrics and metadata. Beyond it REST inference gets 503.");
+ABSL_FLAG(int64_t, http_max_body_bytes, 0,
+          "Largest REST request body; larger ones get 413 before they are read (0 = 16 bytes x "
+          "--max_tokens_per_request + 1 MiB, the gRPC receive limit).");
 ABSL_FLAG(int, workers, 0, "Worker threads, each with its own engine session (0 = from CPU quota).");
 ABSL_FLAG(int, threads_per_worker, 0, "OpenMP threads per worker (0 = CPU quota / workers).");
 ABSL_FLAG(int64_t, max_batch_tokens, 0,
@@ -91,7 +97,8 @@ namespace reformer::serving {
 namespace {
 
 const std::vector<std::string> kEnvFlags = {
-    "model_dir", "model_name", "bind_address", "grpc_port", "http_port", "http_threads", "workers",
+    "model_dir", "model_name", "bind_address", "grpc_port", "http_port", "http_threads", "http_infer_threads",
+    "http_max_body_bytes", "workers",
     "threads_per_worker", "max_batch_tokens", "max_batch_size", "long_batch_tokens",
     "batch_length_ratio", "memory_budget_bytes",
     "workspace_budget_bytes", "max_queue_delay_ms", "max_queue_requests", "max_queue_tokens",
@@ -274,8 +281,14 @@ int Run(int argc, char** argv) {
   http_options.bind_address =
       absl::GetFlag(FLAGS_bind_address) == "0.0.0.0" ? "" : absl::GetFlag(FLAGS_bind_address);
   http_options.num_threads = absl::GetFlag(FLAGS_http_threads);
+  http_options.infer_threads = absl::GetFlag(FLAGS_http_infer_threads);
+  // The same bound as the gRPC receive limit: a request of max_tokens_per_request tokens fits as
+  // JSON or binary ids + mask (or text).
+  http_options.rest.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes) > 0
+                                         ? absl::GetFlag(FLAGS_http_max_body_bytes)
+                                         : grpc_options.max_receive_message_bytes;
   absl::StatusOr<std::unique_ptr<HttpServer>> http =
-      HttpServer::Start(http_options, &registry, &health, &served);
+      HttpServer::Start(http_options, &registry, env);
   if (!http.ok()) {
     LOG_ERROR(http.status().message());
     inference->Shutdown();

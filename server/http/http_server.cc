@@ -2,39 +2,66 @@
 
 #include <civetweb.h>
 
+#include <algorithm>
 #include <cstring>
-#include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
-#include "server/request/model_signature.h"
+#include "server/health/health_state.h"
+#include "server/http/rest_model_info.h"
+#include "server/metrics/server_metrics.h"
+#include "server/request/exception_status.h"
+#include "server/request/validate.h"
 
 namespace reformer::serving {
 namespace {
 
 constexpr char kJson[] = "application/json";
+constexpr char kText[] = "text/plain; charset=utf-8";
 
-nlohmann::json Tensors(const std::vector<TensorSpec>& tensors) {
-  nlohmann::json list = nlohmann::json::array();
-  for (const TensorSpec& t : tensors) {
-    list.push_back({{"name", t.name}, {"datatype", DataTypeName(t.datatype)}, {"shape", t.shape}});
-  }
-  return list;
+HttpServer::Response JsonErrorResponse(int status, absl::string_view message) {
+  std::string body;
+  StringSink sink(&body);
+  JsonWriter w(&sink);
+  w.Raw("{\"error\":");
+  w.String(message);
+  w.Raw("}");
+  w.Flush();
+  return {status, kJson, body, {}};
 }
 
-HttpServer::Response JsonError(int status, const std::string& message) {
-  return {status, kJson, nlohmann::json{{"error", message}}.dump()};
+HttpServer::Response MethodNotAllowed(const char* allow) {
+  return {405, kText, absl::StrCat("this endpoint takes ", allow, "\n"), {{"Allow", allow}}};
+}
+
+int ThreadsForInference(const HttpOptions& o) {
+  const int threads = std::max(1, o.num_threads);
+  const int infer = o.infer_threads > 0 ? o.infer_threads : threads * 3 / 4;
+  return std::clamp(infer, 1, threads);
 }
 
 }  // namespace
 
+HttpServer::HttpServer(const HttpOptions& options, prometheus::Registry* registry,
+                       const ServiceEnv& env)
+    : registry_(registry),
+      env_(env),
+      slots_(ThreadsForInference(options)),
+      infer_(env, options.rest, &slots_) {}
+
+// The POST endpoints under a model, by action. Generation serving adds "generate" and
+// "generate_stream" here.
+void HttpServer::RegisterModelPostHandlers() {
+  post_handlers_["infer"] = [this](HttpExchange* exchange, const ModelPath& path) {
+    return infer_.Handle(exchange, path);
+  };
+}
+
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
                                                               prometheus::Registry* registry,
-                                                              const HealthState* health,
-                                                              const ServedModel* model) {
-  std::unique_ptr<HttpServer> server(new HttpServer(registry, health, model));
+                                                              const ServiceEnv& env) {
+  std::unique_ptr<HttpServer> server(new HttpServer(options, registry, env));
+  server->RegisterModelPostHandlers();
   const std::string ports = options.bind_address.empty()
                                 ? std::to_string(options.port)
                                 : absl::StrCat(options.bind_address, ":", options.port);
@@ -74,75 +101,85 @@ HttpServer::~HttpServer() {
 }
 
 int HttpServer::HandleRequest(mg_connection* conn, void* self) {
-  const mg_request_info* info = mg_get_request_info(conn);
-  const std::string method = info->request_method != nullptr ? info->request_method : "";
-  const std::string path = info->local_uri != nullptr ? info->local_uri : "/";
-  Response r = static_cast<const HttpServer*>(self)->Handle(method, path);
-  mg_printf(conn,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: "
-            "no-store\r\n\r\n",
-            r.status, mg_get_response_code_text(conn, r.status), r.content_type.c_str(),
-            r.body.size());
-  if (method != "HEAD") mg_write(conn, r.body.data(), r.body.size());
+  HttpExchange exchange(conn);
+  try {
+    return static_cast<HttpServer*>(self)->Dispatch(&exchange);
+  } catch (...) {  // nothing may leave a civetweb callback
+    try {
+      const absl::Status status = CurrentExceptionStatus("answering an HTTP request");
+      if (!exchange.head_sent()) {
+        const Response r = JsonErrorResponse(500, status.message());
+        exchange.Send(r.status, r.content_type, r.body, r.headers, /*close=*/true);
+      }
+    } catch (...) {
+    }
+    return 500;
+  }
+}
+
+int HttpServer::Dispatch(HttpExchange* exchange) {
+  const std::string method(exchange->method());
+  const std::string path(exchange->path());
+  if (method == "POST") {
+    const std::optional<ModelPath> model_path = ParseModelPath(path);
+    const auto handler =
+        model_path ? post_handlers_.find(model_path->action) : post_handlers_.end();
+    if (handler != post_handlers_.end()) {
+      if (env_.inference == nullptr) {
+        SendJsonError(exchange, 503, "this server runs no inference service");
+        return 503;
+      }
+      return handler->second(exchange, *model_path);
+    }
+  }
+  const Response r = Handle(method, path);
+  exchange->Send(r.status, r.content_type, r.body, r.headers);
   return r.status;
 }
 
-HttpServer::Response HttpServer::Handle(const std::string& method, const std::string& path) const {
-  if (method != "GET" && method != "HEAD") {
-    return {405, "text/plain; charset=utf-8", "only GET and HEAD are supported\n"};
+HttpServer::Response HttpServer::Handle(const std::string& method,
+                                        const std::string& path) const {
+  const std::optional<ModelPath> model_path = ParseModelPath(path);
+  if (model_path && post_handlers_.count(model_path->action) > 0) {
+    return MethodNotAllowed("POST");
   }
+  if (method != "GET" && method != "HEAD") return MethodNotAllowed("GET, HEAD");
   if (path == "/metrics") {
     prometheus::TextSerializer serializer;
     return {200, "text/plain; version=0.0.4; charset=utf-8",
-            serializer.Serialize(registry_->Collect())};
+            serializer.Serialize(registry_->Collect()), {}};
   }
-  if (path == "/healthz" || path == "/v2/health/live") {
-    return {200, "text/plain; charset=utf-8", "ok\n"};
-  }
-  const bool ready = health_->ready();
-  const std::string state = ServingStateName(health_->state());
+  if (path == "/healthz" || path == "/v2/health/live") return {200, kText, "ok\n", {}};
   if (path == "/readyz" || path == "/v2/health/ready") {
-    return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};
+    return {env_.health->ready() ? 200 : 503, kText,
+            absl::StrCat(ServingStateName(env_.health->state()), "\n"), {}};
   }
-  if (path == "/v2" || path == "/v2/") {
-    nlohmann::json j = {{"name", "reformer-server"},
-                        {"version", "0.1.0"},
-                        {"extensions", {"parameters", "statistics", "model_configuration"}}};
-    return {200, kJson, j.dump()};
+  if (path == "/v2" || path == "/v2/") return {200, kJson, ServerMetadataJson(), {}};
+  if (path == "/v2/models/stats") {
+    const ModelStatsSnapshot stats =
+        env_.metrics != nullptr ? env_.metrics->Snapshot() : ModelStatsSnapshot{};
+    return {200, kJson, ModelStatsJson(*env_.model, stats), {}};
   }
-  const std::string prefix = "/v2/models/";
-  if (absl::StartsWith(path, prefix)) {
-    std::string rest = path.substr(prefix.size());
-    bool want_ready = false;
-    if (absl::EndsWith(rest, "/ready")) {
-      want_ready = true;
-      rest.resize(rest.size() - std::strlen("/ready"));
-    }
-    // Optional /versions/{v}.
-    std::string version;
-    const size_t v = rest.find("/versions/");
-    if (v != std::string::npos) {
-      version = rest.substr(v + std::strlen("/versions/"));
-      rest.resize(v);
-    }
-    if (rest != model_->name || (!version.empty() && version != model_->version)) {
-      return JsonError(
-          404, absl::StrCat("model '", rest, version.empty() ? "" : " version ", version,
-                            "' is not served here; this server serves '", model_->name, "'"));
-    }
-    if (want_ready) {
-      return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};
-    }
-    const ServedModel& m = *model_;
-    const ModelSignature sig = SignatureOf(m);
-    nlohmann::json j = {{"name", m.name},
-                        {"versions", {m.version}},
-                        {"platform", m.platform},
-                        {"inputs", Tensors(sig.inputs)},
-                        {"outputs", Tensors(sig.outputs)}};
-    return {200, kJson, j.dump()};
+  if (model_path) return HandleModel(*model_path);
+  return {404, kText, absl::StrCat("no such endpoint: ", path, "\n"), {}};
+}
+
+HttpServer::Response HttpServer::HandleModel(const ModelPath& path) const {
+  const ServedModel& m = *env_.model;
+  const absl::Status found = CheckModel(m, path.name, path.version);
+  if (!found.ok()) return JsonErrorResponse(404, found.message());
+  if (path.action.empty()) return {200, kJson, ModelMetadataJson(m, env_.limits), {}};
+  if (path.action == "ready") {
+    return {env_.health->ready() ? 200 : 503, kText,
+            absl::StrCat(ServingStateName(env_.health->state()), "\n"), {}};
   }
-  return {404, "text/plain; charset=utf-8", absl::StrCat("no such endpoint: ", path, "\n")};
+  if (path.action == "config") return {200, kJson, ModelConfigJson(m), {}};
+  if (path.action == "stats") {
+    const ModelStatsSnapshot stats =
+        env_.metrics != nullptr ? env_.metrics->Snapshot() : ModelStatsSnapshot{};
+    return {200, kJson, ModelStatsJson(m, stats), {}};
+  }
+  return {404, kText, absl::StrCat("no such endpoint: ", path.action, "\n"), {}};
 }
 
 }  // namespace reformer::serving

@@ -1,32 +1,47 @@
-// HttpServer: the HTTP side port (civetweb): Prometheus scrape, Kubernetes probes and the KServe v2
-// REST read-only endpoints.
+// HttpServer: the HTTP port (civetweb): Prometheus scrape, Kubernetes probes, and the KServe v2 /
+// Open Inference Protocol REST API with Triton's extras.
 //
-//   GET /metrics                  Prometheus text format of the server's registry
-//   GET /healthz, /v2/health/live 200 while the process runs
-//   GET /readyz, /v2/health/ready 200 when the model is loaded, warmed up and the server is not
-//                                 draining; 503 otherwise (body names the state)
-//   GET /v2                       server metadata (JSON)
-//   GET /v2/models/{name}         model metadata (JSON); 404 for another name
-//   GET /v2/models/{name}/ready   200 / 503; 404 for another name
-// Other paths 404, other methods 405. Tensors come from the model signature
-// (server/request/model_signature.h), the same one ModelMetadata reads.
+//   GET  /metrics                         Prometheus text format of the server's registry
+//   GET  /healthz, /v2/health/live        200 while the process runs
+//   GET  /readyz, /v2/health/ready        200 when loaded, warmed up and not draining; else 503
+//   GET  /v2                              server metadata (JSON)
+//   GET  /v2/models/{name}[/versions/{v}]          model metadata; 404 for another name/version
+//   GET  /v2/models/{name}[/versions/{v}]/ready    200 / 503
+//   GET  /v2/models/{name}[/versions/{v}]/config   Triton model configuration
+//   GET  /v2/models[/{name}[/versions/{v}]]/stats  Triton model statistics
+//   POST /v2/models/{name}[/versions/{v}]/infer    inference, JSON and binary (rest_infer.h)
+// Other paths 404, other methods 405 (with Allow). Everything about the model comes from the
+// structures the gRPC services read (rest_model_info.h), so the two APIs say the same.
 //
-// Slow clients. civetweb gives each connection a thread while it reads a request and while it
-// waits for the next one on a kept-alive connection; a client that sends half a request holds its
-// thread until `request_timeout`, an idle kept-alive connection until `keep_alive_timeout`. The
-// default thread count leaves far more threads than a scrape and a few probes need, so dozens of
-// slow or idle connections cannot keep /metrics and /readyz from answering.
-// Borrows the registry, health state and model; they must outlive the server. The destructor
-// stops civetweb and joins its threads.
+// POST endpoints under a model are looked up by their last path segment in one table
+// (RegisterModelPostHandlers in http_server.cc); an endpoint that reads a body and streams an
+// answer (generation, Server-Sent Events) adds a line there and uses HttpExchange's helpers.
+//
+// Threads. civetweb serves each connection on one of `num_threads` worker threads, for as long as
+// it reads a request, runs the handler, and waits for the next request on a kept-alive
+// connection. A REST inference holds its thread while the engine works, so at most
+// `infer_threads` threads may wait on computation at once (ComputeSlots; beyond that: 503 at once);
+// the others always remain for probes, /metrics and metadata, whatever the REST load. A client
+// that sends half a request holds its thread until `request_timeout`, an idle kept-alive
+// connection until `keep_alive_timeout`.
+// Borrows everything in ServiceEnv and the registry; they must outlive the server. The destructor
+// stops civetweb and joins its threads (handlers waiting on inference return once the
+// InferenceService has answered them, which its Shutdown guarantees).
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "prometheus/registry.h"
-#include "server/health/health_state.h"
+#include "server/http/compute_slots.h"
+#include "server/http/http_exchange.h"
+#include "server/http/model_path.h"
+#include "server/http/rest_infer.h"
 #include "server/request/served_model.h"
 
 struct mg_context;
@@ -38,39 +53,51 @@ struct HttpOptions {
   int port = 8000;           // 0 = pick a free port (see port())
   std::string bind_address;  // empty = all interfaces
   int num_threads = 128;     // civetweb worker threads (one per connection being served)
-  absl::Duration request_timeout = absl::Seconds(5);     // to receive a whole request
+  // Most threads waiting on computation at once; 0 = 3/4 of num_threads (at least 1).
+  int infer_threads = 0;
+  absl::Duration request_timeout = absl::Seconds(5);     // to receive a request's head
   absl::Duration keep_alive_timeout = absl::Seconds(2);  // idle time of a kept-alive connection
+  RestInferOptions rest;  // body limit and timeouts of REST inference
 };
 
 class HttpServer {
  public:
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpOptions& options,
                                                            prometheus::Registry* registry,
-                                                           const HealthState* health,
-                                                           const ServedModel* model);
+                                                           const ServiceEnv& env);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
   // The port actually bound.
   int port() const { return port_; }
+  int infer_threads() const { return slots_.capacity(); }
 
   struct Response {
     int status = 200;
     std::string content_type = "text/plain; charset=utf-8";
     std::string body;
+    std::vector<HttpHeader> headers;
   };
-  // Routing, separate from civetweb for tests.
+  // The GET/HEAD routes (everything but the POST endpoints), separate from civetweb for tests.
   Response Handle(const std::string& method, const std::string& path) const;
 
+  // A POST endpoint under /v2/models/{name}[/versions/{v}]/{action}: answers the exchange
+  // completely and returns the HTTP status sent.
+  using ModelPostHandler = std::function<int(HttpExchange*, const ModelPath&)>;
+
  private:
-  HttpServer(prometheus::Registry* registry, const HealthState* health, const ServedModel* model)
-      : registry_(registry), health_(health), model_(model) {}
+  HttpServer(const HttpOptions& options, prometheus::Registry* registry, const ServiceEnv& env);
+  void RegisterModelPostHandlers();
   static int HandleRequest(mg_connection* conn, void* self);
+  int Dispatch(HttpExchange* exchange);
+  Response HandleModel(const ModelPath& path) const;
 
   prometheus::Registry* const registry_;
-  const HealthState* const health_;
-  const ServedModel* const model_;
+  const ServiceEnv env_;
+  ComputeSlots slots_;
+  const RestInferHandler infer_;
+  std::map<std::string, ModelPostHandler> post_handlers_;  // by action; filled before start
   mg_context* ctx_ = nullptr;
   int port_ = 0;
 };
