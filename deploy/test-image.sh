@@ -34,7 +34,8 @@ while [[ $# -gt 0 ]]; do
     --model-dir) model_dir="$2"; shift 2 ;;
     --keep) shift ;;
     --fresh) fresh=1; shift ;;
-    *) echo "usage: $0 [--model-dir DIR] [--fresh]" >&2; exit 2 ;;
+    -h|--help) echo "usage: $0 [--model-dir DIR] [--fresh]"; exit 0 ;;
+    *) echo "test-image: unknown argument '$1' (usage: $0 [--model-dir DIR] [--fresh])" >&2; exit 2 ;;
   esac
 done
 

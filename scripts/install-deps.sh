@@ -15,13 +15,20 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy python3-yaml
   curl
 )
-# --test adds what the test suite's tools need: PyTorch (training/conversion tests), Prometheus
-# (promtool and the scrape test), npm when no Node is on the machine (Kubernetes manifest check).
+# --test adds what the rest of the test suite needs, so that no test skips (in CI a skip is a failure):
+#   python3-torch  tools/train tests, tools/convert_hf.py test, the default model's trainer parity
+#   bible-kjv      the `bible` command (text in bible-kjv-text): the training corpus of the tiny-training tests
+#   prometheus     promtool and the real-Prometheus scrape test (tests/deploy)
+#   nodejs, npm    the Kubernetes manifest check (deploy/k8s/check, Node >= 18: Debian 12 ships 18.20 and
+#                  npm 9.2; its npm packages come from the npm registry via `npm ci` and its lock file).
+#                  Skipped when a node and npm are already installed (e.g. from NodeSource).
 for arg in "$@"; do
   case "$arg" in
     --test)
-      PACKAGES+=(python3-torch prometheus)
-      command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+      PACKAGES+=(python3-torch bible-kjv prometheus)
+      if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        PACKAGES+=(nodejs npm)
+      fi
       ;;
     -h|--help)
       echo "usage: $0 [--test]"; exit 0 ;;

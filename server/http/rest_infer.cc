@@ -16,6 +16,7 @@
 #include "server/http/rest_infer_encode.h"
 #include "server/inference/inference_service.h"
 #include "server/metrics/server_metrics.h"
+#include "server/request/checked_math.h"
 #include "server/request/deadline.h"
 #include "server/request/exception_status.h"
 #include "server/request/validate.h"
@@ -55,6 +56,16 @@ struct RestInferHandler::Call {
   int64_t documents = 0;
   int http_status = 0;
 };
+
+int64_t DefaultRestBodyBytes(const ServiceLimits& limits) {
+  return SaturatingAdd(SaturatingMul(16, limits.max_tokens_per_request), int64_t{1} << 20);
+}
+
+RestInferHandler::RestInferHandler(const ServiceEnv& env, const RestInferOptions& options,
+                                   ComputeSlots* slots)
+    : env_(env), options_(options), slots_(slots) {
+  if (options_.max_body_bytes <= 0) options_.max_body_bytes = DefaultRestBodyBytes(env.limits);
+}
 
 int HttpStatusOf(const absl::Status& status, bool admission) {
   switch (status.code()) {

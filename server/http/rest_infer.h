@@ -32,8 +32,12 @@ namespace reformer::serving {
 
 inline constexpr char kRestInferMethod[] = "REST.ModelInfer";
 
+// The default body limit: the gRPC receive limit, 16 bytes per token of max_tokens_per_request
+// (INT64 ids + mask as binary, or text) + 1 MiB, which JSON of the same tokens also fits.
+int64_t DefaultRestBodyBytes(const ServiceLimits& limits);
+
 struct RestInferOptions {
-  int64_t max_body_bytes = int64_t{16} << 20;            // request bodies above this: 413
+  int64_t max_body_bytes = 0;  // request bodies above this: 413; 0 = DefaultRestBodyBytes
   absl::Duration body_timeout = absl::Seconds(60);       // to receive a whole body: else 408
   absl::Duration disconnect_poll = absl::Milliseconds(50);  // how often a waiting handler looks
   int64_t discard_bytes = int64_t{64} << 20;  // most unread body drained before an early answer
@@ -46,8 +50,7 @@ int HttpStatusOf(const absl::Status& status, bool admission);
 
 class RestInferHandler {
  public:
-  RestInferHandler(const ServiceEnv& env, const RestInferOptions& options, ComputeSlots* slots)
-      : env_(env), options_(options), slots_(slots) {}
+  RestInferHandler(const ServiceEnv& env, const RestInferOptions& options, ComputeSlots* slots);
 
   // Answers the exchange completely, whatever happens; returns the HTTP status sent (0 = none:
   // the client went away). No exception leaves it.
@@ -63,7 +66,7 @@ class RestInferHandler {
               bool discard_body, Call* call) const;
 
   const ServiceEnv env_;
-  const RestInferOptions options_;
+  RestInferOptions options_;
   ComputeSlots* const slots_;
 };
 

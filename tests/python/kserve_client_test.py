@@ -13,6 +13,7 @@ Usage: kserve_client_test.py SERVER_BINARY SOURCE_DIR
 """
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -25,6 +26,8 @@ import numpy as np
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
 TOL = 1e-4
+EXTRA_PROTOS = (("grpc/health/v1/health.proto", "reformer_test_health"),
+                ("grpc/reflection/v1alpha/reflection.proto", "reformer_test_reflection"))
 
 
 def load_safetensors(path):
@@ -49,12 +52,19 @@ def generate_stubs(out_dir):
             os.path.join(proto_dir, "grpc_service.proto"), os.path.join(proto_dir, "reformer.proto")]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed for the project protos")
+    # gRPC's health and reflection protos (Debian package grpc-proto), under module names of their own:
+    # generated as grpc/health/v1/health_pb2.py they would be shadowed by the installed `grpc` package
+    # (already imported, it has no `health` submodule), and the checks that use them silently vanished.
+    # The wire names (grpc.health.v1.Health, ...) come from the protos' package lines and are unchanged.
     grpc_proto_root = "/usr/share/grpc-proto"
-    for extra in ("grpc/health/v1/health.proto", "grpc/reflection/v1alpha/reflection.proto"):
-        if os.path.exists(os.path.join(grpc_proto_root, extra)):
-            if protoc.main(["protoc", "-I" + grpc_proto_root, "--python_out=" + out_dir,
-                            "--grpc_python_out=" + out_dir, extra]) != 0:
-                raise RuntimeError("protoc failed for " + extra)
+    for extra, module in EXTRA_PROTOS:
+        src = os.path.join(grpc_proto_root, extra)
+        if not os.path.exists(src):
+            raise RuntimeError(f"{src} is missing (Debian package grpc-proto, scripts/install-deps.sh)")
+        shutil.copy(src, os.path.join(out_dir, module + ".proto"))
+        if protoc.main(["protoc", "-I" + out_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
+                        os.path.join(out_dir, module + ".proto")]) != 0:
+            raise RuntimeError("protoc failed for " + extra)
     sys.path.insert(0, out_dir)
 
 
@@ -102,10 +112,15 @@ class KServeClientTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         generate_stubs(cls.tmp.name)
+        cls.checked = set()
+        cls.fixtures_run = 0
 
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+        # The health and reflection checks must have run (they once vanished without a trace).
+        if cls.fixtures_run and cls.checked != {"health", "reflection"}:
+            raise AssertionError(f"health/reflection checks did not run: ran {sorted(cls.checked)}")
 
     def fixture(self, name):
         d = os.path.join(SOURCE, "tests", "fixtures", name)
@@ -172,6 +187,7 @@ class KServeClientTest(unittest.TestCase):
         import grpc_service_pb2_grpc as pbg
         d, ids, mask, expected, solo = self.fixture(name)
         server = Server(d)
+        type(self).fixtures_run += 1
         try:
             with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}",
                                        options=[("grpc.max_receive_message_length", 1 << 30)]) as channel:
@@ -203,27 +219,25 @@ class KServeClientTest(unittest.TestCase):
                 meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=name))
                 self.assertEqual(meta.name, name)
                 self.assertIn("logits", [o.name for o in meta.outputs])
-                try:
-                    from grpc.health.v1 import health_pb2, health_pb2_grpc
-                except ImportError:
-                    health_pb2 = None
-                if health_pb2 is not None:
-                    health = health_pb2_grpc.HealthStub(channel)
-                    for service in ("", "liveness", "readiness"):
-                        status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
-                        self.assertEqual(status, health_pb2.HealthCheckResponse.SERVING, service)
+                # grpc.health.v1: "", liveness and readiness all SERVING (no try/except: an import
+                # error fails the test rather than dropping the check).
+                import reformer_test_health_pb2 as health_pb2
+                import reformer_test_health_pb2_grpc as health_pb2_grpc
+                health = health_pb2_grpc.HealthStub(channel)
+                for service in ("", "liveness", "readiness"):
+                    status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+                    self.assertEqual(status, health_pb2.HealthCheckResponse.SERVING, service)
+                self.checked.add("health")
                 # Server reflection lists our services (what `buf curl` / grpcurl rely on).
-                try:
-                    from grpc.reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-                except ImportError:
-                    reflection_pb2 = None
-                if reflection_pb2 is not None:
-                    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-                    answers = list(refl.ServerReflectionInfo(
-                        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
-                    names = [svc.name for svc in answers[0].list_services_response.service]
-                    self.assertIn("inference.GRPCInferenceService", names)
-                    self.assertIn("reformer.v1.ReformerService", names)
+                import reformer_test_reflection_pb2 as reflection_pb2
+                import reformer_test_reflection_pb2_grpc as reflection_pb2_grpc
+                refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+                answers = list(refl.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+                names = [svc.name for svc in answers[0].list_services_response.service]
+                self.assertIn("inference.GRPCInferenceService", names)
+                self.assertIn("reformer.v1.ReformerService", names)
+                self.checked.add("reflection")
         finally:
             rc = server.terminate()
         self.assertEqual(rc, 0, "reformer-server must exit 0 on SIGTERM")

@@ -1,16 +1,10 @@
-// HTTP endpoints (civetweb on localhost:0), the metric set's exposition, the health state machine
-// and main's configuration helpers (environment flags, CPU quota, thread defaults, model search).
+// HTTP endpoints (civetweb on localhost:0), the metric set's exposition and the health state machine.
+// (main's configuration: tests/server/server_config_test.cc.)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <map>
-
-#include "absl/flags/flag.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
@@ -18,10 +12,6 @@
 #include "server/health/health_state.h"
 #include "server/http/http_server.h"
 #include "server/metrics/server_metrics.h"
-#include "server/server_flags.h"
-
-ABSL_FLAG(int, test_port, 8001, "for ApplyEnvironmentToFlags");
-ABSL_FLAG(std::string, test_name, "", "for ApplyEnvironmentToFlags");
 
 namespace reformer::serving {
 namespace {
@@ -224,72 +214,6 @@ TEST(HealthStateTest, MovesForwardOnlyAndNotifies) {
   h.StartDraining();
   EXPECT_TRUE(h.draining());
   EXPECT_EQ(seen, (std::vector<ServingState>{ServingState::kReady, ServingState::kDraining}));
-}
-
-TEST(ServerFlagsTest, EnvironmentSetsFlagsAndReportsBadValues) {
-  EXPECT_EQ(FlagEnvName("grpc_port"), "REFORMER_GRPC_PORT");
-  std::map<std::string, std::string> env = {{"REFORMER_TEST_PORT", "9009"}, {"REFORMER_TEST_NAME", "m"}};
-  auto getenv = [&](const char* n) -> const char* {
-    auto it = env.find(n);
-    return it == env.end() ? nullptr : it->second.c_str();
-  };
-  ASSERT_TRUE(ApplyEnvironmentToFlags({"test_port", "test_name"}, getenv).ok());
-  EXPECT_EQ(absl::GetFlag(FLAGS_test_port), 9009);
-  EXPECT_EQ(absl::GetFlag(FLAGS_test_name), "m");
-  env["REFORMER_TEST_PORT"] = "eighty";
-  absl::Status s = ApplyEnvironmentToFlags({"test_port"}, getenv);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("REFORMER_TEST_PORT='eighty'"));
-}
-
-TEST(ServerFlagsTest, CpuQuotaAndThreadDefaults) {
-  EXPECT_EQ(ParseCpuMax("200000 100000\n"), 2);
-  EXPECT_EQ(ParseCpuMax("150000 100000"), 2);
-  EXPECT_EQ(ParseCpuMax("50000 100000"), 1);
-  EXPECT_FALSE(ParseCpuMax("max 100000").has_value());
-  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "cgroup_test";
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir / "cpu.max") << "100000 100000\n";
-  EXPECT_EQ(AvailableCpus(dir.string()), 1);
-  int w = 0, t = 0;
-  ResolveThreads(2, &w, &t);
-  EXPECT_EQ(w * t, 2);
-  EXPECT_EQ(w, 2);
-  w = 0, t = 0;
-  ResolveThreads(8, &w, &t);
-  EXPECT_EQ(w, 8);
-  EXPECT_EQ(t, 1);
-  w = 1, t = 0;
-  ResolveThreads(4, &w, &t);
-  EXPECT_EQ(t, 4);
-  w = 0, t = 2;
-  ResolveThreads(4, &w, &t);
-  EXPECT_EQ(w, 2);
-}
-
-TEST(ServerFlagsTest, DefaultModelSearchOrder) {
-  const std::filesystem::path root = std::filesystem::path(::testing::TempDir()) / "install_test";
-  std::filesystem::remove_all(root);
-  const auto exe_dir = root / "build" / "bin";
-  std::filesystem::create_directories(exe_dir);
-  auto candidates = DefaultModelDirCandidates(exe_dir.string(), "/env/model");
-  ASSERT_EQ(candidates.size(), 5u);
-  EXPECT_EQ(candidates[0], "/env/model");
-  EXPECT_EQ(candidates[1], exe_dir.string() + "/../share/reformer-serve/models/default");
-  EXPECT_EQ(candidates[2], exe_dir.string() + "/../../models/default");
-  EXPECT_EQ(candidates[3], "/usr/share/reformer-serve/models/default");
-  EXPECT_EQ(candidates[4], "/opt/reformer-serve/models/default");
-  auto missing = FindDefaultModelDir(exe_dir.string(), nullptr);
-  if (!missing.ok()) {
-    EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-    EXPECT_THAT(std::string(missing.status().message()), HasSubstr("models/default"));
-  }
-  // The checkout layout (build/bin -> models/default) is found.
-  std::filesystem::create_directories(root / "models" / "default");
-  std::ofstream(root / "models" / "default" / "config.json") << "{}";
-  auto found = FindDefaultModelDir(exe_dir.string(), nullptr);
-  ASSERT_TRUE(found.ok());
-  EXPECT_EQ(*found, exe_dir.string() + "/../../models/default");
 }
 
 }  // namespace

@@ -21,10 +21,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "engine/base/flags.h"
 #include "engine/base/openmp_env.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/model/config.h"
@@ -97,54 +99,49 @@ double MatmulProbe(reformer::DnnlContext* ctx, int iters) {
   return 2.0 * M * K * N * iters / s / 1e9;
 }
 
-void Usage() {
-  std::fprintf(stderr,
-               "usage: reformer_bench --case enwik8|cp --tokens N [--threads 2] [--rounds 3] [--tile 4096]\n"
-               "                      [--budget-mib 256] [--max-seconds S] [--json]\n"
-               "       reformer_bench --probe [--threads 2] [--rounds 3]\n");
+struct BenchOptions {
+  std::string case_name = "cp";
+  int64_t tokens = 4096;
+  int threads = 2;
+  int rounds = 3;
+  int64_t tile = 4096;
+  int64_t budget_mib = 256;
+  double max_seconds = 0;  // > 0: cancel a forward after this long (peak-RSS runs on slow machines)
+  bool json = false;
+  bool probe = false;  // only the matmul probe (one JSON line)
+};
+
+void RegisterFlags(BenchOptions* o, reformer::FlagSet* f) {
+  f->Add("case", &o->case_name, "Model shape: enwik8 (google/reformer-enwik8) or cp (crime-and-punishment).")
+      .OneOf({"enwik8", "cp"});
+  f->Add("tokens", &o->tokens, "Tokens in the one document scored per round.").Min(1);
+  f->Add("threads", &o->threads, "OpenMP threads of the session and the matmul probe.").Range(1, 1024);
+  f->Add("rounds", &o->rounds, "Rounds (each: probe, model forward, probe).").Range(1, 1000);
+  f->Add("tile", &o->tile, "Session token tile (rows per dense matmul).").Min(1);
+  f->Add("budget-mib", &o->budget_mib, "Session workspace budget in MiB.").Min(1);
+  f->Add("max-seconds", &o->max_seconds, "Cancel a forward after this long (0 = never).").MinReal(0).Meta("S");
+  f->Add("json", &o->json, "One JSON line with the medians instead of text.");
+  f->Add("probe", &o->probe, "Only oneDNN's f32 matmul rate, --rounds times (one JSON line); no model.");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   reformer::EnsurePassiveOpenMpWait(argv);
-  std::string case_name = "cp";
-  int64_t tokens = 4096;
-  int threads = 2, rounds = 3;
-  int64_t tile = 4096;
-  size_t budget_mib = 256;
-  double max_seconds = 0;  // > 0: cancel a forward after this long (peak-RSS runs on slow machines)
-  bool json = false, probe_only = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        Usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--case") case_name = next();
-    else if (a == "--tokens") tokens = std::atoll(next());
-    else if (a == "--threads") threads = std::atoi(next());
-    else if (a == "--rounds") rounds = std::atoi(next());
-    else if (a == "--tile") tile = std::atoll(next());
-    else if (a == "--budget-mib") budget_mib = std::strtoull(next(), nullptr, 10);
-    else if (a == "--json") json = true;
-    else if (a == "--probe") probe_only = true;
-    else if (a == "--max-seconds") max_seconds = std::atof(next());
-    else {
-      Usage();
-      return 2;
-    }
-  }
+  BenchOptions o;
+  reformer::FlagSet flags("reformer_bench [flags]",
+                          "Scoring throughput of a random-weight Reformer of a published shape next to oneDNN's "
+                          "f32 matmul rate measured in the same process (see the file comment).");
+  RegisterFlags(&o, &flags);
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  const int64_t tokens = o.tokens, tile = o.tile;
+  const int threads = o.threads, rounds = o.rounds;
+  const size_t budget_mib = static_cast<size_t>(o.budget_mib);
+  const double max_seconds = o.max_seconds;
+  const bool json = o.json, probe_only = o.probe;
   const Case* cs = nullptr;
   for (const Case& c : kCases)
-    if (case_name == c.name) cs = &c;
-  if ((!cs && !probe_only) || tokens <= 0 || threads <= 0 || rounds <= 0) {
-    Usage();
-    return 2;
-  }
+    if (o.case_name == c.name) cs = &c;
   omp_set_num_threads(threads);
   if (probe_only) {
     auto ctx = reformer::DnnlContext::Create();

@@ -1,7 +1,7 @@
 // reformer-cli client commands: talk to a running reformer-server over gRPC (reformer.v1 and
 // KServe v2). Long files are split into pieces that fit the model's context, sent a few at a
 // time, with a progress bar on stderr.
-#include "tools/cli/client.h"
+#include "tools/cli/commands.h"
 
 #include <algorithm>
 #include <cmath>
@@ -22,74 +22,11 @@ namespace {
 
 namespace v1 = ::reformer::v1;
 
-struct ClientFlags {
-  std::string server = "localhost:8001";
-  bool json = false;
-  double timeout_s = 600;
-  int64_t piece_bytes = 0;  // embed: 0 = from the model's context
-  int64_t window = 0;       // score: tokens per window, 0 = the model's context
-  bool normalize = false;
-  std::vector<std::string> files;
-};
-
-void ClientUsage() {
-  std::fprintf(stderr,
-               "reformer-cli client commands (a running reformer-server):\n"
-               "  health [--server H:P]            liveness/readiness; exit 0 when ready\n"
-               "  info   [--server H:P] [--json]   served model: name, context, vocab, layers\n"
-               "  score  FILE... [--server H:P] [--json] [--window TOKENS]\n"
-               "         bits per byte of each file (causal models), exactly as the offline\n"
-               "         `score --model`: the server tokenizes the file, and windows of at most the\n"
-               "         context (or --window) tokens are scored independently.\n"
-               "  embed  FILE... [--server H:P] [--normalize] [--piece-bytes N]\n"
-               "         one JSON line per file: mean final hidden state over its tokens\n"
-               "Common: --timeout SECONDS (default 600) per request.\n");
-}
-
-bool ParseFlags(int argc, char** argv, ClientFlags* f) {
-  for (int i = 0; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      const std::string prefix = std::string(name) + "=";
-      if (a.rfind(prefix, 0) == 0) return argv[i] + prefix.size();
-      if (a == name && i + 1 < argc) return argv[++i];
-      return nullptr;
-    };
-    if (a == "--json") {
-      f->json = true;
-    } else if (a == "--normalize") {
-      f->normalize = true;
-    } else if (a.rfind("--server", 0) == 0) {
-      const char* v = value("--server");
-      if (!v) return false;
-      f->server = v;
-    } else if (a.rfind("--timeout", 0) == 0) {
-      const char* v = value("--timeout");
-      if (!v) return false;
-      f->timeout_s = std::atof(v);
-    } else if (a.rfind("--window", 0) == 0) {
-      const char* v = value("--window");
-      if (!v) return false;
-      f->window = std::atoll(v);
-    } else if (a.rfind("--piece-bytes", 0) == 0) {
-      const char* v = value("--piece-bytes");
-      if (!v) return false;
-      f->piece_bytes = std::atoll(v);
-    } else if (a.rfind("--", 0) == 0) {
-      std::fprintf(stderr, "reformer-cli: unknown flag %s\n", a.c_str());
-      return false;
-    } else {
-      f->files.push_back(a);
-    }
-  }
-  return true;
-}
-
-std::shared_ptr<grpc::Channel> Connect(const ClientFlags& f) {
+std::shared_ptr<grpc::Channel> Connect(const ClientOptions& c) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(512 << 20);
   args.SetMaxSendMessageSize(512 << 20);
-  return grpc::CreateCustomChannel(f.server, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(c.server, grpc::InsecureChannelCredentials(), args);
 }
 
 void SetDeadline(grpc::ClientContext* ctx, double seconds) {
@@ -100,6 +37,10 @@ void SetDeadline(grpc::ClientContext* ctx, double seconds) {
 int Fail(const std::string& what, const grpc::Status& st) {
   std::fprintf(stderr, "reformer-cli: %s: %s (%d)\n", what.c_str(), st.error_message().c_str(),
                static_cast<int>(st.error_code()));
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    std::fprintf(stderr, "reformer-cli: is a reformer-server running there? (--server HOST:PORT; commands that "
+                         "can run offline take --model DIR)\n");
+  }
   return 1;
 }
 
@@ -150,18 +91,20 @@ std::vector<std::string> Split(const std::string& text, int64_t max_bytes) {
   return pieces;
 }
 
-bool GetInfo(v1::ReformerService::Stub* stub, const ClientFlags& f, v1::GetModelInfoResponse* info) {
+bool GetInfo(v1::ReformerService::Stub* stub, const ClientOptions& c, v1::GetModelInfoResponse* info) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, std::min(f.timeout_s, 30.0));
+  SetDeadline(&ctx, std::min(c.timeout_s, 30.0));
   grpc::Status st = stub->GetModelInfo(&ctx, {}, info);
   if (!st.ok()) {
-    Fail("GetModelInfo on " + f.server, st);
+    Fail("GetModelInfo on " + c.server, st);
     return false;
   }
   return true;
 }
 
-int Health(const ClientFlags& f) {
+}  // namespace
+
+int RunHealth(const ClientOptions& f) {
   auto stub = inference::GRPCInferenceService::NewStub(Connect(f));
   inference::ServerLiveResponse live;
   inference::ServerReadyResponse ready;
@@ -178,10 +121,10 @@ int Health(const ClientFlags& f) {
   return ready.ready() ? 0 : 1;
 }
 
-int Info(const ClientFlags& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f));
+int RunInfo(const InfoOptions& f) {
+  auto stub = v1::ReformerService::NewStub(Connect(f.client));
   v1::GetModelInfoResponse info;
-  if (!GetInfo(stub.get(), f, &info)) return 1;
+  if (!GetInfo(stub.get(), f.client, &info)) return 1;
   std::string layers;
   for (const auto& l : info.attn_layers()) layers += (layers.empty() ? "" : ",") + l;
   if (f.json) {
@@ -209,13 +152,15 @@ int Info(const ClientFlags& f) {
   return 0;
 }
 
+namespace {
+
 // Pieces of every file, and the requests (groups of pieces) that fit the request limit.
 struct Work {
   std::vector<std::vector<std::string>> pieces;  // per file
   int64_t total_bytes = 0;
 };
 
-bool Prepare(const ClientFlags& f, const v1::GetModelInfoResponse& info, Work* w) {
+bool Prepare(const EmbedOptions& f, const v1::GetModelInfoResponse& info, Work* w) {
   if (f.files.empty()) {
     std::fprintf(stderr, "reformer-cli: no input files\n");
     return false;
@@ -244,7 +189,7 @@ bool Prepare(const ClientFlags& f, const v1::GetModelInfoResponse& info, Work* w
 // text, so that the ids equal an offline tokenization; a text too large for one message is
 // tokenized in slices cut at whitespace (a SentencePiece model may then tokenize the cut points
 // differently; byte-level models do not).
-bool TokenizeText(v1::ReformerService::Stub* stub, const ClientFlags& f, const std::string& path,
+bool TokenizeText(v1::ReformerService::Stub* stub, const ClientOptions& f, const std::string& path,
                   const std::string& text, std::vector<int32_t>* ids) {
   constexpr int64_t kSliceBytes = int64_t{1} << 20;
   std::vector<std::string> slices = {text};
@@ -275,10 +220,12 @@ bool TokenizeText(v1::ReformerService::Stub* stub, const ClientFlags& f, const s
   return false;
 }
 
-int Score(const ClientFlags& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f));
+}  // namespace
+
+int RunScoreOnServer(const ScoreOptions& f) {
+  auto stub = v1::ReformerService::NewStub(Connect(f.client));
   v1::GetModelInfoResponse info;
-  if (!GetInfo(stub.get(), f, &info)) return 1;
+  if (!GetInfo(stub.get(), f.client, &info)) return 1;
   if (!info.causal()) {
     std::fprintf(stderr, "reformer-cli: model '%s' is not causal; score needs a causal LM\n",
                  info.name().c_str());
@@ -290,10 +237,6 @@ int Score(const ClientFlags& f) {
   }
   if (f.files.empty()) {
     std::fprintf(stderr, "reformer-cli: no input files\n");
-    return 1;
-  }
-  if (f.window < 0 || f.window == 1) {
-    std::fprintf(stderr, "reformer-cli: --window must be at least 2 tokens\n");
     return 1;
   }
   const int64_t context = info.max_tokens_per_document();
@@ -308,7 +251,7 @@ int Score(const ClientFlags& f) {
       continue;
     }
     std::vector<int32_t> ids;
-    if (!TokenizeText(stub.get(), f, path, text, &ids)) {
+    if (!TokenizeText(stub.get(), f.client, path, text, &ids)) {
       rc = 1;
       continue;
     }
@@ -335,7 +278,7 @@ int Score(const ClientFlags& f) {
         ++end;
       }
       grpc::ClientContext ctx;
-      SetDeadline(&ctx, f.timeout_s);
+      SetDeadline(&ctx, f.client.timeout_s);
       v1::ScoreResponse resp;
       grpc::Status st = stub->Score(&ctx, req, &resp);
       if (!st.ok()) {
@@ -373,10 +316,10 @@ int Score(const ClientFlags& f) {
   return rc;
 }
 
-int Embed(const ClientFlags& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f));
+int RunEmbed(const EmbedOptions& f) {
+  auto stub = v1::ReformerService::NewStub(Connect(f.client));
   v1::GetModelInfoResponse info;
-  if (!GetInfo(stub.get(), f, &info)) return 1;
+  if (!GetInfo(stub.get(), f.client, &info)) return 1;
   Work w;
   if (!Prepare(f, info, &w)) return 1;
   const int64_t per_request =
@@ -393,7 +336,7 @@ int Embed(const ClientFlags& f) {
       const size_t end = std::min(pieces.size(), start + static_cast<size_t>(per_request));
       for (size_t k = start; k < end; ++k) req.add_documents()->set_text(pieces[k]);
       grpc::ClientContext ctx;
-      SetDeadline(&ctx, f.timeout_s);
+      SetDeadline(&ctx, f.client.timeout_s);
       v1::EmbedResponse resp;
       grpc::Status st = stub->Embed(&ctx, req, &resp);
       if (!st.ok()) {
@@ -425,27 +368,6 @@ int Embed(const ClientFlags& f) {
     std::printf("]}\n");
   }
   return 0;
-}
-
-}  // namespace
-
-int RunClientCommand(const std::string& cmd, int argc, char** argv) {
-  if (cmd == "help-client") {
-    ClientUsage();
-    return 0;
-  }
-  ClientFlags f;
-  if (!ParseFlags(argc, argv, &f)) {
-    ClientUsage();
-    return 2;
-  }
-  if (cmd == "health") return Health(f);
-  if (cmd == "info") return Info(f);
-  if (cmd == "score") return Score(f);
-  if (cmd == "embed") return Embed(f);
-  std::fprintf(stderr, "reformer-cli: unknown client command '%s'\n\n", cmd.c_str());
-  ClientUsage();
-  return 2;
 }
 
 }  // namespace reformer::cli

@@ -1,4 +1,4 @@
-#include "tools/cli/offline.h"
+#include "tools/cli/commands.h"
 
 #include <cmath>
 #include <cstdio>
@@ -43,51 +43,10 @@ int DefaultThreads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-// Minimal flag parsing: --name value, --name=value, --flag.
-struct Args {
-  std::vector<std::string> positional;
-  std::vector<std::pair<std::string, std::string>> flags;
-  bool Has(const std::string& name) const {
-    for (const auto& f : flags) {
-      if (f.first == name) return true;
-    }
-    return false;
-  }
-  std::string Get(const std::string& name, const std::string& def = "") const {
-    for (const auto& f : flags) {
-      if (f.first == name) return f.second;
-    }
-    return def;
-  }
-};
-
-Args ParseArgs(int argc, char** argv, const std::vector<std::string>& bool_flags) {
-  Args a;
-  for (int i = 0; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.rfind("--", 0) == 0) {
-      std::string name = s.substr(2), value;
-      const auto eq = name.find('=');
-      if (eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      } else if (std::find(bool_flags.begin(), bool_flags.end(), name) == bool_flags.end() &&
-                 i + 1 < argc) {
-        value = argv[++i];
-      }
-      a.flags.emplace_back(name, value);
-    } else {
-      a.positional.push_back(s);
-    }
-  }
-  return a;
-}
-
 absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const ReformerModel>& model,
-                                                     const Args& args) {
+                                                     int threads) {
   SessionOptions so;
-  so.num_threads = args.Has("threads") ? std::atoi(args.Get("threads").c_str()) : DefaultThreads();
-  if (so.num_threads <= 0) so.num_threads = 1;
+  so.num_threads = threads > 0 ? threads : DefaultThreads();
   return Session::Create(model, so);
 }
 
@@ -120,17 +79,13 @@ absl::Status RowDocuments(const ForwardInputs& in, std::vector<absl::Span<const 
 // The output file is created at its final size and mapped; the engine writes logits and hidden
 // states straight into it (per-document mode: each row's real positions; padding positions stay
 // zero, as the file is created empty).
-int RunForward(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv, {"per-document"});
-  const std::string model_dir = args.Get("model"), inputs = args.Get("inputs"), output = args.Get("output");
-  if (model_dir.empty() || inputs.empty() || output.empty()) {
-    return Fail(
-        "usage: reformer-cli forward --model DIR --inputs FILE.json --output OUT.safetensors "
-        "[--per-document] [--threads N]");
-  }
+int RunForward(const ForwardOptions& options) {
+  const std::string& model_dir = options.model;
+  const std::string& inputs = options.inputs;
+  const std::string& output = options.output;
   auto in = ReadForwardInputs(inputs);
   if (!in.ok()) return Fail(in.status());
-  const bool per_document = args.Has("per-document");
+  const bool per_document = options.per_document;
   std::vector<absl::Span<const int32_t>> docs;
   std::vector<int64_t> first;
   if (per_document) {
@@ -138,7 +93,7 @@ int RunForward(int argc, char** argv) {
   }
   auto model = ReformerModel::Load(model_dir);
   if (!model.ok()) return Fail(model.status());
-  auto session = MakeSession(*model, args);
+  auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
   const ReformerConfig& c = (*model)->config();
   const int64_t B = in->batch, T = in->length, V = c.vocab_size, H2 = 2 * c.hidden_size;
@@ -174,12 +129,8 @@ int RunForward(int argc, char** argv) {
   return 0;
 }
 
-int RunScore(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv, {"json"});
-  const std::string model_dir = args.Get("model");
-  if (model_dir.empty() || args.positional.empty()) {
-    return Fail("usage: reformer-cli score --model DIR [--json] [--threads N] [--window TOKENS] FILE...");
-  }
+int RunScoreOffline(const ScoreOptions& options) {
+  const std::string& model_dir = options.model;
   auto model = ReformerModel::Load(model_dir);
   if (!model.ok()) return Fail(model.status());
   const Tokenizer* tok = (*model)->tokenizer();
@@ -190,17 +141,13 @@ int RunScore(int argc, char** argv) {
   if (!(*model)->config().is_decoder) {
     return Fail(absl::StrCat(model_dir, ": not a causal model (is_decoder: false); bits per byte need a causal LM"));
   }
-  auto session = MakeSession(*model, args);
+  auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
-  // Windows of the model's context, or fewer tokens with --window.
+  // Windows of the model's context, or fewer tokens with --window (0 = the context).
   int64_t window = (*model)->config().max_position_embeddings;
-  if (args.Has("window")) {
-    const int64_t w = std::atoll(args.Get("window").c_str());
-    if (w < 2) return Fail(absl::StrCat("--window must be at least 2 tokens, got '", args.Get("window"), "'"));
-    window = std::min(window, w);
-  }
+  if (options.window > 0) window = std::min(window, options.window);
   int rc = 0;
-  for (const std::string& file : args.positional) {
+  for (const std::string& file : options.files) {
     std::string text;
     if (!ReadFile(file, &text)) {
       rc = Fail(absl::StrCat(file, ": cannot read"));
@@ -244,7 +191,7 @@ int RunScore(int argc, char** argv) {
     }
     bar.Finish();
     if (failed) continue;
-    if (args.Has("json")) {
+    if (options.json) {
       nlohmann::json o = {{"file", file},
                           {"bits_per_byte", totals.bits_per_byte()},
                           {"perplexity", totals.perplexity()},

@@ -13,10 +13,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "engine/base/flags.h"
 #include "engine/model/engine_api.h"
 
 namespace {
@@ -27,38 +29,46 @@ double CpuSeconds() {
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-int Usage() {
-  std::fprintf(stderr,
-               "usage: offline_throughput --model_dir DIR --lengths_file FILE [--threads N] "
-               "[--batch_tokens N] [--outputs token_logprobs|logits|hidden_states|embedding|all] [--repeat N]\n");
-  return 2;
+struct Options {
+  std::string model_dir;
+  std::string lengths_file;
+  int threads = 2;
+  int64_t batch_tokens = 0;
+  std::string outputs = "token_logprobs";
+  int repeat = 1;
+};
+
+void RegisterFlags(Options* o, reformer::FlagSet* f) {
+  f->Add("model_dir", &o->model_dir, "Model directory.").Meta("DIR").Required();
+  f->Add("lengths_file", &o->lengths_file, "Document lengths, one per line (loadgen.py --dump-lengths).")
+      .Meta("FILE")
+      .Required();
+  f->Add("threads", &o->threads, "OpenMP threads of the one session.").Range(1, 1024);
+  f->Add("batch_tokens", &o->batch_tokens, "Ragged batches of up to this many tokens; 0 = one document each.")
+      .Min(0);
+  f->Add("outputs", &o->outputs, "Outputs computed.").OneOf({"token_logprobs", "logits", "hidden_states", "embedding", "all"});
+  f->Add("repeat", &o->repeat, "Timed runs over all documents (the best is reported).").Range(1, 1000);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_dir, lengths_file, outputs_name = "token_logprobs";
-  int threads = 2, repeat = 1;
-  int64_t batch_tokens = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--model_dir") model_dir = value();
-    else if (a == "--lengths_file") lengths_file = value();
-    else if (a == "--threads") threads = std::atoi(value().c_str());
-    else if (a == "--batch_tokens") batch_tokens = std::atoll(value().c_str());
-    else if (a == "--outputs") outputs_name = value();
-    else if (a == "--repeat") repeat = std::atoi(value().c_str());
-    else return Usage();
-  }
-  if (model_dir.empty() || lengths_file.empty() || threads < 1 || repeat < 1) return Usage();
+  Options o;
+  reformer::FlagSet flags("offline_throughput [flags]",
+                          "The engine alone on a list of document lengths (see the file comment).");
+  RegisterFlags(&o, &flags);
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  const std::string& model_dir = o.model_dir;
+  const std::string& lengths_file = o.lengths_file;
+  const std::string& outputs_name = o.outputs;
+  const int threads = o.threads, repeat = o.repeat;
+  const int64_t batch_tokens = o.batch_tokens;
   uint32_t outputs = 0;
   if (outputs_name == "token_logprobs") outputs = reformer::kOutputTokenLogprobs;
   else if (outputs_name == "logits") outputs = reformer::kOutputLogits;
   else if (outputs_name == "hidden_states") outputs = reformer::kOutputHiddenStates;
   else if (outputs_name == "embedding") outputs = reformer::kOutputEmbedding;
-  else if (outputs_name == "all") outputs = reformer::kOutputAll;
-  else return Usage();
+  else outputs = reformer::kOutputAll;
 
   std::vector<int64_t> lengths;
   std::ifstream in(lengths_file);

@@ -1,4 +1,4 @@
-#include "server/server_flags.h"
+#include "server/config/host.h"
 
 #include <sched.h>
 #include <unistd.h>
@@ -8,7 +8,6 @@
 #include <sstream>
 #include <thread>
 
-#include "absl/flags/reflection.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -33,29 +32,6 @@ bool IsFile(const std::string& path) {
 }
 
 }  // namespace
-
-std::string FlagEnvName(const std::string& flag) {
-  return absl::StrCat("REFORMER_", absl::AsciiStrToUpper(flag));
-}
-
-absl::Status ApplyEnvironmentToFlags(const std::vector<std::string>& flags,
-                                     const std::function<const char*(const char*)>& getenv) {
-  for (const std::string& name : flags) {
-    const std::string env = FlagEnvName(name);
-    const char* value = getenv(env.c_str());
-    if (value == nullptr) continue;
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr) {
-      return absl::InternalError(absl::StrCat("no flag --", name, " for ", env));
-    }
-    std::string error;
-    if (!flag->ParseFrom(value, &error)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(env, "='", value, "' is not a valid --", name, ": ", error));
-    }
-  }
-  return absl::OkStatus();
-}
 
 std::optional<int> ParseCpuMax(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(absl::StripAsciiWhitespace(text), ' ',
@@ -100,10 +76,8 @@ void ResolveThreads(int cpus, int* workers, int* threads_per_worker) {
   if (*threads_per_worker <= 0) *threads_per_worker = std::max(1, cpus / *workers);
 }
 
-std::vector<std::string> DefaultModelDirCandidates(const std::string& exe_dir,
-                                                   const char* env_dir) {
+std::vector<std::string> DefaultModelDirCandidates(const std::string& exe_dir) {
   std::vector<std::string> out;
-  if (env_dir != nullptr && *env_dir != '\0') out.push_back(env_dir);
   if (!exe_dir.empty()) {
     out.push_back(exe_dir + "/../share/reformer-serve/models/default");
     out.push_back(exe_dir + "/../../models/default");
@@ -113,13 +87,13 @@ std::vector<std::string> DefaultModelDirCandidates(const std::string& exe_dir,
   return out;
 }
 
-absl::StatusOr<std::string> FindDefaultModelDir(const std::string& exe_dir, const char* env_dir) {
-  std::vector<std::string> candidates = DefaultModelDirCandidates(exe_dir, env_dir);
+absl::StatusOr<std::string> FindDefaultModelDir(const std::string& exe_dir) {
+  std::vector<std::string> candidates = DefaultModelDirCandidates(exe_dir);
   for (const std::string& dir : candidates) {
     if (IsFile(dir + "/config.json")) return dir;
   }
   return absl::NotFoundError(absl::StrCat(
-      "no --model_dir given and no bundled default model found (looked for config.json in: ",
+      "no --model_dir (REFORMER_MODEL_DIR) given and no bundled default model found (looked for config.json in: ",
       absl::StrJoin(candidates, ", "), ")"));
 }
 

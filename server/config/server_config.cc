@@ -1,0 +1,257 @@
+#include "server/config/server_config.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/config/host.h"
+
+namespace reformer::serving {
+namespace {
+
+constexpr char kSynopsis[] = "reformer-server [flags]";
+constexpr char kDescription[] =
+    "Serves a Hugging Face Reformer model over gRPC (KServe v2 + reformer.v1, health, reflection) "
+    "and HTTP (/metrics, /healthz, /readyz, /v2). Every flag can also be set with the environment "
+    "variable REFORMER_<FLAG> (e.g. REFORMER_GRPC_PORT=9001); the command line wins.";
+
+// REFORMER_* variables that are not server flags, so no warning: the build and test scripts' own, and
+// REFORMER_MAX_ISA (read by the engine's ISA dispatch before any flag is parsed).
+const std::vector<std::string>& NonFlagVariables() {
+  static const auto* const kNames = new std::vector<std::string>{
+      "REFORMER_SOURCE_DIR",  "REFORMER_BINARY_DIR",          "REFORMER_EXTRA_PACKAGES",
+      "REFORMER_IMAGE_CACHE", "REFORMER_IMAGE_TEST_BUDGET_S", "REFORMER_PYTHON",
+      "REFORMER_MAX_ISA"};
+  return *kNames;
+}
+
+// gRPC cannot send a message of 2 GiB or more; the send limit is max_response_bytes + 1 MiB.
+constexpr int64_t kMaxResponseBytes = (int64_t{2046}) << 20;
+constexpr int64_t kMessageSlackBytes = int64_t{1} << 20;
+// The receive limit is 16 B per token (INT64 ids + mask, or text) per request, plus slack.
+constexpr int64_t kMaxTokensPerRequest = int64_t{1} << 26;
+constexpr int kMaxThreads = 1024;
+
+std::string Basename(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const size_t slash = dir.rfind('/');
+  return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
+
+}  // namespace
+
+void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
+  // Model.
+  f->Add("model_dir", &c->model.dir,
+         "Model directory (config.json, model.safetensors, optional rotations.safetensors and tokenizer). "
+         "Empty = the bundled default model.")
+      .Meta("DIR");
+  f->Add("model_name", &c->model.name, "Served model name. Empty = the basename of the model directory.")
+      .Meta("NAME");
+  // Ports.
+  f->Add("bind_address", &c->listen.bind_address, "Address both ports listen on.").Meta("ADDRESS");
+  f->Add("grpc_port", &c->listen.grpc_port,
+         "gRPC port (KServe v2, reformer.v1, health, reflection); 0 = any free port (printed at start).")
+      .Range(0, 65535)
+      .Meta("PORT");
+  f->Add("http_port", &c->listen.http_port,
+         "HTTP port (/metrics, /healthz, /readyz, /v2); 0 = any free port (printed at start).")
+      .Range(0, 65535)
+      .Meta("PORT");
+  f->Add("http_threads", &c->http.threads,
+         "HTTP server (civetweb) threads, one per connection being served; the headroom keeps probes and "
+         "/metrics answering beside slow clients.")
+      .Range(1, kMaxThreads);
+  f->Add("http_request_timeout_s", &c->http.request_timeout_s,
+         "Longest an HTTP client may take to send a whole request.")
+      .MinReal(0.001)
+      .Meta("SECONDS");
+  f->Add("http_keep_alive_timeout_s", &c->http.keep_alive_timeout_s,
+         "Longest an idle kept-alive HTTP connection is held.")
+      .MinReal(0.001)
+      .Meta("SECONDS");
+  f->Add("http_infer_threads", &c->http.infer_threads,
+         "Most HTTP threads waiting on a REST inference at once; more concurrent REST inferences get 503 "
+         "with Retry-After, and the other threads always answer probes, /metrics and metadata. "
+         "0 = 3/4 of --http_threads.")
+      .Range(0, kMaxThreads);
+  f->Add("http_max_body_bytes", &c->http.max_body_bytes,
+         "Largest REST request body; a larger Content-Length gets 413 before the body is read. "
+         "0 = the gRPC receive limit (16 bytes x --max_tokens_per_request + 1 MiB).")
+      .Min(0);
+  f->Add("http_body_timeout_s", &c->http.body_timeout_s,
+         "Longest a REST client may take to send a request body (then 408).")
+      .MinReal(0.001)
+      .Meta("SECONDS");
+  // Workers.
+  f->Add("workers", &c->workers.workers,
+         "Worker threads, each with its own engine session. 0 = from the CPU quota (cgroup cpu.max, else "
+         "the cores): one single-threaded worker per CPU, or CPUs / --threads_per_worker.")
+      .Range(0, kMaxThreads);
+  f->Add("threads_per_worker", &c->workers.threads_per_worker,
+         "OpenMP threads per worker. 0 = CPUs / workers.")
+      .Range(0, kMaxThreads);
+  f->Add("workspace_budget_bytes", &c->workers.workspace_budget_bytes, "Engine workspace bound per worker.")
+      .Min(1);
+  // Batching and admission.
+  f->Add("max_batch_tokens", &c->batching.max_batch_tokens,
+         "Most real tokens in one engine batch. 0 = max(65536, the model's context), so a document of the "
+         "full context always fits.")
+      .Min(0);
+  f->Add("max_batch_size", &c->batching.max_batch_size, "Most documents in one engine batch.").Min(1);
+  f->Add("long_batch_tokens", &c->batching.long_batch_tokens,
+         "Batches above this many tokens are long; with >= 2 workers at most workers-1 long batches run at "
+         "once, so short requests always find a worker. 0 = no reservation.")
+      .Min(0);
+  f->Add("batch_length_ratio", &c->batching.batch_length_ratio,
+         "Documents in one batch have lengths within this factor of each other.")
+      .MinReal(1.0);
+  f->Add("memory_budget_bytes", &c->batching.memory_budget_bytes,
+         "One process-wide bound, shared by all workers, on the engine's working memory of the running "
+         "batches plus the outputs of requests until their responses are sent.")
+      .Min(1);
+  f->Add("max_queue_delay_ms", &c->batching.max_queue_delay_ms, "Longest a request waits for batch mates.")
+      .Min(0);
+  f->Add("max_queue_requests", &c->batching.max_queue_requests,
+         "Queued requests beyond which new ones get UNAVAILABLE.")
+      .Min(1);
+  f->Add("max_queue_tokens", &c->batching.max_queue_tokens,
+         "Queued tokens beyond which new requests get UNAVAILABLE.")
+      .Min(1);
+  f->Add("priority_aging_s", &c->batching.priority_aging_s,
+         "A request queued this long is ordered as if it had the highest priority (by arrival), so lower "
+         "priorities cannot starve. 0 = arrival order only.")
+      .MinReal(0)
+      .Meta("SECONDS");
+  // Request limits.
+  f->Add("max_tokens_per_request", &c->limits.max_tokens_per_request,
+         "Most tokens over one request's documents (more: INVALID_ARGUMENT). 0 = 8 x the model's context.")
+      .Range(0, kMaxTokensPerRequest);
+  f->Add("max_response_bytes", &c->limits.max_response_bytes,
+         "Largest response; requests whose outputs would exceed it are refused up front (RESOURCE_EXHAUSTED).")
+      .Range(1, kMaxResponseBytes);
+  // gRPC connections.
+  f->Add("keepalive_time_s", &c->grpc.keepalive_time_s, "Server keepalive ping interval. 0 = gRPC's default.")
+      .Min(0);
+  f->Add("keepalive_timeout_s", &c->grpc.keepalive_timeout_s, "Keepalive ping acknowledgement timeout.").Min(1);
+  f->Add("min_client_ping_interval_s", &c->grpc.min_client_ping_interval_s,
+         "Clients pinging more often than this (without data) are told to back off.")
+      .Min(0);
+  f->Add("max_connection_age_s", &c->grpc.max_connection_age_s,
+         "Close connections after this age so clients re-resolve (Kubernetes scale-out). 0 = never.")
+      .Min(0);
+  f->Add("max_connection_age_grace_s", &c->grpc.max_connection_age_grace_s,
+         "Grace for the RPCs of a connection being aged out.")
+      .Min(0);
+  f->Add("max_connection_idle_s", &c->grpc.max_connection_idle_s, "Close idle connections after this. 0 = never.")
+      .Min(0);
+  f->Add("max_concurrent_streams", &c->grpc.max_concurrent_streams,
+         "Concurrent RPCs per HTTP/2 connection; more wait in the client.")
+      .Range(1, 1 << 20);
+  f->Add("grpc_resource_quota_bytes", &c->grpc.resource_quota_bytes,
+         "gRPC's resource quota: memory for its transport buffers.")
+      .Min(int64_t{1} << 20);
+  f->Add("grpc_resource_quota_threads", &c->grpc.resource_quota_threads,
+         "Threads gRPC may use for its callbacks. 0 = gRPC's default.")
+      .Range(0, kMaxThreads);
+  f->Add("stream_max_unsent_responses", &c->grpc.stream_max_unsent_responses,
+         "Per ModelStreamInfer call: responses not yet taken by the client before reading pauses.")
+      .Min(1);
+  f->Add("stream_max_unsent_bytes", &c->grpc.stream_max_unsent_bytes,
+         "Per ModelStreamInfer call: bytes of responses not yet taken by the client before reading pauses.")
+      .Min(1);
+  // Start and shutdown.
+  f->Add("warmup", &c->warmup, "Run one short forward through the serving path before reporting READY.");
+  f->Add("drain_timeout_s", &c->shutdown.drain_timeout_s,
+         "On SIGTERM, how long queued and running work may finish.")
+      .Min(0);
+  f->Add("drain_min_s", &c->shutdown.drain_min_s,
+         "After SIGTERM keep the ports up (readiness NOT_SERVING, new requests UNAVAILABLE) at least this "
+         "long, so load balancers see readiness flip before the port closes.")
+      .MinReal(0);
+  f->Add("log_level", &c->log_level, "Least severe log messages written to stderr.")
+      .OneOf({"debug", "info", "warning", "error"});
+}
+
+namespace {
+
+// The server's flag set bound to `config`.
+std::unique_ptr<FlagSet> ServerFlags(ServerConfig* config) {
+  auto flags = std::make_unique<FlagSet>(kSynopsis, kDescription);
+  flags->SetEnvironmentPrefix(kEnvironmentPrefix);
+  RegisterServerFlags(config, flags.get());
+  return flags;
+}
+
+}  // namespace
+
+absl::StatusOr<CommandLine> ParseServerCommandLine(
+    absl::Span<const std::string> args, absl::Span<const std::pair<std::string, std::string>> env,
+    ServerConfig* config) {
+  std::unique_ptr<FlagSet> server_flags = ServerFlags(config);
+  FlagSet& flags = *server_flags;
+  CommandLine out;
+  if (absl::Status s = flags.ApplyEnvironment(env, NonFlagVariables(), &out.warnings); !s.ok()) return s;
+  if (absl::Status s = flags.Parse(args); !s.ok()) return s;
+  out.help = flags.help_requested();
+  return out;
+}
+
+std::string ServerUsage() {
+  ServerConfig defaults;
+  return ServerFlags(&defaults)->Usage();
+}
+
+std::string ServerFlagsMarkdown() {
+  ServerConfig defaults;
+  return ServerFlags(&defaults)->MarkdownTable();
+}
+
+absl::Status ResolveModelDir(const std::string& exe_dir, ServerConfig* config) {
+  if (!config->model.dir.empty()) return absl::OkStatus();
+  absl::StatusOr<std::string> found = FindDefaultModelDir(exe_dir);
+  if (!found.ok()) return found.status();
+  config->model.dir = *found;
+  return absl::OkStatus();
+}
+
+absl::Status ResolveServerConfig(const ResolveFacts& facts, ServerConfig* c) {
+  if (facts.context < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the model's context must be >= 1, got ", facts.context));
+  }
+  if (c->model.name.empty()) c->model.name = Basename(c->model.dir);
+  if (c->model.name.empty() || c->model.name.find_first_of("/ \t\n") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--model_name '", c->model.name, "' is not a usable model name (empty, or contains '/' or spaces)"));
+  }
+  ResolveThreads(facts.cpus, &c->workers.workers, &c->workers.threads_per_worker);
+  if (c->batching.max_batch_tokens == 0) c->batching.max_batch_tokens = std::max<int64_t>(65536, facts.context);
+  if (c->limits.max_tokens_per_request == 0) {
+    c->limits.max_tokens_per_request = std::min(8 * facts.context, kMaxTokensPerRequest);
+  }
+  // Explicit gRPC message limits: a request of max_tokens_per_request tokens as INT64 ids + mask
+  // (or text at up to 16 bytes per token), a response of max_response_bytes, plus framing slack.
+  c->grpc.max_receive_message_bytes = 16 * c->limits.max_tokens_per_request + kMessageSlackBytes;
+  c->grpc.max_send_message_bytes = c->limits.max_response_bytes + kMessageSlackBytes;
+  // REST bodies carry the same tensors as gRPC messages: the same bound.
+  if (c->http.max_body_bytes == 0) c->http.max_body_bytes = c->grpc.max_receive_message_bytes;
+  if (c->http.infer_threads == 0) c->http.infer_threads = std::max(1, c->http.threads * 3 / 4);
+  if (c->http.infer_threads > c->http.threads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http_infer_threads=", c->http.infer_threads, " is above --http_threads=", c->http.threads,
+        "; keep threads free for probes and /metrics"));
+  }
+  return absl::OkStatus();
+}
+
+std::string DescribeResolved(const ServerConfig& c, int cpus) {
+  return absl::StrFormat(
+      "cpus %d: %d workers x %d threads; max_batch_tokens %d, max_batch_size %d, long_batch_tokens %d, "
+      "memory_budget_bytes %d, max_tokens_per_request %d, max_response_bytes %d",
+      cpus, c.workers.workers, c.workers.threads_per_worker, c.batching.max_batch_tokens,
+      c.batching.max_batch_size, c.batching.long_batch_tokens, c.batching.memory_budget_bytes,
+      c.limits.max_tokens_per_request, c.limits.max_response_bytes);
+}
+
+}  // namespace reformer::serving
