@@ -94,8 +94,8 @@ void JsonWriter::Int(int64_t v) {
 }
 
 void JsonWriter::Float(float v) {
-  if (!std::isfinite(v)) {
-    Raw("null");
+  if (!std::isfinite(v) || (v == 0 && std::signbit(v))) {
+    Raw(std::isfinite(v) ? "-0.0" : "null");  // "-0" reads back as the integer 0 in most parsers
     return;
   }
   Reserve(kNumberBytes);
@@ -124,9 +124,10 @@ void JsonWriter::Array(const T* v, int64_t n) {
     char* p = start;
     if (i > 0) *p++ = ',';
     if constexpr (std::is_floating_point_v<T>) {
-      if (!std::isfinite(v[i])) {
-        std::memcpy(p, "null", 4);
-        used_ += static_cast<size_t>(p + 4 - start);
+      if (!std::isfinite(v[i]) || (v[i] == 0 && std::signbit(v[i]))) {
+        const absl::string_view text = std::isfinite(v[i]) ? "-0.0" : "null";
+        std::memcpy(p, text.data(), text.size());
+        used_ += static_cast<size_t>(p + text.size() - start);
         continue;
       }
     }
