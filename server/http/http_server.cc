@@ -46,6 +46,7 @@ HttpServer::HttpServer(const HttpOptions& options, prometheus::Registry* registr
                        const ServiceEnv& env)
     : registry_(registry),
       env_(env),
+      shutdown_grace_(options.shutdown_grace),
       slots_(ThreadsForInference(options)),
       infer_(env, options.rest, &slots_) {}
 
@@ -97,7 +98,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
 }
 
 HttpServer::~HttpServer() {
-  if (ctx_ != nullptr) mg_stop(ctx_);
+  if (ctx_ == nullptr) return;
+  // Answers being written (a long JSON, a large binary output) go out before civetweb's stop flag
+  // would cut them; new REST inferences meanwhile get 503 (draining) and hold a slot only briefly.
+  slots_.WaitIdle(shutdown_grace_);
+  mg_stop(ctx_);
 }
 
 int HttpServer::HandleRequest(mg_connection* conn, void* self) {

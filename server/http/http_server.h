@@ -25,8 +25,9 @@
 // that sends half a request holds its thread until `request_timeout`, an idle kept-alive
 // connection until `keep_alive_timeout`.
 // Borrows everything in ServiceEnv and the registry; they must outlive the server. The destructor
-// stops civetweb and joins its threads (handlers waiting on inference return once the
-// InferenceService has answered them, which its Shutdown guarantees).
+// first lets the computing handlers finish writing their answers (up to `shutdown_grace`: the
+// InferenceService's Shutdown, which comes first, has answered every one of them), then stops
+// civetweb and joins its threads.
 #pragma once
 
 #include <functional>
@@ -58,6 +59,9 @@ struct HttpOptions {
   absl::Duration request_timeout = absl::Seconds(5);     // to receive a request's head
   absl::Duration keep_alive_timeout = absl::Seconds(2);  // idle time of a kept-alive connection
   RestInferOptions rest;  // body limit and timeouts of REST inference
+  // On destruction, how long computing handlers may take to finish writing their answers before
+  // civetweb is stopped (which cuts any write still going on).
+  absl::Duration shutdown_grace = absl::Seconds(5);
 };
 
 class HttpServer {
@@ -95,6 +99,7 @@ class HttpServer {
 
   prometheus::Registry* const registry_;
   const ServiceEnv env_;
+  const absl::Duration shutdown_grace_;
   ComputeSlots slots_;
   const RestInferHandler infer_;
   std::map<std::string, ModelPostHandler> post_handlers_;  // by action; filled before start
