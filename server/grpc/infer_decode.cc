@@ -49,9 +49,10 @@ class GrpcContents final : public InputContents {
                                                    : c.bool_contents_size();
     if (got != count) return TypedCountError(got, count);
     // Repeated scalar fields are contiguous arrays of their native type (bool: one byte, 0/1).
-    const void* data = type == DataType::kInt32   ? static_cast<const void*>(c.int_contents().data())
-                       : type == DataType::kInt64 ? static_cast<const void*>(c.int64_contents().data())
-                                                  : static_cast<const void*>(c.bool_contents().data());
+    const void* data = type == DataType::kInt32 ? static_cast<const void*>(c.int_contents().data())
+                       : type == DataType::kInt64
+                           ? static_cast<const void*>(c.int64_contents().data())
+                           : static_cast<const void*>(c.bool_contents().data());
     return IntElements(type, data);
   }
 

@@ -19,8 +19,9 @@
 namespace reformer::serving {
 namespace {
 
-void FillTensors(const std::vector<TensorSpec>& tensors,
-                 google::protobuf::RepeatedPtrField<inference::ModelMetadataResponse::TensorMetadata>* dst) {
+void FillTensors(
+    const std::vector<TensorSpec>& tensors,
+    google::protobuf::RepeatedPtrField<inference::ModelMetadataResponse::TensorMetadata>* dst) {
   for (const TensorSpec& t : tensors) {
     auto* out = dst->Add();
     out->set_name(t.name);

@@ -89,9 +89,9 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
                                                    const Clock& clock) {
   const int64_t declared = content_length();
   if (declared > max_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the request body has ", declared, " bytes, above the limit of ", max_bytes,
-        " bytes (--http_max_body_bytes); send fewer tokens per request or use gRPC"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the request body has ", declared, " bytes, above the limit of ", max_bytes,
+                     " bytes (--http_max_body_bytes); send fewer tokens per request or use gRPC"));
   }
   std::optional<absl::string_view> expect = Header("Expect");
   if (expect && absl::EqualsIgnoreCase(*expect, "100-continue") && !continue_sent_) {
@@ -100,8 +100,8 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
   }
   // A declared length is read into a buffer of exactly that size; a chunked body grows its
   // buffer up to one byte over the limit, which is how "over the limit" is noticed.
-  const size_t cap = declared >= 0 ? static_cast<size_t>(declared)
-                                   : static_cast<size_t>(max_bytes) + 1;
+  const size_t cap =
+      declared >= 0 ? static_cast<size_t>(declared) : static_cast<size_t>(max_bytes) + 1;
   std::string body;
   if (declared >= 0) body.resize(cap);
   size_t got = 0;
@@ -113,14 +113,14 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
     if (n <= 0) break;
     got += static_cast<size_t>(n);
     if (got < cap && clock.Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "the request body did not arrive in time (", got, " bytes received)"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("the request body did not arrive in time (", got, " bytes received)"));
     }
   }
   if (declared < 0 && got > static_cast<size_t>(max_bytes)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the request body is above the limit of ", max_bytes,
-        " bytes (--http_max_body_bytes); send fewer tokens per request or use gRPC"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the request body is above the limit of ", max_bytes,
+                     " bytes (--http_max_body_bytes); send fewer tokens per request or use gRPC"));
   }
   if (declared >= 0 && got < cap) {
     return absl::InvalidArgumentError(absl::StrCat("the request body ended after ", got, " of ",
@@ -147,8 +147,9 @@ void HttpExchange::DiscardBody(int64_t max_bytes, absl::Time deadline, const Clo
 bool HttpExchange::SendHead(int status, absl::string_view content_type,
                             std::optional<int64_t> content_length,
                             const std::vector<HttpHeader>& headers, bool close) {
-  std::string head = absl::StrCat("HTTP/1.1 ", status, " ", mg_get_response_code_text(conn_, status),
-                                  "\r\nContent-Type: ", content_type, "\r\n");
+  std::string head =
+      absl::StrCat("HTTP/1.1 ", status, " ", mg_get_response_code_text(conn_, status),
+                   "\r\nContent-Type: ", content_type, "\r\n");
   if (content_length) {
     absl::StrAppend(&head, "Content-Length: ", *content_length, "\r\n");
   } else {

@@ -91,8 +91,8 @@ class HttpExchange {
 };
 
 // A body whose length is not known when it starts (JSON of any size): the first piece written is
-// held back; a body that ends within it goes out with Content-Length, a longer one chunked (HTTP/1.1
-// clients only: callers count the length first for HTTP/1.0). Holds at most one piece.
+// held back; a body that ends within it goes out with Content-Length, a longer one chunked
+// (HTTP/1.1 clients only: callers count the length first for HTTP/1.0). Holds at most one piece.
 class StreamingBody final : public ByteSink {
  public:
   StreamingBody(HttpExchange* exchange, int status, std::string content_type,

@@ -142,8 +142,7 @@ int HttpServer::Dispatch(HttpExchange* exchange) {
   return r.status;
 }
 
-HttpServer::Response HttpServer::Handle(const std::string& method,
-                                        const std::string& path) const {
+HttpServer::Response HttpServer::Handle(const std::string& method, const std::string& path) const {
   const std::optional<ModelPath> model_path = ParseModelPath(path);
   if (model_path && post_handlers_.count(model_path->action) > 0) {
     return MethodNotAllowed("POST");
@@ -151,13 +150,17 @@ HttpServer::Response HttpServer::Handle(const std::string& method,
   if (method != "GET" && method != "HEAD") return MethodNotAllowed("GET, HEAD");
   if (path == "/metrics") {
     prometheus::TextSerializer serializer;
-    return {200, "text/plain; version=0.0.4; charset=utf-8",
-            serializer.Serialize(registry_->Collect()), {}};
+    return {200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            serializer.Serialize(registry_->Collect()),
+            {}};
   }
   if (path == "/healthz" || path == "/v2/health/live") return {200, kText, "ok\n", {}};
   if (path == "/readyz" || path == "/v2/health/ready") {
-    return {env_.health->ready() ? 200 : 503, kText,
-            absl::StrCat(ServingStateName(env_.health->state()), "\n"), {}};
+    return {env_.health->ready() ? 200 : 503,
+            kText,
+            absl::StrCat(ServingStateName(env_.health->state()), "\n"),
+            {}};
   }
   if (path == "/v2" || path == "/v2/") return {200, kJson, ServerMetadataJson(), {}};
   if (path == "/v2/models/stats") {
@@ -175,8 +178,10 @@ HttpServer::Response HttpServer::HandleModel(const ModelPath& path) const {
   if (!found.ok()) return JsonErrorResponse(404, found.message());
   if (path.action.empty()) return {200, kJson, ModelMetadataJson(m, env_.limits), {}};
   if (path.action == "ready") {
-    return {env_.health->ready() ? 200 : 503, kText,
-            absl::StrCat(ServingStateName(env_.health->state()), "\n"), {}};
+    return {env_.health->ready() ? 200 : 503,
+            kText,
+            absl::StrCat(ServingStateName(env_.health->state()), "\n"),
+            {}};
   }
   if (path.action == "config") return {200, kJson, ModelConfigJson(m), {}};
   if (path.action == "stats") {

@@ -183,8 +183,9 @@ bool InferJsonReader::OpenIn(Ctx parent, bool object, Ctx* child) {
     case Ctx::kInputs:
     case Ctx::kOutputs: {
       const bool inputs = parent == Ctx::kInputs;
-      if (!object) return Fail(absl::StrCat("each entry of '", inputs ? "inputs" : "outputs",
-                                            "' must be an object"));
+      if (!object)
+        return Fail(
+            absl::StrCat("each entry of '", inputs ? "inputs" : "outputs", "' must be an object"));
       const size_t n = inputs ? result_.inputs.size() : result_.outputs.size();
       const int max = inputs ? limits_.max_inputs : limits_.max_outputs;
       if (static_cast<int>(n) >= max) {
@@ -205,8 +206,8 @@ bool InferJsonReader::OpenIn(Ctx parent, bool object, Ctx* child) {
       return Fail(absl::StrCat(InputLabel(), ": 'shape' must be a list of integers"));
     case Ctx::kData:
       if (object) {
-        return Fail(absl::StrCat(InputLabel(),
-                                 ": 'data' holds numbers, booleans or strings, not objects"));
+        return Fail(
+            absl::StrCat(InputLabel(), ": 'data' holds numbers, booleans or strings, not objects"));
       }
       ++counts_.back();
       *child = Ctx::kData;
@@ -231,8 +232,8 @@ bool InferJsonReader::OpenInput(bool object, Ctx* child) {
     const bool shape = key_ == "shape";
     *child = shape ? Ctx::kShape : Ctx::kData;
     if (object) {
-      return Fail(absl::StrCat(InputLabel(), ": '", key_, "' must be a list",
-                               shape ? " of integers" : ""));
+      return Fail(
+          absl::StrCat(InputLabel(), ": '", key_, "' must be a list", shape ? " of integers" : ""));
     }
     return Once(shape ? &in.has_shape : &in.has_data, InputLabel(), key_);
   }
@@ -360,26 +361,28 @@ bool InferJsonReader::InputValue(const Scalar& v) {
     (name ? in.name : in.datatype) = std::move(*v.s);
     return true;
   }
-  if (key_ == "shape") return Fail(absl::StrCat(InputLabel(), ": 'shape' must be a list of integers"));
+  if (key_ == "shape")
+    return Fail(absl::StrCat(InputLabel(), ": 'shape' must be a list of integers"));
   if (key_ == "data") return Fail(absl::StrCat(InputLabel(), ": 'data' must be a list"));
-  if (key_ == "parameters") return Fail(absl::StrCat(InputLabel(), ": 'parameters' must be an object"));
+  if (key_ == "parameters")
+    return Fail(absl::StrCat(InputLabel(), ": 'parameters' must be an object"));
   return true;
 }
 
 bool InferJsonReader::ShapeValue(const Scalar& v) {
   JsonInput& in = result_.inputs.back();
   if (static_cast<int>(in.shape.size()) >= limits_.max_rank) {
-    return Fail(absl::StrCat(InputLabel(), ": 'shape' has more than ", limits_.max_rank,
-                             " dimensions"));
+    return Fail(
+        absl::StrCat(InputLabel(), ": 'shape' has more than ", limits_.max_rank, " dimensions"));
   }
   if (v.kind == Scalar::kInt) {
-    in.shape.push_back(v.i);  // negative: ElementCount names it
-  } else if (v.kind == Scalar::kUint) {  // nlohmann reports non-negative integers as unsigned
+    in.shape.push_back(v.i);                  // negative: ElementCount names it
+  } else if (v.kind == Scalar::kUint) {       // nlohmann reports non-negative integers as unsigned
     in.shape.push_back(static_cast<int64_t>(  // beyond INT64: "too many elements"
         std::min<uint64_t>(v.u, std::numeric_limits<int64_t>::max())));
   } else {
-    return Fail(absl::StrCat(InputLabel(), ": 'shape' must be a list of integers, found ",
-                             KindName(v)));
+    return Fail(
+        absl::StrCat(InputLabel(), ": 'shape' must be a list of integers, found ", KindName(v)));
   }
   return true;
 }
@@ -387,7 +390,8 @@ bool InferJsonReader::ShapeValue(const Scalar& v) {
 bool InferJsonReader::InputParamValue(const Scalar& v) {
   if (key_ != "binary_data_size") return true;
   JsonInput& in = result_.inputs.back();
-  if (in.binary_data_size) return Fail(absl::StrCat(InputLabel(), ": 'binary_data_size' given twice"));
+  if (in.binary_data_size)
+    return Fail(absl::StrCat(InputLabel(), ": 'binary_data_size' given twice"));
   in.binary_data_size = NonNegative(v);
   if (!in.binary_data_size) {
     return Fail(absl::StrCat(InputLabel(),
@@ -442,12 +446,14 @@ bool InferJsonReader::Leaf(const Scalar& v) {
 bool InferJsonReader::OutputValue(const Scalar& v) {
   JsonOutput& out = result_.outputs.back();
   if (key_ == "name") {
-    if (v.kind != Scalar::kString) return Fail(absl::StrCat(OutputLabel(), ": 'name' must be a string"));
+    if (v.kind != Scalar::kString)
+      return Fail(absl::StrCat(OutputLabel(), ": 'name' must be a string"));
     if (!Once(&out.has_name, OutputLabel(), key_)) return false;
     out.name = std::move(*v.s);
     return true;
   }
-  if (key_ == "parameters") return Fail(absl::StrCat(OutputLabel(), ": 'parameters' must be an object"));
+  if (key_ == "parameters")
+    return Fail(absl::StrCat(OutputLabel(), ": 'parameters' must be an object"));
   return true;
 }
 
@@ -473,12 +479,14 @@ absl::StatusOr<JsonInferRequest> ReadInferJson(absl::string_view text,
 absl::Status CheckNesting(const JsonTensorData& data, absl::string_view input,
                           absl::Span<const int64_t> shape) {
   if (data.leaf_depth < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input '", input, "': 'data' has values at different nesting levels; give it flat or "
-        "nested as the shape ", ShapeString(shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", input,
+                     "': 'data' has values at different nesting levels; give it flat or "
+                     "nested as the shape ",
+                     ShapeString(shape)));
   }
-  const size_t depth = data.leaf_depth > 0 ? static_cast<size_t>(data.leaf_depth)
-                                           : data.lengths.size();
+  const size_t depth =
+      data.leaf_depth > 0 ? static_cast<size_t>(data.leaf_depth) : data.lengths.size();
   if (depth <= 1 && data.lengths.size() <= 1) return absl::OkStatus();  // flat
   bool match = !data.ragged && depth == shape.size() && data.lengths.size() == shape.size();
   for (size_t d = 0; match && d < shape.size(); ++d) match = data.lengths[d] == shape[d];

@@ -2,10 +2,11 @@
 // ByteSink whenever it fills, so a response of any size (a REST logits response can be hundreds of
 // MB of text) needs bounded memory and is never built as one string. Numbers are formatted as they
 // are written: floats with the shortest decimal that parses back to the same float (std::to_chars),
-// so a client reading them as float32 gets the exact bits the engine wrote (negative zero is written
-// "-0.0": many parsers read "-0" as the integer 0); non-finite values (JSON has none) are written as
-// null. Strings are escaped; invalid UTF-8 becomes U+FFFD.
-// The caller writes the structure ('{', ',', ...) with Raw(). One thread at a time.
+// so a client reading them as float32 gets the exact bits the engine wrote (negative zero is
+// written
+// "-0.0": many parsers read "-0" as the integer 0); non-finite values (JSON has none) are written
+// as null. Strings are escaped; invalid UTF-8 becomes U+FFFD. The caller writes the structure ('{',
+// ',', ...) with Raw(). One thread at a time.
 #pragma once
 
 #include <cstddef>

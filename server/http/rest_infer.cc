@@ -84,7 +84,8 @@ int HttpStatusOf(const absl::Status& status, bool admission) {
     case absl::StatusCode::kDeadlineExceeded:
       return 504;
     case absl::StatusCode::kCancelled:
-      return 499;  // the client closed the request (nginx's convention; only a half-closed client sees it)
+      return 499;  // the client closed the request (nginx's convention; only a half-closed client
+                   // sees it)
     case absl::StatusCode::kUnimplemented:
       return 501;
     default:
@@ -166,7 +167,7 @@ absl::Status RestInferHandler::Run(HttpExchange* exchange, const ModelPath& path
       options_.max_body_bytes, env_.clock->Now() + options_.body_timeout, *env_.clock);
   if (!body.ok()) {
     count_rejection(body.status());
-    call->http_status = absl::IsDeadlineExceeded(body.status()) ? 408
+    call->http_status = absl::IsDeadlineExceeded(body.status())    ? 408
                         : absl::IsResourceExhausted(body.status()) ? 413
                                                                    : 400;
     SendJsonError(exchange, call->http_status, body.status().message(), /*close=*/true);
@@ -189,8 +190,8 @@ absl::Status RestInferHandler::Run(HttpExchange* exchange, const ModelPath& path
 absl::Status RestInferHandler::SubmitAndAnswer(HttpExchange* exchange, DecodedRestInfer decoded,
                                                Call* call) const {
   InferenceRequest& r = *decoded.request;
-  r.deadline = EffectiveDeadline(*env_.clock, std::chrono::system_clock::time_point::max(),
-                                 decoded.timeout);
+  r.deadline =
+      EffectiveDeadline(*env_.clock, std::chrono::system_clock::time_point::max(), decoded.timeout);
   if (r.deadline <= env_.clock->Now()) {
     const absl::Status late =
         absl::DeadlineExceededError("the deadline passed before the request was queued");
@@ -204,8 +205,9 @@ absl::Status RestInferHandler::SubmitAndAnswer(HttpExchange* exchange, DecodedRe
   for (int64_t d = 0; d < r.documents.size(); ++d) lengths.push_back(r.documents.length(d));
   const int64_t tokens = r.documents.total_tokens();
   auto waiter = std::make_shared<ResultWaiter>();
-  const absl::Status submitted = env_.inference->Submit(
-      std::move(decoded.request), [waiter](InferenceResult result) { waiter->Set(std::move(result)); });
+  const absl::Status submitted =
+      env_.inference->Submit(std::move(decoded.request),
+                             [waiter](InferenceResult result) { waiter->Set(std::move(result)); });
   if (!submitted.ok()) {  // the service counted the rejection
     Refuse(exchange, submitted, /*admission=*/true, /*discard_body=*/false, call);
     return submitted;

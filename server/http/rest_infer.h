@@ -38,7 +38,7 @@ int64_t DefaultRestBodyBytes(const ServiceLimits& limits);
 
 struct RestInferOptions {
   int64_t max_body_bytes = 0;  // request bodies above this: 413; 0 = DefaultRestBodyBytes
-  absl::Duration body_timeout = absl::Seconds(60);       // to receive a whole body: else 408
+  absl::Duration body_timeout = absl::Seconds(60);          // to receive a whole body: else 408
   absl::Duration disconnect_poll = absl::Milliseconds(50);  // how often a waiting handler looks
   int64_t discard_bytes = int64_t{64} << 20;  // most unread body drained before an early answer
   absl::Duration discard_timeout = absl::Seconds(2);
@@ -59,11 +59,10 @@ class RestInferHandler {
  private:
   struct Call;
   absl::Status Run(HttpExchange* exchange, const ModelPath& path, Call* call) const;
-  absl::Status SubmitAndAnswer(HttpExchange* exchange, DecodedRestInfer decoded,
-                               Call* call) const;
+  absl::Status SubmitAndAnswer(HttpExchange* exchange, DecodedRestInfer decoded, Call* call) const;
   // Sends `status` as an error answer (draining the unread body first when asked).
-  void Refuse(HttpExchange* exchange, const absl::Status& status, bool admission,
-              bool discard_body, Call* call) const;
+  void Refuse(HttpExchange* exchange, const absl::Status& status, bool admission, bool discard_body,
+              Call* call) const;
 
   const ServiceEnv env_;
   RestInferOptions options_;

@@ -24,15 +24,17 @@ class JsonDataContents final : public InputContents {
     RETURN_IF_ERROR(CheckCount(count));
     const char* name = DataTypeName(type);
     if (d.first_string >= 0) return KindError(name, d.first_string, "a string");
-    if (d.first_other >= 0) return KindError(name, d.first_other, d.other_text + ", not an integer");
+    if (d.first_other >= 0)
+      return KindError(name, d.first_other, d.other_text + ", not an integer");
     if (type != DataType::kBool && d.first_bool >= 0) {
       return KindError(name, d.first_bool, "a boolean");
     }
     RETURN_IF_ERROR(CheckNesting(d, in_.name, in_.shape));
-    const int64_t outside = type == DataType::kInt32 ? d.first_outside_int32 : d.first_outside_int64;
+    const int64_t outside =
+        type == DataType::kInt32 ? d.first_outside_int32 : d.first_outside_int64;
     if (outside >= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", in_.name, "': 'data' element ",
-                                                     outside, " is outside ", name));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", in_.name, "': 'data' element ", outside, " is outside ", name));
     }
     return IntElements(DataType::kInt64, d.ints.data());
   }
@@ -63,11 +65,9 @@ class JsonDataContents final : public InputContents {
                                                    in_.data.count, " elements, shape ",
                                                    ShapeString(in_.shape), " needs ", count));
   }
-  absl::Status KindError(absl::string_view datatype, int64_t index,
-                         absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat("input '", in_.name, "' has datatype ",
-                                                   datatype, " but 'data' element ", index, " is ",
-                                                   what));
+  absl::Status KindError(absl::string_view datatype, int64_t index, absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat("input '", in_.name, "' has datatype ", datatype,
+                                                   " but 'data' element ", index, " is ", what));
   }
 
   const JsonInput& in_;
@@ -81,10 +81,10 @@ class BinaryContents final : public InputContents {
   absl::StatusOr<IntElements> Ints(DataType type, int64_t count) const override {
     std::optional<int64_t> expected = CheckedMul(count, DataTypeSize(type));
     if (!expected || *expected != static_cast<int64_t>(bytes_.size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", in_.name, "': binary_data_size is ", bytes_.size(), " bytes, shape ",
-          ShapeString(in_.shape), " of ", in_.datatype, " needs ",
-          expected ? absl::StrCat(*expected) : std::string("more than 2^63")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", in_.name, "': binary_data_size is ", bytes_.size(),
+                       " bytes, shape ", ShapeString(in_.shape), " of ", in_.datatype, " needs ",
+                       expected ? absl::StrCat(*expected) : std::string("more than 2^63")));
     }
     return IntElements(type, bytes_.data());
   }
@@ -107,8 +107,7 @@ absl::StatusOr<size_t> JsonLength(const RestInferInput& input) {
   const bool digits = !text.empty() && text.find_first_not_of("0123456789") == text.npos;
   if (!digits || !absl::SimpleAtoi(text, &n)) {
     return absl::InvalidArgumentError(absl::StrCat("Inference-Header-Content-Length '",
-                                                   text.substr(0, 40),
-                                                   "' is not a byte count"));
+                                                   text.substr(0, 40), "' is not a byte count"));
   }
   if (n > input.body.size()) {
     return absl::InvalidArgumentError(absl::StrCat("Inference-Header-Content-Length ", n,
@@ -125,9 +124,10 @@ absl::Status CheckDeclared(const JsonInferRequest& json, bool binary_allowed) {
     const JsonInput& in = json.inputs[i];
     const std::string label =
         in.has_name ? absl::StrCat("input '", in.name, "'") : absl::StrCat("inputs[", i, "]");
-    const char* missing = !in.has_name ? "name" : !in.has_datatype ? "datatype"
-                                                   : !in.has_shape ? "shape"
-                                                                   : nullptr;
+    const char* missing = !in.has_name       ? "name"
+                          : !in.has_datatype ? "datatype"
+                          : !in.has_shape    ? "shape"
+                                             : nullptr;
     if (missing != nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(label, " has no '", missing, "'"));
     }
@@ -140,9 +140,10 @@ absl::Status CheckDeclared(const JsonInferRequest& json, bool binary_allowed) {
           absl::StrCat(label, " has neither 'data' nor parameters.binary_data_size"));
     }
     if (in.binary_data_size && !binary_allowed) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          label, " has parameters.binary_data_size but the request has no "
-                 "Inference-Header-Content-Length header (the JSON's length)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(label,
+                       " has parameters.binary_data_size but the request has no "
+                       "Inference-Header-Content-Length header (the JSON's length)"));
     }
   }
   for (size_t i = 0; i < json.outputs.size(); ++i) {
@@ -162,9 +163,9 @@ absl::StatusOr<std::vector<absl::string_view>> BinarySlices(const JsonInferReque
     if (in.binary_data_size) total = SaturatingAdd(total, *in.binary_data_size);
   }
   if (total != static_cast<int64_t>(tail.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the inputs' binary_data_size add up to ", total, " bytes, but the body has ",
-        tail.size(), " bytes after the JSON (Inference-Header-Content-Length)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the inputs' binary_data_size add up to ", total, " bytes, but the body has ",
+                     tail.size(), " bytes after the JSON (Inference-Header-Content-Length)"));
   }
   size_t at = 0;
   for (size_t i = 0; i < json.inputs.size(); ++i) {
@@ -200,8 +201,8 @@ absl::Status DecodeOutputs(const JsonInferRequest& json, DecodedRestInfer* out) 
 absl::StatusOr<DecodedRestInfer> DecodeRestInfer(const RestInferInput& input,
                                                  const ServedModel& model,
                                                  const RequestLimits& limits) {
-  RETURN_IF_ERROR(CheckModel(model, std::string(input.model_name),
-                             std::string(input.model_version)));
+  RETURN_IF_ERROR(
+      CheckModel(model, std::string(input.model_name), std::string(input.model_version)));
   ASSIGN_OR_RETURN(const size_t json_length, JsonLength(input));
   ASSIGN_OR_RETURN(const JsonInferRequest json, ReadInferJson(input.body.substr(0, json_length)));
   RETURN_IF_ERROR(CheckDeclared(json, input.header_length.has_value()));

@@ -113,7 +113,8 @@ bool SendInferResponse(HttpExchange* exchange, InferenceResult& result, const Se
   }
   const int64_t json_bytes = counter.bytes();
   std::vector<HttpHeader> headers;
-  if (any_binary) headers.push_back({"Inference-Header-Content-Length", std::to_string(json_bytes)});
+  if (any_binary)
+    headers.push_back({"Inference-Header-Content-Length", std::to_string(json_bytes)});
   if (!exchange->SendHead(200, any_binary ? kBinaryType : kJsonType, json_bytes + binary_bytes,
                           headers)) {
     return false;

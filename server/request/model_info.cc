@@ -18,7 +18,7 @@ ModelConfigInfo::Tensor ConfigTensor(const TensorSpec& t) {
 absl::Span<const char* const> ServerExtensions() { return kExtensions; }
 
 std::vector<std::pair<std::string, std::string>> ModelProperties(const ServedModel& m,
-                                                                  const ServiceLimits& limits) {
+                                                                 const ServiceLimits& limits) {
   return {{"max_tokens_per_document", std::to_string(m.context())},
           {"max_tokens_per_request", std::to_string(limits.max_tokens_per_request)},
           {"max_response_bytes", std::to_string(limits.max_response_bytes)},

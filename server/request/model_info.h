@@ -24,7 +24,7 @@ absl::Span<const char* const> ServerExtensions();
 
 // ModelMetadata `properties`: context, request limits, vocabulary, causality, tokenizer, rotations.
 std::vector<std::pair<std::string, std::string>> ModelProperties(const ServedModel& model,
-                                                                  const ServiceLimits& limits);
+                                                                 const ServiceLimits& limits);
 
 // Triton's ModelConfig, without the wire.
 struct ModelConfigInfo {

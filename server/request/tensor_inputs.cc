@@ -28,8 +28,8 @@ absl::StatusOr<BoundInputs> BindInputs(absl::Span<const InputTensor> inputs) {
                                : t.name == "text"           ? &in.text
                                                             : nullptr;
     if (slot == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown input '", t.name, "'; inputs are input_ids, attention_mask, text"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown input '", t.name, "'; inputs are input_ids, attention_mask, text"));
     }
     if (*slot != nullptr)
       return absl::InvalidArgumentError(absl::StrCat("input '", t.name, "' given twice"));
@@ -143,8 +143,8 @@ absl::Status DecodeIds(const BoundInputs& in, const RequestLimits& limits,
   return absl::OkStatus();
 }
 
-absl::Status DecodeText(const InputTensor& t, const ServedModel& model,
-                        const RequestLimits& limits, InferenceRequest* request) {
+absl::Status DecodeText(const InputTensor& t, const ServedModel& model, const RequestLimits& limits,
+                        InferenceRequest* request) {
   if (model.tokenizer == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model '", model.name, "' has no tokenizer; send 'input_ids' instead of 'text'"));
@@ -270,9 +270,11 @@ absl::Status ParameterTypeError(absl::string_view name, absl::string_view expect
   return absl::InvalidArgumentError(absl::StrCat("parameter '", name, "' must be ", expected));
 }
 
-absl::StatusOr<std::vector<absl::string_view>> ReadLengthPrefixed(
-    absl::string_view name, absl::Span<const int64_t> shape, absl::string_view bytes,
-    int64_t count, const char* what, const RequestLimits& limits) {
+absl::StatusOr<std::vector<absl::string_view>> ReadLengthPrefixed(absl::string_view name,
+                                                                  absl::Span<const int64_t> shape,
+                                                                  absl::string_view bytes,
+                                                                  int64_t count, const char* what,
+                                                                  const RequestLimits& limits) {
   if (count > static_cast<int64_t>(bytes.size() / 4)) {  // every element carries a 4-byte length
     return absl::InvalidArgumentError(absl::StrCat("input '", name, "': ", what, " of ",
                                                    bytes.size(), " bytes cannot hold the ", count,

@@ -97,8 +97,10 @@ absl::StatusOr<int64_t> ElementCount(absl::string_view name, absl::Span<const in
 // `bytes` exactly, as views into it; `what` names the bytes in messages ("raw BYTES content",
 // "binary BYTES data"). The count is checked against the bytes (each string carries 4) and the
 // row limit before the list is sized.
-absl::StatusOr<std::vector<absl::string_view>> ReadLengthPrefixed(
-    absl::string_view name, absl::Span<const int64_t> shape, absl::string_view bytes,
-    int64_t count, const char* what, const RequestLimits& limits);
+absl::StatusOr<std::vector<absl::string_view>> ReadLengthPrefixed(absl::string_view name,
+                                                                  absl::Span<const int64_t> shape,
+                                                                  absl::string_view bytes,
+                                                                  int64_t count, const char* what,
+                                                                  const RequestLimits& limits);
 
 }  // namespace reformer::serving
