@@ -286,6 +286,13 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
   RETURN_IF_ERROR(r.Int("chunk_size_lm_head", &c.chunk_size_lm_head));
   RETURN_IF_ERROR(r.Int("pad_token_id", &c.pad_token_id));
   RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+    RETURN_IF_ERROR(r.IntList("eos_token_id", &c.eos_token_ids));
+  } else if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+    int64_t eos = 0;
+    RETURN_IF_ERROR(r.Int("eos_token_id", &eos));
+    c.eos_token_ids = {eos};
+  }
   if (j.contains("hash_seed") && !j["hash_seed"].is_null()) {
     int64_t seed = 0;
     RETURN_IF_ERROR(r.Int("hash_seed", &seed));

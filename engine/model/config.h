@@ -73,6 +73,9 @@ struct ReformerConfig {
   int64_t chunk_size_feed_forward = 0;
   int64_t chunk_size_lm_head = 0;
   int64_t pad_token_id = 0;
+  // `eos_token_id` (an int or a list): ids that end a generated sequence (docs/generation.md);
+  // empty = generation stops only on length or stop strings. No effect on the forward.
+  std::vector<int64_t> eos_token_ids;
   bool tie_word_embeddings = false;
   // Architecture string from config.json "architectures"[0], if any (informational).
   std::string architecture;

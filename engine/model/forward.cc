@@ -273,10 +273,12 @@ absl::Status ForwardPass::Run() {
   std::memcpy(Z.data(), A.data(), sizeof(float) * rows * H);
   for (int64_t li = 0; li < c_.num_layers(); ++li) {
     if (Cancelled()) return absl::CancelledError("forward cancelled");
+    if (opt_.at_layer) RETURN_IF_ERROR(opt_.at_layer(li, A.data(), Z.data(), layout_.offset));
     RETURN_IF_ERROR(Attention(li, Z.data(), A.data(), BucketSlot(li)));
     RETURN_IF_ERROR(FeedForward(li, A.data(), Z.data()));
   }
   if (Cancelled()) return absl::CancelledError("forward cancelled");
+  if (opt_.at_layer) RETURN_IF_ERROR(opt_.at_layer(c_.num_layers(), A.data(), Z.data(), layout_.offset));
   return Outputs(A.data(), Z.data());
 }
 
@@ -377,6 +379,7 @@ absl::Status ForwardPass::AttendHeads(int64_t li, int64_t h0, int64_t g, const f
       if (c_.attn_layers[li] == AttnType::kLocal) {
         RETURN_IF_ERROR(LocalAttentionHead(ctx_, ws_, LocalParams(c_, doc.padded_length), base, ldp, base + dh,
                                            ldp, base + 2 * dh, ldp, doc.mask, o, ldo, cancel_));
+        if (opt_.on_head) opt_.on_head(li, h, static_cast<int64_t>(d), base, ldp);
         continue;
       }
       const LshAttentionParams p = LshParams(c_, doc.padded_length, doc.padding_bucket);
@@ -390,6 +393,7 @@ absl::Status ForwardPass::AttendHeads(int64_t li, int64_t h0, int64_t g, const f
         keys = out_->buckets[bucket_slot][d].data() + h * c_.num_hashes * doc.padded_length;
       RETURN_IF_ERROR(LshAttentionHead(ctx_, ws_, p, base, ldp, base + dh, ldp, rot, doc.mask, o, ldo, keys,
                                        cancel_));
+      if (opt_.on_head) opt_.on_head(li, h, static_cast<int64_t>(d), base, ldp);
     }
   }
   return absl::OkStatus();

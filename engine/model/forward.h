@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -72,6 +73,15 @@ struct ForwardOptions {
   uint32_t outputs = 0;         // OutputFlags
   bool want_buckets = false;    // per LSH layer that hashes: keys [nh, nH * T] per document
   const CancelFn* cancel = nullptr;
+  // Decoding hooks (engine/model/decoder.h, docs/generation.md); empty when unused.
+  // After head `head` of layer `layer` attended for document `doc`: that document's projections,
+  // padded_length rows of stride `ld` (LSH: qk | v, local: q | k | v, head_size floats each).
+  std::function<void(int64_t layer, int64_t head, int64_t doc, const float* proj, int64_t ld)> on_head;
+  // Before layer `layer` (and with layer == num_layers after the last one): the residual streams
+  // A and Z, [rows, H]; document d's padded rows start at row first_row[d] (RowLayout::offset). A
+  // non-OK status ends the forward.
+  std::function<absl::Status(int64_t layer, const float* a, const float* z, const std::vector<int64_t>& first_row)>
+      at_layer;
 };
 
 struct ForwardOutputs {

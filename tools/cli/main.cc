@@ -9,6 +9,7 @@
 #include "engine/base/flags.h"
 #include "engine/base/openmp_env.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/generate.h"
 
 namespace reformer::cli {
 namespace {
@@ -78,6 +79,17 @@ const std::vector<Command>& Commands() {
        "--window) are scored in independent windows; both ways print the same figures.",
        false,
        [](const Command& c, const Args& a) { return ParseAndRun<ScoreOptions>(c, a, RegisterScoreFlags, Score); }},
+      {"generate", "reformer-cli generate [flags]",
+       "Generate text offline (--model DIR): HF-exact cached or recompute decoding, sampling.",
+       "Generate text offline with the engine (docs/generation.md): --model DIR (--inputs FILE.json | "
+       "--prompt TEXT) --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] "
+       "[--top_p P] [--seed S] [--stop STR]... [--ignore_eos] [--json].",
+       false,
+       [](const Command&, const Args& a) {
+         std::vector<char*> argv;
+         for (const std::string& s : a) argv.push_back(const_cast<char*>(s.c_str()));
+         return RunGenerate(static_cast<int>(argv.size()), argv.data());
+       }},
       {"health", "reformer-cli health [flags]", "Liveness and readiness of a server; exit 0 when ready.",
        "Liveness and readiness of a running server; exit 0 when ready.", true,
        [](const Command& c, const Args& a) {

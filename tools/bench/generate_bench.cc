@@ -1,0 +1,254 @@
+// reformer_generate_bench: generation speed (docs/generation.md "Speed"), a program, not a test.
+//
+//   reformer_generate_bench [--case default|cp|enwik8] [--model DIR] [--contexts 1024,4096]
+//       [--steps 32] [--streams 1,4,16,64] [--stream-context 1024] [--threads 2] [--rounds 3]
+//       [--tile 4096] [--mode cached|recompute]
+//
+// Per context length T (random prompt of T tokens), in every round: the Score time of the prompt
+// (Session::RunDocuments with token logprobs, as the server's Score runs it), then its time to
+// first token (Decoder::Prefill: the same forward filling the cache, the LM head on the last
+// position only), then the median time of `steps` single-sequence steps. Figures are per-round
+// ratios (TTFT / Score; step(T) / step(first T)) and their medians: the machine's speed drifts,
+// ratios measured side by side do not. Then aggregate tokens/s of one batched step over N streams
+// of `stream-context` tokens each, and its speed-up over one stream.
+//
+// --case default loads models/default (or --model DIR); cp / enwik8 are random-weight models of
+// the published shapes (the same configs as reformer_bench).
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/base/openmp_env.h"
+#include "engine/model/decoder.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using reformer::DecodeMode;
+using reformer::DecodeState;
+
+const char kCp[] = R"({"attn_layers": ["local","lsh","local","lsh","local","lsh"],
+  "hidden_size": 256, "num_attention_heads": 2, "attention_head_size": 64, "feed_forward_size": 512,
+  "vocab_size": 320, "is_decoder": true, "hidden_act": "relu", "lsh_attn_chunk_length": 64,
+  "local_attn_chunk_length": 64, "num_hashes": 1, "num_buckets": [64, 128], "axial_pos_embds": true,
+  "axial_pos_shape": [512, 1024], "axial_pos_embds_dim": [64, 192], "max_position_embeddings": 524288})";
+const char kEnwik8[] = R"({"attn_layers": ["local","local","lsh","local","local","local","lsh","local","local","local","lsh","local"],
+  "hidden_size": 1024, "num_attention_heads": 8, "attention_head_size": 128, "feed_forward_size": 4096,
+  "vocab_size": 258, "is_decoder": true, "hidden_act": "relu", "lsh_attn_chunk_length": 256,
+  "local_attn_chunk_length": 128, "num_hashes": 4, "num_buckets": 512, "axial_pos_embds": true,
+  "axial_pos_shape": [128, 512], "axial_pos_embds_dim": [256, 768], "max_position_embeddings": 65536})";
+
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// CPU time of the process (all threads): on a shared machine wall time includes waiting for a core.
+double CpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : (v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
+}
+
+std::vector<int64_t> ParseList(const std::string& s) {
+  std::vector<int64_t> out;
+  for (absl::string_view p : absl::StrSplit(s, ',')) {
+    int64_t v;
+    if (!absl::SimpleAtoi(p, &v) || v <= 0) {
+      std::fprintf(stderr, "bad list '%s'\n", s.c_str());
+      std::exit(2);
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+void Check(const absl::Status& st, const char* what) {
+  if (st.ok()) return;
+  std::fprintf(stderr, "%s: %s\n", what, std::string(st.message()).c_str());
+  std::exit(1);
+}
+
+struct Options {
+  std::string case_name = "default", model_dir = "models/default", mode = "cached";
+  std::vector<int64_t> contexts = {1024, 4096}, streams = {1, 4, 16, 64};
+  int64_t steps = 32, stream_context = 1024, tile = 4096;
+  int threads = 2, rounds = 3;
+};
+
+Options Parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "%s needs a value (see the header of tools/bench/generate_bench.cc)\n", a.c_str());
+      std::exit(2);
+    }
+    const std::string v = argv[++i];
+    if (a == "--case") o.case_name = v;
+    else if (a == "--model") o.model_dir = v;
+    else if (a == "--mode") o.mode = v;
+    else if (a == "--contexts") o.contexts = ParseList(v);
+    else if (a == "--streams") o.streams = ParseList(v);
+    else if (a == "--steps") o.steps = ParseList(v)[0];
+    else if (a == "--stream-context") o.stream_context = ParseList(v)[0];
+    else if (a == "--tile") o.tile = ParseList(v)[0];
+    else if (a == "--threads") o.threads = static_cast<int>(ParseList(v)[0]);
+    else if (a == "--rounds") o.rounds = static_cast<int>(ParseList(v)[0]);
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", a.c_str());
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = static_cast<int32_t>(3 + rng() % (vocab - 3));
+  return v;
+}
+
+struct Timing {
+  double score_s, ttft_s, step_ms;
+  double score_cpu_s, ttft_cpu_s;  // process CPU time (robust to waiting for a core)
+};
+
+// One round at one context length: Score, TTFT, median step.
+Timing MeasureContext(const Options& o, reformer::Session* session, reformer::Decoder* dec,
+                      const reformer::ReformerModel& model, int64_t t, uint32_t seed) {
+  const std::vector<int32_t> ids = RandomIds(t, model.config().vocab_size, seed);
+  Timing r{};
+  std::vector<reformer::DocumentOutput> out;
+  auto t0 = Clock::now();
+  double c0 = CpuSeconds();
+  Check(session->RunDocuments({ids}, reformer::kOutputTokenLogprobs, &out), "score");
+  r.score_s = Seconds(t0);
+  r.score_cpu_s = CpuSeconds() - c0;
+  out.clear();
+  const DecodeMode mode = o.mode == "recompute" ? DecodeMode::kRecompute : DecodeMode::kCached;
+  auto st = DecodeState::Create(model, ids, o.steps + 1, mode);
+  Check(st.status(), "state");
+  DecodeState* s = st->get();
+  std::vector<float> logits(model.config().vocab_size);
+  float* dst = logits.data();
+  t0 = Clock::now();
+  c0 = CpuSeconds();
+  Check(dec->Prefill({&s, 1}, {&dst, 1}), "prefill");
+  r.ttft_s = Seconds(t0);
+  r.ttft_cpu_s = CpuSeconds() - c0;
+  std::vector<double> steps;
+  for (int64_t k = 0; k < o.steps; ++k) {
+    const int32_t tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    t0 = Clock::now();
+    Check(dec->Step({&s, 1}, {&tok, 1}, {&dst, 1}), "step");
+    steps.push_back(Seconds(t0) * 1e3);
+  }
+  r.step_ms = Median(steps);
+  return r;
+}
+
+// Tokens/s of batched steps over n streams of `context` tokens.
+double MeasureStreams(const Options& o, reformer::Decoder* dec, const reformer::ReformerModel& model, int64_t n,
+                      double* cpu_per_step_ms) {
+  const int64_t V = model.config().vocab_size;
+  std::vector<std::unique_ptr<DecodeState>> states;
+  std::vector<DecodeState*> ptrs;
+  std::vector<std::vector<float>> logits(n, std::vector<float>(V));
+  std::vector<float*> dst;
+  for (int64_t i = 0; i < n; ++i) {
+    auto st = DecodeState::Create(model, RandomIds(o.stream_context, V, 100 + i), o.steps + 1, DecodeMode::kCached);
+    Check(st.status(), "state");
+    states.push_back(std::move(st).value());
+    ptrs.push_back(states.back().get());
+    dst.push_back(logits[i].data());
+  }
+  Check(dec->Prefill(absl::MakeSpan(ptrs), absl::MakeSpan(dst)), "prefill");
+  std::vector<int32_t> toks(n, 5);
+  const auto t0 = Clock::now();
+  const double cpu0 = CpuSeconds();
+  for (int64_t k = 0; k < o.steps; ++k) Check(dec->Step(absl::MakeSpan(ptrs), toks, absl::MakeSpan(dst)), "step");
+  *cpu_per_step_ms = (CpuSeconds() - cpu0) / o.steps * 1e3;
+  return static_cast<double>(n * o.steps) / Seconds(t0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  reformer::EnsurePassiveOpenMpWait(argv);
+  const Options o = Parse(argc, argv);
+  omp_set_num_threads(o.threads);
+  absl::StatusOr<std::shared_ptr<const reformer::ReformerModel>> model;
+  if (o.case_name == "default") {
+    model = reformer::ReformerModel::Load(o.model_dir);
+  } else {
+    auto c = reformer::ReformerConfig::FromJson(o.case_name == "cp" ? kCp : kEnwik8, o.case_name);
+    Check(c.status(), "config");
+    model = reformer::ReformerModel::CreateRandom(*c, 1234);
+  }
+  Check(model.status(), "model");
+  reformer::SessionOptions so;
+  so.num_threads = o.threads;
+  so.tile_rows = o.tile;
+  auto session = reformer::Session::Create(*model, so);
+  Check(session.status(), "session");
+  reformer::DecoderOptions dopt;
+  dopt.num_threads = o.threads;
+  dopt.tile_rows = o.tile;
+  auto dec = reformer::Decoder::Create(*model, dopt);
+  Check(dec.status(), "decoder");
+  std::printf("case %s, %d threads, tile %ld, mode %s, %ld steps per measure, OMP_WAIT_POLICY=%s\n",
+              o.case_name.c_str(), o.threads, static_cast<long>(o.tile), o.mode.c_str(), static_cast<long>(o.steps),
+              std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(default)");
+  const size_t nc = o.contexts.size();
+  std::vector<std::vector<double>> ttft_ratio(nc), step_ratio(nc), step_ms(nc), ttft_s(nc), score_s(nc),
+      cpu_ratio(nc);
+  for (int r = 0; r < o.rounds; ++r) {
+    std::vector<Timing> t(nc);
+    for (size_t i = 0; i < nc; ++i) t[i] = MeasureContext(o, session->get(), dec->get(), **model, o.contexts[i], r);
+    for (size_t i = 0; i < nc; ++i) {
+      ttft_ratio[i].push_back(t[i].ttft_s / t[i].score_s);
+      cpu_ratio[i].push_back(t[i].ttft_cpu_s / t[i].score_cpu_s);
+      step_ratio[i].push_back(t[i].step_ms / t[0].step_ms);
+      step_ms[i].push_back(t[i].step_ms);
+      ttft_s[i].push_back(t[i].ttft_s);
+      score_s[i].push_back(t[i].score_s);
+      std::printf("round %d, context %6ld: score %.3f s, ttft %.3f s (ratio %.3f, CPU-time ratio %.3f), step %.3f ms "
+                  "(x%.2f of context %ld)\n",
+                  r, static_cast<long>(o.contexts[i]), t[i].score_s, t[i].ttft_s, ttft_ratio[i].back(),
+                  cpu_ratio[i].back(), t[i].step_ms, step_ratio[i].back(), static_cast<long>(o.contexts[0]));
+    }
+  }
+  for (size_t i = 0; i < nc; ++i)
+    std::printf("median, context %6ld: score %.3f s, ttft %.3f s, ttft/score %.3f (CPU time %.3f); step %.3f ms, "
+                "step/step(%ld) %.2f\n",
+                static_cast<long>(o.contexts[i]), Median(score_s[i]), Median(ttft_s[i]), Median(ttft_ratio[i]),
+                Median(cpu_ratio[i]), Median(step_ms[i]), static_cast<long>(o.contexts[0]), Median(step_ratio[i]));
+  double one = 0;
+  for (int64_t n : o.streams) {
+    std::vector<double> rates, cpu;
+    for (int r = 0; r < o.rounds; ++r) {
+      double c = 0;
+      rates.push_back(MeasureStreams(o, dec->get(), **model, n, &c));
+      cpu.push_back(c);
+    }
+    const double rate = Median(rates);
+    if (one == 0) one = rate;
+    std::printf("streams %3ld x %ld tokens: %.0f tokens/s (x%.2f of %ld stream); process CPU %.3f ms per step\n",
+                static_cast<long>(n), static_cast<long>(o.stream_context), rate, rate / one,
+                static_cast<long>(o.streams[0]), Median(cpu));
+  }
+  return 0;
+}

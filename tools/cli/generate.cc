@@ -1,0 +1,179 @@
+// reformer-cli generate: offline text generation (docs/generation.md).
+//
+//   reformer-cli generate --model DIR (--inputs FILE.json | --prompt TEXT) --max_new_tokens N
+//       [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S]
+//       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N]
+//
+// --inputs holds {"input_ids": [[...], ...]}: one prompt per row, rows of any length, no padding.
+// --json prints one JSON object per prompt and line, in input order, after all prompts ran as one
+// continuously batched generation; without it each prompt's text is streamed as it comes (token ids
+// when the model has no tokenizer), prompts one after another.
+#include "tools/cli/generate.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/model/generation.h"
+#include "engine/model/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+namespace reformer::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: reformer-cli generate --model DIR (--inputs FILE.json | --prompt TEXT) --max_new_tokens N\n"
+    "       [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S] [--stop STR]...\n"
+    "       [--ignore_eos] [--json] [--logprobs] [--threads N]";
+
+struct Flags {
+  std::string model, inputs, prompt, mode = "cached";
+  std::vector<std::string> stop;
+  int64_t max_new_tokens = -1, threads = 0;
+  GenerationParams params;
+  bool json = false, logprobs = false, has_prompt = false;
+};
+
+// Strict parsing: every flag known, every value present and well-formed.
+absl::Status ParseFlags(int argc, char** argv, Flags* f) {
+  for (int i = 0; i < argc; ++i) {
+    std::string name = argv[i], value;
+    if (name.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", name, "'"));
+    name = name.substr(2);
+    const size_t eq = name.find('=');
+    const bool boolean = name == "json" || name == "logprobs" || name == "ignore_eos";
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (!boolean) {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      value = argv[++i];
+    }
+    auto bad = [&]() { return absl::InvalidArgumentError(absl::StrCat("--", name, ": bad value '", value, "'")); };
+    if (name == "model") {
+      f->model = value;
+    } else if (name == "inputs") {
+      f->inputs = value;
+    } else if (name == "prompt") {
+      f->prompt = value;
+      f->has_prompt = true;
+    } else if (name == "mode") {
+      if (value != "cached" && value != "recompute") return bad();
+      f->params.mode = value == "cached" ? DecodeMode::kCached : DecodeMode::kRecompute;
+    } else if (name == "max_new_tokens") {
+      if (!absl::SimpleAtoi(value, &f->max_new_tokens)) return bad();
+    } else if (name == "temperature") {
+      if (!absl::SimpleAtof(value, &f->params.sampling.temperature)) return bad();
+    } else if (name == "top_k") {
+      if (!absl::SimpleAtoi(value, &f->params.sampling.top_k)) return bad();
+    } else if (name == "top_p") {
+      if (!absl::SimpleAtof(value, &f->params.sampling.top_p)) return bad();
+    } else if (name == "seed") {
+      if (!absl::SimpleAtoi(value, &f->params.sampling.seed)) return bad();
+    } else if (name == "stop") {
+      f->params.stop.push_back(value);
+    } else if (name == "threads") {
+      if (!absl::SimpleAtoi(value, &f->threads) || f->threads < 1) return bad();
+    } else if (name == "ignore_eos" || name == "json" || name == "logprobs") {
+      if (eq != std::string::npos) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+      (name == "json" ? f->json : name == "logprobs" ? f->logprobs : f->params.ignore_eos) = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+  }
+  if (f->model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (f->inputs.empty() == !f->has_prompt) return absl::InvalidArgumentError("give exactly one of --inputs and --prompt");
+  if (f->max_new_tokens < 0) return absl::InvalidArgumentError("--max_new_tokens is required");
+  f->params.max_new_tokens = f->max_new_tokens;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const Flags& f, const ReformerModel& model) {
+  std::vector<std::vector<int32_t>> prompts;
+  if (f.has_prompt) {
+    if (model.tokenizer() == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat(f.model, ": the model has no tokenizer; use --inputs with ids"));
+    absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer()->Encode(f.prompt);
+    if (!ids.ok()) return ids.status();
+    prompts.push_back(*std::move(ids));
+    return prompts;
+  }
+  std::ifstream in(f.inputs);
+  if (!in) return absl::NotFoundError(absl::StrCat(f.inputs, ": cannot read"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    const nlohmann::json j = nlohmann::json::parse(ss.str());
+    if (!j.contains("input_ids") || !j["input_ids"].is_array() || j["input_ids"].empty())
+      return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": needs \"input_ids\": [[...], ...]"));
+    for (const auto& row : j["input_ids"]) prompts.push_back(row.get<std::vector<int32_t>>());
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": ", e.what()));
+  }
+  return prompts;
+}
+
+void PrintJson(size_t index, const GenerationResult& r, bool text, bool logprobs) {
+  nlohmann::json o = {{"index", index}, {"new_tokens", r.tokens}, {"finish_reason", FinishReasonName(r.finish)}};
+  if (text) o["text"] = r.text;
+  if (logprobs) o["logprobs"] = r.logprobs;
+  std::printf("%s\n", o.dump().c_str());
+}
+
+int Fail(const absl::Status& st) {
+  std::fprintf(stderr, "reformer-cli generate: %s\n", std::string(st.message()).c_str());
+  return absl::IsInvalidArgument(st) ? 2 : 1;
+}
+
+}  // namespace
+
+int RunGenerate(int argc, char** argv) {
+  Flags f;
+  absl::Status st = ParseFlags(argc, argv, &f);
+  if (!st.ok()) {
+    std::fprintf(stderr, "reformer-cli generate: %s\n%s\n", std::string(st.message()).c_str(), kUsage);
+    return 2;
+  }
+  auto model = ReformerModel::Load(f.model);
+  if (!model.ok()) return Fail(model.status());
+  auto prompts = ReadPrompts(f, **model);
+  if (!prompts.ok()) return Fail(prompts.status());
+  DecoderOptions o;
+  o.num_threads = f.threads > 0 ? static_cast<int>(f.threads)
+                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto decoder = Decoder::Create(*model, o);
+  if (!decoder.ok()) return Fail(decoder.status());
+  std::vector<GenerationRequest> requests;
+  for (auto& p : *prompts) requests.push_back({std::move(p), f.params});
+  const bool has_text = (*model)->tokenizer() != nullptr;
+  if (f.json) {
+    auto results = Generate(decoder->get(), **model, requests);
+    if (!results.ok()) return Fail(results.status());
+    for (size_t i = 0; i < results->size(); ++i) PrintJson(i, (*results)[i], has_text, f.logprobs);
+    return 0;
+  }
+  GenerateOptions go;
+  go.on_delta = [&](size_t, const GenerationDelta& d) {
+    if (has_text) {
+      std::fwrite(d.text.data(), 1, d.text.size(), stdout);
+    } else {
+      for (int32_t t : d.token_ids) std::printf("%d ", t);
+    }
+    std::fflush(stdout);
+  };
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto result = Generate(decoder->get(), **model, {&requests[i], 1}, go);
+    if (!result.ok()) return Fail(result.status());
+    std::printf("\n");
+    std::fprintf(stderr, "[%zu: %zu tokens, finish_reason %s]\n", i, (*result)[0].tokens.size(),
+                 FinishReasonName((*result)[0].finish));
+  }
+  return 0;
+}
+
+}  // namespace reformer::cli
