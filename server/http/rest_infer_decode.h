@@ -3,9 +3,9 @@
 // globals), so it can be tested and fuzzed on bytes alone.
 //
 // The body is the Open Inference Protocol inference request JSON object; with the binary tensor
-// data extension (third_party/kserve/README.md and ../shared/kserve/README.md summarise it) the
-// header `Inference-Header-Content-Length` gives the JSON's length and the binary tensors follow
-// it, in the order of the inputs that carry `parameters.binary_data_size` (little-endian,
+// data extension (summarised in third_party/kserve/README.md) the header
+// `Inference-Header-Content-Length` gives the JSON's length and the binary tensors follow it, in
+// the order of the inputs that carry `parameters.binary_data_size` (little-endian,
 // row-major; BYTES as 4-byte little-endian lengths each followed by the bytes).
 //
 // This file knows only the REST way of carrying tensors: JSON `data` (flat or nested; numbers and
