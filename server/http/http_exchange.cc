@@ -131,10 +131,8 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
 }
 
 void HttpExchange::DiscardBody(int64_t max_bytes, absl::Time deadline, const Clock& clock) {
-  const int64_t declared = content_length();
-  if (declared == 0 || (declared > 0 && !continue_sent_ && Header("Expect").has_value())) {
-    return;  // nothing sent, or the client waits for 100 Continue before it sends the body
-  }
+  // Nothing to read, or the client waits for "100 Continue" before it sends the body.
+  if (content_length() == 0 || (!continue_sent_ && Header("Expect").has_value())) return;
   char scratch[4096];
   int64_t dropped = 0;
   while (dropped < max_bytes && clock.Now() <= deadline) {
