@@ -10,7 +10,7 @@
 #   JOBS         parallel compile jobs           (default 2)
 #   MODEL_DIR    model directory copied in as the default model (default models/default)
 # deploy/test-image.sh builds this with podman from a debootstrap'd bookworm base and checks it end to end.
-# The engine is compiled for x86-64-v3 (AVX2 + FMA): run the image on such CPUs.
+# Runs on any x86-64-v2 CPU: the engine chooses AVX-512, AVX2 or baseline kernels at start-up (docs/isa.md).
 
 ARG BUILD_BASE=debian:bookworm
 ARG BASE=debian:bookworm-slim

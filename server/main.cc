@@ -198,7 +198,14 @@ int Run(int argc, char** argv) {
     return 1;
   }
   const absl::Time load_start = absl::Now();
-  absl::StatusOr<std::shared_ptr<const ReformerModel>> model = ReformerModel::Load(config.model.dir);
+  LoadOptions load_options;
+  if (absl::StatusOr<ComputeTypeRequest> type = ParseComputeType(config.model.compute_type); type.ok()) {
+    load_options.compute_type = *type;
+  } else {
+    LOG_ERROR(type.status().message());
+    return 1;
+  }
+  absl::StatusOr<std::shared_ptr<const ReformerModel>> model = ReformerModel::Load(config.model.dir, load_options);
   if (!model.ok()) {
     LOG_ERROR("cannot load model from ", config.model.dir, ": ", model.status().ToString());
     return 1;

@@ -10,10 +10,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/base/compute_type.h"
 
 namespace dnnl {
 class engine;
@@ -26,25 +28,40 @@ namespace reformer {
 // Elementwise activation fused into a matmul as a oneDNN post-op.
 enum class PostOp { kNone, kRelu, kGeluErf, kGeluTanh, kSwish, kTanh, kLogistic, kMish };
 
-// B operand [K, N] of y = x · B, stored 64-byte aligned in the layout the matmul primitive uses
-// (plain row-major [K, N] on this oneDNN/CPU: the f32 gemm matmul takes no blocked weights).
+// B operand [K, N] of y = x · B, stored 64-byte aligned, plain row-major [K, N] (measured on
+// oneDNN 2.6: blocked layouts from format_tag::any were no faster, docs/results/engine-perf2.md),
+// in one of the compute types (engine/base/compute_type.h):
+//   float32:  the values;
+//   bfloat16: the values rounded to bf16 (nearest even);
+//   int8:     round(B[k][n] / s[n]) in [-127, 127], s[n] = max_k |B[k][n]| / 127 per output
+//             channel n (scales()).
 class PackedWeight {
  public:
   PackedWeight() = default;
   // Builds B[k][n] = value(k, n).
-  static PackedWeight Build(int64_t k, int64_t n, const std::function<float(int64_t, int64_t)>& value);
+  static PackedWeight Build(int64_t k, int64_t n, const std::function<float(int64_t, int64_t)>& value,
+                            ComputeType type = ComputeType::kFloat32);
   // B = Wᵀ for a torch Linear weight block: B[k][n] = w[(row0 + n) * ld + col0 + k].
   static PackedWeight FromLinear(const float* w, int64_t ld, int64_t row0, int64_t col0, int64_t k,
-                                 int64_t n);
+                                 int64_t n, ComputeType type = ComputeType::kFloat32);
   int64_t k() const { return k_; }
   int64_t n() const { return n_; }
-  const float* data() const { return data_.get(); }
-  size_t bytes() const { return static_cast<size_t>(k_ * n_) * sizeof(float); }
+  ComputeType type() const { return type_; }
+  // float32 weights only (null otherwise).
+  const float* data() const { return type_ == ComputeType::kFloat32 ? static_cast<const float*>(data_.get()) : nullptr; }
+  const void* raw() const { return data_.get(); }
+  // int8: the per-output-channel scales [n]; null otherwise.
+  const float* scales() const { return scales_.get(); }
+  size_t bytes() const;
   bool empty() const { return data_ == nullptr; }
 
  private:
+  // Converts float32 storage to `type`.
+  void ConvertTo(ComputeType type);
   int64_t k_ = 0, n_ = 0;
-  std::shared_ptr<float> data_;
+  ComputeType type_ = ComputeType::kFloat32;
+  std::shared_ptr<void> data_;
+  std::shared_ptr<float> scales_;
 };
 
 // dst[M, N] (row stride ldc) = src[M, K] (row stride lda) · B (+ bias[N]) (post-op) (+ dst if
@@ -62,8 +79,13 @@ struct MatmulCall {
   float post_alpha = 0.f;
   bool accumulate = false;
 
+  // A packed weight of any compute type (set by With); when it is not float32, src is converted
+  // to that type on the fly (bf16 rounding; int8 per-row quantization) and `b` is unused.
+  const PackedWeight* packed = nullptr;
+
   // Convenience: B from a packed weight.
   MatmulCall& With(const PackedWeight& w) {
+    packed = &w;
     b = w.data();
     k = w.k();
     n = w.n();
@@ -73,6 +95,20 @@ struct MatmulCall {
   }
 };
 
+// oneDNN's instruction set in this process (dnnl::get_effective_cpu_isa(): the CPU's best, or
+// lower under ONEDNN_MAX_CPU_ISA), e.g. "avx512_core_bf16".
+const char* DnnlCpuIsaName();
+
+class Workspace;
+
+// OK when oneDNN in this process can run `type`'s matmuls (ONEDNN_MAX_CPU_ISA may cap it below the
+// CPU's level); else FAILED_PRECONDITION naming what is missing.
+absl::Status DnnlSupports(ComputeType type);
+
+// Bytes of the conversion buffers a `type` matmul with m rows allocates at most for any k <= max_k,
+// n <= max_n (0 for float32).
+size_t MatmulScratchBytes(ComputeType type, int64_t m, int64_t max_k, int64_t max_n);
+
 class DnnlContext {
  public:
   static absl::StatusOr<std::unique_ptr<DnnlContext>> Create();
@@ -80,17 +116,29 @@ class DnnlContext {
   DnnlContext(const DnnlContext&) = delete;
   DnnlContext& operator=(const DnnlContext&) = delete;
 
-  // Runs one matmul (blocking). Primitives are cached by shape/strides/post-ops.
+  // Runs one matmul (blocking). Primitives are cached by shape/strides/post-ops/type. Conversion
+  // buffers of non-float32 calls come from the workspace set by set_workspace (counted there).
   absl::Status Matmul(const MatmulCall& call);
+  void set_workspace(Workspace* ws) { ws_ = ws; }
+  // oneDNN's implementation name for `call` (e.g. "brg:avx512_core"), for logs and benchmarks.
+  absl::StatusOr<std::string> MatmulImplInfo(const MatmulCall& call);
   size_t num_cached_primitives() const { return cache_.size(); }
 
  private:
   DnnlContext();
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int,
-                         float, bool>;
+                         float, bool, int>;
+  // bfloat16 / int8 paths (the src conversion, then oneDNN).
+  absl::Status MatmulBf16(const MatmulCall& call);
+  absl::Status MatmulInt8(const MatmulCall& call);
+  Workspace* Scratch();
+  // The cached primitive for `key`, created by `make` on first use.
+  dnnl::primitive* Cached(const Key& key, const std::function<std::unique_ptr<dnnl::primitive>()>& make);
   std::unique_ptr<dnnl::engine> engine_;
   std::unique_ptr<dnnl::stream> stream_;
   std::map<Key, std::unique_ptr<dnnl::primitive>> cache_;
+  Workspace* ws_ = nullptr;
+  std::unique_ptr<Workspace> own_ws_;  // when no workspace was set
 };
 
 }  // namespace reformer

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/base/compute_type.h"
 #include "engine/model/config.h"
 
 namespace reformer {
@@ -44,6 +45,10 @@ struct LoadOptions {
   // (else: config `hash_seed`, else kDefaultRotationSeed).
   std::optional<int64_t> rotation_seed;
   static constexpr int64_t kDefaultRotationSeed = 0;
+  // Compute type of the dense matmuls (engine/base/compute_type.h, docs/isa.md): float32 (exact,
+  // default), bfloat16, int8, or automatic (the fastest this CPU runs). Load fails with
+  // FAILED_PRECONDITION naming the missing instruction set when the CPU cannot run the type.
+  ComputeTypeRequest compute_type;
 };
 
 // Immutable loaded model: config, weights (mmap'd or converted to f32), LSH rotations,
@@ -57,7 +62,8 @@ class ReformerModel {
   // A model with random weights (N(0, 0.02²)-ish, LayerNorms at 1/0) and random rotations, built in
   // memory from `config` (benchmarks and tests). Deterministic in `seed`.
   static absl::StatusOr<std::shared_ptr<const ReformerModel>> CreateRandom(const ReformerConfig& config,
-                                                                           uint64_t seed);
+                                                                           uint64_t seed,
+                                                                           const LoadOptions& options = {});
   ~ReformerModel();
 
   const ReformerConfig& config() const { return config_; }
@@ -71,14 +77,18 @@ class ReformerModel {
   size_t weight_bytes() const;
   // Matmul weights pre-packed for oneDNN at load (engine-internal).
   const PackedModel& packed() const { return *packed_; }
+  // The compute type the matmul weights were packed in (never "auto").
+  ComputeType compute_type() const { return compute_type_; }
 
  private:
   ReformerModel();
   // Validates the weights' shapes against the config and pre-packs them.
   static absl::StatusOr<std::shared_ptr<const ReformerModel>> Assemble(
       ReformerConfig config, std::unique_ptr<ModelWeights> weights, std::unique_ptr<Tokenizer> tokenizer,
-      std::string dir, std::string rotations_source, std::unique_ptr<PackedModel> packed = nullptr);
+      std::string dir, std::string rotations_source, ComputeType compute_type,
+      std::unique_ptr<PackedModel> packed = nullptr);
   std::unique_ptr<PackedModel> packed_;
+  ComputeType compute_type_ = ComputeType::kFloat32;
   ReformerConfig config_;
   std::string dir_;
   std::string rotations_source_;
@@ -226,5 +236,14 @@ class Session {
 // tests check it against the workspace high-water mark (±20 %).
 size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
                                 uint32_t outputs, const SessionOptions& options);
+// The same for a loaded model: also counts the activation conversion buffers of a bfloat16 or
+// int8 model (engine/dnnl/matmul.h).
+size_t EstimatePeakWorkingBytes(const ReformerModel& model, absl::Span<const int64_t> lengths,
+                                uint32_t outputs, const SessionOptions& options);
+
+// What the engine runs on in this process, for logs and model metadata, e.g.
+// "kernels avx512, oneDNN avx512_core_bf16": the hand-written kernels' level
+// (engine/base/cpu_features.h) and oneDNN's.
+std::string EngineIsaSummary();
 
 }  // namespace reformer

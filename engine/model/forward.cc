@@ -78,7 +78,8 @@ LocalAttentionParams LocalParams(const ReformerConfig& c, int64_t t) {
 
 }  // namespace
 
-PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& L, AttnType type) {
+PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& L, AttnType type,
+                                   ComputeType ct) {
   const int64_t H = c.hidden_size, nh = c.num_attention_heads, dh = c.attention_head_size;
   const int64_t F = c.feed_forward_size;
   PackedLayer pl;
@@ -86,14 +87,16 @@ PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& 
   const int64_t k = lsh ? 2 : 3;
   const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
                            lsh ? nullptr : L.value.data};
+  // An LSH layer's shared query/key projection stays float32 in every compute type: the bucket
+  // choice (SPEC §7.3) then sees float32 arithmetic from the layer's input on (docs/isa.md §3).
+  const ComputeType proj_ct = lsh ? ComputeType::kFloat32 : ct;
   for (int64_t h = 0; h < nh; ++h) {
-    pl.head_proj.push_back(PackedWeight::Build(H, k * dh, [&](int64_t kk, int64_t j) {
-      return parts[j / dh][(h * dh + j % dh) * H + kk];
-    }));
+    pl.head_proj.push_back(PackedWeight::Build(
+        H, k * dh, [&](int64_t kk, int64_t j) { return parts[j / dh][(h * dh + j % dh) * H + kk]; }, proj_ct));
   }
-  pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H);
-  pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F);
-  pl.ff_out = PackedWeight::FromLinear(L.ff_out_weight.data, F, 0, 0, F, H);
+  pl.attn_out = PackedWeight::FromLinear(L.attn_out.data, nh * dh, 0, 0, nh * dh, H, ct);
+  pl.ff_in = PackedWeight::FromLinear(L.ff_in_weight.data, H, 0, 0, H, F, ct);
+  pl.ff_out = PackedWeight::FromLinear(L.ff_out_weight.data, F, 0, 0, F, H, ct);
   return pl;
 }
 
@@ -113,9 +116,9 @@ void PackedModel::SetLmHead(const ReformerConfig& c, const float* lm_weight) {
   bytes += lm_head.bytes();
 }
 
-PackedModel PackedModel::Build(const ReformerConfig& c, const ModelWeights& w) {
+PackedModel PackedModel::Build(const ReformerConfig& c, const ModelWeights& w, ComputeType ct) {
   PackedModel pm;
-  for (int64_t i = 0; i < c.num_layers(); ++i) pm.Add(PackLayer(c, w.layers[i], c.attn_layers[i]));
+  for (int64_t i = 0; i < c.num_layers(); ++i) pm.Add(PackLayer(c, w.layers[i], c.attn_layers[i], ct));
   pm.SetLmHead(c, w.lm_weight.data);
   return pm;
 }
@@ -171,7 +174,7 @@ RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile)
 
 size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded_lengths,
                      const std::vector<bool>& padding_buckets, uint32_t outputs, int64_t tile_rows,
-                     int num_threads) {
+                     int num_threads, ComputeType ct) {
   const int64_t H = c.hidden_size, dh = c.attention_head_size, V = c.vocab_size;
   const RowLayout layout = PlanRows(padded_lengths, tile_rows);
   const int64_t tile = layout.max_tile, rows = layout.rows;  // buffers of the largest tile in use
@@ -197,7 +200,10 @@ size_t PlanPeakBytes(const ReformerConfig& c, const std::vector<int64_t>& padded
   const bool need_lm = outputs & (kOutputLogits | kOutputTokenLogprobs);
   size_t out_phase = sizeof(float) * (tile * 2 * H + (need_lm ? tile * V + num_threads * V : 0));
   if (outputs & kOutputEmbedding) out_phase += sizeof(double) * padded_lengths.size() * 2 * H;
-  return fixed + std::max(phase, out_phase);
+  // A bfloat16 / int8 matmul's activation buffers (engine/dnnl/matmul.h), beside a phase's buffers.
+  const int64_t widest_k = std::max({H, c.num_attention_heads * dh, c.feed_forward_size});
+  const int64_t widest_n = std::max({H, c.feed_forward_size, 3 * dh * c.num_attention_heads});
+  return fixed + std::max(phase, out_phase) + MatmulScratchBytes(ct, tile, widest_k, widest_n);
 }
 
 namespace {
@@ -532,8 +538,8 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
   }
   // Working blocks are recycled up to this forward's planned peak (plus rounding slack); what the
   // workspace already caches beyond that is returned to the OS now (workspace.h).
-  const size_t plan =
-      PlanPeakBytes(model.config(), padded_lengths, padding_buckets, opt.outputs, tile_rows, omp_get_max_threads());
+  const size_t plan = PlanPeakBytes(model.config(), padded_lengths, padding_buckets, opt.outputs, tile_rows,
+                                    omp_get_max_threads(), model.compute_type());
   ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
   ForwardPass pass(model, ctx, ws, docs, opt, PlanRows(padded_lengths, tile_rows), out);
   return pass.Run();

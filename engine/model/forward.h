@@ -43,9 +43,13 @@ struct PackedModel {
   std::vector<PackedLayer> layers;
   PackedWeight lm_head;  // [2H, V]
   size_t bytes = 0;
-  static PackedModel Build(const ReformerConfig& config, const ModelWeights& weights);
+  // Layers' matmul weights in `type`; the LM head stays float32 (< 1 % of the work, and the
+  // logits are what scoring reads).
+  static PackedModel Build(const ReformerConfig& config, const ModelWeights& weights,
+                           ComputeType type = ComputeType::kFloat32);
   // Incremental form (lets a builder release each layer's unpacked weights once packed).
-  static PackedLayer PackLayer(const ReformerConfig& config, const LayerWeights& layer, AttnType type);
+  static PackedLayer PackLayer(const ReformerConfig& config, const LayerWeights& layer, AttnType type,
+                               ComputeType compute_type = ComputeType::kFloat32);
   void Add(PackedLayer layer);
   void SetLmHead(const ReformerConfig& config, const float* lm_weight);
 };
@@ -135,7 +139,7 @@ RowLayout PlanRows(const std::vector<int64_t>& padded_lengths, int64_t max_tile)
 // outputs, which are caller memory), per document its padded length and padding-bucket flag.
 size_t PlanPeakBytes(const ReformerConfig& config, const std::vector<int64_t>& padded_lengths,
                      const std::vector<bool>& padding_buckets, uint32_t outputs, int64_t tile_rows,
-                     int num_threads);
+                     int num_threads, ComputeType compute_type = ComputeType::kFloat32);
 
 // The session's largest tile: the largest power of two in [kMinTileRows, min(requested or
 // kMaxTileRows, kMaxTileRows)] whose per-phase tile buffers fit in half the budget; 0 when not even

@@ -8,7 +8,9 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/cpu_features.h"
 #include "engine/base/logging.h"
+#include "engine/dnnl/matmul.h"
 #include "engine/base/status_macros.h"
 #include "engine/model/engine_api.h"
 #include "engine/model/forward.h"
@@ -42,7 +44,31 @@ void ReleaseUnpackedMatmulWeights(ModelWeights* w) {
   release(&w->lm_weight);
 }
 
+// The compute type for `request` on this CPU and oneDNN (docs/isa.md); auto takes the first of
+// int8, bfloat16 that both support (the faster first, docs/results/engine-perf2.md), else float32.
+absl::StatusOr<ComputeType> ResolveComputeType(const ComputeTypeRequest& request) {
+  if (!request.automatic) {
+    RETURN_IF_ERROR(CpuSupports(HostCpu(), request.type));
+    RETURN_IF_ERROR(DnnlSupports(request.type));
+    return request.type;
+  }
+  for (ComputeType t : {ComputeType::kInt8, ComputeType::kBFloat16}) {
+    const absl::Status cpu = CpuSupports(HostCpu(), t), dnnl = DnnlSupports(t);
+    if (cpu.ok() && dnnl.ok()) {
+      LOG_INFO("compute type auto: ", ComputeTypeName(t), " (", EngineIsaSummary(), ")");
+      return t;
+    }
+    LOG_INFO("compute type auto: not ", ComputeTypeName(t), ": ", cpu.ok() ? dnnl.message() : cpu.message());
+  }
+  LOG_INFO("compute type auto: float32");
+  return ComputeType::kFloat32;
+}
+
 }  // namespace
+
+std::string EngineIsaSummary() {
+  return absl::StrCat("kernels ", IsaName(SelectedIsa()), ", oneDNN ", DnnlCpuIsaName());
+}
 
 ReformerModel::ReformerModel() = default;
 ReformerModel::~ReformerModel() = default;
@@ -53,15 +79,16 @@ size_t ReformerModel::weight_bytes() const {
 
 absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Assemble(
     ReformerConfig config, std::unique_ptr<ModelWeights> weights, std::unique_ptr<Tokenizer> tokenizer,
-    std::string dir, std::string rotations_source, std::unique_ptr<PackedModel> packed) {
+    std::string dir, std::string rotations_source, ComputeType compute_type, std::unique_ptr<PackedModel> packed) {
   if (static_cast<int64_t>(weights->layers.size()) != config.num_layers())
     return absl::InternalError("weights and config disagree on the layer count");
   std::shared_ptr<ReformerModel> model(new ReformerModel());
   if (!packed) {
-    packed = std::make_unique<PackedModel>(PackedModel::Build(config, *weights));
+    packed = std::make_unique<PackedModel>(PackedModel::Build(config, *weights, compute_type));
     ReleaseUnpackedMatmulWeights(weights.get());
   }
   model->packed_ = std::move(packed);
+  model->compute_type_ = compute_type;
   model->config_ = std::move(config);
   model->weights_ = std::move(weights);
   model->tokenizer_ = std::move(tokenizer);
@@ -72,6 +99,8 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Assemble(
 
 absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Load(const std::string& dir,
                                                                          const LoadOptions& options) {
+  RETURN_IF_ERROR(IsaStatus());  // e.g. an invalid REFORMER_MAX_ISA
+  ASSIGN_OR_RETURN(const ComputeType compute_type, ResolveComputeType(options.compute_type));
   const std::filesystem::path root(dir);
   ASSIGN_OR_RETURN(ReformerConfig config, ReformerConfig::FromFile((root / "config.json").string()));
   const std::string rot_path = (root / "rotations.safetensors").string();
@@ -84,12 +113,16 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::Load(const s
                                       has_rot ? rot_path : std::string(), seed));
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::ForModelDir(dir, config));
   std::string source = has_rot ? std::string("rotations.safetensors") : absl::StrCat("seed ", seed);
-  LOG_INFO("loaded model ", dir, ": ", config.Summary(), "; rotations from ", source);
-  return Assemble(std::move(config), std::move(weights), std::move(tokenizer), dir, std::move(source));
+  LOG_INFO("loaded model ", dir, ": ", config.Summary(), "; rotations from ", source, "; compute type ",
+           ComputeTypeName(compute_type), " (", EngineIsaSummary(), ")");
+  return Assemble(std::move(config), std::move(weights), std::move(tokenizer), dir, std::move(source),
+                  compute_type);
 }
 
 absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom(
-    const ReformerConfig& config, uint64_t seed) {
+    const ReformerConfig& config, uint64_t seed, const LoadOptions& options) {
+  RETURN_IF_ERROR(IsaStatus());
+  ASSIGN_OR_RETURN(const ComputeType compute_type, ResolveComputeType(options.compute_type));
   RETURN_IF_ERROR(config.Validate("<random model>"));
   auto w = std::make_unique<ModelWeights>();
   std::mt19937_64 rng(seed);
@@ -159,7 +192,7 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom
     L.ff_in_bias = make({F}, s, 0);
     L.ff_out_weight = make_matmul({H, F});
     L.ff_out_bias = make({H}, s, 0);
-    packed->Add(PackedModel::PackLayer(config, L, type));
+    packed->Add(PackedModel::PackLayer(config, L, type, compute_type));
     transient.clear();
     for (WeightView* v : {&L.query_key, &L.query, &L.key, &L.value, &L.attn_out, &L.ff_in_weight, &L.ff_out_weight})
       v->data = nullptr;
@@ -172,7 +205,8 @@ absl::StatusOr<std::shared_ptr<const ReformerModel>> ReformerModel::CreateRandom
   packed->SetLmHead(config, w->lm_weight.data);
   transient.clear();
   w->lm_weight.data = nullptr;
-  return Assemble(config, std::move(w), nullptr, "", absl::StrCat("random seed ", seed), std::move(packed));
+  return Assemble(config, std::move(w), nullptr, "", absl::StrCat("random seed ", seed), compute_type,
+                  std::move(packed));
 }
 
 }  // namespace reformer

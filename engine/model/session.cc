@@ -17,7 +17,9 @@ class SessionImpl final : public Session {
  public:
   SessionImpl(std::shared_ptr<const ReformerModel> model, const SessionOptions& options,
               std::unique_ptr<DnnlContext> ctx, int64_t tile_rows)
-      : model_(std::move(model)), options_(options), ctx_(std::move(ctx)), tile_rows_(tile_rows) {}
+      : model_(std::move(model)), options_(options), ctx_(std::move(ctx)), tile_rows_(tile_rows) {
+    ctx_->set_workspace(&ws_);  // bfloat16 / int8 conversion buffers are counted there
+  }
   using Session::RunDocuments;
   using Session::RunPadded;
 
@@ -256,8 +258,10 @@ absl::Status Session::RunPadded(const PaddedBatch& batch, PaddedOutput* result, 
   return absl::OkStatus();
 }
 
-size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
-                                uint32_t outputs, const SessionOptions& options) {
+namespace {
+
+size_t EstimateFor(const ReformerConfig& config, absl::Span<const int64_t> lengths, uint32_t outputs,
+                   const SessionOptions& options, ComputeType compute_type) {
   std::vector<int64_t> padded;
   std::vector<bool> padding_buckets;  // as RunDocuments sets them: internal padding added
   for (int64_t t0 : lengths) {
@@ -266,7 +270,20 @@ size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const i
   }
   const int64_t tile =
       std::max(kMinTileRows, TileRowsForBudget(config, options.workspace_budget_bytes, options.tile_rows));
-  return PlanPeakBytes(config, padded, padding_buckets, outputs, tile, std::max(1, options.num_threads));
+  return PlanPeakBytes(config, padded, padding_buckets, outputs, tile, std::max(1, options.num_threads),
+                       compute_type);
+}
+
+}  // namespace
+
+size_t EstimatePeakWorkingBytes(const ReformerConfig& config, absl::Span<const int64_t> lengths,
+                                uint32_t outputs, const SessionOptions& options) {
+  return EstimateFor(config, lengths, outputs, options, ComputeType::kFloat32);
+}
+
+size_t EstimatePeakWorkingBytes(const ReformerModel& model, absl::Span<const int64_t> lengths, uint32_t outputs,
+                                const SessionOptions& options) {
+  return EstimateFor(model.config(), lengths, outputs, options, model.compute_type());
 }
 
 }  // namespace reformer

@@ -1,6 +1,5 @@
 #include "engine/ops/attention.h"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -9,7 +8,7 @@
 
 #include "engine/base/check.h"
 #include "engine/base/status_macros.h"
-#include "engine/ops/simd_math.h"
+#include "engine/ops/kernels/kernel_table.h"
 #include "engine/ops/small_gemm.h"
 #include "engine/tensor/workspace.h"
 
@@ -28,20 +27,22 @@ int64_t Align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 // values and outputs are addressed through row pointers (see small_gemm.h).
 class BlockScratch {
  public:
-  BlockScratch(Workspace* ws, int64_t rows, int64_t keys, int threads)
-      : rows_(rows), keys_(keys), stride_(BytesPerThread(rows, keys)),
+  BlockScratch(Workspace* ws, int64_t rows, int64_t keys, int64_t dh, int threads)
+      : rows_(rows), keys_(keys), dh_(dh), stride_(BytesPerThread(rows, keys, dh)),
         mem_(ws, static_cast<size_t>(threads) * stride_, kUninitialized) {}
 
-  static int64_t BytesPerThread(int64_t rows, int64_t keys) {
-    return Align64(sizeof(float) * rows * keys) + Align64(2 * sizeof(float) * rows) +
-           Align64(sizeof(void*) * (2 * rows + 2 * keys)) + Align64(sizeof(int32_t) * (rows + 2 * keys));
+  static int64_t BytesPerThread(int64_t rows, int64_t keys, int64_t dh) {
+    return Align64(sizeof(float) * rows * keys) + Align64(sizeof(float) * dh * keys) +
+           Align64(2 * sizeof(float) * rows) + Align64(sizeof(void*) * (2 * rows + 2 * keys)) +
+           Align64(sizeof(int32_t) * (rows + 2 * keys));
   }
-  static size_t Bytes(int64_t rows, int64_t keys, int threads) {
-    return static_cast<size_t>(threads) * BytesPerThread(rows, keys);
+  static size_t Bytes(int64_t rows, int64_t keys, int64_t dh, int threads) {
+    return static_cast<size_t>(threads) * BytesPerThread(rows, keys, dh);
   }
 
   struct View {
     float* s;           // [rows, keys] scores, then unnormalised probabilities
+    float* kt;          // [dh, keys]: the keys transposed (QKᵀ as a broadcast product)
     float* lse;         // [rows]
     float* scale;       // [rows]
     const float** q;    // [rows]
@@ -57,6 +58,8 @@ class BlockScratch {
     View v;
     v.s = reinterpret_cast<float*>(base);
     base += Align64(sizeof(float) * rows_ * keys_);
+    v.kt = reinterpret_cast<float*>(base);
+    base += Align64(sizeof(float) * dh_ * keys_);
     v.lse = reinterpret_cast<float*>(base);
     v.scale = v.lse + rows_;
     base += Align64(2 * sizeof(float) * rows_);
@@ -72,57 +75,33 @@ class BlockScratch {
   }
 
  private:
-  int64_t rows_, keys_, stride_;
+  int64_t rows_, keys_, dh_, stride_;
   WsBuffer<uint8_t> mem_;
 };
 
-// Masks one score row (SPEC §7.5 / §8: padding keys and, when causal, later keys get MASK; in
-// LSH attention the query's own position gets SELF) and turns it into exp(s - max) in place.
-// lse = max + log(Σ exp(s - max)) in float32 as torch computes it; the probabilities
-// exp(s - lse) are then exp(s - max) · exp(max - lse), so `scale` = exp(max - lse). A fully
-// masked row has lse == max == MASK exactly and scale 1 (SPEC §10.2).
-void MaskedSoftmaxRow(float* s, int64_t n, int32_t qp, const int32_t* kpos, const int32_t* kvalid,
-                      bool causal, bool self_mask, float* lse, float* scale) {
-  const __m256i vqp = _mm256_set1_epi32(qp);
-  const __m256 vmask = _mm256_set1_ps(kMaskValue), vself = _mm256_set1_ps(kSelfMaskValue);
-  __m256 vmax = _mm256_set1_ps(-INFINITY);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256i kp = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kpos + j));
-    __m256i off = _mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kvalid + j)),
-                                     _mm256_setzero_si256());
-    if (causal) off = _mm256_or_si256(off, _mm256_cmpgt_epi32(kp, vqp));
-    __m256 x = _mm256_blendv_ps(_mm256_loadu_ps(s + j), vmask, _mm256_castsi256_ps(off));
-    if (self_mask) x = _mm256_blendv_ps(x, vself, _mm256_castsi256_ps(_mm256_cmpeq_epi32(kp, vqp)));
-    _mm256_storeu_ps(s + j, x);
-    vmax = _mm256_max_ps(vmax, x);
-  }
-  float m = simd::HorizontalMax(vmax);
-  for (; j < n; ++j) {
-    float x = s[j];
-    if (!kvalid[j] || (causal && kpos[j] > qp)) x = kMaskValue;
-    if (self_mask && kpos[j] == qp) x = kSelfMaskValue;
-    s[j] = x;
-    m = std::max(m, x);
-  }
-  const float sum = simd::ExpShiftSum(s, m, s, n);
-  const float l = m + std::log(sum);
-  *lse = l;
-  *scale = std::exp(m - l);
-}
+// Score rows are masked (SPEC §7.5 / §8: padding keys and, when causal, later keys get MASK; in
+// LSH attention the query's own position gets SELF) and turned into exp(s - max) in place by
+// KernelTable::masked_softmax_row. lse = max + log(Σ exp(s - max)) in float32 as torch computes
+// it; the probabilities exp(s - lse) are then exp(s - max) · exp(max - lse), so `scale` =
+// exp(max - lse). A fully masked row has lse == max == MASK exactly and scale 1 (SPEC §10.2).
+static_assert(kMaskValue == -1e9f && kSelfMaskValue == -1e5f, "kernels_impl.inc uses these values");
 
 // One block on the calling thread: scores, masks, softmax, output rows; kRowGroup query rows at a
 // time, so that their scores stay in L1 from the product with the keys to the one with the values.
 constexpr int64_t kRowGroup = 12;
 void AttendBlock(const BlockScratch::View& b, int64_t rows, int64_t keys, int64_t dh, bool causal,
                  bool self_mask) {
+  const kernels::KernelTable& kt = kernels::Active();
+  const bool packed = kt.scores_via_packed_keys;
+  if (packed) kt.pack_transposed(keys, dh, b.k, b.kt, keys);
   for (int64_t i0 = 0; i0 < rows; i0 += kRowGroup) {
     const int64_t n = std::min(kRowGroup, rows - i0);
     float* s = b.s + i0 * keys;
-    DotRows(n, keys, dh, b.q + i0, b.k, s, keys);
+    if (packed) kt.gemm_arows(n, keys, dh, b.q + i0, b.kt, keys, s, keys);
+    else kt.dot_rows(n, keys, dh, b.q + i0, b.k, s, keys);
     for (int64_t i = i0; i < i0 + n; ++i)
-      MaskedSoftmaxRow(b.s + i * keys, keys, b.qpos[i], b.kpos, b.kvalid, causal, self_mask, &b.lse[i],
-                       &b.scale[i]);
+      kt.masked_softmax_row(b.s + i * keys, keys, b.qpos[i], b.kpos, b.kvalid, causal, self_mask, &b.lse[i],
+                            &b.scale[i]);
     GemmRowsOut(n, dh, keys, s, keys, b.v, b.scale + i0, b.out + i0);
   }
 }
@@ -193,6 +172,7 @@ absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t 
 // in float32, for any number of rounds (o is [nh, T, dh], lse [nh, T], round-major).
 void CombineRounds(const float* o, const float* lse, int64_t nh, int64_t t_len, int64_t dh, float* out,
                    int64_t ld_out) {
+  const auto axpy = kernels::Active().axpy;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < t_len; ++t) {
     float m = -INFINITY;
@@ -202,11 +182,7 @@ void CombineRounds(const float* o, const float* lse, int64_t nh, int64_t t_len, 
     const float total = m + std::log(sum);
     float* dst = out + t * ld_out;
     for (int64_t jd = 0; jd < dh; ++jd) dst[jd] = 0.f;
-    for (int64_t n = 0; n < nh; ++n) {
-      const float w = std::exp(lse[n * t_len + t] - total);
-      const float* src = o + (n * t_len + t) * dh;
-      for (int64_t jd = 0; jd < dh; ++jd) dst[jd] += src[jd] * w;
-    }
+    for (int64_t n = 0; n < nh; ++n) axpy(dh, std::exp(lse[n * t_len + t] - total), o + (n * t_len + t) * dh, dst);
   }
 }
 
@@ -215,12 +191,12 @@ void CombineRounds(const float* o, const float* lse, int64_t nh, int64_t t_len, 
 size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
   size_t bytes = sizeof(float) * t * dh;  // knorm
-  if (t <= p.chunk) return bytes + BlockScratch::Bytes(t, t, 1);
+  if (t <= p.chunk) return bytes + BlockScratch::Bytes(t, t, dh, 1);
   const int64_t nh = p.buckets.num_hashes, n = nh * t;
   const int64_t half = p.buckets.rotation_half();
   bytes += sizeof(int32_t) * (2 * n + nh * p.buckets.num_keys_per_round() + 1);  // keys, perm, counts
   const size_t hashing = sizeof(float) * threads * kHashRows * nh * half;  // projections, per thread
-  size_t attend = BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), threads);
+  size_t attend = BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
   if (nh > 1) attend += sizeof(float) * (n * dh + n);  // per-round outputs and lse
   return bytes + std::max(hashing, attend);
 }
@@ -228,8 +204,8 @@ size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
 size_t LocalAttentionWorkBytes(const LocalAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
   const size_t keys = sizeof(float) * t * dh;  // keys / sqrt(dh)
-  if (t <= p.chunk) return keys + BlockScratch::Bytes(t, t, 1);
-  return keys + BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), threads);
+  if (t <= p.chunk) return keys + BlockScratch::Bytes(t, t, dh, 1);
+  return keys + BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
 }
 
 absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAttentionParams& p,
@@ -240,16 +216,16 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
   // Shared-QK keys: knorm(u) = u / sqrt(mean(u^2) + 1e-6) / sqrt(dh)  (SPEC §7.1).
   WsBuffer<float> knorm(ws, t_len * dh, kUninitialized);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
+  const kernels::KernelTable& kt = kernels::Active();
 #pragma omp parallel for schedule(static) if (t_len >= 256)
   for (int64_t t = 0; t < t_len; ++t) {
     const float* u = qk + t * ld_qk;
-    const float inv = 1.f / std::sqrt(simd::SumOfSquares(u, dh) / static_cast<float>(dh) + 1e-6f);
-    float* kr = knorm.data() + t * dh;
-    for (int64_t j = 0; j < dh; ++j) kr[j] = (u[j] * inv) / sqrt_dh;
+    const float inv = 1.f / std::sqrt(kt.sum_of_squares(u, dh) / static_cast<float>(dh) + 1e-6f);
+    kt.scale_div(u, dh, inv, sqrt_dh, knorm.data() + t * dh);
   }
 
   if (t_len <= c) {  // SPEC §7.2: plain attention, self mask, no hashing.
-    BlockScratch bs(ws, t_len, t_len, 1);
+    BlockScratch bs(ws, t_len, t_len, dh, 1);
     AttendAll(&bs, t_len, dh, qk, ld_qk, knorm.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
               /*self_mask=*/true);
     return absl::OkStatus();
@@ -281,7 +257,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
     o_rounds.Reset(ws, n_slots * dh, kUninitialized);
     lse_rounds.Reset(ws, n_slots, kUninitialized);
   }
-  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, Threads());
+  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, dh, Threads());
   const int32_t* pm = perm.data();
   // Sorted slot s holds flat index pm[s] = round * T + position; outputs of several rounds go to
   // o_rounds (row = flat index) with their lse, to be combined below.
@@ -306,18 +282,18 @@ absl::Status LocalAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const Local
   // Keys divided by sqrt(dh) (SPEC §8, §10.6), once per position.
   WsBuffer<float> ks(ws, t_len * dh, kUninitialized);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
+  const kernels::KernelTable& kt = kernels::Active();
 #pragma omp parallel for schedule(static) if (t_len >= 256)
-  for (int64_t t = 0; t < t_len; ++t)
-    for (int64_t j = 0; j < dh; ++j) ks[t * dh + j] = k[t * ld_k + j] / sqrt_dh;
+  for (int64_t t = 0; t < t_len; ++t) kt.scale_div(k + t * ld_k, dh, 1.f, sqrt_dh, ks.data() + t * dh);
 
   if (t_len <= c) {
-    BlockScratch bs(ws, t_len, t_len, 1);
+    BlockScratch bs(ws, t_len, t_len, dh, 1);
     AttendAll(&bs, t_len, dh, q, ld_q, ks.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
               /*self_mask=*/false);
     return absl::OkStatus();
   }
   REFORMER_CHECK(t_len % c == 0);
-  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, Threads());
+  BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, dh, Threads());
   return AttendChunks(
       &bs, t_len, c, p.before, p.after, dh, p.causal, /*self_mask=*/false, [](int64_t s) { return s; }, q,
       ld_q, ks.data(), dh, v, ld_v, mask, [&](int64_t, int64_t pos) { return out + pos * ld_out; },

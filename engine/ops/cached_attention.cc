@@ -7,14 +7,14 @@
 #include <vector>
 
 #include "engine/ops/attention.h"
-#include "engine/ops/simd_math.h"
+#include "engine/ops/kernels/kernel_table.h"
 #include "engine/ops/small_gemm.h"
 
 namespace reformer {
 
 void KeyNormRow(const float* u, int64_t dh, float* dst) {
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
-  const float inv = 1.f / std::sqrt(simd::SumOfSquares(u, dh) / static_cast<float>(dh) + 1e-6f);
+  const float inv = 1.f / std::sqrt(kernels::Active().sum_of_squares(u, dh) / static_cast<float>(dh) + 1e-6f);
   for (int64_t j = 0; j < dh; ++j) dst[j] = (u[j] * inv) / sqrt_dh;
 }
 
@@ -72,7 +72,7 @@ float AttendOneQuery(const float* q, const float* const* k_rows, const float* co
     m = std::max(m, scores[j]);
   }
   // p = exp(s - lse) = exp(s - m) · exp(m - lse), as the forward's blocks compute it.
-  const float sum = simd::ExpShiftSum(scores, m, scores, n);
+  const float sum = kernels::Active().exp_shift_sum(scores, m, scores, n);
   const float lse = m + std::log(sum);
   const float scale = std::exp(m - lse);
   WeightedRowSum(scores, v_rows, n, dh, scale, out);

@@ -1,5 +1,6 @@
-// Single-threaded AVX2/FMA kernels for the attention blocks' small products (one OpenMP thread
-// per block, so no oneDNN call and no thread barrier per block).
+// Single-threaded kernels for the attention blocks' small products (one OpenMP thread per
+// block, so no oneDNN call and no thread barrier per block), in the instruction-set level chosen
+// at start-up (ops/kernels/kernel_table.h).
 //
 // The attention kernels address rows through pointer arrays, so that LSH attention reads the
 // sorted queries, keys and values where they lie and writes each output row where it belongs:

@@ -49,6 +49,10 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .Meta("DIR");
   f->Add("model_name", &c->model.name, "Served model name. Empty = the basename of the model directory.")
       .Meta("NAME");
+  f->Add("compute_type", &c->model.compute_type,
+         "Compute type of the model's matmuls: float32 (exact), bfloat16, int8, or auto (the fastest this CPU "
+         "runs). A type the CPU cannot run fails start-up naming the missing instruction set (docs/isa.md).")
+      .OneOf({"float32", "bfloat16", "int8", "auto"});
   // Ports.
   f->Add("bind_address", &c->listen.bind_address, "Address both ports listen on.").Meta("ADDRESS");
   f->Add("grpc_port", &c->listen.grpc_port,

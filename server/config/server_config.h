@@ -33,6 +33,7 @@ namespace reformer::serving {
 struct ModelConfig {
   std::string dir;   // "" = the bundled default model (ResolveModelDir)
   std::string name;  // "" = basename of dir (ResolveServerConfig)
+  std::string compute_type = "float32";  // float32|bfloat16|int8|auto (docs/isa.md §3)
 };
 
 struct ListenConfig {

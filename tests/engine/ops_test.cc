@@ -15,7 +15,8 @@
 #include "engine/ops/attention.h"
 #include "engine/ops/layer_norm.h"
 #include "engine/ops/lsh_hashing.h"
-#include "engine/ops/simd_math.h"
+#include "engine/base/cpu_features.h"
+#include "engine/ops/kernels/kernel_table.h"
 #include "engine/ops/small_gemm.h"
 #include "engine/ops/softmax.h"
 #include "engine/tensor/workspace.h"
@@ -42,19 +43,97 @@ float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
-TEST(SimdExp, MatchesStdExpWithin3Ulp) {
-  EXPECT_EQ(simd::HorizontalSum(simd::Exp8(_mm256_setzero_ps())), 8.f);  // exp(0) == 1 exactly
-  double worst = 0;
-  for (float x = -87.f; x <= 88.f; x += 0.0137f) {
-    alignas(32) float out[8];
-    _mm256_store_ps(out, simd::Exp8(_mm256_set1_ps(x)));
-    const double ref = std::exp(static_cast<double>(x));
-    worst = std::max(worst, std::abs(out[0] - ref) / ref);
+// Every kernel table this CPU can run (the selected one first): the kernel-level tests below
+// check each of them in one process; the whole-model tests run once per level under
+// REFORMER_MAX_ISA (tests/engine/CMakeLists.txt).
+std::vector<const kernels::KernelTable*> Tables() {
+  std::vector<const kernels::KernelTable*> t = {&kernels::Active()};
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kPortable})
+    if (const kernels::KernelTable* k = kernels::ForIsa(isa); k != nullptr && k != t[0]) t.push_back(k);
+  return t;
+}
+
+TEST(CpuDispatch, SelectsTheBestLevelUnderTheCap) {
+  std::printf("CPU: %s; kernels in use: %s; levels tested here:", HostCpu().Summary().c_str(),
+              IsaName(SelectedIsa()));
+  for (const kernels::KernelTable* t : Tables()) std::printf(" %s", IsaName(t->isa));
+  std::printf("\n");
+  EXPECT_TRUE(IsaStatus().ok()) << IsaStatus();
+  EXPECT_EQ(kernels::Active().isa, SelectedIsa());
+  CpuFeatures v4;
+  v4.sse42 = v4.popcnt = v4.x86_64_v3 = v4.x86_64_v4 = true;
+  CpuFeatures v3 = v4;
+  v3.x86_64_v4 = false;
+  CpuFeatures v2 = v3;
+  v2.x86_64_v3 = false;
+  Isa isa;
+  ASSERT_TRUE(ResolveIsa(v4, nullptr, &isa).ok());
+  EXPECT_EQ(isa, Isa::kAvx512);
+  ASSERT_TRUE(ResolveIsa(v4, "AVX2", &isa).ok());
+  EXPECT_EQ(isa, Isa::kAvx2);
+  ASSERT_TRUE(ResolveIsa(v4, "portable", &isa).ok());
+  EXPECT_EQ(isa, Isa::kPortable);
+  ASSERT_TRUE(ResolveIsa(v3, "avx512", &isa).ok());  // a cap never raises the level
+  EXPECT_EQ(isa, Isa::kAvx2);
+  ASSERT_TRUE(ResolveIsa(v2, "", &isa).ok());
+  EXPECT_EQ(isa, Isa::kPortable);
+  const absl::Status bad = ResolveIsa(v4, "sse9", &isa);
+  EXPECT_TRUE(absl::IsInvalidArgument(bad)) << bad;
+  EXPECT_NE(bad.message().find("REFORMER_MAX_ISA"), std::string::npos) << bad;
+  // A level above the CPU's is never handed out.
+  for (Isa l : {Isa::kAvx512, Isa::kAvx2, Isa::kPortable})
+    EXPECT_EQ(kernels::ForIsa(l) != nullptr, static_cast<int>(l) <= static_cast<int>(BestIsa(HostCpu())));
+}
+
+TEST(KernelExp, MatchesStdExpWithin3UlpOnEveryLevel) {
+  std::vector<float> x;
+  for (float v = -87.f; v <= 88.f; v += 0.0137f) x.push_back(v);
+  for (const kernels::KernelTable* t : Tables()) {
+    std::vector<float> out(x.size());
+    t->exp_shift_sum(x.data(), 0.f, out.data(), static_cast<int64_t>(x.size()));
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double ref = std::exp(static_cast<double>(x[i]));
+      worst = std::max(worst, std::abs(out[i] - ref) / ref);
+    }
+    EXPECT_LT(worst, 3.6e-7) << IsaName(t->isa);  // ~3 ulp
+    // exp(0) == 1 exactly (SPEC §10.2); MASK - max underflows to 0; tails of every length.
+    for (int64_t n = 1; n <= 37; ++n) {
+      std::vector<float> zeros(n, 0.f), e(n, -1.f), masked(n, -1e9f);
+      EXPECT_EQ(t->exp_shift_sum(zeros.data(), 0.f, e.data(), n), static_cast<float>(n)) << IsaName(t->isa);
+      for (float v : e) EXPECT_EQ(v, 1.f) << IsaName(t->isa);
+      EXPECT_EQ(t->exp_shift_sum(masked.data(), 0.f, e.data(), n), 0.f) << IsaName(t->isa);
+    }
   }
-  EXPECT_LT(worst, 3.6e-7);  // ~3 ulp
-  alignas(32) float out[8];
-  _mm256_store_ps(out, simd::Exp8(_mm256_set1_ps(-1e9f)));
-  EXPECT_EQ(out[0], 0.f);
+}
+
+TEST(KernelLayerNormAndArgmax, MatchNaiveOnEveryLevel) {
+  const int64_t w0 = 77, w1 = 45;  // odd widths exercise the tails
+  std::vector<float> x = Randn(w0 + w1, 41, 3.f), g = Randn(w0 + w1, 42), b = Randn(w0 + w1, 43);
+  for (float& v : x) v += 5.f;
+  double m = 0, var = 0;
+  for (float v : x) m += v;
+  m /= (w0 + w1);
+  for (float v : x) var += (v - m) * (v - m);
+  var /= (w0 + w1);
+  for (const kernels::KernelTable* t : Tables()) {
+    std::vector<float> y(w0 + w1);
+    t->layer_norm_row(x.data(), w0, x.data() + w0, w1, g.data(), b.data(), 1e-12f, y.data());
+    float worst = 0;
+    for (int64_t j = 0; j < w0 + w1; ++j)
+      worst = std::max(worst, static_cast<float>(std::abs((x[j] - m) / std::sqrt(var + 1e-12) * g[j] + b[j] - y[j])));
+    EXPECT_LT(worst, 1e-5f) << IsaName(t->isa);
+    for (int64_t half : {1, 3, 4, 16, 17, 32, 64, 100}) {
+      for (uint32_t seed = 0; seed < 20; ++seed) {
+        std::vector<float> r = Randn(half, 500 + seed);
+        if (seed % 3 == 0) r[half / 2] = r[0];  // ties go to the lowest index
+        std::vector<float> cat(r);
+        for (float v : r) cat.push_back(-v);
+        const int64_t want = std::max_element(cat.begin(), cat.end()) - cat.begin();
+        EXPECT_EQ(t->argmax_signed(r.data(), half), want) << IsaName(t->isa) << " half " << half;
+      }
+    }
+  }
 }
 
 TEST(LayerNorm, MatchesNaiveDouble) {
@@ -265,6 +344,7 @@ const std::vector<int64_t> kGemmK = {1, 7, 8, 9, 16, 63, 64, 65, 128};
 
 TEST(SmallGemm, DotRowsMatchesDoubleReferenceForAllShapes) {
   int shapes = 0;
+  for (const kernels::KernelTable* t : Tables())
   for (int64_t m : kGemmM)
     for (int64_t n : kGemmN)
       for (int64_t k : kGemmK) {
@@ -276,7 +356,7 @@ TEST(SmallGemm, DotRowsMatchesDoubleReferenceForAllShapes) {
         std::vector<float> cbuf((m + 2) * ldc, kGuard);
         float* c = cbuf.data() + ldc;
         for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, NAN);
-        DotRows(m, n, k, ar.data(), br.data(), c, ldc);
+        t->dot_rows(m, n, k, ar.data(), br.data(), c, ldc);
         int bad = 0;
         for (int64_t i = -1; i <= m; ++i)
           for (int64_t j = 0; j < ldc; ++j) {
@@ -299,15 +379,16 @@ TEST(SmallGemm, DotRowsMatchesDoubleReferenceForAllShapes) {
                             << "] = " << got << ", reference " << ref << " (tolerance " << tol
                             << ")";
           }
-        EXPECT_EQ(bad, 0) << "m=" << m << " n=" << n << " k=" << k;
+        EXPECT_EQ(bad, 0) << IsaName(t->isa) << " m=" << m << " n=" << n << " k=" << k;
         ++shapes;
       }
-  EXPECT_EQ(shapes, 8 * 12 * 9);
+  EXPECT_EQ(shapes, 8 * 12 * 9 * static_cast<int>(Tables().size()));
 }
 
 TEST(SmallGemm, GemmRowsOutMatchesDoubleReferenceForAllShapes) {
   std::mt19937 srng(77);
   std::uniform_real_distribution<float> scale_dist(0.05f, 3.f);
+  for (const kernels::KernelTable* t : Tables())
   for (int64_t m : kGemmM)
     for (int64_t n : kGemmN)
       for (int64_t k : kGemmK) {
@@ -337,7 +418,7 @@ TEST(SmallGemm, GemmRowsOutMatchesDoubleReferenceForAllShapes) {
           cr[i] = out.data() + slot[i] * stride + 1;
           std::fill(cr[i], cr[i] + n, NAN);
         }
-        GemmRowsOut(m, n, k, a.data(), lda, br.data(), scale.data(), cr.data());
+        t->gemm_rows_out(m, n, k, a.data(), lda, br.data(), scale.data(), cr.data());
         int bad = 0;
         for (int64_t i = 0; i < m; ++i) {
           for (int64_t j = 0; j < n; ++j) {
@@ -362,8 +443,41 @@ TEST(SmallGemm, GemmRowsOutMatchesDoubleReferenceForAllShapes) {
             if (!(row[j] == kGuard) && bad++ == 0)
               ADD_FAILURE() << "m=" << m << " n=" << n << " k=" << k << ": wrote outside the rows";
         }
-        EXPECT_EQ(bad, 0) << "m=" << m << " n=" << n << " k=" << k;
+        EXPECT_EQ(bad, 0) << IsaName(t->isa) << " m=" << m << " n=" << n << " k=" << k;
       }
+}
+
+// Scores through a packed Kᵀ: pack_transposed then gemm_arows equals A · Bᵀ (same tolerance).
+TEST(SmallGemm, PackedTransposedProductMatchesDoubleReference) {
+  for (const kernels::KernelTable* t : Tables())
+    for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{12}, int64_t{13}})
+      for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{40}, int64_t{128}})
+        for (int64_t k : {int64_t{1}, int64_t{9}, int64_t{64}}) {
+          const uint32_t seed = static_cast<uint32_t>(m * 100000 + n * 1000 + k + 11);
+          RowPool a(m, k, seed), b(n, k, seed + 1);
+          const std::vector<const float*> ar = a.Const(), br = b.Const();
+          const int64_t ldb = n + 2, ldc = n + 5;
+          std::vector<float> bt(k * ldb, NAN), c(m * ldc, kGuard);
+          t->pack_transposed(n, k, br.data(), bt.data(), ldb);
+          t->gemm_arows(m, n, k, ar.data(), bt.data(), ldb, c.data(), ldc);
+          int bad = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              const float got = c[i * ldc + j];
+              if (j >= n) {
+                bad += !(got == kGuard);
+                continue;
+              }
+              double ref = 0, abs_sum = 0;
+              for (int64_t p = 0; p < k; ++p) {
+                const double x = static_cast<double>(ar[i][p]) * br[j][p];
+                ref += x;
+                abs_sum += std::abs(x);
+              }
+              bad += !(std::abs(got - ref) <= ToleranceFor(k, abs_sum));
+            }
+          EXPECT_EQ(bad, 0) << IsaName(t->isa) << " m=" << m << " n=" << n << " k=" << k;
+        }
 }
 
 // The tolerance above is not vacuous: dropping one product is caught.

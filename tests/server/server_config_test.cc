@@ -89,7 +89,8 @@ TEST(ServerConfigTest, NonsenseIsRejectedNamingTheFlag) {
 
 TEST(ServerConfigTest, UnknownFlagsAndArgumentsAreErrors) {
   EXPECT_THAT(ErrorOf({"--grpc_prot=1"}), HasSubstr("unknown flag --grpc_prot (did you mean --grpc_port?)"));
-  EXPECT_THAT(ErrorOf({"--compute_type=fp8"}), HasSubstr("unknown flag --compute_type"));
+  EXPECT_THAT(ErrorOf({"--quantize=int8"}), HasSubstr("unknown flag --quantize"));
+  EXPECT_THAT(ErrorOf({"--compute_type=fp8"}), HasSubstr("expected one of float32, bfloat16, int8, auto"));
   EXPECT_THAT(ErrorOf({"model"}), HasSubstr("unexpected argument 'model'"));
   EXPECT_THAT(ErrorOf({"-grpc_port=1"}), HasSubstr("unknown flag -grpc_port=1"));
 }

@@ -62,8 +62,10 @@ class CliArgsTest(unittest.TestCase):
     def test_reformer_cli_is_strict(self):
         self.assert_usage_error("reformer-cli", says="usage: reformer-cli <command>")
         self.assert_usage_error("reformer-cli", "frobnicate", says="unknown command 'frobnicate'")
+        self.assert_usage_error("reformer-cli", "score", "--quantize=int8", self.text,
+                                says="unknown flag --quantize")
         self.assert_usage_error("reformer-cli", "score", "--compute_type=fp8", self.text,
-                                says="unknown flag --compute_type")
+                                says="--compute_type=fp8: expected one of float32, bfloat16, int8, auto")
         self.assert_usage_error("reformer-cli", "score", "--model", MODEL, "--threads", "two", self.text,
                                 says="--threads two: expected an integer")
         self.assert_usage_error("reformer-cli", "score", "--model", MODEL, "--window", "1", self.text,

@@ -2,6 +2,13 @@
 
 namespace reformer::cli {
 
+void RegisterComputeTypeFlag(std::string* compute_type, FlagSet* f) {
+  f->Add("compute_type", compute_type,
+         "Compute type of the model's matmuls (offline): float32 (exact), bfloat16, int8, or auto (the fastest "
+         "this CPU runs); a type the CPU cannot run is an error naming the missing instruction set (docs/isa.md).")
+      .OneOf({"float32", "bfloat16", "int8", "auto"});
+}
+
 void RegisterClientFlags(ClientOptions* o, FlagSet* f) {
   f->Add("server", &o->server, "A running reformer-server's gRPC address.").Meta("HOST:PORT");
   f->Add("timeout", &o->timeout_s, "Deadline of each request, in seconds.").MinReal(0.001).Meta("SECONDS");
@@ -19,6 +26,7 @@ void RegisterForwardFlags(ForwardOptions* o, FlagSet* f) {
          "Each row's real tokens are one document computed as if alone (what the server answers); default: "
          "Hugging Face padded-batch semantics.");
   f->Add("threads", &o->threads, "OpenMP threads; 0 = every core.").Range(0, 1024);
+  RegisterComputeTypeFlag(&o->compute_type, f);
 }
 
 void RegisterScoreFlags(ScoreOptions* o, FlagSet* f) {
@@ -30,6 +38,7 @@ void RegisterScoreFlags(ScoreOptions* o, FlagSet* f) {
       .Min(0)
       .Meta("TOKENS");
   f->Add("threads", &o->threads, "OpenMP threads for offline scoring (--model); 0 = every core.").Range(0, 1024);
+  RegisterComputeTypeFlag(&o->compute_type, f);
   f->Positional("FILE...", &o->files, "Text files to score.", 1);
 }
 

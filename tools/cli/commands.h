@@ -30,6 +30,7 @@ struct ForwardOptions {
   std::string output;
   bool per_document = false;
   int threads = 0;  // 0 = every core
+  std::string compute_type = "float32";  // docs/isa.md §3
 };
 
 struct ScoreOptions {
@@ -37,6 +38,7 @@ struct ScoreOptions {
   ClientOptions client;
   bool json = false;
   int threads = 0;     // offline only; 0 = every core
+  std::string compute_type = "float32";  // offline only; docs/isa.md §3
   int64_t window = 0;  // tokens per independent window; 0 = the model's context
   std::vector<std::string> files;
 };
@@ -54,6 +56,7 @@ struct EmbedOptions {
 };
 
 void RegisterClientFlags(ClientOptions* o, FlagSet* flags);
+void RegisterComputeTypeFlag(std::string* compute_type, FlagSet* flags);
 void RegisterForwardFlags(ForwardOptions* o, FlagSet* flags);
 void RegisterScoreFlags(ScoreOptions* o, FlagSet* flags);
 void RegisterInfoFlags(InfoOptions* o, FlagSet* flags);

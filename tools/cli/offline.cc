@@ -50,6 +50,19 @@ absl::StatusOr<std::unique_ptr<Session>> MakeSession(const std::shared_ptr<const
   return Session::Create(model, so);
 }
 
+// Loads `dir` in `compute_type` (docs/isa.md §3) and says on stderr which type and instruction sets run.
+absl::StatusOr<std::shared_ptr<const ReformerModel>> LoadModel(const std::string& dir, const std::string& compute_type) {
+  auto request = ParseComputeType(compute_type);
+  if (!request.ok()) return request.status();
+  LoadOptions lo;
+  lo.compute_type = *request;
+  auto model = ReformerModel::Load(dir, lo);
+  if (model.ok())
+    std::fprintf(stderr, "reformer-cli: compute type %s (%s)\n", ComputeTypeName((*model)->compute_type()),
+                 EngineIsaSummary().c_str());
+  return model;
+}
+
 // --per-document: each row's real tokens (mask == 1, contiguous) form one document of a ragged
 // batch; `first[b]` is the row's first real position.
 absl::Status RowDocuments(const ForwardInputs& in, std::vector<absl::Span<const int32_t>>* docs,
@@ -91,7 +104,7 @@ int RunForward(const ForwardOptions& options) {
   if (per_document) {
     if (absl::Status st = RowDocuments(*in, &docs, &first); !st.ok()) return Fail(absl::StrCat(inputs, ": ", st.message()));
   }
-  auto model = ReformerModel::Load(model_dir);
+  auto model = LoadModel(model_dir, options.compute_type);
   if (!model.ok()) return Fail(model.status());
   auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
@@ -131,7 +144,7 @@ int RunForward(const ForwardOptions& options) {
 
 int RunScoreOffline(const ScoreOptions& options) {
   const std::string& model_dir = options.model;
-  auto model = ReformerModel::Load(model_dir);
+  auto model = LoadModel(model_dir, options.compute_type);
   if (!model.ok()) return Fail(model.status());
   const Tokenizer* tok = (*model)->tokenizer();
   if (tok == nullptr) {
