@@ -12,6 +12,7 @@
 #include "server/metrics/server_metrics.h"
 #include "server/request/exception_status.h"
 #include "server/request/validate.h"
+#include "server/security/token_store.h"
 
 namespace reformer::serving {
 namespace {
@@ -34,6 +35,18 @@ HttpServer::Response MethodNotAllowed(const char* allow) {
   return {405, kText, absl::StrCat("this endpoint takes ", allow, "\n"), {{"Allow", allow}}};
 }
 
+// Served to anyone, whatever --http_api and the tokens say: probes and the Prometheus scrape.
+bool IsOpenPath(absl::string_view path) {
+  return path == "/metrics" || path == "/healthz" || path == "/readyz" ||
+         path == "/v2/health/live" || path == "/v2/health/ready";
+}
+
+// The status a refusal counts as in reformer_requests_total (gRPC's code for the same refusal).
+absl::StatusCode RefusalCode(int http_status) {
+  return http_status == 401 ? absl::StatusCode::kUnauthenticated
+                            : absl::StatusCode::kPermissionDenied;
+}
+
 int ThreadsForInference(const HttpOptions& o) {
   const int threads = std::max(1, o.num_threads);
   const int infer = o.infer_threads > 0 ? o.infer_threads : threads * 3 / 4;
@@ -44,18 +57,21 @@ int ThreadsForInference(const HttpOptions& o) {
 
 HttpServer::HttpServer(const HttpOptions& options, prometheus::Registry* registry,
                        const ServiceEnv& env)
-    : registry_(registry),
+    : api_(options.api),
+      registry_(registry),
       env_(env),
       shutdown_grace_(options.shutdown_grace),
+      rest_(options.rest),
       slots_(ThreadsForInference(options)),
       infer_(env, options.rest, &slots_) {}
 
 // The POST endpoints under a model, by action. Generation serving adds "generate" and
 // "generate_stream" here.
 void HttpServer::RegisterModelPostHandlers() {
-  post_handlers_["infer"] = [this](HttpExchange* exchange, const ModelPath& path) {
-    return infer_.Handle(exchange, path);
-  };
+  post_handlers_["infer"] = {kRestInferMethod, [this](HttpExchange* exchange, const ModelPath& path,
+                                                      const std::string& tenant) {
+                               return infer_.Handle(exchange, path, tenant);
+                             }};
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
@@ -105,6 +121,32 @@ HttpServer::~HttpServer() {
   mg_stop(ctx_);
 }
 
+std::optional<HttpServer::Response> HttpServer::Admit(
+    absl::string_view path, std::optional<absl::string_view> authorization,
+    std::string* tenant) const {
+  *tenant = kAnonymousTenant;
+  if (IsOpenPath(path)) return std::nullopt;
+  if (!api_) {
+    return JsonErrorResponse(
+        403,
+        "the REST API is not served on this plaintext port (the gRPC port uses TLS; "
+        "--http_api on turns it on); this port serves /metrics, /healthz and /readyz");
+  }
+  if (env_.tokens == nullptr) return std::nullopt;
+  absl::StatusOr<std::string> caller = env_.tokens->Authenticate(authorization);
+  if (caller.ok()) {
+    *tenant = *std::move(caller);
+    return std::nullopt;
+  }
+  Response r = JsonErrorResponse(401, caller.status().message());
+  // RFC 6750: no error code when no credentials were sent, invalid_token otherwise.
+  r.headers.push_back(
+      {"WWW-Authenticate", authorization.has_value()
+                               ? "Bearer realm=\"reformer-serve\", error=\"invalid_token\""
+                               : "Bearer realm=\"reformer-serve\""});
+  return r;
+}
+
 int HttpServer::HandleRequest(mg_connection* conn, void* self) {
   HttpExchange exchange(conn);
   try {
@@ -125,6 +167,10 @@ int HttpServer::HandleRequest(mg_connection* conn, void* self) {
 int HttpServer::Dispatch(HttpExchange* exchange) {
   const std::string method(exchange->method());
   const std::string path(exchange->path());
+  std::string tenant;
+  if (std::optional<Response> refused = Admit(path, exchange->Header("Authorization"), &tenant)) {
+    return Refuse(exchange, *refused);
+  }
   if (method == "POST") {
     const std::optional<ModelPath> model_path = ParseModelPath(path);
     const auto handler =
@@ -134,12 +180,32 @@ int HttpServer::Dispatch(HttpExchange* exchange) {
         SendJsonError(exchange, 503, "this server runs no inference service");
         return 503;
       }
-      return handler->second(exchange, *model_path);
+      return handler->second.handle(exchange, *model_path, tenant);
     }
   }
   const Response r = Handle(method, path);
   exchange->Send(r.status, r.content_type, r.body, r.headers);
   return r.status;
+}
+
+int HttpServer::Refuse(HttpExchange* exchange, const Response& refusal) {
+  const Clock& clock = *env_.clock;
+  const absl::Time start = clock.Now();
+  // Nothing of the body is read; a client sending one anyway can still read the answer.
+  const bool unread = exchange->method() == "POST" && exchange->content_length() != 0;
+  exchange->Send(refusal.status, refusal.content_type, refusal.body, refusal.headers,
+                 /*close=*/unread);
+  if (unread) exchange->DiscardBody(rest_.discard_bytes, start + rest_.discard_timeout, clock);
+  const std::optional<ModelPath> model_path = ParseModelPath(exchange->path());
+  const auto post = exchange->method() == "POST" && model_path
+                        ? post_handlers_.find(model_path->action)
+                        : post_handlers_.end();
+  if (post != post_handlers_.end() && env_.metrics != nullptr) {
+    env_.metrics->RequestFinished(
+        post->second.metrics_method, kAnonymousTenant, RefusalCode(refusal.status),
+        absl::ToDoubleSeconds(clock.Now() - start), 0, 0, absl::ToUnixMillis(absl::Now()));
+  }
+  return refusal.status;
 }
 
 HttpServer::Response HttpServer::Handle(const std::string& method, const std::string& path) const {

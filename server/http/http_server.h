@@ -13,9 +13,23 @@
 // Other paths 404, other methods 405 (with Allow). Everything about the model comes from the
 // structures the gRPC services read (rest_model_info.h), so the two APIs say the same.
 //
+// Access (Admit, before any routing). The port is plaintext (civetweb 1.15 as Debian builds it
+// cannot serve HTTPS: see deploy/README.md, "TLS and authentication"). Open to everyone:
+// /metrics, /healthz, /readyz, /v2/health/live, /v2/health/ready. Every other path:
+//   - 403 when the API is off (HttpOptions::api; --http_api auto turns it off when the gRPC port
+//     uses TLS, so that no request or model data crosses the network in the clear);
+//   - 401 with `WWW-Authenticate: Bearer` unless it carries `Authorization: Bearer <token>` valid
+//     in ServiceEnv::tokens (the store the gRPC services use), when tokens are configured.
+// Deny by default: an endpoint added to the API (generation, more POST endpoints) is covered
+// without a line of its own. A refused request is answered before its body is read (a client
+// that sends one anyway gets the answer with Connection: close after a bounded drain, as for
+// every early REST answer); a refused POST endpoint counts in reformer_requests_total with its
+// method label and tenant "anonymous". An admitted POST endpoint receives the caller's tenant.
+//
 // POST endpoints under a model are looked up by their last path segment in one table
-// (RegisterModelPostHandlers in http_server.cc); an endpoint that reads a body and streams an
-// answer (generation, Server-Sent Events) adds a line there and uses HttpExchange's helpers.
+// (RegisterModelPostHandlers in http_server.cc), each with its method label; an endpoint that
+// reads a body and streams an answer (generation, Server-Sent Events) adds a line there and uses
+// HttpExchange's helpers.
 //
 // Threads. civetweb serves each connection on one of `num_threads` worker threads, for as long as
 // it reads a request, runs the handler, and waits for the next request on a kept-alive
@@ -24,19 +38,21 @@
 // the others always remain for probes, /metrics and metadata, whatever the REST load. A client
 // that sends half a request holds its thread until `request_timeout`, an idle kept-alive
 // connection until `keep_alive_timeout`.
-// Borrows everything in ServiceEnv and the registry; they must outlive the server. The destructor
-// first lets the computing handlers finish writing their answers (up to `shutdown_grace`: the
-// InferenceService's Shutdown, which comes first, has answered every one of them), then stops
-// civetweb and joins its threads.
+// Borrows everything in ServiceEnv (health, model, metrics, tokens) and the registry; they must
+// outlive the server. The destructor first lets the computing handlers finish writing their
+// answers (up to `shutdown_grace`: the InferenceService's Shutdown, which comes first, has
+// answered every one of them), then stops civetweb and joins its threads.
 #pragma once
 
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "prometheus/registry.h"
 #include "server/http/compute_slots.h"
@@ -52,6 +68,7 @@ namespace reformer::serving {
 
 struct HttpOptions {
   int port = 8000;           // 0 = pick a free port (see port())
+  bool api = true;           // the REST API beyond probes and /metrics (see Access above)
   std::string bind_address;  // empty = all interfaces
   int num_threads = 128;     // civetweb worker threads (one per connection being served)
   // Most threads waiting on computation at once; 0 = 3/4 of num_threads (at least 1).
@@ -66,6 +83,7 @@ struct HttpOptions {
 
 class HttpServer {
  public:
+  // Borrows the registry and everything in `env` (health, model, tokens).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpOptions& options,
                                                            prometheus::Registry* registry,
                                                            const ServiceEnv& env);
@@ -83,26 +101,45 @@ class HttpServer {
     std::string body;
     std::vector<HttpHeader> headers;
   };
-  // The GET/HEAD routes (everything but the POST endpoints), separate from civetweb for tests.
+  // Access control (see the file comment): nullopt when the request may proceed, with `*tenant`
+  // set to the caller's tenant (kAnonymousTenant without tokens); else the 401/403 answer.
+  // `authorization`: the Authorization header, nullopt when absent.
+  std::optional<Response> Admit(absl::string_view path,
+                                std::optional<absl::string_view> authorization,
+                                std::string* tenant) const;
+  // The GET/HEAD routes (everything but the POST endpoints) of an admitted request, separate
+  // from civetweb for tests.
   Response Handle(const std::string& method, const std::string& path) const;
 
   // A POST endpoint under /v2/models/{name}[/versions/{v}]/{action}: answers the exchange
-  // completely and returns the HTTP status sent.
-  using ModelPostHandler = std::function<int(HttpExchange*, const ModelPath&)>;
+  // completely and returns the HTTP status sent. `tenant`: the caller, from Admit.
+  using ModelPostHandler =
+      std::function<int(HttpExchange*, const ModelPath&, const std::string& tenant)>;
 
  private:
+  // A POST endpoint's entry in the table: its handler and the method label its requests carry
+  // in reformer_requests_total (also when Admit refuses them).
+  struct ModelPost {
+    const char* metrics_method;
+    ModelPostHandler handle;
+  };
+
   HttpServer(const HttpOptions& options, prometheus::Registry* registry, const ServiceEnv& env);
   void RegisterModelPostHandlers();
   static int HandleRequest(mg_connection* conn, void* self);
   int Dispatch(HttpExchange* exchange);
+  // Sends Admit's refusal (see Access above) and counts a refused POST endpoint.
+  int Refuse(HttpExchange* exchange, const Response& refusal);
   Response HandleModel(const ModelPath& path) const;
 
+  const bool api_;
   prometheus::Registry* const registry_;
-  const ServiceEnv env_;
+  const ServiceEnv env_;  // env_.tokens nullptr = no tokens required
   const absl::Duration shutdown_grace_;
+  const RestInferOptions rest_;
   ComputeSlots slots_;
   const RestInferHandler infer_;
-  std::map<std::string, ModelPostHandler> post_handlers_;  // by action; filled before start
+  std::map<std::string, ModelPost> post_handlers_;  // by action; filled before start
   mg_context* ctx_ = nullptr;
   int port_ = 0;
 };

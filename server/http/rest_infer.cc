@@ -107,7 +107,8 @@ void SendJsonError(HttpExchange* exchange, int status, absl::string_view message
   exchange->Send(status, "application/json", body, headers, close);
 }
 
-int RestInferHandler::Handle(HttpExchange* exchange, const ModelPath& path) const {
+int RestInferHandler::Handle(HttpExchange* exchange, const ModelPath& path,
+                             const std::string& tenant) const {
   Call call;
   call.start = env_.clock->Now();
   absl::Status status;
@@ -121,7 +122,7 @@ int RestInferHandler::Handle(HttpExchange* exchange, const ModelPath& path) cons
     }
   }
   if (env_.metrics != nullptr) {
-    env_.metrics->RequestFinished(kRestInferMethod, status.code(),
+    env_.metrics->RequestFinished(kRestInferMethod, tenant, status.code(),
                                   absl::ToDoubleSeconds(env_.clock->Now() - call.start),
                                   call.tokens, call.documents, absl::ToUnixMillis(absl::Now()));
   }

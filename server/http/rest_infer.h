@@ -13,12 +13,14 @@
 // Errors are {"error": "..."} (application/json); 503 carries Retry-After. Early answers drain a
 // bounded amount of the unread body first, so a client still sending it can read them.
 //
-// Metrics: the same request metrics as gRPC with method="REST.ModelInfer" (one fixed label value),
-// the same reformer_rejected_total reasons ("queue_full" also counts requests that found every
-// REST compute slot taken), document tokens on admission. Thread-safe (one call per thread).
+// Metrics: the same request metrics as gRPC with method="REST.ModelInfer" (one fixed label value)
+// and the caller's tenant, the same reformer_rejected_total reasons ("queue_full" also counts
+// requests that found every REST compute slot taken), document tokens on admission. Thread-safe
+// (one call per thread).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -53,8 +55,9 @@ class RestInferHandler {
   RestInferHandler(const ServiceEnv& env, const RestInferOptions& options, ComputeSlots* slots);
 
   // Answers the exchange completely, whatever happens; returns the HTTP status sent (0 = none:
-  // the client went away). No exception leaves it.
-  int Handle(HttpExchange* exchange, const ModelPath& path) const;
+  // the client went away). No exception leaves it. `tenant`: the caller HttpServer admitted
+  // (server/http/http_server.h, Access), the tenant label of the request's metrics.
+  int Handle(HttpExchange* exchange, const ModelPath& path, const std::string& tenant) const;
 
  private:
   struct Call;

@@ -458,11 +458,11 @@ TEST_F(RestTest, ClientThatDisconnectsCancelsItsRequest) {
   EXPECT_TRUE(submitted->cancelled->load());
   // The service answers CANCELLED; the request metric says so.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (!absl::StrContains(Metrics(), "reformer_requests_total{code=\"Canceled\",method=\"REST.ModelInfer\"} 1") &&
+  while (!absl::StrContains(Metrics(), "reformer_requests_total{code=\"Canceled\",method=\"REST.ModelInfer\",tenant=\"anonymous\"} 1") &&
          absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  EXPECT_THAT(Metrics(), HasSubstr("reformer_requests_total{code=\"Canceled\",method=\"REST.ModelInfer\"} 1"));
+  EXPECT_THAT(Metrics(), HasSubstr("reformer_requests_total{code=\"Canceled\",method=\"REST.ModelInfer\",tenant=\"anonymous\"} 1"));
 }
 
 TEST_F(RestTest, MetricsStatsAndConfigAgreeWithGrpc) {
@@ -470,8 +470,8 @@ TEST_F(RestTest, MetricsStatsAndConfigAgreeWithGrpc) {
   ASSERT_EQ(Post(kIds).status, 200);
   ASSERT_EQ(Post("{").status, 400);
   const std::string m = Metrics();
-  EXPECT_THAT(m, HasSubstr("reformer_requests_total{code=\"OK\",method=\"REST.ModelInfer\"} 1"));
-  EXPECT_THAT(m, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"REST.ModelInfer\"} 1"));
+  EXPECT_THAT(m, HasSubstr("reformer_requests_total{code=\"OK\",method=\"REST.ModelInfer\",tenant=\"anonymous\"} 1"));
+  EXPECT_THAT(m, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"REST.ModelInfer\",tenant=\"anonymous\"} 1"));
   EXPECT_THAT(m, HasSubstr("reformer_rejected_total{reason=\"invalid\"} 1"));
   // Statistics: the same snapshot as gRPC ModelStatistics.
   grpc::ClientContext ctx;
