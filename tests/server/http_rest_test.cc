@@ -1,10 +1,14 @@
 // REST inference (server/http) in-process on loopback, beside the gRPC services on the same fake
 // InferenceService: JSON and binary answers equal gRPC ModelInfer's bit for bit, every documented
 // status (400/404/405/413/500/503/504), compute slots and probes, client disconnects, streaming
-// (chunked) and HTTP/1.0 framing, metrics, Triton's config/stats; and the pure parts: the JSON
-// reader, the decoder and the JSON writer.
+// (chunked) and HTTP/1.0 framing, metrics, Triton's config/stats, bearer tokens (401, 403, the
+// tenant label); and the pure parts: the JSON reader, the decoder and the JSON writer.
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -19,6 +23,7 @@
 #include "server/http/infer_json.h"
 #include "server/http/json_writer.h"
 #include "server/http/rest_infer_decode.h"
+#include "server/security/token_store.h"
 #include "tests/server/grpc_test_util.h"
 #include "tests/server/http_test_client.h"
 
@@ -210,12 +215,16 @@ void ExpectSameAsGrpc(const ModelInferResponse& g, const HttpReply& r, const std
 
 class RestTest : public ::testing::Test {
  protected:
-  void Start(const TestServerOptions& so = {}, HttpOptions ho = {}) {
+  // `tokens`: required bearer tokens (nullptr = none), the store main hands both adapters.
+  void Start(const TestServerOptions& so = {}, HttpOptions ho = {},
+             const TokenStore* tokens = nullptr) {
     s_ = std::make_unique<TestServer>(so);
     ho.port = 0;
     ho.bind_address = "127.0.0.1";
     if (ho.num_threads == HttpOptions{}.num_threads) ho.num_threads = 8;
-    auto http = HttpServer::Start(ho, &s_->registry(), s_->env());
+    ServiceEnv env = s_->env();
+    env.tokens = tokens;
+    auto http = HttpServer::Start(ho, &s_->registry(), env);
     ASSERT_TRUE(http.ok()) << http.status();
     http_ = *std::move(http);
   }
@@ -463,6 +472,91 @@ TEST_F(RestTest, ClientThatDisconnectsCancelsItsRequest) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   EXPECT_THAT(Metrics(), HasSubstr("reformer_requests_total{code=\"Canceled\",method=\"REST.ModelInfer\",tenant=\"anonymous\"} 1"));
+}
+
+constexpr char kAliceToken[] = "alice-0123456789abcdef";
+constexpr char kBobToken[] = "bob-0123456789abcdef";
+
+// A tokens file (alice, bob) for the test's lifetime.
+class TokensFile {
+ public:
+  TokensFile()
+      : path_(std::filesystem::temp_directory_path() /
+              ("http_rest_tokens_" + std::to_string(getpid()))) {
+    std::ofstream(path_, std::ios::binary)
+        << "alice:" << kAliceToken << "\nbob:" << kBobToken << "\n";
+  }
+  ~TokensFile() { std::filesystem::remove(path_); }
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::vector<std::pair<std::string, std::string>> Bearer(const std::string& token) {
+  return {{"Authorization", "Bearer " + token}};
+}
+
+std::string RequestsTotal(const std::string& code, const std::string& tenant) {
+  return absl::StrCat("reformer_requests_total{code=\"", code,
+                      "\",method=\"REST.ModelInfer\",tenant=\"", tenant, "\"} ");
+}
+
+TEST_F(RestTest, BearerTokensGuardInferenceConfigAndStatsButNotProbes) {
+  const TokensFile file;
+  absl::StatusOr<std::unique_ptr<TokenStore>> tokens = TokenStore::Load(file.path());
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  Start({}, {}, tokens->get());
+  for (const char* path : {"/metrics", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}) {
+    EXPECT_EQ(HttpCall(port(), "GET", path).status, 200) << path;
+  }
+  // No token, then a wrong one: 401 before the body is looked at (it is not even JSON here).
+  HttpReply r = Post("not json");
+  ExpectError(r, 401, {"Bearer"});
+  EXPECT_EQ(r.headers.at("www-authenticate"), "Bearer realm=\"reformer-serve\"");
+  EXPECT_EQ(r.headers.at("connection"), "close");  // its body was never read
+  r = Post(kIds, Bearer("wrong-token-0123456789"), "/v2/models/fake/versions/1/infer");
+  ExpectError(r, 401, {});
+  EXPECT_THAT(r.headers.at("www-authenticate"), HasSubstr("error=\"invalid_token\""));
+  EXPECT_THAT(r.body, ::testing::Not(HasSubstr("wrong-token")));
+  for (const char* path : {"/v2", "/v2/models/fake", "/v2/models/fake/ready",
+                           "/v2/models/fake/config", "/v2/models/fake/stats", "/v2/models/stats"}) {
+    ExpectError(HttpCall(port(), "GET", path), 401, {});
+    EXPECT_EQ(HttpCall(port(), "GET", path, "", Bearer(kBobToken)).status, 200) << path;
+  }
+  // A refused client that waits for 100 Continue gets the 401 instead, and sends nothing.
+  const int fd = ConnectLoopback(port());
+  ASSERT_TRUE(SendAll(fd, "POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\n"
+                          "Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n"));
+  shutdown(fd, SHUT_WR);
+  ExpectError(ParseReply(ReadAll(fd)), 401, {});
+  close(fd);
+  // A refused client that sends a large body anyway can read its answer.
+  ExpectError(Post(std::string(4 << 20, ' ')), 401, {});
+  EXPECT_EQ(s_->inference().submitted(), 0);
+  // Admitted: the tenant labels the request metrics, refusals count as anonymous.
+  EXPECT_EQ(Post(kIds, Bearer(kAliceToken)).status, 200);
+  EXPECT_EQ(Post(kIds, {{"Authorization", absl::StrCat("bearer ", kAliceToken)}}).status, 200);
+  ExpectError(Post("{", Bearer(kBobToken)), 400, {"not valid JSON"});
+  EXPECT_EQ(s_->inference().submitted(), 2);
+  const std::string m = Metrics();
+  EXPECT_THAT(m, HasSubstr(RequestsTotal("OK", "alice") + "2"));
+  EXPECT_THAT(m, HasSubstr(RequestsTotal("InvalidArgument", "bob") + "1"));
+  EXPECT_THAT(m, HasSubstr(RequestsTotal("Unauthenticated", "anonymous") + "4"));
+  EXPECT_THAT(m, ::testing::Not(HasSubstr("tenant=\"wrong")));
+}
+
+TEST_F(RestTest, ApiOffAnswers403ButProbesAndMetrics) {
+  HttpOptions ho;
+  ho.api = false;  // --http_api auto with TLS on the gRPC port
+  Start({}, ho);
+  for (const char* path : {"/metrics", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}) {
+    EXPECT_EQ(HttpCall(port(), "GET", path).status, 200) << path;
+  }
+  ExpectError(Post(kIds), 403, {"--http_api"});
+  ExpectError(HttpCall(port(), "GET", "/v2/models/fake/config"), 403, {"--http_api"});
+  EXPECT_EQ(s_->inference().submitted(), 0);
+  EXPECT_THAT(Metrics(), HasSubstr(RequestsTotal("PermissionDenied", "anonymous") + "1"));
 }
 
 TEST_F(RestTest, MetricsStatsAndConfigAgreeWithGrpc) {
