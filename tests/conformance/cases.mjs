@@ -2,8 +2,10 @@
 // cases below, then the inference cases of infer_cases.mjs. Each case is one
 // request; its response must conform to the OpenAPI document (lib/validate.mjs) AND have the expected status;
 // `json` checks what the document cannot know (our model's name, versions). Phases: "ready" runs on a ready
-// server, "draining" after SIGTERM while --drain_min_s keeps the ports up (readiness must then be 503).
+// server, "draining" after SIGTERM while --drain_min_s keeps the ports up (readiness must then be 503), "auth"
+// on a second server that requires a bearer token (auth_cases.mjs).
 // ctx = { model, version, vocab }.
+import { AUTH_CASES } from "./auth_cases.mjs";
 import { INFER_CASES } from "./infer_cases.mjs";
 
 const get = (path) => ({ method: "GET", path });
@@ -36,4 +38,4 @@ const METADATA_CASES = [
   { name: "draining: model metadata", phase: "draining", req: (c) => get(`/v2/models/${c.model}`), status: 200 },
 ];
 
-export const CASES = [...METADATA_CASES, ...INFER_CASES];
+export const CASES = [...METADATA_CASES, ...INFER_CASES, ...AUTH_CASES];

@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // KServe v2 REST conformance of reformer-server (issue 13 item 3): real requests to a real server, each
 // request and response validated against the Open Inference Protocol OpenAPI document with openapi-backend.
-//   node rest_conformance.mjs --server BIN --model DIR   run cases.mjs (metadata, health, inference)
+//   node rest_conformance.mjs --server BIN --model DIR   run cases.mjs (metadata, health, inference, tokens)
 //   node rest_conformance.mjs --self-test               the validator catches broken exchanges, and every
 //                                                       case's request is valid (or caught, when marked)
 // Exit 0 only when every case passed; the last line is "N passed, N failed". See README.md.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { AUTH_TOKEN } from "./auth_cases.mjs";
 import { CASES } from "./cases.mjs";
 import { loadSpec } from "./lib/spec.mjs";
 import { ServerProcess, httpRequest } from "./lib/server.mjs";
@@ -80,6 +82,27 @@ async function waitStatus(port, pathName, status, timeoutMs) {
   return false;
 }
 
+// The "auth" phase: a second server whose tokens file holds AUTH_TOKEN; it must also exit 0 on SIGTERM.
+async function runAuthPhase(opts, api, ctx, tally) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rest-conformance-"));
+  const tokens = path.join(dir, "tokens");
+  fs.writeFileSync(tokens, `conformance:${AUTH_TOKEN}\n`);
+  let server;
+  try {
+    server = await ServerProcess.start(opts.server, ["--model_dir", opts.model, "--model_name", opts.modelName,
+      "--workers", "1", "--threads_per_worker", "1", "--auth_tokens_file", tokens]);
+    await server.waitReady();
+    await runPhase(api, server, CASES.filter((c) => c.phase === "auth"), ctx, tally);
+  } finally {
+    if (server) {
+      const { code, signal } = await server.stop();
+      console.log(`${code === 0 ? "ok  " : "FAIL"} [auth] server exit after SIGTERM: code ${code}${signal ? ` signal ${signal}` : ""}`);
+      ++tally[code === 0 ? "passed" : "failed"];
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function runAgainstServer(opts, api) {
   const config = JSON.parse(fs.readFileSync(path.join(opts.model, "config.json"), "utf8"));
   const ctx = { model: opts.modelName, version: "1", vocab: config.vocab_size };
@@ -105,6 +128,7 @@ async function runAgainstServer(opts, api) {
     if (!ok) console.log(Buffer.concat(server.stderr).toString().slice(-2000));
     ++tally[ok ? "passed" : "failed"];
   }
+  await runAuthPhase(opts, api, ctx, tally);
   return tally;
 }
 
