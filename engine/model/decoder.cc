@@ -9,7 +9,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "engine/base/cpu_features.h"
 #include "engine/base/status_macros.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/model/decode_cache.h"
@@ -535,11 +534,6 @@ Decoder::~Decoder() = default;
 absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Create(std::shared_ptr<const ReformerModel> model,
                                                          const DecoderOptions& options) {
   if (!model) return absl::InvalidArgumentError("Decoder::Create: null model");
-  // Interim: the step's kernels (ops/row_gemm.cc, ops/cached_attention.cc) are AVX2 code until they
-  // join the dispatched kernel tables (engine/CMakeLists.txt).
-  if (SelectedIsa() < Isa::kAvx2)
-    return absl::FailedPreconditionError(absl::StrCat(
-        "generation needs a CPU with AVX2 and FMA in this build; kernels selected: ", IsaName(SelectedIsa())));
   if (options.num_threads < 1)
     return absl::InvalidArgumentError(absl::StrCat("num_threads must be >= 1, got ", options.num_threads));
   const int64_t tile = TileRowsForBudget(model->config(), options.workspace_budget_bytes, options.tile_rows);

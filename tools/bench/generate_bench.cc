@@ -99,7 +99,7 @@ Options Parse(int argc, char** argv) {
     if (a == "--case") o.case_name = v;
     else if (a == "--model") o.model_dir = v;
     else if (a == "--mode") o.mode = v;
-    else if (a == "--contexts") o.contexts = ParseList(v);
+    else if (a == "--contexts") o.contexts = v == "none" ? std::vector<int64_t>{} : ParseList(v);
     else if (a == "--streams") o.streams = ParseList(v);
     else if (a == "--steps") o.steps = ParseList(v)[0];
     else if (a == "--stream-context") o.stream_context = ParseList(v)[0];
