@@ -4,6 +4,7 @@
 // and HF's data-dependent increase_num_buckets test, both ways), the step that starts hashing,
 // windows that wrap past the cached length, look-back of 2 chunks, local chunks that do not divide
 // the LSH chunk, models without hash_seed, and a long prompt. Logits of every step within 1e-4.
+#include <unistd.h>
 #include <cstdio>
 #include <random>
 
@@ -68,7 +69,8 @@ const std::vector<Shape>& Shapes() {
 
 std::string TempDir(const std::string& name) {
   const char* b = std::getenv("REFORMER_BINARY_DIR");
-  return std::string(b ? b : "/tmp") + "/decode_reference_models/" + name;
+  // One directory per process: the per-ISA copies of this test may run at once (ctest -j).
+  return std::string(b ? b : "/tmp") + "/decode_reference_models_" + std::to_string(getpid()) + "/" + name;
 }
 
 TEST(DecodeReferenceTest, CachedStepsMatchHfSemantics) {

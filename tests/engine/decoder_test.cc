@@ -3,6 +3,7 @@
 // interleaved with other sequences' steps), seeded sampling gives the same tokens alone or beside
 // others, recompute equals the forward, the cache's byte count is what is mapped and is freed at
 // once, and argument errors.
+#include <unistd.h>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -30,7 +31,8 @@ constexpr char kConfig[] = R"({"attn_layers": ["local", "lsh", "local", "lsh"], 
 std::shared_ptr<const ReformerModel> Model() {
   static std::shared_ptr<const ReformerModel> m = [] {
     const char* b = std::getenv("REFORMER_BINARY_DIR");
-    const std::string dir = std::string(b ? b : "/tmp") + "/decoder_test_model";
+    // One directory per process: the per-ISA copies of this test may run at once (ctest -j).
+    const std::string dir = std::string(b ? b : "/tmp") + "/decoder_test_model_" + std::to_string(getpid());
     EXPECT_EQ(testing::WriteRandomModel(dir, kConfig, 3), "");
     auto loaded = ReformerModel::Load(dir);
     EXPECT_TRUE(loaded.ok()) << loaded.status();
