@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -35,6 +36,7 @@ std::shared_ptr<const ReformerModel> Model() {
     const std::string dir = std::string(b ? b : "/tmp") + "/decoder_test_model_" + std::to_string(getpid());
     EXPECT_EQ(testing::WriteRandomModel(dir, kConfig, 3), "");
     auto loaded = ReformerModel::Load(dir);
+    std::filesystem::remove_all(dir);  // loaded into memory (or mapped: unlinked files stay readable)
     EXPECT_TRUE(loaded.ok()) << loaded.status();
     return loaded.ok() ? *loaded : nullptr;
   }();
