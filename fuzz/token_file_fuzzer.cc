@@ -64,9 +64,10 @@ void CheckNoTokenIn(const std::string& message, const std::multimap<std::string,
   }
 }
 
+// Removed at exit (libFuzzer exits through exit(), so statics are destroyed).
 const reformer::fuzz::ScratchDir& Dir() {
-  static const auto* dir = new reformer::fuzz::ScratchDir("token_file");
-  return *dir;
+  static const reformer::fuzz::ScratchDir dir("token_file");
+  return dir;
 }
 
 void CheckStore(const std::string& text, absl::string_view authorization, size_t entries) {
