@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <sstream>
 
@@ -44,7 +45,9 @@ class Reader {
       *out = v.get<int64_t>();
       return absl::OkStatus();
     }
-    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) {
+    // An integral float (HF writes some ints as 64.0), inside int64's range: [-2^63, 2^63).
+    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() &&
+        v.get<double>() >= -9223372036854775808.0 && v.get<double>() < 9223372036854775808.0) {
       *out = static_cast<int64_t>(v.get<double>());
       return absl::OkStatus();
     }
@@ -55,6 +58,9 @@ class Reader {
     if (!j_.contains(key) || j_[key].is_null()) return absl::OkStatus();
     const json& v = j_[key];
     if (!v.is_number()) return Error(key, absl::StrCat("expected a number, got ", v.dump()));
+    if (!(std::fabs(v.get<double>()) <= std::numeric_limits<float>::max())) {
+      return Error(key, absl::StrCat(v.dump(), " is outside the range of a float"));
+    }
     *out = static_cast<float>(v.get<double>());
     return absl::OkStatus();
   }
@@ -377,7 +383,8 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
     for (int64_t v : axial_pos_embds_dim) {
       if (v <= 0) return err("axial_pos_embds_dim", "dims must be positive");
     }
-    if (axial_pos_embds_dim[0] + axial_pos_embds_dim[1] != hidden_size) {
+    // Compared without forming the sum: both dims may be near 2^63 here (bounds come later).
+    if (axial_pos_embds_dim[0] != hidden_size - axial_pos_embds_dim[1]) {
       return err("axial_pos_embds_dim",
                  absl::StrCat("dims ", axial_pos_embds_dim[0], " + ", axial_pos_embds_dim[1],
                               " must sum to hidden_size ", hidden_size));

@@ -179,10 +179,16 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
                                      "] out of range: the data block has ", data_size,
                                      " bytes (truncated file?)"));
     }
-    const uint64_t expected = static_cast<uint64_t>(numel) * DTypeSize(e.dtype);
-    if (end - begin != expected) {
-      return tensor_bad(absl::StrCat("holds ", end - begin, " bytes but ", DTypeName(e.dtype), " ",
-                                     ShapeString(e.shape), " needs ", expected));
+    // elements x element size, without wrapping around 2^64 (a wrapped product could match a
+    // short or empty byte range and make a 2^61-element tensor out of nothing).
+    const uint64_t elem = DTypeSize(e.dtype);
+    const uint64_t held = end - begin;
+    if (static_cast<uint64_t>(numel) > held / elem || static_cast<uint64_t>(numel) * elem != held) {
+      const bool huge = static_cast<uint64_t>(numel) > std::numeric_limits<uint64_t>::max() / elem;
+      return tensor_bad(absl::StrCat("holds ", held, " bytes but ", DTypeName(e.dtype), " ",
+                                     ShapeString(e.shape), " needs ",
+                                     huge ? std::string("more than 2^64")
+                                          : absl::StrCat(static_cast<uint64_t>(numel) * elem)));
     }
     e.data = data + data_start + begin;
     e.nbytes = end - begin;

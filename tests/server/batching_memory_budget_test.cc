@@ -20,7 +20,7 @@ class CountingListener : public MemoryBudget::Listener {
 };
 
 TEST(MemoryBudgetTest, RejectsANonPositiveTotalNamingTheFlag) {
-  for (int64_t bytes : {int64_t{0}, int64_t{-1}, int64_t{-4} << 30}) {
+  for (int64_t bytes : {int64_t{0}, int64_t{-1}, -(int64_t{4} << 30)}) {
     auto budget = MemoryBudget::Create(bytes);
     ASSERT_FALSE(budget.ok()) << bytes;
     EXPECT_EQ(budget.status().code(), absl::StatusCode::kInvalidArgument);

@@ -210,6 +210,18 @@ TEST(SafetensorsTest, ErrorsNameFileAndTensor) {
   ASSERT_FALSE(f.ok());
   EXPECT_THAT(std::string(f.status().message()), HasSubstr("needs 24"));
 
+  // Elements x element size past 2^64 (2^61 F64 = 2^64 bytes, 0 after wrapping) is not an empty
+  // tensor (found with fuzz/safetensors_fuzzer.cc; inputs in fuzz/regressions/safetensors/).
+  hdr = {{"w", {{"dtype", "F64"}, {"shape", {int64_t{1} << 61}}, {"data_offsets", {0, 0}}}}};
+  hs = hdr.dump();
+  raw.assign(8, '\0');
+  raw[0] = static_cast<char>(hs.size());
+  raw += hs;
+  WriteFile(path, raw);
+  f = SafetensorsFile::Open(path);
+  ASSERT_FALSE(f.ok());
+  EXPECT_THAT(std::string(f.status().message()), HasSubstr("needs more than 2^64"));
+
   // Missing file.
   f = SafetensorsFile::Open(dir.path() + "/nope.safetensors");
   ASSERT_FALSE(f.ok());
@@ -391,6 +403,34 @@ TEST(ConfigTest, FieldsThatSizeMemoryOrLoopsAreBounded) {
     auto c = ParseConfig(j);
     EXPECT_TRUE(c.ok()) << j.dump() << ": " << c.status();
   }
+}
+
+// Numbers outside the type they are read into, and a sum that would overflow before the bounds
+// are checked (found with fuzz/config_fuzzer.cc; inputs in fuzz/regressions/config/).
+TEST(ConfigTest, NumbersOutsideTheirTypeAreRejected) {
+  const int64_t big = int64_t{1} << 62;
+  struct Case {
+    nlohmann::json j;
+    const char* field;
+  };
+  const Case cases[] = {
+      {{{"hidden_size", 1.66667e+30}}, "hidden_size"},
+      {{{"hidden_size", -1e300}}, "hidden_size"},
+      {{{"layer_norm_eps", 1e300}}, "layer_norm_eps"},
+      {{{"axial_pos_embds_dim", {big, big}}}, "axial_pos_embds_dim"},
+      {{{"attn_layers", {"lsh"}}, {"num_hidden_layers", int64_t{1} << 40}}, "num_hidden_layers"},
+  };
+  for (const auto& tc : cases) {
+    auto c = ParseConfig(tc.j);
+    ASSERT_FALSE(c.ok()) << tc.j.dump();
+    EXPECT_TRUE(absl::IsInvalidArgument(c.status())) << c.status();
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(absl::StrCat("field '", tc.field, "'")))
+        << c.status();
+  }
+  // Integral floats inside the range still count as integers (HF writes some ints as 64.0).
+  auto ok = ParseConfig({{"hidden_size", 256.0}});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->hidden_size, 256);
 }
 
 TEST(ConfigTest, ContextLengthHonoursAxialShape) {
@@ -635,6 +675,16 @@ TEST(TokenizerTest, BrokenSentencePieceModelFailsWithPath) {
   auto t = Tokenizer::ForModelDir(dir.path(), c);
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(std::string(t.status().message()), HasSubstr("spiece.model"));
+
+  // A model libsentencepiece rejects by throwing (a zero-length piece; found with
+  // fuzz/sentencepiece_fuzzer.cc) is an error too, not std::terminate.
+  WriteFile(dir.path() + "/spiece.model",
+            ReadFile(SourceDir() + "/fuzz/regressions/sentencepiece/zero_length_piece_darts_exception"));
+  c.vocab_size = 4096;
+  t = Tokenizer::ForModelDir(dir.path(), c);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("spiece.model"));
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("zero-length key"));
 }
 
 }  // namespace
