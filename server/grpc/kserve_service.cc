@@ -146,6 +146,8 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
     response->add_extensions("parameters");
     response->add_extensions("statistics");
     response->add_extensions("model_configuration");
+    response->set_compute_type(env_.model->compute_type);
+    response->set_isa(env_.model->isa);
     return absl::OkStatus();
   });
 }
