@@ -25,10 +25,10 @@ RUN apt-get update \
       g++ cmake ninja-build pkg-config \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
       libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev \
-      libsentencepiece-dev nlohmann-json3-dev \
+      libsentencepiece-dev nlohmann-json3-dev libssl-dev \
  && if [ "${BUILD_TESTS}" = "ON" ]; then \
       apt-get install -y --no-install-recommends libgtest-dev libgmock-dev libbenchmark-dev \
-        python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy; \
+        python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy openssl; \
     fi \
  && rm -rf /var/lib/apt/lists/*
 

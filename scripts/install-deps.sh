@@ -9,11 +9,11 @@ PACKAGES=(
   g++ cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev
-  libsentencepiece-dev nlohmann-json3-dev
+  libsentencepiece-dev nlohmann-json3-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Test tooling: a real Python gRPC client, model conversion/training, monitoring checks.
   python3 python3-grpcio python3-grpc-tools python3-protobuf python3-numpy python3-yaml
-  curl
+  curl openssl  # openssl: the security tests make their certificates with it
 )
 # --test adds what the rest of the test suite needs, so that no test skips (in CI a skip is a failure):
 #   python3-torch  tools/train tests, tools/convert_hf.py test, the default model's trainer parity

@@ -1,15 +1,16 @@
 // reformer-server: the composition root. It only wires components together and shuts them down;
 // what the configuration means is decided in server/config (one tree, resolved in one place).
 //
-// Order: configuration (flags + REFORMER_* environment) -> model -> resolved configuration ->
-// metrics registry -> InferenceService (forward workers) -> GenerationService (generation workers,
-// on the same memory budget) -> gRPC services + health + reflection, HTTP endpoints -> warm-up
-// forward -> READY -> wait for SIGTERM/SIGINT -> DRAINING (readiness NOT_SERVING at once, new
-// requests and generations UNAVAILABLE) -> wait for queued/running work and running generations up
-// to --drain_timeout_s -> end leftovers (generations still streaming get UNAVAILABLE), stop
-// workers -> stop gRPC (calls still open, e.g. streams whose clients do not read, are cancelled
-// after a short grace), HTTP -> exit 0. Everything is owned by Components and destroyed in reverse
-// order of construction.
+// Order: configuration (flags + REFORMER_* environment) -> credentials (tokens, TLS files: a bad
+// one stops the start before the model loads) -> model -> resolved configuration -> metrics
+// registry -> InferenceService (forward workers) -> GenerationService (generation workers, on the
+// same memory budget) -> gRPC services + health + reflection, HTTP endpoints -> credential poller
+// (rotation) -> warm-up forward -> READY -> wait for SIGTERM/SIGINT -> DRAINING (readiness
+// NOT_SERVING at once, new requests and generations UNAVAILABLE) -> wait for queued/running work
+// and running generations up to --drain_timeout_s -> end leftovers (generations still streaming
+// get UNAVAILABLE), stop workers -> stop gRPC (calls still open, e.g. streams whose clients do not
+// read, are cancelled after a short grace), HTTP -> exit 0. Everything is owned by Components and
+// destroyed in reverse order of construction.
 //
 // Signals: SIGTERM/SIGINT are blocked in every thread (the mask is set before any thread starts)
 // and taken synchronously by the main thread with sigwait: no handler, no global state.
@@ -17,6 +18,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +44,9 @@
 #include "server/inference/inference_service.h"
 #include "server/metrics/server_metrics.h"
 #include "server/request/served_model.h"
+#include "server/security/credential_poller.h"
+#include "server/security/tls_material.h"
+#include "server/security/token_store.h"
 
 #ifndef REFORMER_VERSION
 #define REFORMER_VERSION "0.1.0"
@@ -109,19 +114,55 @@ absl::Status WarmUp(InferenceService* inference, const ServedModel& model) {
   return result;
 }
 
+// The credentials of --auth_tokens_file and --tls_* (loaded and checked before the model).
+struct Credentials {
+  std::unique_ptr<TokenStore> tokens;  // nullptr = no tokens
+  std::optional<TlsMaterial> tls;      // nullopt = plaintext gRPC
+  TlsFiles tls_files;
+};
+
+absl::StatusOr<Credentials> LoadCredentials(const SecurityConfig& config, const Clock& clock) {
+  Credentials c;
+  if (!config.auth_tokens_file.empty()) {
+    absl::StatusOr<std::unique_ptr<TokenStore>> tokens = TokenStore::Load(config.auth_tokens_file);
+    if (!tokens.ok()) {
+      return absl::Status(tokens.status().code(), absl::StrCat("--auth_tokens_file: ", tokens.status().message()));
+    }
+    c.tokens = *std::move(tokens);
+    LOG_INFO("bearer tokens required (", c.tokens->tenants().size(), " tenants in ", config.auth_tokens_file, ")");
+  }
+  if (!config.tls_cert_file.empty()) {
+    c.tls_files = {config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file};
+    absl::StatusOr<TlsMaterial> tls = LoadTlsMaterial(c.tls_files, clock.Now());
+    if (!tls.ok()) return tls.status();
+    c.tls = *std::move(tls);
+    LOG_INFO("gRPC port: ", config.tls_client_ca_file.empty() ? "TLS" : "mutual TLS", ", certificate subject ",
+             c.tls->leaf.subject, ", serial ", c.tls->leaf.serial, ", valid until ",
+             absl::FormatTime(c.tls->leaf.not_after));
+  } else if (c.tokens != nullptr) {
+    LOG_WARNING("bearer tokens are required but the gRPC port is plaintext: tokens cross the network in the "
+                "clear unless something encrypts pod traffic (set --tls_cert_file/--tls_key_file)");
+  }
+  return c;
+}
+
 // Everything the server runs, in construction order (destroyed in reverse).
 struct Components {
   RealClock clock;
   prometheus::Registry registry;
   std::unique_ptr<ServerMetrics> metrics;
   HealthState health;
+  Credentials credentials;
   std::unique_ptr<InferenceService> inference;
   std::unique_ptr<GenerationService> generation;  // null: no generation (--generate_workers=0)
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<TlsReloader> tls_reloader;
+  std::unique_ptr<CredentialPoller> poller;  // calls into grpc and tls_reloader: stopped first
 
   // Stops what was started, in reverse order; safe after a partial start.
   void Stop(absl::Duration grpc_grace) {
+    poller.reset();
     if (generation) generation->Shutdown();  // ends every stream (UNAVAILABLE), joins its workers
     if (inference) inference->Shutdown();  // answers anything left, joins the workers
     // Every inference RPC has its answer by now; what is left (idle streams, calls racing the
@@ -154,6 +195,36 @@ absl::Status StartGeneration(const ServerConfig& config, const std::shared_ptr<c
   return absl::OkStatus();
 }
 
+// Re-reads the token and TLS files every --credentials_poll_interval_s (rotation without restart).
+void StartCredentialPoller(const SecurityConfig& config, Components* c) {
+  std::vector<std::function<void()>> polls;
+  if (c->credentials.tokens != nullptr) {
+    polls.push_back([c] {
+      const ReloadResult r = c->credentials.tokens->Poll();
+      if (r != ReloadResult::kUnchanged) c->metrics->OnCredentialReload("tokens", ReloadResultName(r));
+    });
+  }
+  if (c->credentials.tls.has_value()) {
+    auto expiry = [c](const CertificateInfo& leaf) {
+      c->metrics->SetCertificateExpiry(static_cast<double>(absl::ToUnixSeconds(leaf.not_after)));
+    };
+    expiry(c->credentials.tls->leaf);
+    c->tls_reloader = std::make_unique<TlsReloader>(c->credentials.tls_files, &c->clock, *c->credentials.tls,
+                                                    [c, expiry](const TlsMaterial& m) {
+                                                      absl::Status s = c->grpc->UpdateTls(m);
+                                                      if (s.ok()) expiry(m.leaf);
+                                                      return s;
+                                                    });
+    c->credentials.tls->private_key_pem.clear();  // the gRPC credentials hold their own copy
+    polls.push_back([c] {
+      const ReloadResult r = c->tls_reloader->Poll();
+      if (r != ReloadResult::kUnchanged) c->metrics->OnCredentialReload("tls", ReloadResultName(r));
+    });
+  }
+  if (polls.empty()) return;
+  c->poller = std::make_unique<CredentialPoller>(absl::Seconds(config.credentials_poll_interval_s), std::move(polls));
+}
+
 absl::Status StartComponents(const ServerConfig& config, std::shared_ptr<const ReformerModel> model,
                              const ServedModel& served, Components* c) {
   c->metrics = std::make_unique<ServerMetrics>(&c->registry, ToMetricsOptions(config, served, REFORMER_VERSION));
@@ -173,13 +244,16 @@ absl::Status StartComponents(const ServerConfig& config, std::shared_ptr<const R
   env.metrics = c->metrics.get();
   env.clock = &c->clock;
   env.limits = ToServiceLimits(config);
-  absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(ToGrpcServerOptions(config), env, &c->health);
+  env.tokens = c->credentials.tokens.get();
+  GrpcServerOptions grpc_options = ToGrpcServerOptions(config);
+  grpc_options.tls = c->credentials.tls;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(grpc_options, env, &c->health);
   if (!grpc.ok()) return grpc.status();
   c->grpc = *std::move(grpc);
-  absl::StatusOr<std::unique_ptr<HttpServer>> http =
-      HttpServer::Start(ToHttpOptions(config), &c->registry, &c->health, &served);
+  absl::StatusOr<std::unique_ptr<HttpServer>> http = HttpServer::Start(ToHttpOptions(config), &c->registry, env);
   if (!http.ok()) return http.status();
   c->http = *std::move(http);
+  StartCredentialPoller(config.security, c);
   // Machine-readable line (tests and scripts read the ports from it when given port 0).
   std::printf("reformer-server listening grpc_port=%d http_port=%d model=%s\n", c->grpc->port(), c->http->port(),
               served.name.c_str());
@@ -229,6 +303,13 @@ int Run(int argc, char** argv) {
 
   ServerConfig config;
   if (std::optional<int> exit_code = ParseConfig(argc, argv, &config)) return *exit_code;
+  Components components;
+  absl::StatusOr<Credentials> credentials = LoadCredentials(config.security, components.clock);
+  if (!credentials.ok()) {
+    LOG_ERROR(credentials.status().message());
+    return 1;
+  }
+  components.credentials = *std::move(credentials);
   if (absl::Status s = ResolveModelDir(ExecutableDir(), &config); !s.ok()) {
     LOG_ERROR(s.message());
     return 1;
@@ -259,7 +340,6 @@ int Run(int argc, char** argv) {
            served.tokenizer_name.empty() ? "none" : served.tokenizer_name);
   LOG_INFO(DescribeResolved(config, cpus));
 
-  Components components;
   if (absl::Status s = StartComponents(config, *model, served, &components); !s.ok()) {
     LOG_ERROR(s.message());
     components.Stop(absl::Seconds(2));

@@ -62,6 +62,7 @@ HttpOptions ToHttpOptions(const ServerConfig& c) {
   o.port = c.listen.http_port;
   o.bind_address = c.listen.bind_address == "0.0.0.0" ? "" : c.listen.bind_address;
   o.num_threads = c.http.threads;
+  o.api = HttpApiEnabled(c);
   o.request_timeout = absl::Seconds(c.http.request_timeout_s);
   o.keep_alive_timeout = absl::Seconds(c.http.keep_alive_timeout_s);
   return o;

@@ -63,6 +63,11 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "HTTP port (/metrics, /healthz, /readyz, /v2); 0 = any free port (printed at start).")
       .Range(0, 65535)
       .Meta("PORT");
+  f->Add("http_api", &c->http.api,
+         "The KServe REST API (/v2 metadata, inference) on the plaintext HTTP port. auto = on unless "
+         "--tls_cert_file is set (then the port serves only probes and /metrics, so nothing of a request "
+         "travels in the clear); on = also with TLS (e.g. behind a mesh that encrypts pod traffic).")
+      .OneOf({"auto", "on", "off"});
   f->Add("http_threads", &c->http.threads,
          "HTTP server (civetweb) threads, one per connection being served; the headroom keeps probes and "
          "/metrics answering beside slow clients.")
@@ -178,6 +183,25 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
   f->Add("stream_max_unsent_bytes", &c->grpc.stream_max_unsent_bytes,
          "Per ModelStreamInfer call: bytes of responses not yet taken by the client before reading pauses.")
       .Min(1);
+  // Security.
+  f->Add("tls_cert_file", &c->security.tls_cert_file,
+         "PEM certificate chain (server's first) for the gRPC port, which then accepts TLS only; re-read when "
+         "it changes. Empty = plaintext.")
+      .Meta("FILE");
+  f->Add("tls_key_file", &c->security.tls_key_file, "PEM private key of --tls_cert_file (unencrypted).")
+      .Meta("FILE");
+  f->Add("tls_client_ca_file", &c->security.tls_client_ca_file,
+         "PEM CA bundle: gRPC clients must present a certificate it verifies (mutual TLS). Needs "
+         "--tls_cert_file.")
+      .Meta("FILE");
+  f->Add("auth_tokens_file", &c->security.auth_tokens_file,
+         "Lines 'name:token': every call except health, liveness and readiness needs 'authorization: Bearer "
+         "<token>'; the name labels its requests (tenant). Re-read when it changes. Empty = no tokens.")
+      .Meta("FILE");
+  f->Add("credentials_poll_interval_s", &c->security.credentials_poll_interval_s,
+         "How often the TLS and token files are checked for changes.")
+      .MinReal(0.01)
+      .Meta("SECONDS");
   // Start and shutdown.
   f->Add("warmup", &c->warmup, "Run one short forward through the serving path before reporting READY.");
   f->Add("drain_timeout_s", &c->shutdown.drain_timeout_s,
@@ -201,6 +225,18 @@ std::unique_ptr<FlagSet> ServerFlags(ServerConfig* config) {
   return flags;
 }
 
+// Flags that only work together.
+absl::Status CheckSecurityFlags(const SecurityConfig& s) {
+  if (s.tls_cert_file.empty() != s.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together: set both or neither");
+  }
+  if (!s.tls_client_ca_file.empty() && s.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca_file (mutual TLS) needs --tls_cert_file and --tls_key_file (the server's own certificate)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<CommandLine> ParseServerCommandLine(
@@ -212,7 +248,13 @@ absl::StatusOr<CommandLine> ParseServerCommandLine(
   if (absl::Status s = flags.ApplyEnvironment(env, NonFlagVariables(), &out.warnings); !s.ok()) return s;
   if (absl::Status s = flags.Parse(args); !s.ok()) return s;
   out.help = flags.help_requested();
+  if (out.help) return out;
+  if (absl::Status s = CheckSecurityFlags(config->security); !s.ok()) return s;
   return out;
+}
+
+bool HttpApiEnabled(const ServerConfig& config) {
+  return config.http.api == "on" || (config.http.api == "auto" && config.security.tls_cert_file.empty());
 }
 
 std::string ServerUsage() {

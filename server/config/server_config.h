@@ -60,6 +60,9 @@ struct GrpcConfig {
 };
 
 struct HttpConfig {
+  // The KServe REST API (/v2 metadata, inference) on the plaintext HTTP port: "auto" = on unless
+  // the gRPC port uses TLS, "on", "off". Probes and /metrics are always served.
+  std::string api = "auto";
   int threads = 128;
   double request_timeout_s = 5;
   double keep_alive_timeout_s = 2;
@@ -105,6 +108,14 @@ struct ShutdownConfig {
   double drain_min_s = 0;
 };
 
+struct SecurityConfig {
+  std::string tls_cert_file;       // "" = plaintext gRPC
+  std::string tls_key_file;
+  std::string tls_client_ca_file;  // "" = no client certificates (TLS, not mutual TLS)
+  std::string auth_tokens_file;    // "" = no bearer tokens required
+  double credentials_poll_interval_s = 2;
+};
+
 struct ServerConfig {
   ModelConfig model;
   ListenConfig listen;
@@ -115,6 +126,7 @@ struct ServerConfig {
   GenerateConfig generate;
   LimitsConfig limits;
   ShutdownConfig shutdown;
+  SecurityConfig security;
   bool warmup = true;
   std::string log_level = "info";
 };
@@ -135,6 +147,9 @@ struct CommandLine {
 absl::StatusOr<CommandLine> ParseServerCommandLine(
     absl::Span<const std::string> args, absl::Span<const std::pair<std::string, std::string>> env,
     ServerConfig* config);
+
+// Whether the REST API is served on the HTTP port (--http_api resolved against --tls_cert_file).
+bool HttpApiEnabled(const ServerConfig& config);
 
 // The --help text and the README's configuration table (both from RegisterServerFlags).
 std::string ServerUsage();

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "engine/model/tokenizer.h"
 #include "server/batching/clock.h"
+#include "server/grpc/auth.h"
 #include "server/grpc/rpc_reactors.h"
 #include "server/grpc/status_util.h"
 #include "server/health/health_state.h"
@@ -20,6 +21,7 @@
 #include "server/metrics/server_metrics.h"
 #include "server/request/deadline.h"
 #include "server/request/exception_status.h"
+#include "server/security/token_store.h"
 
 namespace reformer::serving {
 namespace {
@@ -101,9 +103,15 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     if (env_.metrics != nullptr) env_.metrics->RpcStarted("server_stream", kReformerService, kMethod);
   }
 
-  // Decodes and submits `wire`, or finishes the call with the reason it cannot run.
+  // Authenticates the call (auth.h, before anything of the request is looked at), decodes and
+  // submits `wire`, or finishes the call with the reason it cannot run.
   void Start(const v1::GenerateRequest& wire) {
-    absl::Status status = Submit(wire);
+    absl::StatusOr<std::string> tenant = Authenticate(env_, *ctx_);
+    absl::Status status = tenant.status();
+    if (tenant.ok()) {
+      tenant_ = *std::move(tenant);
+      status = Submit(wire);
+    }
     if (status.ok()) return;  // the service owns the stream now: touch nothing
     if (env_.metrics != nullptr) {
       if (absl::IsInvalidArgument(status)) env_.metrics->OnRejected("invalid");
@@ -221,7 +229,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     }
     if (env_.metrics != nullptr) {
       const double seconds = absl::ToDoubleSeconds(env_.clock->Now() - start_);
-      env_.metrics->RequestFinished(kMethod, status.code(), seconds, prompt_tokens_, 1,
+      env_.metrics->RequestFinished(kMethod, tenant_, status.code(), seconds, prompt_tokens_, 1,
                                     absl::ToUnixMillis(absl::Now()));
       env_.metrics->RpcHandled("server_stream", kReformerService, kMethod, status.code(), seconds);
     }
@@ -232,6 +240,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   grpc::CallbackServerContext* const ctx_;
   const absl::Time start_;
   int64_t prompt_tokens_ = 0;
+  std::string tenant_ = kAnonymousTenant;  // the authenticated caller; set in Start before Submit
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
   std::atomic<int64_t> unsent_{0};
 

@@ -10,6 +10,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/grpc/grpc_tls.h"
 #include "server/grpc/kserve_service.h"
 #include "server/grpc/reformer_service.h"
 
@@ -53,8 +54,15 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   // Process-wide switches of gRPC (idempotent): default health service, reflection plugin.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (options.tls.has_value()) {
+    absl::StatusOr<std::unique_ptr<GrpcTlsCredentials>> tls = GrpcTlsCredentials::Create(*options.tls);
+    if (!tls.ok()) return tls.status();
+    s->tls_ = *std::move(tls);
+    credentials = s->tls_->credentials();
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(options.address, credentials, &s->port_);
   builder.RegisterService(s->kserve_.get());
   builder.RegisterService(s->reformer_.get());
   builder.SetMaxReceiveMessageSize(ClampInt(options.max_receive_message_bytes));
@@ -109,6 +117,11 @@ void GrpcServer::Shutdown(absl::Duration grace) {
   }
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
   server_->Wait();
+}
+
+absl::Status GrpcServer::UpdateTls(const TlsMaterial& material) {
+  if (tls_ == nullptr) return absl::FailedPreconditionError("the gRPC port is plaintext");
+  return tls_->Update(material);
 }
 
 GrpcServer::~GrpcServer() {

@@ -3,6 +3,9 @@
 // The port is exclusive (no SO_REUSEPORT): a port already in use is an error at Start, never a
 // second server silently sharing it.
 //
+// Transport: plaintext, or TLS only when `tls` is set (mutual TLS when its client CA is set):
+// see grpc_tls.h for how UpdateTls() changes the certificate while the server runs.
+//
 // Health services: "liveness" SERVING while the process runs; "" and "readiness" SERVING only
 // while the HealthState is READY (they follow its transitions at once).
 // Owns the services and the grpc::Server; borrows everything in ServiceEnv and `health`.
@@ -12,6 +15,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -19,6 +23,7 @@
 #include "server/grpc/stream_reactor.h"
 #include "server/health/health_state.h"
 #include "server/request/served_model.h"
+#include "server/security/tls_material.h"
 
 namespace grpc {
 class Server;
@@ -26,6 +31,7 @@ class Server;
 
 namespace reformer::serving {
 
+class GrpcTlsCredentials;
 class KServeService;
 class ReformerApiService;
 
@@ -46,6 +52,8 @@ struct GrpcServerOptions {
   int max_concurrent_streams = 64;
   // Per ModelStreamInfer call: responses owed and their bytes before reading pauses.
   StreamLimits stream;
+  // TLS material (checked by LoadTlsMaterial); nullopt = plaintext.
+  std::optional<TlsMaterial> tls;
 };
 
 class GrpcServer {
@@ -59,12 +67,16 @@ class GrpcServer {
 
   int port() const { return port_; }
   void Shutdown(absl::Duration grace = absl::Seconds(2));
+  // New TLS material for connections made from now on (TlsReloader's apply). FAILED_PRECONDITION
+  // on a plaintext server or when it would turn mutual TLS on or off.
+  absl::Status UpdateTls(const TlsMaterial& material);
 
   struct HealthLink;  // shared with the HealthState listener; cut on Shutdown
 
  private:
   GrpcServer() = default;
 
+  std::unique_ptr<GrpcTlsCredentials> tls_;  // outlives server_ (declared before it)
   std::unique_ptr<KServeService> kserve_;
   std::unique_ptr<ReformerApiService> reformer_;
   std::unique_ptr<grpc::Server> server_;

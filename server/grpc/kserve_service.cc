@@ -107,12 +107,21 @@ void FillStatistics(const ServiceEnv& env, inference::ModelStatistics* m) {
   }
 }
 
+// The status of a ModelInfer call whose request message never arrived (a raw method's handler then
+// gets an empty buffer): the client ended the call first — it cancelled or reset the connection,
+// mid-message included. gRPC does not tell the handler reliably which: the call's failed read and
+// IsCancelled() can still be unset when it runs (the soak saw such calls counted INVALID_ARGUMENT).
+// A client that half-closes without its one message has ended the call as well.
+absl::Status NoRequestMessage() {
+  return absl::CancelledError("the client ended the call before its request message arrived");
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
                                                     const inference::ServerLiveRequest*,
                                                     inference::ServerLiveResponse* response) {
-  return AnswerUnary(env_, ctx, kKServeService, "ServerLive", [&] {
+  return AnswerOpenUnary(env_, ctx, kKServeService, "ServerLive", [&] {
     response->set_live(env_.health->live());
     return absl::OkStatus();
   });
@@ -121,7 +130,7 @@ grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext* ctx,
                                                      const inference::ServerReadyRequest*,
                                                      inference::ServerReadyResponse* response) {
-  return AnswerUnary(env_, ctx, kKServeService, "ServerReady", [&] {
+  return AnswerOpenUnary(env_, ctx, kKServeService, "ServerReady", [&] {
     response->set_ready(env_.health->ready());
     return absl::OkStatus();
   });
@@ -167,8 +176,13 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     grpc::ByteBuffer* response) {
   UnaryInferReactor* reactor = nullptr;
   return GuardHandler(
-      env_, ctx, kKServeService, "ModelInfer", &reactor, [&]() -> grpc::ServerUnaryReactor* {
-        reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer");
+      env_, ctx, kKServeService, "ModelInfer", &reactor,
+      [&](const std::string& tenant) -> grpc::ServerUnaryReactor* {
+        reactor = new UnaryInferReactor(env_, ctx, kKServeService, "ModelInfer", tenant);
+        if (!request->Valid()) {  // no request message arrived (a raw method gets an empty buffer)
+          reactor->Reject(NoRequestMessage());
+          return reactor;
+        }
         absl::StatusOr<DecodedInfer> decoded = absl::UnknownError("");
         {
           inference::ModelInferRequest

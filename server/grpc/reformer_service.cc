@@ -122,8 +122,9 @@ grpc::ServerUnaryReactor* ReformerApiService::Score(grpc::CallbackServerContext*
                                                     v1::ScoreResponse* response) {
   UnaryInferReactor* reactor = nullptr;
   return GuardHandler(
-      env_, ctx, kReformerService, "Score", &reactor, [&]() -> grpc::ServerUnaryReactor* {
-        reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Score");
+      env_, ctx, kReformerService, "Score", &reactor,
+      [&](const std::string& tenant) -> grpc::ServerUnaryReactor* {
+        reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Score", tenant);
         if (!env_.model->config.is_decoder) {
           reactor->Reject(absl::FailedPreconditionError(
               absl::StrCat("model '", env_.model->name,
@@ -151,8 +152,9 @@ grpc::ServerUnaryReactor* ReformerApiService::Embed(grpc::CallbackServerContext*
                                                     v1::EmbedResponse* response) {
   UnaryInferReactor* reactor = nullptr;
   return GuardHandler(
-      env_, ctx, kReformerService, "Embed", &reactor, [&]() -> grpc::ServerUnaryReactor* {
-        reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Embed");
+      env_, ctx, kReformerService, "Embed", &reactor,
+      [&](const std::string& tenant) -> grpc::ServerUnaryReactor* {
+        reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Embed", tenant);
         absl::StatusOr<std::unique_ptr<InferenceRequest>> decoded =
             Decode(request->documents(), OutputKind::kEmbedding, request->priority(), env_);
         if (!decoded.ok()) {

@@ -4,11 +4,13 @@
 #include <utility>
 
 #include "server/batching/clock.h"
+#include "server/grpc/auth.h"
 #include "server/grpc/status_util.h"
 #include "server/health/health_state.h"
 #include "server/metrics/server_metrics.h"
 #include "server/request/deadline.h"
 #include "server/request/exception_status.h"
+#include "server/security/token_store.h"
 
 namespace reformer::serving {
 
@@ -25,9 +27,9 @@ grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServe
   return reactor;
 }
 
-grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
-                                      const char* service, const char* method,
-                                      const std::function<absl::Status()>& body) {
+grpc::ServerUnaryReactor* AnswerOpenUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                          const char* service, const char* method,
+                                          const std::function<absl::Status()>& body) {
   const absl::Time start = env.clock->Now();
   absl::Status status;
   try {
@@ -36,6 +38,14 @@ grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServe
     status = CurrentExceptionStatus("answering the request");
   }
   return FinishUnary(env, ctx, service, method, start, status);
+}
+
+grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                      const char* service, const char* method,
+                                      const std::function<absl::Status()>& body) {
+  const absl::StatusOr<std::string> tenant = Authenticate(env, *ctx);
+  if (!tenant.ok()) return FinishUnary(env, ctx, service, method, env.clock->Now(), tenant.status());
+  return AnswerOpenUnary(env, ctx, service, method, body);
 }
 
 absl::Status CheckServing(const ServiceEnv& env) {
@@ -52,8 +62,13 @@ absl::Status CheckServing(const ServiceEnv& env) {
 }
 
 UnaryInferReactor::UnaryInferReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
-                                     const char* service, const char* method)
-    : env_(env), ctx_(ctx), service_(service), method_(method), start_(env.clock->Now()) {
+                                     const char* service, const char* method, std::string tenant)
+    : env_(env),
+      ctx_(ctx),
+      service_(service),
+      method_(method),
+      start_(env.clock->Now()),
+      tenant_(std::move(tenant)) {
   if (env_.metrics != nullptr) env_.metrics->RpcStarted("unary", service_, method_);
 }
 
@@ -132,21 +147,30 @@ void UnaryInferReactor::Complete(const absl::Status& result) {
   if (env_.metrics != nullptr) {
     const absl::Time now = env_.clock->Now();
     const double seconds = absl::ToDoubleSeconds(now - start_);
-    env_.metrics->RequestFinished(method_, status.code(), seconds, input_tokens_, documents_,
+    env_.metrics->RequestFinished(method_, tenant_, status.code(), seconds, input_tokens_, documents_,
                                   absl::ToUnixMillis(absl::Now()));
     env_.metrics->RpcHandled("unary", service_, method_, status.code(), seconds);
   }
   Finish(ToGrpcStatus(status));  // last: OnDone may delete `this` from here on
 }
 
-grpc::ServerUnaryReactor* GuardHandler(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
-                                       const char* service, const char* method,
-                                       UnaryInferReactor** reactor,
-                                       const std::function<grpc::ServerUnaryReactor*()>& body) {
+grpc::ServerUnaryReactor* GuardHandler(
+    const ServiceEnv& env, grpc::CallbackServerContext* ctx, const char* service,
+    const char* method, UnaryInferReactor** reactor,
+    const std::function<grpc::ServerUnaryReactor*(const std::string& tenant)>& body) {
   const absl::Time start = env.clock->Now();
+  const absl::StatusOr<std::string> tenant = Authenticate(env, *ctx);
+  if (!tenant.ok()) {
+    if (env.metrics != nullptr) {
+      env.metrics->RequestFinished(method, kAnonymousTenant, tenant.status().code(),
+                                   absl::ToDoubleSeconds(env.clock->Now() - start), 0, 0,
+                                   absl::ToUnixMillis(absl::Now()));
+    }
+    return FinishUnary(env, ctx, service, method, start, tenant.status());
+  }
   absl::Status status;
   try {
-    return body();
+    return body(*tenant);
   } catch (...) {
     status = CurrentExceptionStatus("reading the request");
   }

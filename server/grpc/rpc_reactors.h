@@ -9,8 +9,9 @@
 // about one layer. No exception leaves it: one thrown while building the response answers
 // RESOURCE_EXHAUSTED (out of memory) or INTERNAL. The reactor deletes itself in OnDone.
 //
-// GuardHandler runs a handler body so that no exception leaves it either: the RPC is answered
-// RESOURCE_EXHAUSTED/INTERNAL through the reactor if there is one, else through a default reactor.
+// GuardHandler authenticates the call (auth.h), then runs a handler body so that no exception leaves
+// it either: the RPC is answered RESOURCE_EXHAUSTED/INTERNAL through the reactor if there is one,
+// else through a default reactor.
 #pragma once
 
 #include <atomic>
@@ -35,12 +36,17 @@ grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServe
                                       const char* service, const char* method, absl::Time start,
                                       const absl::Status& status);
 
-// Runs `body` (it fills the response and returns the RPC's status) and finishes the RPC with that
-// status, recording the metrics; an exception from `body` answers RESOURCE_EXHAUSTED (out of
-// memory) or INTERNAL instead of leaving the handler.
+// Authenticates the call (auth.h: UNAUTHENTICATED without running `body`), runs `body` (it fills
+// the response and returns the RPC's status) and finishes the RPC with that status, recording the
+// metrics; an exception from `body` answers RESOURCE_EXHAUSTED (out of memory) or INTERNAL instead
+// of leaving the handler.
 grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
                                       const char* service, const char* method,
                                       const std::function<absl::Status()>& body);
+// AnswerUnary without authentication: only for ServerLive and ServerReady (probes).
+grpc::ServerUnaryReactor* AnswerOpenUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                          const char* service, const char* method,
+                                          const std::function<absl::Status()>& body);
 
 // UNAVAILABLE unless the server is READY (starting or draining), with the reason.
 absl::Status CheckServing(const ServiceEnv& env);
@@ -51,8 +57,9 @@ class UnaryInferReactor final : public grpc::ServerUnaryReactor {
   // answers the RPC with that status.
   using OnResult = std::function<absl::Status(InferenceResult&)>;
 
+  // `tenant`: the authenticated caller (GuardHandler's), for reformer_requests_total.
   UnaryInferReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx, const char* service,
-                    const char* method);
+                    const char* method, std::string tenant);
 
   // Answers `status` (not OK) now.
   void Reject(const absl::Status& status);
@@ -73,6 +80,7 @@ class UnaryInferReactor final : public grpc::ServerUnaryReactor {
   const char* const service_;
   const char* const method_;
   const absl::Time start_;
+  const std::string tenant_;
   int64_t input_tokens_ = 0;
   int64_t documents_ = 0;
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
@@ -80,11 +88,13 @@ class UnaryInferReactor final : public grpc::ServerUnaryReactor {
   MemoryReservation output_memory_;  // released with the reactor, in OnDone
 };
 
-// Runs `body` (which returns the RPC's reactor); an exception from it answers the RPC through
-// `*reactor` when the body created one (Reject), else through a default reactor.
-grpc::ServerUnaryReactor* GuardHandler(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
-                                       const char* service, const char* method,
-                                       UnaryInferReactor** reactor,
-                                       const std::function<grpc::ServerUnaryReactor*()>& body);
+// Authenticates the call, then runs `body` with the caller's tenant (it returns the RPC's
+// reactor); an exception from it answers the RPC through `*reactor` when the body created one
+// (Reject), else through a default reactor. A call refused by authentication is answered
+// UNAUTHENTICATED at once and counted in reformer_requests_total (tenant "anonymous").
+grpc::ServerUnaryReactor* GuardHandler(
+    const ServiceEnv& env, grpc::CallbackServerContext* ctx, const char* service,
+    const char* method, UnaryInferReactor** reactor,
+    const std::function<grpc::ServerUnaryReactor*(const std::string& tenant)>& body);
 
 }  // namespace reformer::serving

@@ -10,9 +10,11 @@
 #include "absl/synchronization/mutex.h"
 #include "proto/grpc_service.pb.h"
 #include "server/batching/clock.h"
+#include "server/grpc/auth.h"
 #include "server/grpc/infer_decode.h"
 #include "server/grpc/infer_encode.h"
 #include "server/grpc/rpc_reactors.h"
+#include "server/grpc/status_util.h"
 #include "server/inference/inference_service.h"
 #include "server/metrics/server_metrics.h"
 #include "server/request/deadline.h"
@@ -46,6 +48,20 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   StreamReactor(const ServiceEnv& env, const StreamLimits& limits, grpc::CallbackServerContext* ctx)
       : env_(env), limits_(limits), ctx_(ctx), start_(env.clock->Now()) {
     if (env_.metrics != nullptr) env_.metrics->RpcStarted("bidi_stream", kKServeService, kMethod);
+    absl::StatusOr<std::string> tenant = Authenticate(env_, *ctx_);
+    if (!tenant.ok()) {  // refused before any message is read
+      {
+        absl::MutexLock lock(&mu_);
+        finished_ = true;
+      }
+      if (env_.metrics != nullptr) {
+        env_.metrics->RpcHandled("bidi_stream", kKServeService, kMethod, tenant.status().code(),
+                                 absl::ToDoubleSeconds(env_.clock->Now() - start_));
+      }
+      Finish(ToGrpcStatus(tenant.status()));
+      return;
+    }
+    tenant_ = *std::move(tenant);
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
@@ -166,8 +182,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   void Handle(const grpc::ByteBuffer& message, MessageInfo* info) {
     inference::ModelInferRequest wire;
-    absl::Status status = CheckServing(env_);
-    if (status.ok()) status = ParseMessage(message, &wire, "ModelInferRequest");
+    // Parsed before the serving check, so that every answer (a draining server's UNAVAILABLE
+    // included) carries the message's id: a stream client matches answers to requests by it.
+    absl::Status status = ParseMessage(message, &wire, "ModelInferRequest");
+    if (status.ok()) status = CheckServing(env_);
     info->id = wire.id();
     info->model_name = wire.model_name();
     absl::StatusOr<DecodedInfer> decoded = absl::CancelledError();
@@ -254,7 +272,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   void Record(const MessageInfo& info, const absl::Status& status) {
     if (env_.metrics == nullptr) return;
-    env_.metrics->RequestFinished(kMethod, status.code(),
+    env_.metrics->RequestFinished(kMethod, tenant_, status.code(),
                                   absl::ToDoubleSeconds(env_.clock->Now() - info.start),
                                   info.tokens, info.documents, absl::ToUnixMillis(absl::Now()));
   }
@@ -263,6 +281,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   const StreamLimits limits_;
   grpc::CallbackServerContext* const ctx_;
   const absl::Time start_;
+  std::string tenant_;     // the authenticated caller; set once in the constructor
   grpc::ByteBuffer read_;  // the read in flight writes here; only the read path touches it
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 

@@ -11,6 +11,9 @@
 // take `max_unsent_bytes` or more (pending ones counted at their full size). A client that sends
 // but does not read is thus paced by gRPC flow control instead of piling up responses here.
 //
+// Authentication (auth.h): a call without a valid bearer token is finished UNAUTHENTICATED before
+// any message is read; the tenant of an accepted one labels its requests in the metrics.
+//
 // Finishing: exactly once, when the client has half-closed (or the call was cancelled, or a write
 // failed), every accepted request was answered, and no read or write is in flight. Cancellation by
 // the client, or by the server at its shutdown deadline, cancels every pending request of the

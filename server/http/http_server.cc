@@ -10,6 +10,7 @@
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
 #include "server/request/model_signature.h"
+#include "server/security/token_store.h"
 
 namespace reformer::serving {
 namespace {
@@ -25,16 +26,21 @@ nlohmann::json Tensors(const std::vector<TensorSpec>& tensors) {
 }
 
 HttpServer::Response JsonError(int status, const std::string& message) {
-  return {status, kJson, nlohmann::json{{"error", message}}.dump()};
+  return {status, kJson, nlohmann::json{{"error", message}}.dump(), {}};
+}
+
+// Served to anyone, whatever --http_api and the tokens say: probes and the Prometheus scrape.
+bool IsOpenPath(absl::string_view path) {
+  return path == "/metrics" || path == "/healthz" || path == "/readyz" || path == "/v2/health/live" ||
+         path == "/v2/health/ready";
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
                                                               prometheus::Registry* registry,
-                                                              const HealthState* health,
-                                                              const ServedModel* model) {
-  std::unique_ptr<HttpServer> server(new HttpServer(registry, health, model));
+                                                              const ServiceEnv& env) {
+  std::unique_ptr<HttpServer> server(new HttpServer(options, registry, env));
   const std::string ports = options.bind_address.empty()
                                 ? std::to_string(options.port)
                                 : absl::StrCat(options.bind_address, ":", options.port);
@@ -73,42 +79,72 @@ HttpServer::~HttpServer() {
   if (ctx_ != nullptr) mg_stop(ctx_);
 }
 
+std::optional<HttpServer::Response> HttpServer::Admit(absl::string_view path,
+                                                     std::optional<absl::string_view> authorization,
+                                                     std::string* tenant) const {
+  *tenant = kAnonymousTenant;
+  if (IsOpenPath(path)) return std::nullopt;
+  if (!api_) {
+    return JsonError(403,
+                     "the REST API is not served on this plaintext port (the gRPC port uses TLS; "
+                     "--http_api on turns it on); this port serves /metrics, /healthz and /readyz");
+  }
+  if (tokens_ == nullptr) return std::nullopt;
+  absl::StatusOr<std::string> caller = tokens_->Authenticate(authorization);
+  if (caller.ok()) {
+    *tenant = *std::move(caller);
+    return std::nullopt;
+  }
+  Response r = JsonError(401, std::string(caller.status().message()));
+  // RFC 6750: no error code when no credentials were sent, invalid_token otherwise.
+  r.headers.push_back({"WWW-Authenticate", authorization.has_value()
+                                               ? "Bearer realm=\"reformer-serve\", error=\"invalid_token\""
+                                               : "Bearer realm=\"reformer-serve\""});
+  return r;
+}
+
 int HttpServer::HandleRequest(mg_connection* conn, void* self) {
   const mg_request_info* info = mg_get_request_info(conn);
   const std::string method = info->request_method != nullptr ? info->request_method : "";
   const std::string path = info->local_uri != nullptr ? info->local_uri : "/";
-  Response r = static_cast<const HttpServer*>(self)->Handle(method, path);
-  mg_printf(conn,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: "
-            "no-store\r\n\r\n",
-            r.status, mg_get_response_code_text(conn, r.status), r.content_type.c_str(),
-            r.body.size());
+  const HttpServer* server = static_cast<const HttpServer*>(self);
+  const char* authorization = mg_get_header(conn, "Authorization");
+  std::string tenant;
+  std::optional<Response> refused = server->Admit(
+      path, authorization != nullptr ? std::optional<absl::string_view>(authorization) : std::nullopt, &tenant);
+  const Response r = refused.has_value() ? *std::move(refused) : server->Handle(method, path);
+  std::string head = absl::StrCat("HTTP/1.1 ", r.status, " ", mg_get_response_code_text(conn, r.status),
+                                  "\r\nContent-Type: ", r.content_type, "\r\nContent-Length: ", r.body.size(),
+                                  "\r\nCache-Control: no-store\r\n");
+  for (const HttpHeader& h : r.headers) absl::StrAppend(&head, h.name, ": ", h.value, "\r\n");
+  head += "\r\n";
+  mg_write(conn, head.data(), head.size());
   if (method != "HEAD") mg_write(conn, r.body.data(), r.body.size());
   return r.status;
 }
 
 HttpServer::Response HttpServer::Handle(const std::string& method, const std::string& path) const {
   if (method != "GET" && method != "HEAD") {
-    return {405, "text/plain; charset=utf-8", "only GET and HEAD are supported\n"};
+    return {405, "text/plain; charset=utf-8", "only GET and HEAD are supported\n", {}};
   }
   if (path == "/metrics") {
     prometheus::TextSerializer serializer;
     return {200, "text/plain; version=0.0.4; charset=utf-8",
-            serializer.Serialize(registry_->Collect())};
+            serializer.Serialize(registry_->Collect()), {}};
   }
   if (path == "/healthz" || path == "/v2/health/live") {
-    return {200, "text/plain; charset=utf-8", "ok\n"};
+    return {200, "text/plain; charset=utf-8", "ok\n", {}};
   }
   const bool ready = health_->ready();
   const std::string state = ServingStateName(health_->state());
   if (path == "/readyz" || path == "/v2/health/ready") {
-    return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};
+    return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n"), {}};
   }
   if (path == "/v2" || path == "/v2/") {
     nlohmann::json j = {{"name", "reformer-server"},
                         {"version", "0.1.0"},
                         {"extensions", {"parameters", "statistics", "model_configuration"}}};
-    return {200, kJson, j.dump()};
+    return {200, kJson, j.dump(), {}};
   }
   const std::string prefix = "/v2/models/";
   if (absl::StartsWith(path, prefix)) {
@@ -131,7 +167,7 @@ HttpServer::Response HttpServer::Handle(const std::string& method, const std::st
                             "' is not served here; this server serves '", model_->name, "'"));
     }
     if (want_ready) {
-      return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n")};
+      return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n"), {}};
     }
     const ServedModel& m = *model_;
     const ModelSignature sig = SignatureOf(m);
@@ -140,9 +176,9 @@ HttpServer::Response HttpServer::Handle(const std::string& method, const std::st
                         {"platform", m.platform},
                         {"inputs", Tensors(sig.inputs)},
                         {"outputs", Tensors(sig.outputs)}};
-    return {200, kJson, j.dump()};
+    return {200, kJson, j.dump(), {}};
   }
-  return {404, "text/plain; charset=utf-8", absl::StrCat("no such endpoint: ", path, "\n")};
+  return {404, "text/plain; charset=utf-8", absl::StrCat("no such endpoint: ", path, "\n"), {}};
 }
 
 }  // namespace reformer::serving

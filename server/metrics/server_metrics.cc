@@ -59,7 +59,8 @@ std::vector<double> ServerMetrics::PowerOfTwoBuckets(double first, double last) 
 ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOptions& options)
     : requests_total_(BuildCounter()
                           .Name("reformer_requests_total")
-                          .Help("Inference requests finished, by RPC method and gRPC status code.")
+                          .Help("Inference requests finished, by RPC method, gRPC status code and tenant "
+                                "(the bearer token's name; 'anonymous' without one).")
                           .Register(*registry)),
       request_duration_(BuildHistogram()
                             .Name("reformer_request_duration_seconds")
@@ -170,6 +171,15 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
                                  .Name("grpc_server_handling_seconds")
                                  .Help("RPC handling latency until the server finished the RPC.")
                                  .Register(*registry)),
+      credential_reloads_(BuildCounter()
+                              .Name("reformer_credential_reloads_total")
+                              .Help("Changed credential files (kind tls or tokens) taken into use (result "
+                                    "reloaded) or refused, keeping the previous ones (result rejected).")
+                              .Register(*registry)),
+      certificate_expiry_(BuildGauge()
+                              .Name("reformer_tls_certificate_expiry_timestamp_seconds")
+                              .Help("When the TLS certificate the gRPC port serves expires (Unix time).")
+                              .Register(*registry)),
       seconds_buckets_(SecondsBuckets()) {
   BuildGauge()
       .Name("reformer_build_info")
@@ -204,10 +214,11 @@ void ServerMetrics::RpcHandled(const std::string& type, const std::string& servi
       .Observe(seconds);
 }
 
-void ServerMetrics::RequestFinished(const std::string& method, absl::StatusCode code,
-                                    double seconds, int64_t input_tokens, int64_t documents,
-                                    int64_t unix_ms) {
-  requests_total_.Add({{"method", method}, {"code", GrpcCodeLabel(code)}}).Increment();
+void ServerMetrics::RequestFinished(const std::string& method, const std::string& tenant,
+                                    absl::StatusCode code, double seconds, int64_t input_tokens,
+                                    int64_t documents, int64_t unix_ms) {
+  requests_total_.Add({{"method", method}, {"code", GrpcCodeLabel(code)}, {"tenant", tenant}})
+      .Increment();
   request_duration_.Add({{"method", method}}, seconds_buckets_).Observe(seconds);
   if (input_tokens > 0) input_tokens_.Observe(static_cast<double>(input_tokens));
   absl::MutexLock lock(&mu_);
@@ -284,6 +295,14 @@ void ServerMetrics::OnActiveSequences(int64_t sequences) {
 }
 
 void ServerMetrics::OnCacheBytes(size_t bytes) { cache_bytes_.Set(static_cast<double>(bytes)); }
+
+void ServerMetrics::OnCredentialReload(const std::string& kind, const std::string& result) {
+  credential_reloads_.Add({{"kind", kind}, {"result", result}}).Increment();
+}
+
+void ServerMetrics::SetCertificateExpiry(double unix_seconds) {
+  certificate_expiry_.Add({}).Set(unix_seconds);
+}
 
 ModelStatsSnapshot ServerMetrics::Snapshot() const {
   absl::MutexLock lock(&mu_);

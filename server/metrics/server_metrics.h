@@ -66,11 +66,19 @@ class ServerMetrics final : public InferenceObserver, public GenerationObserver 
   void RpcHandled(const std::string& type, const std::string& service, const std::string& method,
                   absl::StatusCode code, double seconds);
 
-  // One inference request finished (any outcome, including validation errors and rejections):
-  // reformer_requests_total{method,code}, reformer_request_duration_seconds{method}; `input_tokens`
+  // One inference request finished (any outcome, including validation errors, rejections and
+  // UNAUTHENTICATED): reformer_requests_total{method,code,tenant}, reformer_request_duration_seconds
+  // {method}; `tenant` is the token's name, or kAnonymousTenant (server/security/token_store.h)
+  // without an authenticated caller, so its values are bounded by the tokens file. `input_tokens`
   // (0 when unknown) feeds reformer_input_tokens; `documents` counts toward inference_count when OK.
-  void RequestFinished(const std::string& method, absl::StatusCode code, double seconds,
-                       int64_t input_tokens, int64_t documents, int64_t unix_ms);
+  void RequestFinished(const std::string& method, const std::string& tenant, absl::StatusCode code,
+                       double seconds, int64_t input_tokens, int64_t documents, int64_t unix_ms);
+
+  // A credential file was re-read with a result other than "unchanged":
+  // reformer_credential_reloads_total{kind="tls"|"tokens",result="reloaded"|"rejected"}.
+  void OnCredentialReload(const std::string& kind, const std::string& result);
+  // reformer_tls_certificate_expiry_timestamp_seconds: when the served certificate expires.
+  void SetCertificateExpiry(double unix_seconds);
 
   // Tokens of one document (reformer_document_tokens).
   void ObserveDocumentTokens(int64_t tokens);
@@ -132,6 +140,8 @@ class ServerMetrics final : public InferenceObserver, public GenerationObserver 
   prometheus::Family<prometheus::Counter>& grpc_started_;
   prometheus::Family<prometheus::Counter>& grpc_handled_;
   prometheus::Family<prometheus::Histogram>& grpc_handling_seconds_;
+  prometheus::Family<prometheus::Counter>& credential_reloads_;
+  prometheus::Family<prometheus::Gauge>& certificate_expiry_;
   std::vector<double> seconds_buckets_;
   std::vector<double> input_token_buckets_;
 

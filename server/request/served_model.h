@@ -19,6 +19,7 @@ class GenerationService;
 class HealthState;
 class ServerMetrics;
 class Clock;
+class TokenStore;
 
 // Sizes of a model's outputs, all a request needs to lay out its response.
 struct ModelDims {
@@ -59,6 +60,9 @@ struct ServiceEnv {
   ServerMetrics* metrics = nullptr;  // may be nullptr (tests)
   const Clock* clock = nullptr;
   ServiceLimits limits;
+  // Bearer tokens every call but health/liveness/readiness must present (server/grpc/auth.h,
+  // server/http); nullptr = authentication off.
+  const TokenStore* tokens = nullptr;
 };
 
 }  // namespace reformer::serving

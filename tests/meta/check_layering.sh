@@ -5,7 +5,9 @@
 #  - server/batching/ includes neither gRPC/protobuf nor the engine;
 #  - server/request/ (the wire-independent request layer) includes no gRPC or protobuf header and
 #    nothing from server/grpc/ or server/http/;
-#  - server/http/ includes nothing from server/grpc/ (both are adapters over server/request/).
+#  - server/http/ includes nothing from server/grpc/ (both are adapters over server/request/);
+#  - server/security/ (tokens, TLS files) includes no gRPC/protobuf/civetweb header and nothing from
+#    server/grpc/ or server/http/ (both adapters use it).
 # Usage: check_layering.sh <source-root>
 set -u
 root=${1:?usage: check_layering.sh <source-root>}
@@ -36,6 +38,13 @@ fi
 if [ -d "$root/server/http" ]; then
   if hits=$(grep -rnE "^[[:space:]]*#[[:space:]]*include[[:space:]]*\"server/grpc/" "$root/server/http" 2>/dev/null); then
     echo "FAIL: server/http/ must not include server/grpc/ headers (use server/request/):"
+    echo "$hits"
+    status=1
+  fi
+fi
+if [ -d "$root/server/security" ]; then
+  if hits=$(grep -rnE "$rpc|^[[:space:]]*#[[:space:]]*include[[:space:]]*[<\"](civetweb|server/grpc/|server/http/)" "$root/server/security" 2>/dev/null); then
+    echo "FAIL: server/security/ must include no gRPC/protobuf/civetweb header and nothing from server/grpc or server/http:"
     echo "$hits"
     status=1
   fi

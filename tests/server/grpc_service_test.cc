@@ -638,6 +638,23 @@ TEST(KServeTest, StreamInferAnswersEveryRequestAndReportsErrorsInline) {
   EXPECT_THAT(shape, ::testing::ElementsAre(1, 6, 40));
 }
 
+TEST(KServeTest, StreamAnswersWhileDrainingCarryTheMessageId) {
+  TestServer s;
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  s.health().StartDraining();
+  ModelInferRequest req = IdsRequest({{0, Tokens(4, 1), 0}});
+  req.set_id("late-1");
+  ASSERT_TRUE(stream->Write(req));
+  stream->WritesDone();
+  inference::ModelStreamInferResponse r;
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_THAT(r.error_message(), HasSubstr("UNAVAILABLE"));
+  EXPECT_EQ(r.infer_response().id(), "late-1");
+  EXPECT_FALSE(stream->Read(&r));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST(KServeTest, CancelledStreamCancelsPendingRequestsAndFinishes) {
   TestServer s;
   s.inference().SetHold(true);
@@ -682,8 +699,8 @@ TEST(KServeTest, StatisticsAndMetricsCountRequests) {
   EXPECT_EQ(s.kserve().ModelStatistics(&ctx2, q, &stats).error_code(), grpc::StatusCode::NOT_FOUND);
 
   const std::string text = prometheus::TextSerializer().Serialize(s.registry().Collect());
-  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\"} 1"));
-  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"ModelInfer\"} 1"));
+  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\",tenant=\"anonymous\"} 1"));
+  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"ModelInfer\",tenant=\"anonymous\"} 1"));
   EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"ModelInfer\","
                               "grpc_service=\"inference.GRPCInferenceService\",grpc_type=\"unary\"} 1"));
   EXPECT_THAT(text, HasSubstr("grpc_server_started_total{grpc_method=\"ModelInfer\""));

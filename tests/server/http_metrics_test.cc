@@ -61,7 +61,10 @@ class HttpServerTest : public ::testing::Test {
     o.port = 0;
     o.bind_address = "127.0.0.1";
     o.num_threads = 2;
-    auto server = HttpServer::Start(o, &registry_, &health_, &model_);
+    ServiceEnv env;
+    env.health = &health_;
+    env.model = &model_;
+    auto server = HttpServer::Start(o, &registry_, env);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     ASSERT_GT(server_->port(), 0);
@@ -115,7 +118,7 @@ TEST_F(HttpServerTest, MetricsExposition) {
   metrics_->RpcStarted("unary", "inference.GRPCInferenceService", "ModelInfer");
   metrics_->RpcHandled("unary", "inference.GRPCInferenceService", "ModelInfer",
                        absl::StatusCode::kUnavailable, 0.02);
-  metrics_->RequestFinished("ModelInfer", absl::StatusCode::kOk, 0.3, 700, 2, 1000);
+  metrics_->RequestFinished("ModelInfer", "anonymous", absl::StatusCode::kOk, 0.3, 700, 2, 1000);
   metrics_->OnRequestDone("ModelInfer", absl::OkStatus(), 700, 0.01, 0.25);
   metrics_->OnBatch(3, 1500);
   metrics_->OnQueueChanged(4, 2048);
@@ -135,7 +138,7 @@ TEST_F(HttpServerTest, MetricsExposition) {
         "grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds"}) {
     EXPECT_THAT(t, HasSubstr(std::string("# TYPE ") + name + " ")) << name;
   }
-  EXPECT_THAT(t, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\"} 1"));
+  EXPECT_THAT(t, HasSubstr("reformer_requests_total{code=\"OK\",method=\"ModelInfer\",tenant=\"anonymous\"} 1"));
   EXPECT_THAT(t, HasSubstr("reformer_request_duration_seconds_bucket{method=\"ModelInfer\",le=\"0.5\"} 1"));
   EXPECT_THAT(t, HasSubstr("reformer_request_duration_seconds_bucket{method=\"ModelInfer\",le=\"0.25\"} 0"));
   EXPECT_THAT(t, HasSubstr("reformer_batch_size_bucket{le=\"4\"} 1"));

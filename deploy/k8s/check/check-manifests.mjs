@@ -3,8 +3,10 @@
 //
 //   node check-manifests.mjs [--dir deploy/k8s] [--adapter deploy/k8s/prometheus-adapter]
 //                            [--alerts deploy/monitoring/alerts.yml] [--server-src server/] [--self-test]
+//                            [--print-json]   (only render: the documents as one JSON array on stdout)
 //
-// 1. Renders the kustomization offline (resources, namespace, labels, images: the features deploy/k8s uses).
+// 1. Renders the kustomization offline (resources, namespace, labels, images, and JSON 6902 patches: the features
+//    deploy/k8s and its TLS overlay deploy/k8s-tls use).
 //    When `kubectl` is on PATH it also runs `kubectl kustomize` and requires the same documents, which keeps the
 //    built-in renderer honest; CI machines without kubectl still get the full check.
 // 2. Validates every rendered document against its schema with kubernetes-models@4 (core/apps/autoscaling/
@@ -17,6 +19,10 @@
 //    the Services selecting the pods;
 //    HPA on the queue metric that the prometheus-adapter rule exports; PDB and ServiceMonitor selecting the right
 //    objects; the PrometheusRule carries exactly deploy/monitoring/alerts.yml; REFORMER_* variables are real flags.
+//    With TLS (REFORMER_TLS_CERT_FILE set, deploy/k8s-tls): probes over HTTP on the plaintext HTTP port instead
+//    (native gRPC probes cannot speak TLS), the REST API not forced on beside TLS, every credential file
+//    (TLS files, tokens) inside a read-only Secret volume mounted without subPath (a subPath mount never sees a
+//    rotated Secret), and a NetworkPolicy selecting the pods must let clients reach the gRPC port.
 // --self-test applies known-bad mutations to the rendered documents and requires each to be reported.
 // Exit code 0 = all good, 1 = findings (printed one per line), 2 = usage or environment error.
 
@@ -50,6 +56,7 @@ function parseArgs(argv) {
     else if (a === "--server-src") opts.serverSrc = next();
     else if (a === "--self-test") opts.selfTest = true;
     else if (a === "--no-kubectl") opts.kubectl = false;
+    else if (a === "--print-json") opts.printJson = true;
     else usage(`unknown argument ${a}`);
   }
   return opts;
@@ -84,12 +91,66 @@ function podSpecs(doc) {
   return out;
 }
 
+// JSON pointer (RFC 6901) → keys.
+function pointerKeys(pointer) {
+  if (!pointer.startsWith("/")) throw new Error(`JSON pointer '${pointer}' does not start with /`);
+  return pointer.split("/").slice(1).map((k) => k.replace(/~1/g, "/").replace(/~0/g, "~"));
+}
+
+// RFC 6902 add / replace / remove on one document (what kustomize applies for an inline list patch).
+function applyJson6902(doc, ops, where) {
+  for (const op of ops) {
+    const keys = pointerKeys(op.path ?? "");
+    const last = keys.pop();
+    let parent = doc;
+    for (const k of keys) {
+      parent = Array.isArray(parent) ? parent[Number(k)] : parent?.[k];
+      if (parent === undefined) throw new Error(`${where}: ${op.op} ${op.path}: no such path`);
+    }
+    const index = Array.isArray(parent) ? (last === "-" ? parent.length : Number(last)) : last;
+    const exists = Array.isArray(parent) ? index < parent.length : Object.hasOwn(parent, last);
+    if (op.op === "add") {
+      if (Array.isArray(parent)) parent.splice(index, 0, structuredClone(op.value));
+      else parent[last] = structuredClone(op.value);
+    } else if (op.op === "replace" || op.op === "remove") {
+      if (!exists) throw new Error(`${where}: ${op.op} ${op.path}: no such path`);
+      if (op.op === "replace") parent[index] = structuredClone(op.value);
+      else if (Array.isArray(parent)) parent.splice(index, 1);
+      else delete parent[last];
+    } else {
+      throw new Error(`${where}: JSON patch op '${op.op}' is not supported by the offline renderer`);
+    }
+  }
+}
+
+// A `patches` entry: a JSON 6902 list (inline `patch` or a file `path`) applied to the documents its target
+// (kind, name, group, version, namespace) selects. Strategic-merge patches are not supported offline.
+function applyPatch(dir, kfile, entry, docs) {
+  const text = entry.patch ?? (entry.path ? fs.readFileSync(path.resolve(dir, entry.path), "utf8") : undefined);
+  const ops = text === undefined ? undefined : yaml.load(text);
+  if (!Array.isArray(ops)) throw new Error(`${kfile}: only JSON 6902 patches (a list of operations) are supported offline`);
+  const t = entry.target ?? {};
+  for (const key of Object.keys(t)) {
+    if (!["kind", "name", "group", "version", "namespace"].includes(key)) {
+      throw new Error(`${kfile}: patch target.${key} is not supported by the offline renderer`);
+    }
+  }
+  const selected = docs.filter((d) => {
+    const [group, version] = d.apiVersion?.includes("/") ? d.apiVersion.split("/") : ["", d.apiVersion];
+    return (t.kind === undefined || t.kind === d.kind) && (t.name === undefined || t.name === d.metadata?.name) &&
+      (t.group === undefined || t.group === group) && (t.version === undefined || t.version === version) &&
+      (t.namespace === undefined || t.namespace === d.metadata?.namespace);
+  });
+  if (selected.length === 0) throw new Error(`${kfile}: patch target ${JSON.stringify(t)} selects no document`);
+  for (const d of selected) applyJson6902(d, ops, `${kfile} patch of ${d.kind}/${d.metadata?.name}`);
+}
+
 export function renderKustomization(dir) {
   const kfile = ["kustomization.yaml", "kustomization.yml", "Kustomization"].map((f) => path.join(dir, f))
     .find((f) => fs.existsSync(f));
   if (!kfile) throw new Error(`${dir}: no kustomization.yaml`);
   const k = yaml.load(fs.readFileSync(kfile, "utf8"));
-  const supported = new Set(["apiVersion", "kind", "resources", "namespace", "labels", "images"]);
+  const supported = new Set(["apiVersion", "kind", "resources", "namespace", "labels", "images", "patches"]);
   for (const key of Object.keys(k)) {
     if (!supported.has(key)) throw new Error(`${kfile}: key '${key}' is not supported by the offline renderer`);
   }
@@ -99,6 +160,7 @@ export function renderKustomization(dir) {
     if (fs.statSync(p).isDirectory()) docs.push(...renderKustomization(p));
     else docs.push(...yaml.loadAll(fs.readFileSync(p, "utf8")).filter((d) => d != null));
   }
+  for (const patch of k.patches ?? []) applyPatch(dir, kfile, patch, docs);
   for (const l of k.labels ?? []) {
     if (l.includeSelectors) throw new Error(`${kfile}: labels.includeSelectors is not supported offline`);
     for (const d of docs) {
@@ -307,23 +369,10 @@ function checkDeployment(dep, ctx, findings) {
     if (ctx.flags.size > 0 && !ctx.flags.has(flag)) findings.push(`${cname}: env ${e.name} matches no server flag --${flag}`);
   }
 
-  // Native gRPC probes on the plaintext gRPC port.
-  const wantService = { startupProbe: "readiness", readinessProbe: "readiness", livenessProbe: "liveness" };
-  for (const [probe, svc] of Object.entries(wantService)) {
-    const p = server[probe];
-    if (!p) {
-      findings.push(`${cname}: ${probe} missing`);
-      continue;
-    }
-    if (!p.grpc) {
-      findings.push(`${cname}: ${probe} is not a native gRPC probe`);
-      continue;
-    }
-    if (p.grpc.port !== grpcPort) findings.push(`${cname}: ${probe}.grpc.port ${p.grpc.port} != gRPC port ${grpcPort}`);
-    if ((p.grpc.service ?? "") !== svc) {
-      findings.push(`${cname}: ${probe}.grpc.service '${p.grpc.service ?? ""}' != '${svc}'`);
-    }
-  }
+  const tls = (envValue(server, "REFORMER_TLS_CERT_FILE") ?? "") !== "";
+  if (tls) checkTlsProbes(server, httpPort, cname, findings);
+  else checkGrpcProbes(server, grpcPort, cname, findings);
+  checkCredentialMounts(server, pod, cname, findings);
   const sp = server.startupProbe;
   if (sp && (sp.periodSeconds ?? 10) * (sp.failureThreshold ?? 3) < 60) {
     findings.push(`${cname}: startupProbe allows less than 60 s for model loading`);
@@ -361,6 +410,115 @@ function checkDeployment(dep, ctx, findings) {
   }
   return { podLabels, server, grpcPort, httpPort };
 }
+
+// Native gRPC probes on the plaintext gRPC port.
+function checkGrpcProbes(server, grpcPort, cname, findings) {
+  const wantService = { startupProbe: "readiness", readinessProbe: "readiness", livenessProbe: "liveness" };
+  for (const [probe, svc] of Object.entries(wantService)) {
+    const p = server[probe];
+    if (!p) {
+      findings.push(`${cname}: ${probe} missing`);
+      continue;
+    }
+    if (!p.grpc) {
+      findings.push(`${cname}: ${probe} is not a native gRPC probe`);
+      continue;
+    }
+    if (p.grpc.port !== grpcPort) findings.push(`${cname}: ${probe}.grpc.port ${p.grpc.port} != gRPC port ${grpcPort}`);
+    if ((p.grpc.service ?? "") !== svc) {
+      findings.push(`${cname}: ${probe}.grpc.service '${p.grpc.service ?? ""}' != '${svc}'`);
+    }
+  }
+}
+
+// With TLS on the gRPC port: HTTP probes on the plaintext HTTP port (kubelet's gRPC probes cannot do TLS), and
+// the REST API not forced on in plaintext beside it.
+function checkTlsProbes(server, httpPort, cname, findings) {
+  const wantPath = { startupProbe: "/readyz", readinessProbe: "/readyz", livenessProbe: "/healthz" };
+  for (const [probe, want] of Object.entries(wantPath)) {
+    const p = server[probe];
+    if (!p) {
+      findings.push(`${cname}: ${probe} missing`);
+      continue;
+    }
+    if (p.grpc) {
+      findings.push(`${cname}: ${probe} is a native gRPC probe but the gRPC port accepts TLS only (kubelet's gRPC ` +
+        `probes cannot speak TLS): probe ${want} on the plaintext HTTP port`);
+      continue;
+    }
+    if (!p.httpGet) {
+      findings.push(`${cname}: ${probe} must be an httpGet of ${want} on the HTTP port`);
+      continue;
+    }
+    if (resolvePort(server, p.httpGet.port) !== httpPort) {
+      findings.push(`${cname}: ${probe}.httpGet.port ${p.httpGet.port} is not the HTTP port ${httpPort}`);
+    }
+    if ((p.httpGet.scheme ?? "HTTP") !== "HTTP") {
+      findings.push(`${cname}: ${probe}.httpGet.scheme ${p.httpGet.scheme}: the HTTP port is plaintext`);
+    }
+    if (p.httpGet.path !== want) findings.push(`${cname}: ${probe}.httpGet.path ${p.httpGet.path} != ${want}`);
+  }
+  if (envValue(server, "REFORMER_HTTP_API") === "on") {
+    findings.push(`${cname}: REFORMER_HTTP_API=on serves the REST API on the plaintext HTTP port beside a TLS gRPC ` +
+      "port (requests and tokens in the clear); leave it auto");
+  }
+}
+
+// Every credential file the server re-reads lies in a read-only Secret volume mounted as a directory: kubelet
+// updates such a volume when the Secret changes, never a subPath mount.
+function checkCredentialMounts(server, pod, cname, findings) {
+  const names = ["REFORMER_TLS_CERT_FILE", "REFORMER_TLS_KEY_FILE", "REFORMER_TLS_CLIENT_CA_FILE", "REFORMER_AUTH_TOKENS_FILE"];
+  for (const name of names) {
+    const file = envValue(server, name);
+    if (!file) continue;
+    const mounts = (server.volumeMounts ?? []).filter((m) => file.startsWith(m.mountPath.replace(/\/*$/, "/")) ||
+      (m.subPath && file === m.mountPath));
+    const mount = mounts.sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+    if (!mount) {
+      findings.push(`${cname}: ${name} ${file} is not under any volumeMount`);
+      continue;
+    }
+    if (mount.subPath) {
+      findings.push(`${cname}: ${name} ${file} is mounted with subPath: Kubernetes never updates a subPath mount, so ` +
+        "a rotated Secret would not reach the server");
+    }
+    if (mount.readOnly !== true) findings.push(`${cname}: volumeMount ${mount.name} (${name}) must be readOnly`);
+    const volume = (pod.volumes ?? []).find((v) => v.name === mount.name);
+    const secret = volume?.secret ?? null;
+    if (!secret && !volume?.projected) {
+      findings.push(`${cname}: ${name} ${file} is not in a Secret volume (volume ${mount.name})`);
+      continue;
+    }
+    const key = file.slice(mount.mountPath.replace(/\/*$/, "/").length);
+    if (secret?.items && !secret.items.some((i) => i.path === key)) {
+      findings.push(`${cname}: ${name}: ${key} is not among the items of Secret ${secret.secretName}`);
+    }
+  }
+}
+
+function checkNetworkPolicies(docs, info, findings) {
+  for (const np of docs.filter((d) => d.kind === "NetworkPolicy")) {
+    const where = `NetworkPolicy/${np.metadata?.name}`;
+    if (!matches(np.spec?.podSelector, info.podLabels)) {
+      findings.push(`${where}: podSelector does not select the server's pods`);
+      continue;
+    }
+    const types = np.spec?.policyTypes ?? ["Ingress"];
+    if (!types.includes("Ingress")) continue;
+    const rules = np.spec?.ingress ?? [];
+    for (const r of rules) {
+      for (const p of r.ports ?? []) {
+        if (resolvePort(info.server, p.port) === undefined) {
+          findings.push(`${where}: ingress port ${p.port} is not a port of the server container`);
+        }
+      }
+    }
+    const grpcOpen = rules.some((r) => (r.from ?? []).length === 0 &&
+      ((r.ports ?? []).length === 0 || r.ports.some((p) => resolvePort(info.server, p.port) === info.grpcPort)));
+    if (!grpcOpen) findings.push(`${where}: blocks the gRPC port (${info.grpcPort}) for clients`);
+  }
+}
+
 
 function checkAdapter(adapterDir, hpaMetrics, findings) {
   if (!fs.existsSync(adapterDir)) {
@@ -416,6 +574,7 @@ export async function checkDocs(docs, opts, findings) {
   const dep = deployments[0];
   const info = checkDeployment(dep, { flags: serverFlags(opts.serverSrc), serverSrc: opts.serverSrc }, findings);
   if (!info) return;
+  checkNetworkPolicies(docs, info, findings);
 
   const services = byKind("Service");
   const headless = services.filter((s) => s.spec?.clusterIP === "None");
@@ -521,8 +680,9 @@ const MUTATIONS = [
   ["fractional CPU limit", (d) => { server(d).resources.limits.cpu = "1500m"; server(d).resources.requests.cpu = "1500m"; },
     /not a whole number of CPUs/],
   ["HTTP readiness probe", (d) => { server(d).readinessProbe = { httpGet: { path: "/readyz", port: 8000 } }; },
-    /readinessProbe is not a native gRPC probe/],
-  ["liveness probe on the wrong port", (d) => { server(d).livenessProbe.grpc.port = 8000; }, /livenessProbe\.grpc\.port/],
+    /readinessProbe is not a native gRPC probe/, "plain"],
+  ["liveness probe on the wrong port", (d) => { server(d).livenessProbe.grpc.port = 8000; }, /livenessProbe\.grpc\.port/,
+    "plain"],
   ["no startup probe", (d) => { delete server(d).startupProbe; }, /startupProbe missing/],
   ["grace period shorter than preStop + drain",
     (d) => { d.find((x) => x.kind === "Deployment").spec.template.spec.terminationGracePeriodSeconds = 20; },
@@ -561,6 +721,38 @@ const MUTATIONS = [
     pr.spec.groups[0].rules[0].expr = "vector(1)";
   }, /PrometheusRule.*differ/],
   ["misspelt env var", (d) => setEnv(d, "REFORMER_DRAIN_TIMEOUT_SECONDS", "30"), /matches no server flag|REFORMER_DRAIN_TIMEOUT_SECONDS/],
+  // TLS variant (deploy/k8s-tls).
+  ["native gRPC probe on the TLS-only gRPC port", (d) => {
+    server(d).readinessProbe = { grpc: { port: 8001, service: "readiness" }, periodSeconds: 5 };
+  }, /readinessProbe is a native gRPC probe but the gRPC port accepts TLS only/, "tls"],
+  ["HTTPS probe on the plaintext HTTP port", (d) => { server(d).livenessProbe.httpGet.scheme = "HTTPS"; },
+    /livenessProbe\.httpGet\.scheme HTTPS/, "tls"],
+  ["liveness probe on /readyz", (d) => { server(d).livenessProbe.httpGet.path = "/readyz"; },
+    /livenessProbe\.httpGet\.path \/readyz != \/healthz/, "tls"],
+  ["REST API forced on in plaintext", (d) => setEnv(d, "REFORMER_HTTP_API", "on"), /REFORMER_HTTP_API=on/, "tls"],
+  ["certificate mounted with subPath", (d) => {
+    const c = server(d);
+    c.volumeMounts = c.volumeMounts.filter((m) => m.name !== "tls");
+    c.volumeMounts.push({ name: "tls", mountPath: "/etc/reformer-serve/tls/tls.crt", subPath: "tls.crt", readOnly: true },
+      { name: "tls", mountPath: "/etc/reformer-serve/tls/tls.key", subPath: "tls.key", readOnly: true },
+      { name: "tls", mountPath: "/etc/reformer-serve/tls/ca.crt", subPath: "ca.crt", readOnly: true });
+  }, /REFORMER_TLS_CERT_FILE .* is mounted with subPath/, "tls"],
+  ["tokens file outside every mount", (d) => setEnv(d, "REFORMER_AUTH_TOKENS_FILE", "/etc/tokens"),
+    /REFORMER_AUTH_TOKENS_FILE \/etc\/tokens is not under any volumeMount/, "tls"],
+  ["writable credential mount", (d) => { server(d).volumeMounts.find((m) => m.name === "tls").readOnly = false; },
+    /volumeMount tls .* must be readOnly/, "tls"],
+  ["certificates in an emptyDir", (d) => {
+    const v = d.find((x) => x.kind === "Deployment").spec.template.spec.volumes.find((x) => x.name === "tls");
+    delete v.secret;
+    v.emptyDir = {};
+  }, /REFORMER_TLS_KEY_FILE .* is not in a Secret volume/, "tls"],
+  ["Secret items without the key", (d) => {
+    const v = d.find((x) => x.kind === "Deployment").spec.template.spec.volumes.find((x) => x.name === "tls");
+    v.secret.items = [{ key: "tls.crt", path: "tls.crt" }, { key: "ca.crt", path: "ca.crt" }];
+  }, /REFORMER_TLS_KEY_FILE: tls\.key is not among the items/, "tls"],
+  ["NetworkPolicy closing the gRPC port", (d) => {
+    d.find((x) => x.kind === "NetworkPolicy").spec.ingress[0].from = [{ podSelector: { matchLabels: { app: "x" } } }];
+  }, /NetworkPolicy\/reformer-serve: blocks the gRPC port/, "tls"],
 ];
 
 async function selfTest(docs, opts) {
@@ -571,7 +763,9 @@ async function selfTest(docs, opts) {
     console.log("self-test: the unmodified manifests already have findings:\n  " + base.join("\n  "));
     return 1;
   }
-  for (const [name, mutate, pattern] of MUTATIONS) {
+  const variant = (server(docs).env ?? []).some((e) => e.name === "REFORMER_TLS_CERT_FILE" && e.value) ? "tls" : "plain";
+  const mutations = MUTATIONS.filter(([, , , only]) => only === undefined || only === variant);
+  for (const [name, mutate, pattern] of mutations) {
     const mutated = structuredClone(docs);
     mutate(mutated);
     const f = [];
@@ -580,7 +774,8 @@ async function selfTest(docs, opts) {
     console.log(`self-test: ${hit ? "caught" : "MISSED"} ${name}${hit ? "" : `\n    findings: ${f.join(" | ") || "(none)"}`}`);
     if (!hit) ++failed;
   }
-  console.log(`self-test: ${MUTATIONS.length - failed} of ${MUTATIONS.length} mutations caught, ${failed} missed`);
+  console.log(`self-test (${variant}): ${mutations.length - failed} of ${mutations.length} mutations caught, ` +
+    `${failed} missed`);
   return failed === 0 ? 0 : 1;
 }
 
@@ -594,6 +789,10 @@ async function main() {
     process.exit(2);
   }
   if (opts.selfTest) process.exit(await selfTest(docs, opts));
+  if (opts.printJson) {  // the rendered documents, for tests that run the server as the manifests configure it
+    console.log(JSON.stringify(docs));
+    return;
+  }
 
   const findings = [];
   if (opts.kubectl && kubectlAvailable()) {
