@@ -46,14 +46,17 @@ absl::Status SequenceQueue::Admit(std::unique_ptr<SequenceTask>* task, std::stri
     if (reason != nullptr) *reason = r;
   };
   SequenceTask& t = **task;
-  if (t.total_bytes() > budget_->total_bytes()) {
+  const size_t total = budget_->total_bytes();
+  const size_t room = total - std::min(total, options_.held_for_life_bytes);
+  if (t.total_bytes() > room) {
     label("too_large");
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the generation needs %d bytes (decoding cache %d, working memory of its forwards %d + "
-        "%d), above the server's memory budget of %d bytes (--memory_budget_bytes); use a "
+        "%d), above the %d bytes a sequence can ever have: the server's memory budget of %d bytes "
+        "(--memory_budget_bytes) less %d held by the generation workers' step buffers; use a "
         "shorter prompt or fewer max_new_tokens",
-        t.total_bytes(), t.cache_bytes, t.prefill_bytes, t.working_bytes,
-        budget_->total_bytes()));
+        t.total_bytes(), t.cache_bytes, t.prefill_bytes, t.working_bytes, room, total,
+        options_.held_for_life_bytes));
   }
   absl::MutexLock lock(&mu_);
   if (draining_) {

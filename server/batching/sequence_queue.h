@@ -15,7 +15,7 @@
 //
 // Admission (Admit), every message carrying the numbers:
 //   RESOURCE_EXHAUSTED  the sequence's memory (cache + its forward's working memory) can never fit
-//                       the budget's total;
+//                       the budget's total less what is held for life (held_for_life_bytes);
 //   UNAVAILABLE         draining / shut down, or `max_waiting` sequences already wait.
 // Start(n, tokens) starts waiting sequences in order while the head's memory fits what is free now,
 // at most n of them and (beyond the first) prompts of at most `tokens` tokens together. A head that
@@ -60,6 +60,10 @@ struct SequenceQueueOptions {
   // A sequence waiting this long starts before any other (by arrival); InfiniteDuration() = strict
   // priorities.
   absl::Duration priority_aging = absl::Seconds(10);
+  // Bytes of the budget its users hold for their whole life (e.g. generation workers' step
+  // buffers): never available to a sequence, so a sequence needing more than total - this can
+  // never start and is refused at admission.
+  size_t held_for_life_bytes = 0;
   absl::Status Validate() const;
 };
 

@@ -61,6 +61,11 @@ size_t BucketBytes(const ReformerConfig& c, int64_t padded) {
   return static_cast<size_t>(lsh * c.num_attention_heads * c.num_hashes * padded) * sizeof(int32_t);
 }
 
+// A worker's step buffers (max_active sequences), reserved for its life.
+size_t StepBytes(const ReformerConfig& c, const GenerationOptions& o) {
+  return Decoder::EstimateStepBytes(c, o.max_active, o.threads_per_worker);
+}
+
 class GenerationServiceImpl;
 
 // One worker thread's state: its Decoder and sequences (thread-confined).
@@ -187,6 +192,8 @@ absl::Status GenerationServiceImpl::Start() {
   SequenceQueueOptions qo;
   qo.max_waiting = options_.max_waiting;
   qo.priority_aging = options_.priority_aging;
+  qo.held_for_life_bytes =
+      static_cast<size_t>(options_.workers) * StepBytes(model_->config(), options_);
   auto queue = SequenceQueue::Create(
       qo, budget_, clock_, [this](std::unique_ptr<SequenceTask> task, absl::Status status) {
         EndWaiting(std::move(task), std::move(status));
@@ -329,7 +336,7 @@ absl::Status Worker::Init() {
   absl::StatusOr<std::unique_ptr<Decoder>> decoder = Decoder::Create(service_->model_ptr(), d);
   if (!decoder.ok()) return decoder.status();
   decoder_ = *std::move(decoder);
-  const size_t step = Decoder::EstimateStepBytes(service_->model().config(), o.max_active, o.threads_per_worker);
+  const size_t step = StepBytes(service_->model().config(), o);
   std::optional<MemoryReservation> r = service_->budget().TryReserve(step, MemoryKind::kWorking);
   if (!r) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -374,6 +381,13 @@ void Worker::StartNew() {
   const int64_t room = o.max_active - static_cast<int64_t>(active_.size() + pending_.size());
   if (room <= 0 || service_->aborted()) return;
   std::vector<std::unique_ptr<SequenceTask>> started = service_->queue().Start(room, o.max_prefill_tokens);
+  if (started.empty() && holds_memory_ && service_->queue().waiting() > 0) {
+    // The head does not fit: the workspace this Decoder keeps between forwards goes first.
+    decoder_->ReleaseWorkspace();
+    retained_.Release();
+    holds_memory_ = false;
+    started = service_->queue().Start(room, o.max_prefill_tokens);
+  }
   if (started.empty()) return;
   service_->ReportCache();
   const ReformerModel& model = service_->model();
