@@ -113,10 +113,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       status = Submit(wire);
     }
     if (status.ok()) return;  // the service owns the stream now: touch nothing
-    if (env_.metrics != nullptr) {
-      if (absl::IsInvalidArgument(status)) env_.metrics->OnRejected("invalid");
-      if (absl::IsUnavailable(status) && env_.health->draining()) env_.metrics->OnRejected("draining");
-    }
     GenerationEvent last;
     last.status = std::move(status);
     OnEvent(std::move(last));
@@ -188,9 +184,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
           "this server does not serve generation (its start-up log says why, e.g. a CPU without "
           "the instructions the decoder needs)");
     }
-    if (absl::Status s = CheckServing(env_); !s.ok()) return s;
+    // Rejections before the service are counted here; the service counts its own (GenerationObserver).
+    if (absl::Status s = CheckServing(env_); !s.ok()) {
+      if (env_.metrics != nullptr && env_.health->draining()) env_.metrics->OnRejected("draining");
+      return s;
+    }
     absl::StatusOr<std::unique_ptr<GenerateRequest>> request = DecodeGenerate(wire, *env_.model);
-    if (!request.ok()) return request.status();
+    if (!request.ok()) {
+      if (env_.metrics != nullptr) env_.metrics->OnRejected("invalid");
+      return request.status();
+    }
     (*request)->deadline = EffectiveDeadline(*env_.clock, ctx_->deadline(), std::nullopt);
     (*request)->cancelled = cancelled_;
     prompt_tokens_ = static_cast<int64_t>((*request)->prompt.size());
