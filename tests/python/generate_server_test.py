@@ -150,7 +150,10 @@ class GenerateServerTest(unittest.TestCase):
         # that reads everything of a long generation.
         unread = self.api.Generate(self.request("And God said", 4000, ignore_eos=True))
         next(unread)
-        reading = self.api.Generate(self.request("Let there be", 4000, ignore_eos=True))
+        # Recompute mode: every step is a forward over the whole text, so these 4000 tokens take far longer than
+        # the drain timeout (a cached step of this small model is fast enough to finish them within it).
+        reading = self.api.Generate(self.request("Let there be", 4000, ignore_eos=True,
+                                                 mode=self.v1.DECODE_MODE_RECOMPUTE))
         next(reading)
         result = {}
 
