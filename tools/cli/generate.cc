@@ -4,6 +4,11 @@
 //   reformer-cli generate (--model DIR | --server HOST:PORT) (--inputs FILE.json | --prompt TEXT)
 //       --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P]
 //       [--seed S] [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N] [--timeout_s S]
+//       [--compute_type float32|bfloat16|int8|auto]
+//
+// --compute_type: float32 (default) is exact to Hugging Face; bfloat16 / int8 compute the dense
+// products as docs/isa.md §3 describes (their deviation: docs/generation.md §8). It is offline
+// only (a server runs its own --compute_type).
 //
 // With --server the same prompts and parameters give the same tokens as offline (the server
 // computes each sequence as alone); --threads is offline only, --timeout_s server only.
@@ -22,6 +27,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "engine/base/compute_type.h"
 #include "engine/model/generation.h"
 #include "engine/model/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -32,11 +38,14 @@ namespace {
 constexpr char kUsage[] =
     "usage: reformer-cli generate (--model DIR | --server HOST:PORT) (--inputs FILE.json | --prompt TEXT)\n"
     "       --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S]\n"
-    "       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N (offline)] [--timeout_s S (server)]";
+    "       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N (offline)]\n"
+    "       [--compute_type float32|bfloat16|int8|auto (offline)] [--timeout_s S (server)]";
 
 struct Flags {
   std::string model, server, inputs, prompt, mode = "cached";
   double timeout_s = 600;
+  ComputeTypeRequest compute_type;
+  bool compute_type_given = false;
   std::vector<std::string> stop;
   int64_t max_new_tokens = -1, threads = 0;
   GenerationParams params;
@@ -85,6 +94,11 @@ absl::Status ParseFlags(int argc, char** argv, Flags* f) {
       if (!absl::SimpleAtoi(value, &f->params.sampling.seed)) return bad();
     } else if (name == "stop") {
       f->params.stop.push_back(value);
+    } else if (name == "compute_type") {
+      auto type = ParseComputeType(value);
+      if (!type.ok()) return bad();
+      f->compute_type = *type;
+      f->compute_type_given = true;
     } else if (name == "threads") {
       if (!absl::SimpleAtoi(value, &f->threads) || f->threads < 1) return bad();
     } else if (name == "ignore_eos" || name == "json" || name == "logprobs") {
@@ -98,6 +112,9 @@ absl::Status ParseFlags(int argc, char** argv, Flags* f) {
     return absl::InvalidArgumentError("give exactly one of --model DIR (offline) and --server HOST:PORT");
   }
   if (!f->server.empty() && f->threads > 0) return absl::InvalidArgumentError("--threads is for --model (offline)");
+  if (!f->server.empty() && f->compute_type_given) {
+    return absl::InvalidArgumentError("--compute_type is for --model (offline); a server runs its own");
+  }
   if (f->inputs.empty() == !f->has_prompt) return absl::InvalidArgumentError("give exactly one of --inputs and --prompt");
   if (f->max_new_tokens < 0) return absl::InvalidArgumentError("--max_new_tokens is required");
   f->params.max_new_tokens = f->max_new_tokens;
@@ -176,8 +193,12 @@ int RunGenerate(int argc, char** argv) {
     return 2;
   }
   if (!f.server.empty()) return RunOnServer(f);
-  auto model = ReformerModel::Load(f.model);
+  LoadOptions lo;
+  lo.compute_type = f.compute_type;
+  auto model = ReformerModel::Load(f.model, lo);
   if (!model.ok()) return Fail(model.status());
+  if (f.compute_type_given)
+    std::fprintf(stderr, "reformer-cli generate: compute type %s\n", ComputeTypeName((*model)->compute_type()));
   auto prompts = ReadPrompts(f, **model);
   if (!prompts.ok()) return Fail(prompts.status());
   DecoderOptions o;
