@@ -24,6 +24,20 @@ InferenceOptions ToInferenceOptions(const ServerConfig& c) {
   return o;
 }
 
+GenerationOptions ToGenerationOptions(const ServerConfig& c) {
+  GenerationOptions o;
+  o.workers = c.generate.workers;
+  o.threads_per_worker = c.generate.threads_per_worker;
+  o.workspace_budget_bytes = c.workers.workspace_budget_bytes;
+  o.max_active = c.generate.max_active;
+  o.max_prefill_tokens = c.generate.max_prefill_tokens;
+  o.max_waiting = c.generate.max_waiting;
+  o.max_unsent = c.generate.max_unsent;
+  o.stalled_timeout = absl::Seconds(c.generate.stalled_timeout_s);
+  o.priority_aging = absl::Seconds(c.batching.priority_aging_s);
+  return o;
+}
+
 GrpcServerOptions ToGrpcServerOptions(const ServerConfig& c) {
   GrpcServerOptions o;
   o.address = absl::StrCat(c.listen.bind_address, ":", c.listen.grpc_port);

@@ -89,6 +89,18 @@ struct BatchingConfig {
   double priority_aging_s = 10;
 };
 
+// Generation (reformer.v1 Generate, HTTP generate): its own worker threads, each with an engine
+// Decoder (server/inference/generation_service.h).
+struct GenerateConfig {
+  int workers = 1;             // 0 = no generation
+  int threads_per_worker = 0;  // 0 = CPUs / generate workers
+  int64_t max_active = 64;
+  int64_t max_prefill_tokens = 65536;
+  int64_t max_waiting = 1024;
+  int64_t max_unsent = 16;
+  double stalled_timeout_s = 60;
+};
+
 struct LimitsConfig {
   int64_t max_tokens_per_request = 0;  // 0 = 8 x context
   int64_t max_response_bytes = int64_t{512} << 20;
@@ -114,6 +126,7 @@ struct ServerConfig {
   HttpConfig http;
   WorkerConfig workers;
   BatchingConfig batching;
+  GenerateConfig generate;
   LimitsConfig limits;
   ShutdownConfig shutdown;
   SecurityConfig security;
