@@ -51,8 +51,8 @@ class CliClientTest(unittest.TestCase):
     def cli(self, *args, ok=True):
         r = subprocess.run([CLI, *args, "--server", self.addr], capture_output=True, text=True, timeout=300)
         if r.returncode < 0:
-            self.fail(f"reformer-cli died with signal {-r.returncode} (see /work/notes/requests-grpc.md #2: "
-                      f"link libprotobuf before libsentencepiece)\n{r.stderr}")
+            self.fail(f"reformer-cli died with signal {-r.returncode} (a known cause: libsentencepiece "
+                      f"linked before libprotobuf)\n{r.stderr}")
         if ok:
             self.assertEqual(r.returncode, 0, r.stderr)
         return r
