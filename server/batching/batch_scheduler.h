@@ -26,10 +26,10 @@
 // Batch fill. Batching buys matmul efficiency only up to a few thousand rows; beyond that a bigger
 // batch computes no faster per token, but it holds all its requests until its slowest document is done
 // and leaves the other workers idle once the queue runs dry (16 closed-loop clients of 512-16,384-token
-// documents: one worker took a batch of all 16 requests, 130K tokens, and ran it alone for the whole
-// run; docs/results/load.md). So documents join a batch only while it stays within batch_fill_tokens
-// (the server sets it to long_batch_tokens: batches of several documents are never long); a single
-// document above it forms a batch of its own.
+// documents: 24 documents ran in 9 batches, p90 latency = the run's length; docs/results/load.md).
+// So documents join a batch only while it stays within batch_fill_tokens (the server sets it to
+// long_batch_tokens: batches of several documents are never long); a single document above it forms
+// a batch of its own.
 //
 // Long documents do not starve short ones. A batch of more than `long_batch_tokens` tokens is "long".
 // With W >= 2 workers at most W-1 long batches run at once: the remaining worker only forms batches of
