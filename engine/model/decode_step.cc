@@ -85,22 +85,6 @@ size_t StepScratch::bytes() const {
          sizeof(int32_t) * (pos.size() + bucket_keys.size() + counts.size());
 }
 
-void StepLayerNorm(const float* x, int64_t ld_x, int64_t rows, int64_t w, const float* gamma, const float* beta,
-                   float eps, float* y, int64_t ld_y) {
-#pragma omp parallel for schedule(static) if (rows >= 64)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * ld_x;
-    double sum = 0, sq = 0;
-    for (int64_t j = 0; j < w; ++j) sum += xr[j];
-    const double mean = sum / static_cast<double>(w);
-    for (int64_t j = 0; j < w; ++j) sq += (xr[j] - mean) * (xr[j] - mean);
-    const float m = static_cast<float>(mean);
-    const float inv = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(w) + eps));
-    float* yr = y + r * ld_y;
-    for (int64_t j = 0; j < w; ++j) yr[j] = (xr[j] - m) * inv * gamma[j] + beta[j];
-  }
-}
-
 void LocalStepHead(const ReformerConfig& c, DecodeCache* cache, int64_t layer, int64_t head, int64_t L,
                    const float* q, StepScratch* s, float* out) {
   const int64_t chunk = c.local_attn_chunk_length, dh = c.attention_head_size;

@@ -19,12 +19,6 @@ struct StepScratch {
   size_t bytes() const;
 };
 
-// LayerNorm of `rows` rows of width w (engine-numerics §5.3), each row on its own (no cross-row
-// state, so a row's result does not depend on the others); rows run on the OpenMP team only when
-// there are many (a small step should not pay a team wake-up per LayerNorm).
-void StepLayerNorm(const float* x, int64_t ld_x, int64_t rows, int64_t w, const float* gamma, const float* beta,
-                   float eps, float* y, int64_t ld_y);
-
 // Local layer: the new token's k | v already sit at position L = the cache length before the step.
 // Attends q over positions start..L (HF's window, engine-numerics §13), no mask. Writes out[0..dh).
 void LocalStepHead(const ReformerConfig& c, DecodeCache* cache, int64_t layer, int64_t head, int64_t L,

@@ -9,7 +9,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "engine/base/cpu_features.h"
 #include "engine/base/status_macros.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/model/decode_cache.h"
@@ -17,6 +16,7 @@
 #include "engine/model/forward.h"
 #include "engine/model/weights.h"
 #include "engine/ops/cached_attention.h"
+#include "engine/ops/kernels/kernel_table.h"
 #include "engine/ops/row_gemm.h"
 #include "engine/tensor/workspace.h"
 
@@ -38,6 +38,57 @@ PostOp ActivationPostOp(Activation a, float* alpha) {
     case Activation::kLinear: return PostOp::kNone;
   }
   return PostOp::kNone;
+}
+
+// A step's threads each take at least this many sequences (fewer: the calling thread alone; a
+// fork costs about as much as a sequence's step).
+constexpr int64_t kStepRowsPerThread = 1;
+
+// The rows of a cached step, row i = sequence i; allocated before the step's threads start, each
+// thread then works on its own rows only.
+struct StepRows {
+  int64_t n = 0;
+  float* a = nullptr;     // [n, H] residual stream A
+  float* z = nullptr;     // [n, H] residual stream Z
+  float* y = nullptr;     // [n, H] LayerNorm output
+  float* proj = nullptr;  // [heads][n][3 * dh] projections (row stride 3 dh in every layer)
+  float* o = nullptr;     // [n, heads * dh] attention outputs
+  float* f = nullptr;     // [n, F] feed-forward hidden
+  float* h = nullptr;     // [n, 2H] final LayerNorm
+  float* lg = nullptr;    // [n, V] logits
+  float* gemm = nullptr;  // [n, max_k + 1] RowGemm's converted rows (bfloat16 / int8 weights), or null
+  int64_t gemm_ld = 0;
+};
+
+// Largest K of the step's products.
+int64_t MaxStepK(const ReformerConfig& c) {
+  return std::max({c.hidden_size, c.num_attention_heads * c.attention_head_size, c.feed_forward_size,
+                   2 * c.hidden_size});
+}
+
+// Floats of StepRows per row (gemm included).
+int64_t StepRowFloats(const ReformerConfig& c) {
+  const int64_t H = c.hidden_size, nh = c.num_attention_heads, dh = c.attention_head_size;
+  return 3 * H + nh * 3 * dh + nh * dh + c.feed_forward_size + 2 * H + c.vocab_size + MaxStepK(c) + 1;
+}
+
+// One step's product on the calling thread (the step's threads split rows, not columns).
+void StepGemm(const PackedWeight& w, int64_t m, const float* a, int64_t lda, float* c, int64_t ldc, float* gemm,
+              const float* bias = nullptr, bool accumulate = false, PostOp op = PostOp::kNone, float alpha = 0.f) {
+  RowGemmCall g;
+  g.With(w);
+  g.m = m;
+  g.a = a;
+  g.lda = lda;
+  g.c = c;
+  g.ldc = ldc;
+  g.bias = bias;
+  g.accumulate = accumulate;
+  g.post_op = op;
+  g.post_alpha = alpha;
+  g.parallel = false;
+  g.scratch = gemm;
+  RowGemm(g);
 }
 
 // Token ids of a forward document, padded as engine-numerics §4 (and engine/model/session.cc) pads
@@ -155,10 +206,17 @@ class Decoder::Impl {
   void CacheBuckets(const ForwardOutputs& out, absl::Span<DecodeState* const> seqs, const PaddedDocs& p);
   absl::Status StepCached(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens,
                           absl::Span<float* const> logits);
-  void StepLayer(absl::Span<DecodeState* const> seqs, int64_t li);
-  void StepAttention(absl::Span<DecodeState* const> seqs, int64_t li, const float* proj, int64_t ldp);
-  void Embed(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens, float* x) const;
-  void HeadLogits(const float* a, const float* z, int64_t n, absl::Span<float* const> logits);
+  StepRows AllocateStep(int64_t n);
+  void RunRows(const StepRows& b, absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens,
+               absl::Span<float* const> logits, int64_t r0, int64_t r1, int thread);
+  void LayerRows(const StepRows& b, absl::Span<DecodeState* const> seqs, int64_t li, int64_t r0, int64_t r1,
+                 int thread);
+  void AttendSequence(DecodeState* s, int64_t li, const float* proj, int64_t head_stride, StepScratch* scratch,
+                      float* out);
+  void Embed(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens, int64_t r0, int64_t r1,
+             float* x) const;
+  void HeadLogits(const float* a, const float* z, int64_t rows, float* h, float* lg, float* gemm,
+                  float* const* logits) const;
   float* Buffer(size_t index, size_t n);
 
   std::shared_ptr<const ReformerModel> model_;
@@ -170,7 +228,7 @@ class Decoder::Impl {
   PostOp act_ = PostOp::kNone;
   float act_alpha_ = 0.f;
   std::vector<StepScratch> scratch_;              // one per OpenMP thread
-  std::vector<std::vector<float>> buffers_;       // step rows, grown on demand
+  std::vector<std::vector<float>> buffers_;       // step rows, grown on demand (never inside a step's threads)
 };
 
 float* Decoder::Impl::Buffer(size_t index, size_t n) {
@@ -180,11 +238,12 @@ float* Decoder::Impl::Buffer(size_t index, size_t n) {
 }
 
 // Word embedding plus the position embedding of each sequence's next position
-// (engine-numerics §5.1, §13).
-void Decoder::Impl::Embed(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens, float* x) const {
+// (engine-numerics §5.1, §13), rows [r0, r1).
+void Decoder::Impl::Embed(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens, int64_t r0,
+                          int64_t r1, float* x) const {
   const ModelWeights& w = model_->weights();
   const int64_t H = c_.hidden_size;
-  for (size_t i = 0; i < seqs.size(); ++i) {
+  for (int64_t i = r0; i < r1; ++i) {
     const int64_t t = seqs[i]->length();
     const float* we = w.word_embeddings.data + static_cast<int64_t>(tokens[i]) * H;
     float* xi = x + i * H;
@@ -201,29 +260,18 @@ void Decoder::Impl::Embed(absl::Span<DecodeState* const> seqs, absl::Span<const 
   }
 }
 
-// Final LayerNorm of concat(A, Z) and the LM head for n rows (engine-numerics §5.5, §5.6),
-// row-invariant.
-void Decoder::Impl::HeadLogits(const float* a, const float* z, int64_t n, absl::Span<float* const> logits) {
+// Final LayerNorm of concat(A, Z) and the LM head for `rows` rows (engine-numerics §5.5, §5.6),
+// each row on its own (the forward's LayerNorm kernel of a concatenation): logits[i] ([V]).
+void Decoder::Impl::HeadLogits(const float* a, const float* z, int64_t rows, float* h, float* lg, float* gemm,
+                               float* const* logits) const {
   const ModelWeights& w = model_->weights();
   const int64_t H = c_.hidden_size, V = c_.vocab_size;
-  float* cat = Buffer(9, n * 2 * H);
-  float* h = Buffer(10, n * 2 * H);
-  float* lg = Buffer(11, n * V);
-  for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(cat + i * 2 * H, a + i * H, sizeof(float) * H);
-    std::memcpy(cat + i * 2 * H + H, z + i * H, sizeof(float) * H);
-  }
-  StepLayerNorm(cat, 2 * H, n, 2 * H, w.final_ln_weight.data, w.final_ln_bias.data, c_.layer_norm_eps, h, 2 * H);
-  RowGemmCall g;
-  g.With(model_->packed().lm_head);
-  g.m = n;
-  g.a = h;
-  g.lda = 2 * H;
-  g.bias = w.lm_bias.data;
-  g.c = lg;
-  g.ldc = V;
-  RowGemm(g);
-  for (int64_t i = 0; i < n; ++i) std::memcpy(logits[i], lg + i * V, sizeof(float) * V);
+  const auto layer_norm = kernels::Active().layer_norm_row;
+  for (int64_t i = 0; i < rows; ++i)
+    layer_norm(a + i * H, H, z + i * H, H, w.final_ln_weight.data, w.final_ln_bias.data, c_.layer_norm_eps,
+               h + i * 2 * H);
+  StepGemm(model_->packed().lm_head, rows, h, 2 * H, lg, V, gemm, w.lm_bias.data);
+  for (int64_t i = 0; i < rows; ++i) std::memcpy(logits[i], lg + i * V, sizeof(float) * V);
 }
 
 // The forward over each sequence's first lengths[i] tokens (a ragged batch): logits of their last
@@ -259,7 +307,8 @@ absl::Status Decoder::Impl::Forward(absl::Span<DecodeState* const> seqs, const s
   ForwardOutputs out;
   RETURN_IF_ERROR(RunForward(*model_, ctx_.get(), &ws_, tile_, p.docs, fo, &out));
   if (fill_cache) CacheBuckets(out, seqs, p);
-  HeadLogits(last.data(), last.data() + n * H, n, logits);
+  const StepRows b = AllocateStep(n);
+  HeadLogits(last.data(), last.data() + n * H, n, b.h, b.lg, b.gemm, logits.data());
   return absl::OkStatus();
 }
 
@@ -327,17 +376,39 @@ void Decoder::Impl::CacheBuckets(const ForwardOutputs& out, absl::Span<DecodeSta
   }
 }
 
-// One cached step for every sequence: the new rows go through the layers together; attention runs
-// per (sequence, head) against each cache (engine/model/decode_step.h).
+StepRows Decoder::Impl::AllocateStep(int64_t n) {
+  const int64_t H = c_.hidden_size, nh = c_.num_attention_heads, dh = c_.attention_head_size;
+  StepRows b;
+  b.n = n;
+  b.a = Buffer(0, n * H);
+  b.z = Buffer(1, n * H);
+  b.y = Buffer(2, n * H);
+  b.proj = Buffer(3, nh * n * 3 * dh);
+  b.o = Buffer(4, n * nh * dh);
+  b.f = Buffer(5, n * c_.feed_forward_size);
+  b.h = Buffer(6, n * 2 * H);
+  b.lg = Buffer(7, n * c_.vocab_size);
+  if (model_->compute_type() != ComputeType::kFloat32) {
+    b.gemm_ld = MaxStepK(c_) + 1;
+    b.gemm = Buffer(8, n * b.gemm_ld);
+  }
+  return b;
+}
+
+// One cached step for every sequence. The rows are independent all the way (RowGemm, row-wise
+// LayerNorm, attention per sequence), so the threads split the sequences, each running its own
+// rows through every layer: one fork per step and no barrier between the step's phases. A row's
+// numbers do not depend on which thread or which other rows it ran with (docs/generation.md §4).
 absl::Status Decoder::Impl::StepCached(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens,
                                        absl::Span<float* const> logits) {
-  const int64_t n = static_cast<int64_t>(seqs.size()), H = c_.hidden_size;
-  float* a = Buffer(0, n * H);
-  float* z = Buffer(1, n * H);
-  Embed(seqs, tokens, a);
-  std::memcpy(z, a, sizeof(float) * n * H);
-  for (int64_t li = 0; li < c_.num_layers(); ++li) StepLayer(seqs, li);
-  HeadLogits(Buffer(0, n * H), Buffer(1, n * H), n, logits);
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  const StepRows b = AllocateStep(n);
+  const int threads = static_cast<int>(std::min<int64_t>(options_.num_threads, n / kStepRowsPerThread));
+#pragma omp parallel num_threads(std::max(threads, 1)) if (threads > 1)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    RunRows(b, seqs, tokens, logits, n * t / nt, n * (t + 1) / nt, t);
+  }
   for (int64_t i = 0; i < n; ++i) {
     DecodeState* s = seqs[i];
     s->cache_->tokens()[s->length_] = tokens[i];
@@ -346,113 +417,80 @@ absl::Status Decoder::Impl::StepCached(absl::Span<DecodeState* const> seqs, absl
   return absl::OkStatus();
 }
 
-// engine-numerics §5.2 for the new rows: A += Attention(LN(Z)); Z += FFN(LN(A)).
-void Decoder::Impl::StepLayer(absl::Span<DecodeState* const> seqs, int64_t li) {
-  const int64_t n = static_cast<int64_t>(seqs.size()), H = c_.hidden_size, F = c_.feed_forward_size;
+// Rows [r0, r1) of a step, on one thread: embedding, every layer, logits.
+void Decoder::Impl::RunRows(const StepRows& b, absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens,
+                            absl::Span<float* const> logits, int64_t r0, int64_t r1, int thread) {
+  if (r1 <= r0) return;
+  const int64_t H = c_.hidden_size;
+  Embed(seqs, tokens, r0, r1, b.a);
+  std::memcpy(b.z + r0 * H, b.a + r0 * H, sizeof(float) * (r1 - r0) * H);
+  for (int64_t li = 0; li < c_.num_layers(); ++li) LayerRows(b, seqs, li, r0, r1, thread);
+  HeadLogits(b.a + r0 * H, b.z + r0 * H, r1 - r0, b.h + r0 * 2 * H, b.lg + r0 * c_.vocab_size,
+             b.gemm ? b.gemm + r0 * b.gemm_ld : nullptr, logits.data() + r0);
+}
+
+// engine-numerics §5.2 for rows [r0, r1): A += Attention(LN(Z)); Z += FFN(LN(A)).
+void Decoder::Impl::LayerRows(const StepRows& b, absl::Span<DecodeState* const> seqs, int64_t li, int64_t r0,
+                              int64_t r1, int thread) {
+  const int64_t n = b.n, m = r1 - r0, H = c_.hidden_size, F = c_.feed_forward_size;
   const int64_t nh = c_.num_attention_heads, dh = c_.attention_head_size;
   const LayerWeights& w = model_->weights().layers[li];
   const PackedLayer& pk = model_->packed().layers[li];
-  const int64_t ldp = (c_.attn_layers[li] == AttnType::kLsh ? 2 : 3) * dh;
-  float* a = Buffer(0, n * H);
-  float* z = Buffer(1, n * H);
-  float* y = Buffer(2, n * H);
-  float* proj = Buffer(3, nh * n * ldp);
-  StepLayerNorm(z, H, n, H, w.attn_ln_weight.data, w.attn_ln_bias.data, c_.layer_norm_eps, y, H);
-  for (int64_t h = 0; h < nh; ++h) {
-    RowGemmCall g;
-    g.With(pk.head_proj[h]);
-    g.m = n;
-    g.a = y;
-    g.lda = H;
-    g.c = proj + h * n * ldp;
-    g.ldc = ldp;
-    RowGemm(g);
-  }
-  StepAttention(seqs, li, proj, ldp);
-  RowGemmCall out;
-  out.With(pk.attn_out);
-  out.m = n;
-  out.a = Buffer(4, n * nh * dh);
-  out.lda = nh * dh;
-  out.c = a;
-  out.ldc = H;
-  out.accumulate = true;
-  RowGemm(out);
-  StepLayerNorm(a, H, n, H, w.ff_ln_weight.data, w.ff_ln_bias.data, c_.layer_norm_eps, y, H);
-  float* f = Buffer(5, n * F);
-  RowGemmCall f1;
-  f1.With(pk.ff_in);
-  f1.m = n;
-  f1.a = y;
-  f1.lda = H;
-  f1.bias = w.ff_in_bias.data;
-  f1.c = f;
-  f1.ldc = F;
-  f1.post_op = act_;
-  f1.post_alpha = act_alpha_;
-  RowGemm(f1);
-  RowGemmCall f2;
-  f2.With(pk.ff_out);
-  f2.m = n;
-  f2.a = f;
-  f2.lda = F;
-  f2.bias = w.ff_out_bias.data;
-  f2.c = z;
-  f2.ldc = H;
-  f2.accumulate = true;
-  RowGemm(f2);
+  // One row stride for every layer (LSH rows use 2 dh of it): the threads may be in different
+  // layers at once, and their rows must never overlap.
+  const int64_t ldp = 3 * dh;
+  const auto layer_norm = kernels::Active().layer_norm_row;
+  float* a = b.a + r0 * H;
+  float* z = b.z + r0 * H;
+  float* y = b.y + r0 * H;
+  float* o = b.o + r0 * nh * dh;
+  float* gemm = b.gemm ? b.gemm + r0 * b.gemm_ld : nullptr;
+  for (int64_t i = 0; i < m; ++i)
+    layer_norm(z + i * H, H, nullptr, 0, w.attn_ln_weight.data, w.attn_ln_bias.data, c_.layer_norm_eps, y + i * H);
+  for (int64_t h = 0; h < nh; ++h) StepGemm(pk.head_proj[h], m, y, H, b.proj + (h * n + r0) * ldp, ldp, gemm);
+  for (int64_t i = r0; i < r1; ++i)
+    AttendSequence(seqs[i], li, b.proj + i * ldp, n * ldp, &scratch_[thread], b.o + i * nh * dh);
+  StepGemm(pk.attn_out, m, o, nh * dh, a, H, gemm, nullptr, true);
+  for (int64_t i = 0; i < m; ++i)
+    layer_norm(a + i * H, H, nullptr, 0, w.ff_ln_weight.data, w.ff_ln_bias.data, c_.layer_norm_eps, y + i * H);
+  float* f = b.f + r0 * F;
+  StepGemm(pk.ff_in, m, y, H, f, F, gemm, w.ff_in_bias.data, false, act_, act_alpha_);
+  StepGemm(pk.ff_out, m, f, F, z, H, gemm, w.ff_out_bias.data, true);
 }
 
-// Stores each new token's projections at its position, then attends per (sequence, head).
-void Decoder::Impl::StepAttention(absl::Span<DecodeState* const> seqs, int64_t li, const float* proj, int64_t ldp) {
-  const int64_t n = static_cast<int64_t>(seqs.size()), nh = c_.num_attention_heads, dh = c_.attention_head_size;
-  const bool lsh = c_.attn_layers[li] == AttnType::kLsh;
-  const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
-  for (int64_t i = 0; i < n; ++i)
+// The attention of one sequence's new token in layer li, every head: stores its projections (head
+// h's at proj + h * head_stride) at its position, attends against the cache, writes out[heads * dh].
+void Decoder::Impl::AttendSequence(DecodeState* s, int64_t li, const float* proj, int64_t head_stride,
+                                   StepScratch* scratch, float* out) {
+  const int64_t nh = c_.num_attention_heads, dh = c_.attention_head_size, L = s->length();
+  DecodeCache* cache = s->cache_.get();
+  DecodeCache::Layer& l = cache->layer(li);
+  if (l.type == AttnType::kLocal) {
+    const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
     for (int64_t h = 0; h < nh; ++h) {
-      DecodeCache* cache = seqs[i]->cache_.get();
-      const int64_t L = seqs[i]->length();
+      const float* src = proj + h * head_stride;
       float* row = cache->Row(li, L, h);
-      const float* src = proj + (h * n + i) * ldp;
-      if (lsh) {
-        StoreLshRow(cache, li, h, L, src, L < cache->plan().raw_rows);
-      } else {
-        for (int64_t j = 0; j < dh; ++j) row[j] = src[dh + j] / sqrt_dh;
-        std::memcpy(row + dh, src + 2 * dh, sizeof(float) * dh);
-      }
+      for (int64_t j = 0; j < dh; ++j) row[j] = src[dh + j] / sqrt_dh;
+      std::memcpy(row + dh, src + 2 * dh, sizeof(float) * dh);
+      LocalStepHead(c_, cache, li, h, L, src, scratch, out + h * dh);
     }
-  // HF's increase_num_buckets: the cached keys carry padding-bucket round offsets
-  // (engine-numerics §13).
-  const int64_t limit = c_.num_hashes * c_.total_buckets() - 1;
-  std::vector<uint8_t> increase(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const DecodeCache::Layer& l = seqs[i]->cache_->layer(li);
-    increase[i] = lsh && l.hashed && l.max_key > limit;
+    return;
   }
+  // HF's increase_num_buckets: the cached keys carry padding-bucket round offsets
+  // (engine-numerics §13); decided on the keys cached before this step.
+  const bool increase = l.hashed && l.max_key > c_.num_hashes * c_.total_buckets() - 1;
   const float* rot = model_->weights().layers[li].rotations.data;
   const int64_t rot_block = dh * c_.num_hashes * (c_.rotation_size() / 2);
-  float* o = Buffer(4, n * nh * dh);
-  std::vector<int64_t> max_key(n * nh, -1);
-#pragma omp parallel for schedule(dynamic, 1) if (n * nh >= 4)
-  for (int64_t t = 0; t < n * nh; ++t) {
-    const int64_t i = t / nh, h = t % nh;
-    StepScratch* s = &scratch_[omp_get_thread_num()];
-    DecodeCache* cache = seqs[i]->cache_.get();
-    float* out = o + i * nh * dh + h * dh;
-    if (lsh) {
-      max_key[t] = LshStepHead(c_, cache, li, h, seqs[i]->length(), proj + (h * n + i) * ldp,
-                               rot ? rot + h * rot_block : nullptr, increase[i], s, out);
-    } else {
-      LocalStepHead(c_, cache, li, h, seqs[i]->length(), proj + (h * n + i) * ldp, s, out);
-    }
+  int64_t max_key = -1;
+  for (int64_t h = 0; h < nh; ++h) {
+    const float* src = proj + h * head_stride;
+    StoreLshRow(cache, li, h, L, src, L < cache->plan().raw_rows);
+    max_key = std::max(max_key, LshStepHead(c_, cache, li, h, L, src, rot ? rot + h * rot_block : nullptr, increase,
+                                            scratch, out + h * dh));
   }
-  for (int64_t i = 0; lsh && i < n; ++i) {
-    DecodeCache::Layer& l = seqs[i]->cache_->layer(li);
-    const int64_t m = *std::max_element(max_key.begin() + i * nh, max_key.begin() + (i + 1) * nh);
-    if (m < 0) continue;  // still plain attention: nothing hashed
-    l.hashed = true;
-    l.max_key = std::max(l.max_key, m);
-  }
+  if (max_key < 0) return;  // still plain attention: nothing hashed
+  l.hashed = true;
+  l.max_key = std::max(l.max_key, max_key);
 }
 
 absl::Status Decoder::Impl::Prefill(absl::Span<DecodeState* const> seqs, absl::Span<float* const> logits,
@@ -535,11 +573,6 @@ Decoder::~Decoder() = default;
 absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Create(std::shared_ptr<const ReformerModel> model,
                                                          const DecoderOptions& options) {
   if (!model) return absl::InvalidArgumentError("Decoder::Create: null model");
-  // Interim: the step's kernels (ops/row_gemm.cc, ops/cached_attention.cc) are AVX2 code until they
-  // join the dispatched kernel tables (engine/CMakeLists.txt).
-  if (SelectedIsa() < Isa::kAvx2)
-    return absl::FailedPreconditionError(absl::StrCat(
-        "generation needs a CPU with AVX2 and FMA in this build; kernels selected: ", IsaName(SelectedIsa())));
   if (options.num_threads < 1)
     return absl::InvalidArgumentError(absl::StrCat("num_threads must be >= 1, got ", options.num_threads));
   const int64_t tile = TileRowsForBudget(model->config(), options.workspace_budget_bytes, options.tile_rows);
@@ -561,9 +594,7 @@ absl::Status Decoder::Step(absl::Span<DecodeState* const> seqs, absl::Span<const
 }
 
 size_t Decoder::EstimateStepBytes(const ReformerConfig& c, int64_t n, int num_threads) {
-  const int64_t H = c.hidden_size, nh = c.num_attention_heads, dh = c.attention_head_size;
-  const size_t rows = sizeof(float) * n *
-                      (3 * H + nh * 3 * dh + nh * dh + c.feed_forward_size + 2 * H + c.vocab_size);
+  const size_t rows = sizeof(float) * n * StepRowFloats(c);  // StepRows (RowGemm's rows included)
   StepScratch s;
   s.Reserve(c);
   return rows + static_cast<size_t>(std::max(1, num_threads)) * s.bytes();

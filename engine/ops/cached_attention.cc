@@ -1,10 +1,9 @@
 #include "engine/ops/cached_attention.h"
 
-#include <immintrin.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "engine/ops/attention.h"
 #include "engine/ops/kernels/kernel_table.h"
@@ -29,35 +28,6 @@ void PrefetchRows(const float* const* rows, int64_t n, int64_t dh) {
       _mm_prefetch(reinterpret_cast<const char*>(rows[j]) + 64 * l, _MM_HINT_T0);
 }
 
-// out[0..dh) = scale · Σ_j w[j] · rows[j][0..dh), 64 columns at a time (eight independent sums).
-void WeightedRowSum(const float* w, const float* const* rows, int64_t n, int64_t dh, float scale, float* out) {
-  int64_t c0 = 0;
-  for (; c0 + 64 <= dh; c0 += 64) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    for (int64_t j = 0; j < n; ++j) {
-      const __m256 x = _mm256_broadcast_ss(w + j);
-      const float* r = rows[j] + c0;
-      a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r), a0);
-      a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r + 8), a1);
-      a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r + 16), a2);
-      a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r + 24), a3);
-      a4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r + 32), a4);
-      a5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r + 40), a5);
-      a6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r + 48), a6);
-      a7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r + 56), a7);
-    }
-    const __m256 s = _mm256_set1_ps(scale);
-    __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-    for (int v = 0; v < 8; ++v) _mm256_storeu_ps(out + c0 + 8 * v, _mm256_mul_ps(acc[v], s));
-  }
-  if (c0 < dh) {
-    std::vector<const float*> shifted(n);
-    for (int64_t j = 0; j < n; ++j) shifted[j] = rows[j] + c0;
-    float* dst = out + c0;
-    GemmRowsOut(1, dh - c0, n, w, n, shifted.data(), &scale, &dst);
-  }
-}
-
 }  // namespace
 
 float AttendOneQuery(const float* q, const float* const* k_rows, const float* const* v_rows,
@@ -75,7 +45,7 @@ float AttendOneQuery(const float* q, const float* const* k_rows, const float* co
   const float sum = kernels::Active().exp_shift_sum(scores, m, scores, n);
   const float lse = m + std::log(sum);
   const float scale = std::exp(m - lse);
-  WeightedRowSum(scores, v_rows, n, dh, scale, out);
+  kernels::Active().weighted_row_sum(scores, v_rows, n, dh, scale, out);
   return lse;
 }
 

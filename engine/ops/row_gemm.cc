@@ -1,6 +1,7 @@
+// RowGemm: converts the rows of a for the weights' compute type, splits the columns among the
+// threads, and runs the dispatched kernel (kernels_impl.inc, "RowGemm of the decoding step").
 #include "engine/ops/row_gemm.h"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -8,103 +9,64 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/ops/kernels/kernel_table.h"
+
 namespace reformer {
 namespace {
 
-constexpr int64_t kRows = 6;     // rows per register block, at most
-constexpr int64_t kPanel = 64;   // columns per task: every block width below divides it
+using kernels::RowPostOp;
+using kernels::WeightType;
 
-// R rows x 8V columns of sums in registers, each the fma chain over p = 0..k-1 from zero. The rows
-// share the loads of b; whatever R and V, an element's chain is the same, so are its bits.
-template <int R, int V>
-inline void Block(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* acc, int64_t ld_acc) {
-  __m256 s[R][V];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) s[r][v] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < k; ++p) {
-    const float* bp = b + p * ldb;
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 x = _mm256_broadcast_ss(a + r * lda + p);
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) s[r][v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), s[r][v]);
-    }
+static_assert(static_cast<int>(RowPostOp::kNone) == static_cast<int>(PostOp::kNone) &&
+                  static_cast<int>(RowPostOp::kRelu) == static_cast<int>(PostOp::kRelu) &&
+                  static_cast<int>(RowPostOp::kGeluErf) == static_cast<int>(PostOp::kGeluErf) &&
+                  static_cast<int>(RowPostOp::kGeluTanh) == static_cast<int>(PostOp::kGeluTanh) &&
+                  static_cast<int>(RowPostOp::kSwish) == static_cast<int>(PostOp::kSwish) &&
+                  static_cast<int>(RowPostOp::kTanh) == static_cast<int>(PostOp::kTanh) &&
+                  static_cast<int>(RowPostOp::kLogistic) == static_cast<int>(PostOp::kLogistic) &&
+                  static_cast<int>(RowPostOp::kMish) == static_cast<int>(PostOp::kMish),
+              "kernels::RowPostOp mirrors PostOp");
+
+// Threads split the columns in multiples of this (a whole number of vectors at every level).
+constexpr int64_t kColumnAlign = 64;
+
+// The kernel's arguments for rows of `a` already converted to the weights' type (`a`, `lda`,
+// `row_scale`).
+kernels::RowGemmArgs Args(const RowGemmCall& g, const float* a, int64_t lda, const float* row_scale) {
+  kernels::RowGemmArgs r;
+  r.m = g.m;
+  r.n = g.n;
+  r.k = g.k;
+  r.a = a;
+  r.lda = lda;
+  r.ldb = g.ldb;
+  r.b = g.b;
+  r.b_type = WeightType::kF32;
+  if (g.packed != nullptr && g.packed->type() != ComputeType::kFloat32) {
+    r.b = g.packed->raw();
+    r.b_type = g.packed->type() == ComputeType::kBFloat16 ? WeightType::kBf16 : WeightType::kS8;
+    r.col_scale = g.packed->scales();
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) _mm256_storeu_ps(acc + r * ld_acc + 8 * v, s[r][v]);
+  r.row_scale = row_scale;
+  r.bias = g.bias;
+  r.c = g.c;
+  r.ldc = g.ldc;
+  r.post_op = static_cast<RowPostOp>(g.post_op);
+  r.post_alpha = g.post_alpha;
+  r.accumulate = g.accumulate;
+  return r;
 }
 
-// Fewer than 8 columns: the same chain, one element at a time.
-void BlockTail(int64_t rows, int64_t cols, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float* acc, int64_t ld_acc) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) {
-      float s = 0.f;
-      for (int64_t p = 0; p < k; ++p) s = std::fma(a[r * lda + p], b[p * ldb + j], s);
-      acc[r * ld_acc + j] = s;
-    }
-}
-
-// `cols` (<= kPanel) columns of `rows` (<= kRows) rows: wide blocks for few rows (b is read once
-// per block, in longer runs), narrow ones for many.
-template <int R, int V>
-void PanelRows(int64_t cols, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* acc) {
-  int64_t c = 0;
-  for (; c + 8 * V <= cols; c += 8 * V) Block<R, V>(k, a, lda, b + c, ldb, acc + c, kPanel);
-  for (; c + 8 <= cols; c += 8) Block<R, 1>(k, a, lda, b + c, ldb, acc + c, kPanel);
-  if (c < cols) BlockTail(R, cols - c, k, a, lda, b + c, ldb, acc + c, kPanel);
-}
-
-void Panel(int64_t rows, int64_t cols, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-           float* acc) {
-  switch (rows) {
-    case 1: return PanelRows<1, 8>(cols, k, a, lda, b, ldb, acc);
-    case 2: return PanelRows<2, 4>(cols, k, a, lda, b, ldb, acc);
-    case 3: return PanelRows<3, 4>(cols, k, a, lda, b, ldb, acc);
-    case 4: return PanelRows<4, 2>(cols, k, a, lda, b, ldb, acc);
-    case 5: return PanelRows<5, 2>(cols, k, a, lda, b, ldb, acc);
-    default: return PanelRows<6, 2>(cols, k, a, lda, b, ldb, acc);
-  }
-}
-
-// c = post_op(acc + bias) (+ c), element by element in that order.
-void Epilogue(const RowGemmCall& g, int64_t row0, int64_t rows, int64_t col0, int64_t cols, const float* acc) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* c = g.c + (row0 + r) * g.ldc + col0;
-    for (int64_t j = 0; j < cols; ++j) {
-      float v = acc[r * kPanel + j];
-      if (g.bias) v += g.bias[col0 + j];
-      if (g.post_op != PostOp::kNone) v = ApplyPostOp(g.post_op, g.post_alpha, v);
-      c[j] = g.accumulate ? c[j] + v : v;
-    }
-  }
-}
-
-// From this many rows on, a panel of a wide b (rows of a page or more) is copied to contiguous
-// memory first: the row blocks then read it at stride kPanel instead of ldb, not one page per k
-// step (TLB misses).
-constexpr int64_t kPackRows = 12, kPackLd = 1024;
-
-void ColumnPanel(const RowGemmCall& g, int64_t col0, std::vector<float>* pack) {
-  const int64_t cols = std::min(kPanel, g.n - col0);
-  const float* b = g.b + col0;
-  int64_t ldb = g.ldb;
-  if (g.m >= kPackRows && g.ldb >= kPackLd) {
-    pack->resize(g.k * kPanel);
-    for (int64_t p = 0; p < g.k; ++p) std::memcpy(pack->data() + p * kPanel, b + p * g.ldb, sizeof(float) * cols);
-    b = pack->data();
-    ldb = kPanel;
-  }
-  alignas(32) float acc[kRows * kPanel];
-  for (int64_t row0 = 0; row0 < g.m; row0 += kRows) {
-    const int64_t rows = std::min(kRows, g.m - row0);
-    Panel(rows, cols, g.k, g.a + row0 * g.lda, g.lda, b, ldb, acc);
-    Epilogue(g, row0, rows, col0, cols, acc);
-  }
+// Columns [c0, c1) of the product.
+void RunColumns(kernels::RowGemmArgs args, int64_t c0, int64_t c1) {
+  if (c1 <= c0) return;
+  const size_t elem = args.b_type == WeightType::kF32 ? 4 : args.b_type == WeightType::kBf16 ? 2 : 1;
+  args.n = c1 - c0;
+  args.b = static_cast<const char*>(args.b) + elem * c0;
+  if (args.col_scale != nullptr) args.col_scale += c0;
+  if (args.bias != nullptr) args.bias += c0;
+  args.c += c0;
+  kernels::Active().row_gemm(args);
 }
 
 }  // namespace
@@ -128,15 +90,53 @@ float ApplyPostOp(PostOp op, float alpha, float x) {
 
 void RowGemm(const RowGemmCall& g) {
   if (g.m <= 0 || g.n <= 0) return;
-  const int64_t panels = (g.n + kPanel - 1) / kPanel;
-  // Threads split the columns: an element's chain never depends on the team. Below ~1M
-  // multiply-adds (tens of microseconds) waking the team costs more than it saves.
-  const bool parallel = g.m * g.n * g.k >= (int64_t{1} << 20) && panels > 1;
-#pragma omp parallel if (parallel)
+  const kernels::KernelTable& kt = kernels::Active();
+  const ComputeType type = g.packed != nullptr ? g.packed->type() : ComputeType::kFloat32;
+  const float* a = g.a;
+  int64_t lda = g.lda;
+  const float* row_scale = nullptr;
+  std::vector<float> own;
+  if (type != ComputeType::kFloat32) {
+    // The rows as the forward's matmuls see them (engine/dnnl/matmul.cc): bf16-rounded, or
+    // quantized to integers in [-127, 127] with one scale per row (kept as floats: exact).
+    float* s = g.scratch;
+    if (s == nullptr) {
+      own.resize(RowGemmScratchFloats(g.m, g.k));
+      s = own.data();
+    }
+    std::vector<uint16_t> bf;
+    std::vector<int8_t> q;
+    for (int64_t r = 0; r < g.m; ++r) {
+      const float* src = g.a + r * g.lda;
+      float* dst = s + r * g.k;
+      if (type == ComputeType::kBFloat16) {
+        uint16_t* h = reinterpret_cast<uint16_t*>(dst);  // rounded in place: bits, then widened
+        kt.to_bf16(src, g.k, h);
+        for (int64_t p = g.k - 1; p >= 0; --p) {
+          const uint32_t bits = static_cast<uint32_t>(h[p]) << 16;
+          std::memcpy(dst + p, &bits, 4);
+        }
+      } else {
+        int8_t* qd = reinterpret_cast<int8_t*>(dst);
+        s[g.m * g.k + r] = kt.quantize_s8(src, g.k, qd);
+        for (int64_t p = g.k - 1; p >= 0; --p) dst[p] = static_cast<float>(qd[p]);
+      }
+    }
+    a = s;
+    lda = g.k;
+    if (type == ComputeType::kInt8) row_scale = s + g.m * g.k;
+  }
+  const kernels::RowGemmArgs args = Args(g, a, lda, row_scale);
+  const int64_t c0 = g.col_begin, c1 = g.col_end > 0 ? g.col_end : g.n;
+  // Below ~1M multiply-adds (tens of microseconds) waking the team costs more than it saves.
+  const bool parallel = g.parallel && g.m * (c1 - c0) * g.k >= (int64_t{1} << 20) && c1 - c0 > kColumnAlign;
+  if (!parallel) return RunColumns(args, c0, c1);
+#pragma omp parallel
   {
-    std::vector<float> pack;
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < panels; ++p) ColumnPanel(g, p * kPanel, &pack);
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t blocks = (c1 - c0 + kColumnAlign - 1) / kColumnAlign;
+    const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
+    RunColumns(args, c0 + b0 * kColumnAlign, std::min(c1, c0 + b1 * kColumnAlign));
   }
 }
 

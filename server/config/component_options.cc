@@ -52,6 +52,9 @@ HttpOptions ToHttpOptions(const ServerConfig& c) {
   o.api = HttpApiEnabled(c);
   o.request_timeout = absl::Seconds(c.http.request_timeout_s);
   o.keep_alive_timeout = absl::Seconds(c.http.keep_alive_timeout_s);
+  o.infer_threads = c.http.infer_threads;
+  o.rest.max_body_bytes = c.http.max_body_bytes;
+  o.rest.body_timeout = absl::Seconds(c.http.body_timeout_s);
   return o;
 }
 

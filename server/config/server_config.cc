@@ -80,6 +80,19 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "Longest an idle kept-alive HTTP connection is held.")
       .MinReal(0.001)
       .Meta("SECONDS");
+  f->Add("http_infer_threads", &c->http.infer_threads,
+         "Most HTTP threads waiting on a REST inference at once; more concurrent REST inferences get 503 "
+         "with Retry-After, and the other threads always answer probes, /metrics and metadata. "
+         "0 = 3/4 of --http_threads.")
+      .Range(0, kMaxThreads);
+  f->Add("http_max_body_bytes", &c->http.max_body_bytes,
+         "Largest REST request body; a larger Content-Length gets 413 before the body is read. "
+         "0 = the gRPC receive limit (16 bytes x --max_tokens_per_request + 1 MiB).")
+      .Min(0);
+  f->Add("http_body_timeout_s", &c->http.body_timeout_s,
+         "Longest a REST client may take to send a request body (then 408).")
+      .MinReal(0.001)
+      .Meta("SECONDS");
   // Workers.
   f->Add("workers", &c->workers.workers,
          "Worker threads, each with its own engine session. 0 = from the CPU quota (cgroup cpu.max, else "
@@ -271,6 +284,14 @@ absl::Status ResolveServerConfig(const ResolveFacts& facts, ServerConfig* c) {
   // (or text at up to 16 bytes per token), a response of max_response_bytes, plus framing slack.
   c->grpc.max_receive_message_bytes = 16 * c->limits.max_tokens_per_request + kMessageSlackBytes;
   c->grpc.max_send_message_bytes = c->limits.max_response_bytes + kMessageSlackBytes;
+  // REST bodies carry the same tensors as gRPC messages: the same bound.
+  if (c->http.max_body_bytes == 0) c->http.max_body_bytes = c->grpc.max_receive_message_bytes;
+  if (c->http.infer_threads == 0) c->http.infer_threads = std::max(1, c->http.threads * 3 / 4);
+  if (c->http.infer_threads > c->http.threads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http_infer_threads=", c->http.infer_threads, " is above --http_threads=", c->http.threads,
+        "; keep threads free for probes and /metrics"));
+  }
   return absl::OkStatus();
 }
 

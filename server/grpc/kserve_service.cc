@@ -12,29 +12,22 @@
 #include "server/grpc/rpc_reactors.h"
 #include "server/health/health_state.h"
 #include "server/metrics/server_metrics.h"
+#include "server/request/model_info.h"
 #include "server/request/model_signature.h"
 #include "server/request/validate.h"
 
 namespace reformer::serving {
 namespace {
 
-constexpr char kServerName[] = "reformer-server";
-constexpr char kServerVersion[] = "0.1.0";
-
-inference::DataType ConfigType(DataType type) {
-  switch (type) {
-    case DataType::kBool:
-      return inference::TYPE_BOOL;
-    case DataType::kInt32:
-      return inference::TYPE_INT32;
-    case DataType::kInt64:
-      return inference::TYPE_INT64;
-    case DataType::kFp32:
-      return inference::TYPE_FP32;
-    case DataType::kBytes:
-      return inference::TYPE_STRING;
+void FillTensors(
+    const std::vector<TensorSpec>& tensors,
+    google::protobuf::RepeatedPtrField<inference::ModelMetadataResponse::TensorMetadata>* dst) {
+  for (const TensorSpec& t : tensors) {
+    auto* out = dst->Add();
+    out->set_name(t.name);
+    out->set_datatype(DataTypeName(t.datatype));
+    for (int64_t d : t.shape) out->add_shape(d);
   }
-  return inference::TYPE_INVALID;
 }
 
 void FillMetadata(const ServiceEnv& env, inference::ModelMetadataResponse* response) {
@@ -43,43 +36,36 @@ void FillMetadata(const ServiceEnv& env, inference::ModelMetadataResponse* respo
   response->add_versions(m.version);
   response->set_platform(m.platform);
   const ModelSignature sig = SignatureOf(m);
-  for (const auto* list : {&sig.inputs, &sig.outputs}) {
-    auto* dst = list == &sig.inputs ? response->mutable_inputs() : response->mutable_outputs();
-    for (const TensorSpec& t : *list) {
-      auto* out = dst->Add();
-      out->set_name(t.name);
-      out->set_datatype(DataTypeName(t.datatype));
-      for (int64_t d : t.shape) out->add_shape(d);
-    }
-  }
+  FillTensors(sig.inputs, response->mutable_inputs());
+  FillTensors(sig.outputs, response->mutable_outputs());
   auto& props = *response->mutable_properties();
-  props["max_tokens_per_document"] = std::to_string(m.context());
-  props["max_tokens_per_request"] = std::to_string(env.limits.max_tokens_per_request);
-  props["max_response_bytes"] = std::to_string(env.limits.max_response_bytes);
-  props["vocab_size"] = std::to_string(m.config.vocab_size);
-  props["causal"] = m.config.is_decoder ? "true" : "false";
-  props["tokenizer"] = m.tokenizer_name;
-  props["rotations_source"] = m.rotations_source;
+  for (const auto& [key, value] : ModelProperties(m, env.limits)) props[key] = value;
+}
+
+inference::DataType ConfigType(DataType type) {
+  inference::DataType t = inference::TYPE_INVALID;
+  inference::DataType_Parse(ConfigTypeName(type), &t);
+  return t;
 }
 
 void FillConfig(const ServedModel& m, inference::ModelConfig* c) {
-  c->set_name(m.name);
-  c->set_platform(m.platform);
-  c->set_backend("reformer");
-  c->set_max_batch_size(static_cast<int32_t>(std::min<int64_t>(m.max_batch_size, 1 << 30)));
-  const ModelSignature sig = SignatureOf(m);
-  for (const TensorSpec& t : sig.inputs) {
+  const ModelConfigInfo info = ConfigOf(m);
+  c->set_name(info.name);
+  c->set_platform(info.platform);
+  c->set_backend(info.backend);
+  c->set_max_batch_size(info.max_batch_size);
+  for (const ModelConfigInfo::Tensor& t : info.inputs) {
     inference::ModelInput* in = c->add_input();
     in->set_name(t.name);
     in->set_data_type(ConfigType(t.datatype));
-    for (int64_t d : ConfigDims(t)) in->add_dims(d);
+    for (int64_t d : t.dims) in->add_dims(d);
     in->set_optional(t.optional);
   }
-  for (const TensorSpec& t : sig.outputs) {
+  for (const ModelConfigInfo::Tensor& t : info.outputs) {
     inference::ModelOutput* out = c->add_output();
     out->set_name(t.name);
     out->set_data_type(ConfigType(t.datatype));
-    for (int64_t d : ConfigDims(t)) out->add_dims(d);
+    for (int64_t d : t.dims) out->add_dims(d);
   }
 }
 
@@ -152,9 +138,7 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
   return AnswerUnary(env_, ctx, kKServeService, "ServerMetadata", [&] {
     response->set_name(kServerName);
     response->set_version(kServerVersion);
-    response->add_extensions("parameters");
-    response->add_extensions("statistics");
-    response->add_extensions("model_configuration");
+    for (const char* extension : ServerExtensions()) response->add_extensions(extension);
     return absl::OkStatus();
   });
 }

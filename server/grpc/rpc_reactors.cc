@@ -48,18 +48,7 @@ grpc::ServerUnaryReactor* AnswerUnary(const ServiceEnv& env, grpc::CallbackServe
   return AnswerOpenUnary(env, ctx, service, method, body);
 }
 
-absl::Status CheckServing(const ServiceEnv& env) {
-  switch (env.health->state()) {
-    case ServingState::kReady:
-      return absl::OkStatus();
-    case ServingState::kStarting:
-      return absl::UnavailableError("the server is starting (model loading or warming up); retry");
-    case ServingState::kDraining:
-      return absl::UnavailableError(
-          "the server is shutting down and accepts no new requests; retry on another replica");
-  }
-  return absl::UnavailableError("not serving");
-}
+absl::Status CheckServing(const ServiceEnv& env) { return ServingStatus(*env.health); }
 
 UnaryInferReactor::UnaryInferReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
                                      const char* service, const char* method, std::string tenant)
@@ -74,13 +63,8 @@ UnaryInferReactor::UnaryInferReactor(const ServiceEnv& env, grpc::CallbackServer
 
 void UnaryInferReactor::Reject(const absl::Status& status) {
   if (env_.metrics != nullptr) {
-    if (status.code() == absl::StatusCode::kInvalidArgument) {
-      env_.metrics->OnRejected("invalid");
-    } else if (status.code() == absl::StatusCode::kResourceExhausted) {
-      env_.metrics->OnRejected("too_large");
-    } else if (status.code() == absl::StatusCode::kUnavailable && env_.health->draining()) {
-      env_.metrics->OnRejected("draining");
-    }
+    const char* reason = RejectReason(status, env_.health->draining());
+    if (reason != nullptr) env_.metrics->OnRejected(reason);
   }
   Complete(status);
 }

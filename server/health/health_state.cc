@@ -54,4 +54,17 @@ void HealthState::AddListener(Listener listener) {
   listeners_.push_back(std::move(listener));
 }
 
+absl::Status ServingStatus(const HealthState& health) {
+  switch (health.state()) {
+    case ServingState::kReady:
+      return absl::OkStatus();
+    case ServingState::kStarting:
+      return absl::UnavailableError("the server is starting (model loading or warming up); retry");
+    case ServingState::kDraining:
+      return absl::UnavailableError(
+          "the server is shutting down and accepts no new requests; retry on another replica");
+  }
+  return absl::UnavailableError("not serving");
+}
+
 }  // namespace reformer::serving

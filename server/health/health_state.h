@@ -9,6 +9,7 @@
 #include <functional>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 
 namespace reformer::serving {
@@ -16,6 +17,11 @@ namespace reformer::serving {
 enum class ServingState { kStarting, kReady, kDraining };
 
 const char* ServingStateName(ServingState state);
+
+class HealthState;
+// OK when `health` is READY; otherwise UNAVAILABLE saying why (starting or draining). Every adapter
+// checks this before it submits work.
+absl::Status ServingStatus(const HealthState& health);
 
 class HealthState {
  public:

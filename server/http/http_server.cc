@@ -2,45 +2,83 @@
 
 #include <civetweb.h>
 
+#include <algorithm>
 #include <cstring>
-#include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
-#include "server/request/model_signature.h"
+#include "server/health/health_state.h"
+#include "server/http/rest_model_info.h"
+#include "server/metrics/server_metrics.h"
+#include "server/request/exception_status.h"
+#include "server/request/validate.h"
 #include "server/security/token_store.h"
 
 namespace reformer::serving {
 namespace {
 
 constexpr char kJson[] = "application/json";
+constexpr char kText[] = "text/plain; charset=utf-8";
 
-nlohmann::json Tensors(const std::vector<TensorSpec>& tensors) {
-  nlohmann::json list = nlohmann::json::array();
-  for (const TensorSpec& t : tensors) {
-    list.push_back({{"name", t.name}, {"datatype", DataTypeName(t.datatype)}, {"shape", t.shape}});
-  }
-  return list;
+HttpServer::Response JsonErrorResponse(int status, absl::string_view message) {
+  std::string body;
+  StringSink sink(&body);
+  JsonWriter w(&sink);
+  w.Raw("{\"error\":");
+  w.String(message);
+  w.Raw("}");
+  w.Flush();
+  return {status, kJson, body, {}};
 }
 
-HttpServer::Response JsonError(int status, const std::string& message) {
-  return {status, kJson, nlohmann::json{{"error", message}}.dump(), {}};
+HttpServer::Response MethodNotAllowed(const char* allow) {
+  return {405, kText, absl::StrCat("this endpoint takes ", allow, "\n"), {{"Allow", allow}}};
 }
 
 // Served to anyone, whatever --http_api and the tokens say: probes and the Prometheus scrape.
 bool IsOpenPath(absl::string_view path) {
-  return path == "/metrics" || path == "/healthz" || path == "/readyz" || path == "/v2/health/live" ||
-         path == "/v2/health/ready";
+  return path == "/metrics" || path == "/healthz" || path == "/readyz" ||
+         path == "/v2/health/live" || path == "/v2/health/ready";
+}
+
+// The status a refusal counts as in reformer_requests_total (gRPC's code for the same refusal).
+absl::StatusCode RefusalCode(int http_status) {
+  return http_status == 401 ? absl::StatusCode::kUnauthenticated
+                            : absl::StatusCode::kPermissionDenied;
+}
+
+int ThreadsForInference(const HttpOptions& o) {
+  const int threads = std::max(1, o.num_threads);
+  const int infer = o.infer_threads > 0 ? o.infer_threads : threads * 3 / 4;
+  return std::clamp(infer, 1, threads);
 }
 
 }  // namespace
+
+HttpServer::HttpServer(const HttpOptions& options, prometheus::Registry* registry,
+                       const ServiceEnv& env)
+    : api_(options.api),
+      registry_(registry),
+      env_(env),
+      shutdown_grace_(options.shutdown_grace),
+      rest_(options.rest),
+      slots_(ThreadsForInference(options)),
+      infer_(env, options.rest, &slots_) {}
+
+// The POST endpoints under a model, by action. Generation serving adds "generate" and
+// "generate_stream" here.
+void HttpServer::RegisterModelPostHandlers() {
+  post_handlers_["infer"] = {kRestInferMethod, [this](HttpExchange* exchange, const ModelPath& path,
+                                                      const std::string& tenant) {
+                               return infer_.Handle(exchange, path, tenant);
+                             }};
+}
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
                                                               prometheus::Registry* registry,
                                                               const ServiceEnv& env) {
   std::unique_ptr<HttpServer> server(new HttpServer(options, registry, env));
+  server->RegisterModelPostHandlers();
   const std::string ports = options.bind_address.empty()
                                 ? std::to_string(options.port)
                                 : absl::StrCat(options.bind_address, ":", options.port);
@@ -76,109 +114,148 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
 }
 
 HttpServer::~HttpServer() {
-  if (ctx_ != nullptr) mg_stop(ctx_);
+  if (ctx_ == nullptr) return;
+  // Answers being written (a long JSON, a large binary output) go out before civetweb's stop flag
+  // would cut them; new REST inferences meanwhile get 503 (draining) and hold a slot only briefly.
+  slots_.WaitIdle(shutdown_grace_);
+  mg_stop(ctx_);
 }
 
-std::optional<HttpServer::Response> HttpServer::Admit(absl::string_view path,
-                                                     std::optional<absl::string_view> authorization,
-                                                     std::string* tenant) const {
+std::optional<HttpServer::Response> HttpServer::Admit(
+    absl::string_view path, std::optional<absl::string_view> authorization,
+    std::string* tenant) const {
   *tenant = kAnonymousTenant;
   if (IsOpenPath(path)) return std::nullopt;
   if (!api_) {
-    return JsonError(403,
-                     "the REST API is not served on this plaintext port (the gRPC port uses TLS; "
-                     "--http_api on turns it on); this port serves /metrics, /healthz and /readyz");
+    return JsonErrorResponse(
+        403,
+        "the REST API is not served on this plaintext port (the gRPC port uses TLS; "
+        "--http_api on turns it on); this port serves /metrics, /healthz and /readyz");
   }
-  if (tokens_ == nullptr) return std::nullopt;
-  absl::StatusOr<std::string> caller = tokens_->Authenticate(authorization);
+  if (env_.tokens == nullptr) return std::nullopt;
+  absl::StatusOr<std::string> caller = env_.tokens->Authenticate(authorization);
   if (caller.ok()) {
     *tenant = *std::move(caller);
     return std::nullopt;
   }
-  Response r = JsonError(401, std::string(caller.status().message()));
+  Response r = JsonErrorResponse(401, caller.status().message());
   // RFC 6750: no error code when no credentials were sent, invalid_token otherwise.
-  r.headers.push_back({"WWW-Authenticate", authorization.has_value()
-                                               ? "Bearer realm=\"reformer-serve\", error=\"invalid_token\""
-                                               : "Bearer realm=\"reformer-serve\""});
+  r.headers.push_back(
+      {"WWW-Authenticate", authorization.has_value()
+                               ? "Bearer realm=\"reformer-serve\", error=\"invalid_token\""
+                               : "Bearer realm=\"reformer-serve\""});
   return r;
 }
 
 int HttpServer::HandleRequest(mg_connection* conn, void* self) {
-  const mg_request_info* info = mg_get_request_info(conn);
-  const std::string method = info->request_method != nullptr ? info->request_method : "";
-  const std::string path = info->local_uri != nullptr ? info->local_uri : "/";
-  const HttpServer* server = static_cast<const HttpServer*>(self);
-  const char* authorization = mg_get_header(conn, "Authorization");
+  HttpExchange exchange(conn);
+  try {
+    return static_cast<HttpServer*>(self)->Dispatch(&exchange);
+  } catch (...) {  // nothing may leave a civetweb callback
+    try {
+      const absl::Status status = CurrentExceptionStatus("answering an HTTP request");
+      if (!exchange.head_sent()) {
+        const Response r = JsonErrorResponse(500, status.message());
+        exchange.Send(r.status, r.content_type, r.body, r.headers, /*close=*/true);
+      }
+    } catch (...) {
+    }
+    return 500;
+  }
+}
+
+int HttpServer::Dispatch(HttpExchange* exchange) {
+  const std::string method(exchange->method());
+  const std::string path(exchange->path());
   std::string tenant;
-  std::optional<Response> refused = server->Admit(
-      path, authorization != nullptr ? std::optional<absl::string_view>(authorization) : std::nullopt, &tenant);
-  const Response r = refused.has_value() ? *std::move(refused) : server->Handle(method, path);
-  std::string head = absl::StrCat("HTTP/1.1 ", r.status, " ", mg_get_response_code_text(conn, r.status),
-                                  "\r\nContent-Type: ", r.content_type, "\r\nContent-Length: ", r.body.size(),
-                                  "\r\nCache-Control: no-store\r\n");
-  for (const HttpHeader& h : r.headers) absl::StrAppend(&head, h.name, ": ", h.value, "\r\n");
-  head += "\r\n";
-  mg_write(conn, head.data(), head.size());
-  if (method != "HEAD") mg_write(conn, r.body.data(), r.body.size());
+  if (std::optional<Response> refused = Admit(path, exchange->Header("Authorization"), &tenant)) {
+    return Refuse(exchange, *refused);
+  }
+  if (method == "POST") {
+    const std::optional<ModelPath> model_path = ParseModelPath(path);
+    const auto handler =
+        model_path ? post_handlers_.find(model_path->action) : post_handlers_.end();
+    if (handler != post_handlers_.end()) {
+      if (env_.inference == nullptr) {
+        SendJsonError(exchange, 503, "this server runs no inference service");
+        return 503;
+      }
+      return handler->second.handle(exchange, *model_path, tenant);
+    }
+  }
+  const Response r = Handle(method, path);
+  exchange->Send(r.status, r.content_type, r.body, r.headers);
   return r.status;
 }
 
-HttpServer::Response HttpServer::Handle(const std::string& method, const std::string& path) const {
-  if (method != "GET" && method != "HEAD") {
-    return {405, "text/plain; charset=utf-8", "only GET and HEAD are supported\n", {}};
+int HttpServer::Refuse(HttpExchange* exchange, const Response& refusal) {
+  const Clock& clock = *env_.clock;
+  const absl::Time start = clock.Now();
+  // Nothing of the body is read; a client sending one anyway can still read the answer.
+  const bool unread = exchange->method() == "POST" && exchange->content_length() != 0;
+  exchange->Send(refusal.status, refusal.content_type, refusal.body, refusal.headers,
+                 /*close=*/unread);
+  if (unread) exchange->DiscardBody(rest_.discard_bytes, start + rest_.discard_timeout, clock);
+  const std::optional<ModelPath> model_path = ParseModelPath(exchange->path());
+  const auto post = exchange->method() == "POST" && model_path
+                        ? post_handlers_.find(model_path->action)
+                        : post_handlers_.end();
+  if (post != post_handlers_.end() && env_.metrics != nullptr) {
+    env_.metrics->RequestFinished(
+        post->second.metrics_method, kAnonymousTenant, RefusalCode(refusal.status),
+        absl::ToDoubleSeconds(clock.Now() - start), 0, 0, absl::ToUnixMillis(absl::Now()));
   }
+  return refusal.status;
+}
+
+HttpServer::Response HttpServer::Handle(const std::string& method, const std::string& path) const {
+  const std::optional<ModelPath> model_path = ParseModelPath(path);
+  if (model_path && post_handlers_.count(model_path->action) > 0) {
+    return MethodNotAllowed("POST");
+  }
+  if (method != "GET" && method != "HEAD") return MethodNotAllowed("GET, HEAD");
   if (path == "/metrics") {
     prometheus::TextSerializer serializer;
-    return {200, "text/plain; version=0.0.4; charset=utf-8",
-            serializer.Serialize(registry_->Collect()), {}};
+    return {200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            serializer.Serialize(registry_->Collect()),
+            {}};
   }
-  if (path == "/healthz" || path == "/v2/health/live") {
-    return {200, "text/plain; charset=utf-8", "ok\n", {}};
-  }
-  const bool ready = health_->ready();
-  const std::string state = ServingStateName(health_->state());
+  if (path == "/healthz" || path == "/v2/health/live") return {200, kText, "ok\n", {}};
   if (path == "/readyz" || path == "/v2/health/ready") {
-    return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n"), {}};
+    return {env_.health->ready() ? 200 : 503,
+            kText,
+            absl::StrCat(ServingStateName(env_.health->state()), "\n"),
+            {}};
   }
-  if (path == "/v2" || path == "/v2/") {
-    nlohmann::json j = {{"name", "reformer-server"},
-                        {"version", "0.1.0"},
-                        {"extensions", {"parameters", "statistics", "model_configuration"}}};
-    return {200, kJson, j.dump(), {}};
+  if (path == "/v2" || path == "/v2/") return {200, kJson, ServerMetadataJson(), {}};
+  if (path == "/v2/models/stats") {
+    const ModelStatsSnapshot stats =
+        env_.metrics != nullptr ? env_.metrics->Snapshot() : ModelStatsSnapshot{};
+    return {200, kJson, ModelStatsJson(*env_.model, stats), {}};
   }
-  const std::string prefix = "/v2/models/";
-  if (absl::StartsWith(path, prefix)) {
-    std::string rest = path.substr(prefix.size());
-    bool want_ready = false;
-    if (absl::EndsWith(rest, "/ready")) {
-      want_ready = true;
-      rest.resize(rest.size() - std::strlen("/ready"));
-    }
-    // Optional /versions/{v}.
-    std::string version;
-    const size_t v = rest.find("/versions/");
-    if (v != std::string::npos) {
-      version = rest.substr(v + std::strlen("/versions/"));
-      rest.resize(v);
-    }
-    if (rest != model_->name || (!version.empty() && version != model_->version)) {
-      return JsonError(
-          404, absl::StrCat("model '", rest, version.empty() ? "" : " version ", version,
-                            "' is not served here; this server serves '", model_->name, "'"));
-    }
-    if (want_ready) {
-      return {ready ? 200 : 503, "text/plain; charset=utf-8", absl::StrCat(state, "\n"), {}};
-    }
-    const ServedModel& m = *model_;
-    const ModelSignature sig = SignatureOf(m);
-    nlohmann::json j = {{"name", m.name},
-                        {"versions", {m.version}},
-                        {"platform", m.platform},
-                        {"inputs", Tensors(sig.inputs)},
-                        {"outputs", Tensors(sig.outputs)}};
-    return {200, kJson, j.dump(), {}};
+  if (model_path) return HandleModel(*model_path);
+  return {404, kText, absl::StrCat("no such endpoint: ", path, "\n"), {}};
+}
+
+HttpServer::Response HttpServer::HandleModel(const ModelPath& path) const {
+  const ServedModel& m = *env_.model;
+  const absl::Status found = CheckModel(m, path.name, path.version);
+  if (!found.ok()) return JsonErrorResponse(404, found.message());
+  if (path.action.empty()) return {200, kJson, ModelMetadataJson(m, env_.limits), {}};
+  if (path.action == "ready") {
+    return {env_.health->ready() ? 200 : 503,
+            kText,
+            absl::StrCat(ServingStateName(env_.health->state()), "\n"),
+            {}};
   }
-  return {404, "text/plain; charset=utf-8", absl::StrCat("no such endpoint: ", path, "\n"), {}};
+  if (path.action == "config") return {200, kJson, ModelConfigJson(m), {}};
+  if (path.action == "stats") {
+    const ModelStatsSnapshot stats =
+        env_.metrics != nullptr ? env_.metrics->Snapshot() : ModelStatsSnapshot{};
+    return {200, kJson, ModelStatsJson(m, stats), {}};
+  }
+  return {404, kText, absl::StrCat("no such endpoint: ", path.action, "\n"), {}};
 }
 
 }  // namespace reformer::serving

@@ -1,15 +1,17 @@
-// HttpServer: the HTTP side port (civetweb): Prometheus scrape, Kubernetes probes and the KServe v2
-// REST read-only endpoints.
+// HttpServer: the HTTP port (civetweb): Prometheus scrape, Kubernetes probes, and the KServe v2 /
+// Open Inference Protocol REST API with Triton's extras.
 //
-//   GET /metrics                  Prometheus text format of the server's registry
-//   GET /healthz, /v2/health/live 200 while the process runs
-//   GET /readyz, /v2/health/ready 200 when the model is loaded, warmed up and the server is not
-//                                 draining; 503 otherwise (body names the state)
-//   GET /v2                       server metadata (JSON)
-//   GET /v2/models/{name}         model metadata (JSON); 404 for another name
-//   GET /v2/models/{name}/ready   200 / 503; 404 for another name
-// Other paths 404, other methods 405. Tensors come from the model signature
-// (server/request/model_signature.h), the same one ModelMetadata reads.
+//   GET  /metrics                         Prometheus text format of the server's registry
+//   GET  /healthz, /v2/health/live        200 while the process runs
+//   GET  /readyz, /v2/health/ready        200 when loaded, warmed up and not draining; else 503
+//   GET  /v2                              server metadata (JSON)
+//   GET  /v2/models/{name}[/versions/{v}]          model metadata; 404 for another name/version
+//   GET  /v2/models/{name}[/versions/{v}]/ready    200 / 503
+//   GET  /v2/models/{name}[/versions/{v}]/config   Triton model configuration
+//   GET  /v2/models[/{name}[/versions/{v}]]/stats  Triton model statistics
+//   POST /v2/models/{name}[/versions/{v}]/infer    inference, JSON and binary (rest_infer.h)
+// Other paths 404, other methods 405 (with Allow). Everything about the model comes from the
+// structures the gRPC services read (rest_model_info.h), so the two APIs say the same.
 //
 // Access (Admit, before any routing). The port is plaintext (civetweb 1.15 as Debian builds it
 // cannot serve HTTPS: see deploy/README.md, "TLS and authentication"). Open to everyone:
@@ -18,18 +20,32 @@
 //     uses TLS, so that no request or model data crosses the network in the clear);
 //   - 401 with `WWW-Authenticate: Bearer` unless it carries `Authorization: Bearer <token>` valid
 //     in ServiceEnv::tokens (the store the gRPC services use), when tokens are configured.
-// Deny by default: an endpoint added to the API (REST inference, generation) is covered without a
-// line of its own; its handler takes the caller's tenant from Admit.
+// Deny by default: an endpoint added to the API (generation, more POST endpoints) is covered
+// without a line of its own. A refused request is answered before its body is read (a client
+// that sends one anyway gets the answer with Connection: close after a bounded drain, as for
+// every early REST answer); a refused POST endpoint counts in reformer_requests_total with its
+// method label and tenant "anonymous". An admitted POST endpoint receives the caller's tenant.
 //
-// Slow clients. civetweb gives each connection a thread while it reads a request and while it
-// waits for the next one on a kept-alive connection; a client that sends half a request holds its
-// thread until `request_timeout`, an idle kept-alive connection until `keep_alive_timeout`. The
-// default thread count leaves far more threads than a scrape and a few probes need, so dozens of
-// slow or idle connections cannot keep /metrics and /readyz from answering.
-// Borrows the registry, health state and model; they must outlive the server. The destructor
-// stops civetweb and joins its threads.
+// POST endpoints under a model are looked up by their last path segment in one table
+// (RegisterModelPostHandlers in http_server.cc), each with its method label; an endpoint that
+// reads a body and streams an answer (generation, Server-Sent Events) adds a line there and uses
+// HttpExchange's helpers.
+//
+// Threads. civetweb serves each connection on one of `num_threads` worker threads, for as long as
+// it reads a request, runs the handler, and waits for the next request on a kept-alive
+// connection. A REST inference holds its thread while the engine works, so at most
+// `infer_threads` threads may wait on computation at once (ComputeSlots; beyond that: 503 at once);
+// the others always remain for probes, /metrics and metadata, whatever the REST load. A client
+// that sends half a request holds its thread until `request_timeout`, an idle kept-alive
+// connection until `keep_alive_timeout`.
+// Borrows everything in ServiceEnv (health, model, metrics, tokens) and the registry; they must
+// outlive the server. The destructor first lets the computing handlers finish writing their
+// answers (up to `shutdown_grace`: the InferenceService's Shutdown, which comes first, has
+// answered every one of them), then stops civetweb and joins its threads.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,7 +55,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "prometheus/registry.h"
-#include "server/health/health_state.h"
+#include "server/http/compute_slots.h"
+#include "server/http/http_exchange.h"
+#include "server/http/model_path.h"
+#include "server/http/rest_infer.h"
 #include "server/request/served_model.h"
 
 struct mg_context;
@@ -47,18 +66,19 @@ struct mg_connection;
 
 namespace reformer::serving {
 
-struct HttpHeader {
-  std::string name;
-  std::string value;
-};
-
 struct HttpOptions {
   int port = 8000;           // 0 = pick a free port (see port())
   bool api = true;           // the REST API beyond probes and /metrics (see Access above)
   std::string bind_address;  // empty = all interfaces
   int num_threads = 128;     // civetweb worker threads (one per connection being served)
-  absl::Duration request_timeout = absl::Seconds(5);     // to receive a whole request
+  // Most threads waiting on computation at once; 0 = 3/4 of num_threads (at least 1).
+  int infer_threads = 0;
+  absl::Duration request_timeout = absl::Seconds(5);     // to receive a request's head
   absl::Duration keep_alive_timeout = absl::Seconds(2);  // idle time of a kept-alive connection
+  RestInferOptions rest;  // body limit and timeouts of REST inference
+  // On destruction, how long computing handlers may take to finish writing their answers before
+  // civetweb is stopped (which cuts any write still going on).
+  absl::Duration shutdown_grace = absl::Seconds(5);
 };
 
 class HttpServer {
@@ -73,6 +93,7 @@ class HttpServer {
 
   // The port actually bound.
   int port() const { return port_; }
+  int infer_threads() const { return slots_.capacity(); }
 
   struct Response {
     int status = 200;
@@ -83,21 +104,42 @@ class HttpServer {
   // Access control (see the file comment): nullopt when the request may proceed, with `*tenant`
   // set to the caller's tenant (kAnonymousTenant without tokens); else the 401/403 answer.
   // `authorization`: the Authorization header, nullopt when absent.
-  std::optional<Response> Admit(absl::string_view path, std::optional<absl::string_view> authorization,
+  std::optional<Response> Admit(absl::string_view path,
+                                std::optional<absl::string_view> authorization,
                                 std::string* tenant) const;
-  // Routing, separate from civetweb for tests.
+  // The GET/HEAD routes (everything but the POST endpoints) of an admitted request, separate
+  // from civetweb for tests.
   Response Handle(const std::string& method, const std::string& path) const;
 
+  // A POST endpoint under /v2/models/{name}[/versions/{v}]/{action}: answers the exchange
+  // completely and returns the HTTP status sent. `tenant`: the caller, from Admit.
+  using ModelPostHandler =
+      std::function<int(HttpExchange*, const ModelPath&, const std::string& tenant)>;
+
  private:
-  HttpServer(const HttpOptions& options, prometheus::Registry* registry, const ServiceEnv& env)
-      : api_(options.api), registry_(registry), health_(env.health), model_(env.model), tokens_(env.tokens) {}
+  // A POST endpoint's entry in the table: its handler and the method label its requests carry
+  // in reformer_requests_total (also when Admit refuses them).
+  struct ModelPost {
+    const char* metrics_method;
+    ModelPostHandler handle;
+  };
+
+  HttpServer(const HttpOptions& options, prometheus::Registry* registry, const ServiceEnv& env);
+  void RegisterModelPostHandlers();
   static int HandleRequest(mg_connection* conn, void* self);
+  int Dispatch(HttpExchange* exchange);
+  // Sends Admit's refusal (see Access above) and counts a refused POST endpoint.
+  int Refuse(HttpExchange* exchange, const Response& refusal);
+  Response HandleModel(const ModelPath& path) const;
 
   const bool api_;
   prometheus::Registry* const registry_;
-  const HealthState* const health_;
-  const ServedModel* const model_;
-  const TokenStore* const tokens_;  // nullptr = no tokens required
+  const ServiceEnv env_;  // env_.tokens nullptr = no tokens required
+  const absl::Duration shutdown_grace_;
+  const RestInferOptions rest_;
+  ComputeSlots slots_;
+  const RestInferHandler infer_;
+  std::map<std::string, ModelPost> post_handlers_;  // by action; filled before start
   mg_context* ctx_ = nullptr;
   int port_ = 0;
 };

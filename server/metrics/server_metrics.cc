@@ -16,6 +16,19 @@ uint64_t ToNs(double seconds) {
 
 }  // namespace
 
+const char* RejectReason(const absl::Status& status, bool draining) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return "invalid";
+    case absl::StatusCode::kResourceExhausted:
+      return "too_large";
+    case absl::StatusCode::kUnavailable:
+      return draining ? "draining" : nullptr;
+    default:
+      return nullptr;
+  }
+}
+
 const char* GrpcCodeLabel(absl::StatusCode code) {
   switch (code) {
     case absl::StatusCode::kOk: return "OK";

@@ -49,6 +49,11 @@ struct ModelStatsSnapshot {
   std::map<uint64_t, uint64_t> batch_sizes;  // documents per batch -> batches
 };
 
+// reformer_rejected_total's reason for a request an adapter refused before submitting it:
+// "invalid" (INVALID_ARGUMENT), "too_large" (RESOURCE_EXHAUSTED), "draining" (UNAVAILABLE while
+// draining); nullptr when the refusal is not counted there.
+const char* RejectReason(const absl::Status& status, bool draining);
+
 // "OK", "InvalidArgument", ... (the spelling Go's grpc-prometheus and dashboards use).
 const char* GrpcCodeLabel(absl::StatusCode code);
 

@@ -1,12 +1,17 @@
-// The exchanges the harness runs against a real reformer-server today (all of them in ctest). Each case is one
+// The exchanges the harness runs against a real reformer-server (all of them in ctest): the metadata and health
+// cases below, then the inference cases of infer_cases.mjs. Each case is one
 // request; its response must conform to the OpenAPI document (lib/validate.mjs) AND have the expected status;
 // `json` checks what the document cannot know (our model's name, versions). Phases: "ready" runs on a ready
-// server, "draining" after SIGTERM while --drain_min_s keeps the ports up (readiness must then be 503).
+// server, "draining" after SIGTERM while --drain_min_s keeps the ports up (readiness must then be 503), "auth"
+// on a second server that requires a bearer token (auth_cases.mjs).
 // ctx = { model, version, vocab }.
+import { AUTH_CASES } from "./auth_cases.mjs";
+import { INFER_CASES } from "./infer_cases.mjs";
+
 const get = (path) => ({ method: "GET", path });
 const named = (field, want) => (j, ctx) => (j[field] === want(ctx) ? null : `${field} = ${JSON.stringify(j[field])}, want ${want(ctx)}`);
 
-export const CASES = [
+const METADATA_CASES = [
   { name: "server live", phase: "ready", req: () => get("/v2/health/live"), status: 200 },
   { name: "server ready", phase: "ready", req: () => get("/v2/health/ready"), status: 200 },
   { name: "server metadata /v2", phase: "ready", req: () => get("/v2"), status: 200,
@@ -32,3 +37,5 @@ export const CASES = [
   { name: "draining: server live", phase: "draining", req: () => get("/v2/health/live"), status: 200 },
   { name: "draining: model metadata", phase: "draining", req: (c) => get(`/v2/models/${c.model}`), status: 200 },
 ];
+
+export const CASES = [...METADATA_CASES, ...INFER_CASES, ...AUTH_CASES];

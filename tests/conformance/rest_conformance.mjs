@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 // KServe v2 REST conformance of reformer-server (issue 13 item 3): real requests to a real server, each
 // request and response validated against the Open Inference Protocol OpenAPI document with openapi-backend.
-//   node rest_conformance.mjs --server BIN --model DIR [--pending]   run cases.mjs (+ the pending infer table)
-//   node rest_conformance.mjs --self-test                           the validator catches broken exchanges,
-//                                                                   and the pending table's requests are valid
+//   node rest_conformance.mjs --server BIN --model DIR   run cases.mjs (metadata, health, inference, tokens)
+//   node rest_conformance.mjs --self-test               the validator catches broken exchanges, and every
+//                                                       case's request is valid (or caught, when marked)
 // Exit 0 only when every case passed; the last line is "N passed, N failed". See README.md.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { AUTH_TOKEN } from "./auth_cases.mjs";
 import { CASES } from "./cases.mjs";
-import { PENDING_INFER_CASES } from "./pending_infer_cases.mjs";
 import { loadSpec } from "./lib/spec.mjs";
 import { ServerProcess, httpRequest } from "./lib/server.mjs";
 import { checkRequest, checkResponse, makeValidator, splitBody } from "./lib/validate.mjs";
@@ -19,7 +20,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const DEFAULT_SPEC = path.resolve(here, "../../third_party/kserve/open_inference_rest.yaml");
 
 function parseArgs(argv) {
-  const o = { spec: DEFAULT_SPEC, modelName: "conformance", pending: false, selfTest: false };
+  const o = { spec: DEFAULT_SPEC, modelName: "conformance", selfTest: false };
   for (let i = 0; i < argv.length; ++i) {
     const a = argv[i];
     const value = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
@@ -27,7 +28,6 @@ function parseArgs(argv) {
     else if (a === "--model") o.model = value();
     else if (a === "--model-name") o.modelName = value();
     else if (a === "--spec") o.spec = value();
-    else if (a === "--pending") o.pending = true;
     else if (a === "--self-test") o.selfTest = true;
     else throw new Error(`unknown argument ${a}`);
   }
@@ -82,13 +82,35 @@ async function waitStatus(port, pathName, status, timeoutMs) {
   return false;
 }
 
+// The "auth" phase: a second server whose tokens file holds AUTH_TOKEN; it must also exit 0 on SIGTERM.
+async function runAuthPhase(opts, api, ctx, tally) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rest-conformance-"));
+  const tokens = path.join(dir, "tokens");
+  fs.writeFileSync(tokens, `conformance:${AUTH_TOKEN}\n`);
+  let server;
+  try {
+    server = await ServerProcess.start(opts.server, ["--model_dir", opts.model, "--model_name", opts.modelName,
+      "--workers", "1", "--threads_per_worker", "1", "--auth_tokens_file", tokens]);
+    await server.waitReady();
+    await runPhase(api, server, CASES.filter((c) => c.phase === "auth"), ctx, tally);
+  } finally {
+    if (server) {
+      const { code, signal } = await server.stop();
+      console.log(`${code === 0 ? "ok  " : "FAIL"} [auth] server exit after SIGTERM: code ${code}${signal ? ` signal ${signal}` : ""}`);
+      ++tally[code === 0 ? "passed" : "failed"];
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function runAgainstServer(opts, api) {
   const config = JSON.parse(fs.readFileSync(path.join(opts.model, "config.json"), "utf8"));
   const ctx = { model: opts.modelName, version: "1", vocab: config.vocab_size };
-  const cases = opts.pending ? [...CASES, ...PENDING_INFER_CASES] : CASES;
+  const cases = CASES;
   // --drain_min_s keeps the ports up after SIGTERM so the "draining" phase can talk to the server.
   const server = await ServerProcess.start(opts.server, ["--model_dir", opts.model, "--model_name", opts.modelName,
-    "--workers", "1", "--threads_per_worker", "1", "--drain_min_s", "8", "--drain_timeout_s", "10"]);
+    "--workers", "1", "--threads_per_worker", "1", "--drain_min_s", "8", "--drain_timeout_s", "10",
+    "--max_response_bytes", String(4 << 20)]);
   const tally = { passed: 0, failed: 0 };
   try {
     await server.waitReady();
@@ -106,6 +128,7 @@ async function runAgainstServer(opts, api) {
     if (!ok) console.log(Buffer.concat(server.stderr).toString().slice(-2000));
     ++tally[ok ? "passed" : "failed"];
   }
+  await runAuthPhase(opts, api, ctx, tally);
   return tally;
 }
 
@@ -114,7 +137,7 @@ async function main() {
   const { definition, readings } = loadSpec(opts.spec);
   console.log(`document: ${path.relative(process.cwd(), opts.spec)}; readings: ${readings.map(([n, k]) => `${n} (${k})`).join(", ")}`);
   const api = await makeValidator(definition);
-  const tally = opts.selfTest ? await selfTest(api, CASES, PENDING_INFER_CASES) : await runAgainstServer(opts, api);
+  const tally = opts.selfTest ? await selfTest(api, CASES) : await runAgainstServer(opts, api);
   if (tally.passed + tally.failed === 0) tally.failed = 1;  // nothing ran: never a pass
   console.log(`${tally.passed} passed, ${tally.failed} failed`);
   process.exitCode = tally.failed === 0 ? 0 : 1;

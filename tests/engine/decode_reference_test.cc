@@ -4,7 +4,9 @@
 // and HF's data-dependent increase_num_buckets test, both ways), the step that starts hashing,
 // windows that wrap past the cached length, look-back of 2 chunks, local chunks that do not divide
 // the LSH chunk, models without hash_seed, and a long prompt. Logits of every step within 1e-4.
+#include <unistd.h>
 #include <cstdio>
+#include <filesystem>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -68,7 +70,8 @@ const std::vector<Shape>& Shapes() {
 
 std::string TempDir(const std::string& name) {
   const char* b = std::getenv("REFORMER_BINARY_DIR");
-  return std::string(b ? b : "/tmp") + "/decode_reference_models/" + name;
+  // One directory per process: the per-ISA copies of this test may run at once (ctest -j).
+  return std::string(b ? b : "/tmp") + "/decode_reference_models_" + std::to_string(getpid()) + "/" + name;
 }
 
 TEST(DecodeReferenceTest, CachedStepsMatchHfSemantics) {
@@ -77,6 +80,7 @@ TEST(DecodeReferenceTest, CachedStepsMatchHfSemantics) {
     const std::string dir = TempDir(shape.name);
     ASSERT_EQ(testing::WriteRandomModel(dir, shape.config, 17), "");
     auto model = ReformerModel::Load(dir);
+    std::filesystem::remove_all(std::filesystem::path(dir).parent_path());  // loaded: the files are not needed
     ASSERT_TRUE(model.ok()) << model.status();
     const int64_t V = (*model)->config().vocab_size;
     auto decoder = Decoder::Create(*model, DecoderOptions{2});

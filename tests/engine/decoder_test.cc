@@ -3,8 +3,10 @@
 // interleaved with other sequences' steps), seeded sampling gives the same tokens alone or beside
 // others, recompute equals the forward, the cache's byte count is what is mapped and is freed at
 // once, and argument errors.
+#include <unistd.h>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -30,9 +32,11 @@ constexpr char kConfig[] = R"({"attn_layers": ["local", "lsh", "local", "lsh"], 
 std::shared_ptr<const ReformerModel> Model() {
   static std::shared_ptr<const ReformerModel> m = [] {
     const char* b = std::getenv("REFORMER_BINARY_DIR");
-    const std::string dir = std::string(b ? b : "/tmp") + "/decoder_test_model";
+    // One directory per process: the per-ISA copies of this test may run at once (ctest -j).
+    const std::string dir = std::string(b ? b : "/tmp") + "/decoder_test_model_" + std::to_string(getpid());
     EXPECT_EQ(testing::WriteRandomModel(dir, kConfig, 3), "");
     auto loaded = ReformerModel::Load(dir);
+    std::filesystem::remove_all(dir);  // loaded into memory (or mapped: unlinked files stay readable)
     EXPECT_TRUE(loaded.ok()) << loaded.status();
     return loaded.ok() ? *loaded : nullptr;
   }();
@@ -151,6 +155,42 @@ TEST(DecoderTest, BatchedStepsAreBitwiseTheSameAsAlone) {
     EXPECT_EQ(mismatches, 0);
     EXPECT_GT(compared, 100);
   }
+}
+
+// The step's threads each take a share of the sequences through every layer on their own (no
+// barrier between layers), so at one moment they may be in layers of different types. An uneven
+// split (1 sequence on one thread, 2 on the other) lets them drift apart; every step of every
+// repetition must still give each sequence its logits alone, bitwise.
+TEST(DecoderTest, UnevenThreadSharesStayBitwiseTheSame) {
+  std::vector<Script> scripts = Scripts();
+  scripts = {scripts[8], scripts[9], scripts[6]};  // 100, 200 and 20 tokens: all cached
+  for (Script& sc : scripts) sc.mode = DecodeMode::kCached;
+  const std::vector<Logits> alone = Alone(scripts);
+  const int64_t V = Model()->config().vocab_size;
+  auto dec = MakeDecoder(2);
+  int mismatches = 0;
+  for (int rep = 0; rep < 30; ++rep) {
+    std::vector<std::unique_ptr<DecodeState>> states;
+    std::vector<DecodeState*> seqs;
+    std::vector<std::vector<float>> logits(scripts.size(), std::vector<float>(V));
+    std::vector<float*> dst;
+    for (size_t i = 0; i < scripts.size(); ++i) {
+      states.push_back(
+          std::move(DecodeState::Create(*Model(), scripts[i].prompt, scripts[i].feed.size() + 1, DecodeMode::kCached))
+              .value());
+      seqs.push_back(states.back().get());
+      dst.push_back(logits[i].data());
+    }
+    ASSERT_TRUE(dec->Prefill(absl::MakeSpan(seqs), absl::MakeSpan(dst)).ok());
+    for (size_t t = 0; t < scripts[0].feed.size(); ++t) {
+      std::vector<int32_t> toks;
+      for (const Script& sc : scripts) toks.push_back(sc.feed[t]);
+      ASSERT_TRUE(dec->Step(absl::MakeSpan(seqs), toks, absl::MakeSpan(dst)).ok());
+      for (size_t i = 0; i < scripts.size(); ++i)
+        mismatches += std::memcmp(logits[i].data(), alone[i][t + 1].data(), sizeof(float) * V) != 0;
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
 }
 
 TEST(DecoderTest, PrefillInterleavedWithStepsChangesNothing) {

@@ -15,14 +15,16 @@ certificate a new connection is shown).
     match is refused: the new certificate stays, reformer_credential_reloads_total{result="rejected"}.
   * Tokens: every RPC of the KServe and reformer.v1 services (taken from the proto descriptors, so an RPC
     added later is covered too) is UNAUTHENTICATED without a token and with a wrong one, except ServerLive
-    and ServerReady; grpc.health.v1 and reflection stay open; HTTP answers 401 with WWW-Authenticate, and
-    /metrics, /healthz, /readyz stay open. reformer_requests_total counts per tenant. The tokens file is
+    and ServerReady; grpc.health.v1 and reflection stay open; HTTP answers 401 with WWW-Authenticate (REST
+    inference, config and stats included), and /metrics, /healthz, /readyz stay open.
+    reformer_requests_total counts per tenant, gRPC and REST. The tokens file is
     rotated (a tenant removed, one added) and a malformed replacement keeps the old tokens. No token is
     ever written to the server's log.
   * Start-up: a missing certificate, a key of another certificate, an expired certificate and a malformed
     tokens file each stop the server, naming the file (and line), without printing a token.
 Usage: security_test.py SERVER_BINARY SOURCE_DIR
 """
+import json
 import os
 import queue
 import re
@@ -115,8 +117,11 @@ class Server:
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
 
-    def http(self, path, token=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+    def http(self, path, token=None, body=None):
+        """GET, or POST of `body` (JSON text) when given."""
+        data = body.encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"} if data else {})
         if token is not None:
             req.add_header("Authorization", "Bearer " + token)
         try:
@@ -264,6 +269,7 @@ class SecurityTest(unittest.TestCase):
             self.assertEqual(server.http("/metrics")[0], 200)
             self.assertEqual(server.http("/v2", token=TOKENS["alice"])[0], 403)
             self.assertEqual(server.http("/v2/models/f1_mixed_causal_multihash_rightpad")[0], 403)
+            self.assertEqual(server.http("/v2/models/f1_mixed_causal_multihash_rightpad/infer", body="{}")[0], 403)
 
             a = cert_facts(self.path("server-a.pem"))
             b = cert_facts(self.path("server-b.pem"))
@@ -419,6 +425,34 @@ class SecurityTest(unittest.TestCase):
         self.assertIn('error="invalid_token"', headers.get("WWW-Authenticate"))
         self.assertEqual(server.http("/v2", token=TOKENS["alice"])[0], 200)
         self.assertEqual(server.http("/v2/models/f1_mixed_causal_multihash_rightpad/ready", token=TOKENS["bob"])[0], 200)
+        self.check_rest_tokens(server)
+
+    def check_rest_tokens(self, server):
+        """REST inference, config and stats behind the same tokens; the tenant labels REST.ModelInfer."""
+        model = "/v2/models/f1_mixed_causal_multihash_rightpad"
+        body = json.dumps({"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 8],
+                                       "data": list(range(1, 9))}], "outputs": [{"name": "token_logprobs"}]})
+        count = lambda tenant, code: server.metric(  # noqa: E731
+            "reformer_requests_total", method="REST.ModelInfer", tenant=tenant, code=code)
+        refused_before = count("anonymous", "Unauthenticated")
+        status, text, headers = server.http(model + "/infer", body=body)
+        self.assertEqual(status, 401)
+        self.assertIn("Bearer", json.loads(text)["error"])
+        self.assertEqual(headers.get("WWW-Authenticate"), 'Bearer realm="reformer-serve"')
+        status, text, headers = server.http(model + "/versions/1/infer", token="wrong-token-0123456789", body=body)
+        self.assertEqual(status, 401)
+        self.assertIn("error", json.loads(text))
+        self.assertIn('error="invalid_token"', headers.get("WWW-Authenticate"))
+        for path in (model + "/config", model + "/stats"):
+            self.assertEqual(server.http(path)[0], 401, path)
+            self.assertEqual(server.http(path, token=TOKENS["bob"])[0], 200, path)
+        status, text, _ = server.http(model + "/infer", token=TOKENS["alice"], body=body)
+        self.assertEqual(status, 200, text)
+        self.assertEqual(json.loads(text)["outputs"][0]["shape"], [1, 8])
+        self.assertEqual(server.http(model + "/infer", token=TOKENS["bob"], body="{")[0], 400)
+        self.assertEqual(count("alice", "OK"), 1)
+        self.assertEqual(count("bob", "InvalidArgument"), 1)
+        self.assertEqual(count("anonymous", "Unauthenticated"), refused_before + 2)
 
     def check_token_rotation(self, server, stub, tokens):
         bearer = lambda t: [("authorization", "Bearer " + t)]  # noqa: E731

@@ -44,6 +44,9 @@ TEST(ComponentOptionsTest, DefaultsAgreeWithTheComponents) {
   EXPECT_EQ(h.num_threads, hd.num_threads);
   EXPECT_EQ(h.request_timeout, hd.request_timeout);
   EXPECT_EQ(h.keep_alive_timeout, hd.keep_alive_timeout);
+  EXPECT_EQ(h.infer_threads, hd.infer_threads);
+  EXPECT_EQ(h.rest.max_body_bytes, hd.rest.max_body_bytes);
+  EXPECT_EQ(h.rest.body_timeout, hd.rest.body_timeout);
 }
 
 TEST(ComponentOptionsTest, FlagsReachTheirComponent) {
@@ -65,6 +68,9 @@ TEST(ComponentOptionsTest, FlagsReachTheirComponent) {
   EXPECT_EQ(h.bind_address, "127.0.0.1");
   EXPECT_EQ(h.port, 9000);
   EXPECT_EQ(h.request_timeout, absl::Milliseconds(1500));
+  EXPECT_EQ(h.infer_threads, 96);  // 3/4 of the default 128 threads
+  EXPECT_EQ(h.rest.max_body_bytes, g.max_receive_message_bytes);
+  EXPECT_EQ(h.rest.max_body_bytes, DefaultRestBodyBytes(ToServiceLimits(c)));
   const InferenceOptions i = ToInferenceOptions(c);
   EXPECT_EQ(i.priority_aging, absl::Seconds(2));
   EXPECT_EQ(i.workers, 2);

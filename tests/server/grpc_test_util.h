@@ -310,7 +310,7 @@ class TestServer {
     }
     model_.rotations_source = "seed 0";
     model_.max_batch_size = 16;
-    ServiceEnv env;
+    ServiceEnv& env = env_;
     env.inference = &inference_;
     env.model = &model_;
     env.health = &health_;
@@ -342,6 +342,8 @@ class TestServer {
   ServerMetrics& metrics() { return metrics_; }
   prometheus::Registry& registry() { return registry_; }
   const ServedModel& model() const { return model_; }
+  // What the gRPC services borrow; another adapter (HTTP) can be started on the same.
+  const ServiceEnv& env() const { return env_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   inference::GRPCInferenceService::Stub& kserve() { return *kserve_; }
   reformer::v1::ReformerService::Stub& api() { return *api_; }
@@ -354,6 +356,7 @@ class TestServer {
   prometheus::Registry registry_;
   ServerMetrics metrics_;
   FakeInference inference_;
+  ServiceEnv env_;
   std::unique_ptr<GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> kserve_;

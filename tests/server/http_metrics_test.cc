@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
+#include "server/batching/clock.h"
 #include "server/health/health_state.h"
 #include "server/http/http_server.h"
 #include "server/metrics/server_metrics.h"
@@ -62,13 +63,17 @@ class HttpServerTest : public ::testing::Test {
     o.bind_address = "127.0.0.1";
     o.num_threads = 2;
     ServiceEnv env;
-    env.health = &health_;
     env.model = &model_;
+    env.health = &health_;
+    env.metrics = metrics_.get();
+    env.clock = &clock_;
+    env.limits.max_tokens_per_request = 256;
     auto server = HttpServer::Start(o, &registry_, env);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     ASSERT_GT(server_->port(), 0);
   }
+  RealClock clock_;
   ServedModel model_;
   HealthState health_;
   prometheus::Registry registry_;
@@ -111,6 +116,21 @@ TEST_F(HttpServerTest, KServeRestMetadata) {
   EXPECT_EQ(Get(port, "/v2/models/other/ready").status, 404);
   EXPECT_EQ(Get(port, "/nothing").status, 404);
   EXPECT_EQ(server_->Handle("POST", "/v2").status, 405);
+  EXPECT_EQ(server_->Handle("GET", "/v2/models/tiny/infer").status, 405);
+  // The same extensions and properties as gRPC ServerMetadata / ModelMetadata.
+  EXPECT_THAT(Get(port, "/v2").body, HasSubstr("\"binary_tensor_data\""));
+  EXPECT_THAT(Get(port, "/v2/models/tiny").body, HasSubstr("\"max_tokens_per_request\":\"256\""));
+  // Triton's configuration and statistics documents.
+  r = Get(port, "/v2/models/tiny/config");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("\"name\":\"input_ids\",\"data_type\":\"TYPE_INT64\",\"dims\":[-1]"));
+  EXPECT_THAT(r.body, HasSubstr("\"name\":\"logits\",\"data_type\":\"TYPE_FP32\",\"dims\":[-1,64]"));
+  r = Get(port, "/v2/models/tiny/versions/1/stats");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("\"model_stats\":[{\"name\":\"tiny\",\"version\":\"1\""));
+  EXPECT_EQ(Get(port, "/v2/models/stats").status, 200);
+  EXPECT_EQ(Get(port, "/v2/models/other/config").status, 404);
+  EXPECT_EQ(Get(port, "/v2/models/tiny/versions/2/stats").status, 404);
 }
 
 // The exposition carries exactly the metric names, in base units, with our buckets.

@@ -60,8 +60,15 @@ def main():
             j1["text"][10:13] not in stop["text"]
         failures += not ok
         print(f"{'ok ' if ok else 'BAD'} default model: stop string ends the text before it")
+        # The other compute types generate (their tokens may differ from float32: docs/generation.md §8).
+        for ct in ("bfloat16", "int8"):
+            j = json.loads(run([cli, "generate", "--model", default_model, "--prompt", "And God said",
+                                "--max_new_tokens", "16", "--json", "--threads", "2", "--compute_type", ct]))
+            ok = len(j["new_tokens"]) == 16 and j["finish_reason"] == "length"
+            failures += not ok
+            print(f"{'ok ' if ok else 'BAD'} default model: --compute_type {ct} generates 16 tokens")
         for bad in (["--max_new_tokens", "0"], ["--max_new_tokens", "5000"], ["--top_p", "2"], ["--bogus", "1"],
-                    ["--mode", "fast"]):
+                    ["--mode", "fast"], ["--compute_type", "fp8"]):
             cmd = [cli, "generate", "--model", default_model, "--prompt", "x", "--max_new_tokens", "4"] + bad
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             ok = p.returncode == 2 and p.stderr

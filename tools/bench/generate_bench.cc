@@ -2,7 +2,7 @@
 //
 //   reformer_generate_bench [--case default|cp|enwik8] [--model DIR] [--contexts 1024,4096]
 //       [--steps 32] [--streams 1,4,16,64] [--stream-context 1024] [--threads 2] [--rounds 3]
-//       [--tile 4096] [--mode cached|recompute]
+//       [--tile 4096] [--mode cached|recompute] [--compute_type float32|bfloat16|int8|auto]
 //
 // Per context length T (random prompt of T tokens), in every round: the Score time of the prompt
 // (Session::RunDocuments with token logprobs, as the server's Score runs it), then its time to
@@ -27,6 +27,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "engine/base/compute_type.h"
 #include "engine/base/openmp_env.h"
 #include "engine/model/decoder.h"
 
@@ -81,7 +82,7 @@ void Check(const absl::Status& st, const char* what) {
 }
 
 struct Options {
-  std::string case_name = "default", model_dir = "models/default", mode = "cached";
+  std::string case_name = "default", model_dir = "models/default", mode = "cached", compute_type = "float32";
   std::vector<int64_t> contexts = {1024, 4096}, streams = {1, 4, 16, 64};
   int64_t steps = 32, stream_context = 1024, tile = 4096;
   int threads = 2, rounds = 3;
@@ -99,7 +100,8 @@ Options Parse(int argc, char** argv) {
     if (a == "--case") o.case_name = v;
     else if (a == "--model") o.model_dir = v;
     else if (a == "--mode") o.mode = v;
-    else if (a == "--contexts") o.contexts = ParseList(v);
+    else if (a == "--compute_type") o.compute_type = v;
+    else if (a == "--contexts") o.contexts = v == "none" ? std::vector<int64_t>{} : ParseList(v);
     else if (a == "--streams") o.streams = ParseList(v);
     else if (a == "--steps") o.steps = ParseList(v)[0];
     else if (a == "--stream-context") o.stream_context = ParseList(v)[0];
@@ -191,12 +193,16 @@ int main(int argc, char** argv) {
   const Options o = Parse(argc, argv);
   omp_set_num_threads(o.threads);
   absl::StatusOr<std::shared_ptr<const reformer::ReformerModel>> model;
+  reformer::LoadOptions lo;
+  auto type = reformer::ParseComputeType(o.compute_type);
+  Check(type.status(), "--compute_type");
+  lo.compute_type = *type;
   if (o.case_name == "default") {
-    model = reformer::ReformerModel::Load(o.model_dir);
+    model = reformer::ReformerModel::Load(o.model_dir, lo);
   } else {
     auto c = reformer::ReformerConfig::FromJson(o.case_name == "cp" ? kCp : kEnwik8, o.case_name);
     Check(c.status(), "config");
-    model = reformer::ReformerModel::CreateRandom(*c, 1234);
+    model = reformer::ReformerModel::CreateRandom(*c, 1234, lo);
   }
   Check(model.status(), "model");
   reformer::SessionOptions so;
@@ -209,8 +215,8 @@ int main(int argc, char** argv) {
   dopt.tile_rows = o.tile;
   auto dec = reformer::Decoder::Create(*model, dopt);
   Check(dec.status(), "decoder");
-  std::printf("case %s, %d threads, tile %ld, mode %s, %ld steps per measure, OMP_WAIT_POLICY=%s\n",
-              o.case_name.c_str(), o.threads, static_cast<long>(o.tile), o.mode.c_str(), static_cast<long>(o.steps),
+  std::printf("case %s, compute type %s, %d threads, tile %ld, mode %s, %ld steps per measure, OMP_WAIT_POLICY=%s\n",
+              o.case_name.c_str(), reformer::ComputeTypeName((*model)->compute_type()), o.threads, static_cast<long>(o.tile), o.mode.c_str(), static_cast<long>(o.steps),
               std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(default)");
   const size_t nc = o.contexts.size();
   std::vector<std::vector<double>> ttft_ratio(nc), step_ratio(nc), step_ms(nc), ttft_s(nc), score_s(nc),

@@ -3,6 +3,10 @@
 //   reformer-cli generate --model DIR (--inputs FILE.json | --prompt TEXT) --max_new_tokens N
 //       [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S]
 //       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N]
+//       [--compute_type float32|bfloat16|int8|auto]
+//
+// --compute_type: float32 (default) is exact to Hugging Face; bfloat16 / int8 compute the dense
+// products as docs/isa.md §3 describes (their deviation: docs/generation.md §8).
 //
 // --inputs holds {"input_ids": [[...], ...]}: one prompt per row, rows of any length, no padding.
 // --json prints one JSON object per prompt and line, in input order, after all prompts ran as one
@@ -19,6 +23,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "engine/base/compute_type.h"
 #include "engine/model/generation.h"
 #include "engine/model/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -29,10 +34,12 @@ namespace {
 constexpr char kUsage[] =
     "usage: reformer-cli generate --model DIR (--inputs FILE.json | --prompt TEXT) --max_new_tokens N\n"
     "       [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S] [--stop STR]...\n"
-    "       [--ignore_eos] [--json] [--logprobs] [--threads N]";
+    "       [--ignore_eos] [--json] [--logprobs] [--threads N] [--compute_type float32|bfloat16|int8|auto]";
 
 struct Flags {
   std::string model, inputs, prompt, mode = "cached";
+  ComputeTypeRequest compute_type;
+  bool compute_type_given = false;
   std::vector<std::string> stop;
   int64_t max_new_tokens = -1, threads = 0;
   GenerationParams params;
@@ -77,6 +84,11 @@ absl::Status ParseFlags(int argc, char** argv, Flags* f) {
       if (!absl::SimpleAtoi(value, &f->params.sampling.seed)) return bad();
     } else if (name == "stop") {
       f->params.stop.push_back(value);
+    } else if (name == "compute_type") {
+      auto type = ParseComputeType(value);
+      if (!type.ok()) return bad();
+      f->compute_type = *type;
+      f->compute_type_given = true;
     } else if (name == "threads") {
       if (!absl::SimpleAtoi(value, &f->threads) || f->threads < 1) return bad();
     } else if (name == "ignore_eos" || name == "json" || name == "logprobs") {
@@ -139,8 +151,12 @@ int RunGenerate(int argc, char** argv) {
     std::fprintf(stderr, "reformer-cli generate: %s\n%s\n", std::string(st.message()).c_str(), kUsage);
     return 2;
   }
-  auto model = ReformerModel::Load(f.model);
+  LoadOptions lo;
+  lo.compute_type = f.compute_type;
+  auto model = ReformerModel::Load(f.model, lo);
   if (!model.ok()) return Fail(model.status());
+  if (f.compute_type_given)
+    std::fprintf(stderr, "reformer-cli generate: compute type %s\n", ComputeTypeName((*model)->compute_type()));
   auto prompts = ReadPrompts(f, **model);
   if (!prompts.ok()) return Fail(prompts.status());
   DecoderOptions o;

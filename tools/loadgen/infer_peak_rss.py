@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Peak server memory of one large ModelInfer, against the engine's own estimates (issue 11 target:
-peak RSS <= idle RSS + the batch's working-memory estimate + 1.3 x the response size).
+peak RSS <= idle RSS + the batch's working-memory estimate + 1.3 x the response size). The same
+request can go over REST (--protocol rest-binary: binary ids in, binary outputs written from the
+response buffers; rest-json: JSON in, JSON streamed out) to show that REST adds no copy either.
 
 Starts reformer-server (one worker) on MODEL_DIR, waits until it is ready and its workers have gone
 idle (they return their working memory after 2 s), reads VmRSS (idle), resets VmHWM, sends one
@@ -9,8 +11,10 @@ the figures and whether the target holds. Exit status 1 when it does not.
 
   /usr/bin/python3 tools/loadgen/make_random_model.py --out /tmp/cp-random --shape crime-and-punishment
   /usr/bin/python3 tools/loadgen/infer_peak_rss.py --server build/bin/reformer-server \\
-      --working_memory build/bin/working_memory --model_dir /tmp/cp-random --tokens 65536 --outputs logits
+      --working_memory build/bin/working_memory --model_dir /tmp/cp-random --tokens 65536 --outputs logits \\
+      [--protocol grpc|rest-binary|rest-json]
 """
+import http.client
 import argparse
 import json
 import os
@@ -42,6 +46,49 @@ def stubs(out_dir):
     sys.path.insert(0, out_dir)
 
 
+def grpc_infer(pb, stub, ids, outputs):
+    req = pb.ModelInferRequest(model_name="m", id="big")
+    req.inputs.add(name="input_ids", datatype="INT32", shape=[1, len(ids)])
+    req.raw_input_contents.append(ids.astype("<i4").tobytes())
+    for name in outputs.split(","):
+        req.outputs.add(name=name)
+    resp = stub.ModelInfer(req, timeout=1800)
+    return sum(len(r) for r in resp.raw_output_contents)
+
+
+def rest_infer(port, ids, outputs, binary):
+    """One REST infer; the outputs' size in bytes (of the engine's buffers: 4 bytes per value)."""
+    body = {"id": "big", "outputs": [{"name": o} for o in outputs.split(",")],
+            "inputs": [{"name": "input_ids", "datatype": "INT32", "shape": [1, len(ids)]}]}
+    headers = {"Content-Type": "application/json"}
+    tail = b""
+    if binary:
+        tail = ids.astype("<i4").tobytes()
+        body["inputs"][0]["parameters"] = {"binary_data_size": len(tail)}
+        body["parameters"] = {"binary_data_output": True}
+    else:
+        body["inputs"][0]["data"] = ids.tolist()
+    head = json.dumps(body).encode()
+    if binary:
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1800)
+    conn.request("POST", "/v2/models/m/infer", body=head + tail, headers=headers)
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {raw[:300]}")
+    json_length = int(resp.getheader("Inference-Header-Content-Length", len(raw)))
+    doc = json.loads(raw[:json_length])
+    total = 0
+    for o in doc["outputs"]:
+        n = 4
+        for d in o["shape"]:
+            n *= d
+        total += n
+    return total
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", required=True)
@@ -50,6 +97,7 @@ def main():
     p.add_argument("--tokens", type=int, default=65536)
     p.add_argument("--outputs", default="logits")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--protocol", choices=("grpc", "rest-binary", "rest-json"), default="grpc")
     args = p.parse_args()
 
     estimate = json.loads(subprocess.run([args.working_memory, args.model_dir, str(args.tokens), args.outputs],
@@ -81,20 +129,18 @@ def main():
         idle = proc_status(server.pid, "VmRSS")
         with open(f"/proc/{server.pid}/clear_refs", "w") as f:
             f.write("5")
-        req = pb.ModelInferRequest(model_name="m", id="big")
         ids = np.random.default_rng(1).integers(2, 258, size=args.tokens, dtype=np.int32)
-        req.inputs.add(name="input_ids", datatype="INT32", shape=[1, args.tokens])
-        req.raw_input_contents.append(ids.astype("<i4").tobytes())
-        for name in args.outputs.split(","):
-            req.outputs.add(name=name)
         start = time.time()
-        resp = stub.ModelInfer(req, timeout=1800)
+        if args.protocol == "grpc":
+            response_bytes = grpc_infer(pb, stub, ids, args.outputs)
+        else:
+            response_bytes = rest_infer(int(fields["http_port"]), ids, args.outputs, args.protocol == "rest-binary")
         seconds = time.time() - start
         peak = proc_status(server.pid, "VmHWM")
-        response_bytes = sum(len(r) for r in resp.raw_output_contents)
         bound = idle + estimate["working_bytes"] + 1.3 * response_bytes
         mib = lambda b: round(b / 2**20, 1)
-        result = {"tokens": args.tokens, "outputs": args.outputs, "seconds": round(seconds, 2),
+        result = {"protocol": args.protocol, "tokens": args.tokens, "outputs": args.outputs,
+                  "seconds": round(seconds, 2),
                   "idle_rss_mib": mib(idle), "peak_rss_mib": mib(peak), "growth_mib": mib(peak - idle),
                   "working_estimate_mib": mib(estimate["working_bytes"]), "response_mib": mib(response_bytes),
                   "bound_mib": mib(bound), "growth_over_response": round((peak - idle - estimate["working_bytes"])

@@ -13,6 +13,38 @@
 
 namespace reformer::kernels {
 
+// Element type of row_gemm's weights (engine/dnnl/matmul.h's PackedWeight in each compute type).
+enum class WeightType : int32_t { kF32 = 0, kBf16 = 1, kS8 = 2 };
+
+// Activations of row_gemm: engine/dnnl/matmul.h's PostOp, same values (engine/ops/row_gemm.cc
+// checks that they agree).
+enum class RowPostOp : int32_t { kNone = 0, kRelu, kGeluErf, kGeluTanh, kSwish, kTanh, kLogistic, kMish };
+
+// c[i][j] for i < m, j < n (engine/ops/row_gemm.h):
+//   kF32, kBf16: s = Σ_p a[i][p] · b[p][j], one multiply-add chain over p = 0..k-1 from zero
+//                (for kBf16 the rows of a hold bf16-rounded values and b is widened exactly);
+//   kS8:         s = float(Σ_p a[i][p] · b[p][j]) · (row_scale[i] · col_scale[j]), the sum an
+//                exact integer (a holds the quantized row as floats);
+// then v = s + bias[j] (when bias), v = post_op(v), c = accumulate ? c + v : v. Whatever m, the
+// row's place among them and the blocking, an element is computed by the same operations, so a
+// row of c is bitwise a function of its own row of a.
+struct RowGemmArgs {
+  int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  const void* b = nullptr;  // [k][ldb] of b_type
+  int64_t ldb = 0;
+  WeightType b_type = WeightType::kF32;
+  const float* row_scale = nullptr;  // kS8: [m]
+  const float* col_scale = nullptr;  // kS8: [n]
+  const float* bias = nullptr;       // [n] or null
+  float* c = nullptr;
+  int64_t ldc = 0;
+  RowPostOp post_op = RowPostOp::kNone;
+  float post_alpha = 0.f;  // kSwish: x · sigmoid(alpha · x)
+  bool accumulate = false;
+};
+
 struct KernelTable {
   Isa isa;
   // Attention scores: true = transpose the block's keys once (pack_transposed) and use the
@@ -55,6 +87,13 @@ struct KernelTable {
   void (*scale_div)(const float* x, int64_t n, float mul, float div, float* y);
   // y[i] += a * x[i].
   void (*axpy)(int64_t n, float a, const float* x, float* y);
+
+  // ---- the decoding step (engine/ops/row_gemm.h, engine/ops/cached_attention.h) ----
+  void (*row_gemm)(const RowGemmArgs& args);
+  // out[j] = (Σ_i w[i] · rows[i][j], a multiply-add chain over i in order from zero) · scale,
+  // j < n.
+  void (*weighted_row_sum)(const float* w, const float* const* rows, int64_t count, int64_t n, float scale,
+                           float* out);
 
   // ---- compute types (engine/dnnl/matmul.cc; docs/isa.md) ----
   // y[i] = x[i] rounded to bfloat16 (nearest, ties to even), as bits.

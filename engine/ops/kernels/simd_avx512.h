@@ -80,4 +80,21 @@ inline Vf Pow2(Vf n) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
 }
 
+
+// Weights of the compute types (engine/dnnl/matmul.h), widened to float exactly: kW bf16 values
+// (the upper halves of floats) or kW signed bytes.
+inline Vf LoadBf16(const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+inline Vf LoadS8(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+// Exact for floats holding integers below 2^31.
+inline Vi ToInt(Vf v) { return _mm512_cvtps_epi32(v); }
+inline Vf ToFloat(Vi v) { return _mm512_cvtepi32_ps(v); }
+inline Vi AddI(Vi a, Vi b) { return _mm512_add_epi32(a, b); }
+inline void StoreI(int32_t* p, Vi v) { _mm512_storeu_si512(p, v); }
+inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
 }  // namespace reformer::kernels::avx512

@@ -72,4 +72,23 @@ inline Vf Pow2(Vf n) {
   return _mm_castsi128_ps(_mm_slli_epi32(e, 23));
 }
 
+
+// Weights of the compute types (engine/dnnl/matmul.h), widened to float exactly: kW bf16 values
+// (the upper halves of floats) or kW signed bytes.
+inline Vf LoadBf16(const uint16_t* p) {
+  const __m128i w = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm_castsi128_ps(_mm_slli_epi32(w, 16));
+}
+inline Vf LoadS8(const int8_t* p) {
+  int32_t four;
+  __builtin_memcpy(&four, p, 4);
+  return _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(four)));
+}
+// Exact for floats holding integers below 2^31.
+inline Vi ToInt(Vf v) { return _mm_cvtps_epi32(v); }
+inline Vf ToFloat(Vi v) { return _mm_cvtepi32_ps(v); }
+inline Vi AddI(Vi a, Vi b) { return _mm_add_epi32(a, b); }
+inline void StoreI(int32_t* p, Vi v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v); }
+inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
 }  // namespace reformer::kernels::portable

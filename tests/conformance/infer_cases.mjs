@@ -1,10 +1,8 @@
-// PENDING THE REST ENDPOINT: POST /v2/models/{name}/infer answers 405 today (issue 13 items 1 and 6 build it).
-// These cases are NOT run by ctest (a case that cannot pass would be a skip or a failure). What ctest does with
-// them now: the self-test requires every request below to be a valid request of the OpenAPI document (and the
-// binary ones to be well-formed), so the table is ready when the endpoint lands. Run them by hand with
-//   node tests/conformance/rest_conformance.mjs --server build/bin/reformer-server --model models/default --pending
-// and move them into cases.mjs (and so into ctest) once they pass.
-// Same shape as cases.mjs; `headers` checks response headers. ctx = { model, version, vocab }.
+// The REST inference exchanges (POST /v2/models/{name}[/versions/{v}]/infer), run by ctest's rest_conformance
+// with the metadata cases of cases.mjs. Same shape as cases.mjs; `headers` checks response headers;
+// `requestInvalid` marks a request the document itself rejects (malformed on purpose). The server runs with
+// --max_response_bytes 4 MiB (rest_conformance.mjs) so the "response too large" case is small to send.
+// ctx = { model, version, vocab }.
 
 const JSON_TYPE = { "Content-Type": "application/json" };
 const post = (path, body, headers = JSON_TYPE) => ({ method: "POST", path, headers, body: Buffer.from(body) });
@@ -17,6 +15,11 @@ function binaryRequest(path, header, tensors) {
   return post(path, Buffer.concat([json, ...tensors]),
     { "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": String(json.length) });
 }
+const int32le = (values) => {
+  const b = Buffer.alloc(4 * values.length);
+  values.forEach((v, i) => b.writeInt32LE(v, 4 * i));
+  return b;
+};
 const int64le = (values) => {
   const b = Buffer.alloc(8 * values.length);
   values.forEach((v, i) => b.writeBigInt64LE(BigInt(v), 8 * i));
@@ -35,7 +38,7 @@ const output = (name) => (j) => {
 const errorMentions = (re) => (j) => (re.test(j.error ?? "") ? null : `error ${JSON.stringify(j.error)} does not match ${re}`);
 const ROWS = [[72, 101, 108, 108], [111, 32, 119, 0]];
 
-export const PENDING_INFER_CASES = [
+export const INFER_CASES = [
   // --- JSON, success ----------------------------------------------------------------------------------------
   { name: "JSON infer, flat data, one output, id echoed", phase: "ready", status: 200, json: output("token_logprobs"),
     req: (c) => infer(c, { id: "req-1", inputs: [ids(ROWS)], outputs: [{ name: "token_logprobs" }] }) },
@@ -73,13 +76,48 @@ export const PENDING_INFER_CASES = [
     req: (c) => infer(c, { inputs: [{ ...ids(ROWS), datatype: "FP32" }] }) },
   { name: "400 shape disagrees with data", phase: "ready", status: 400, json: errorMentions(/shape|element/i),
     req: (c) => infer(c, { inputs: [{ ...ids(ROWS), shape: [2, 5] }] }) },
-  { name: "400 id out of range", phase: "ready", status: 400, json: errorMentions(/range|vocab/i),
+  { name: "400 id out of range", phase: "ready", status: 400, json: errorMentions(/range|vocab|outside/i),
     req: (c) => infer(c, { inputs: [ids([[1, 2, c.vocab + 5, 3]])] }) },
   { name: "400 binary_data_size disagrees with the body", phase: "ready", status: 400, requestInvalid: true,
     json: errorMentions(/binary|size/i),
     req: (c) => binaryRequest(`/v2/models/${c.model}/infer`, {
       inputs: [{ name: "input_ids", datatype: "INT64", shape: [2, 4], parameters: { binary_data_size: 64 } }] },
     [int64le(ROWS.flat()).subarray(0, 40)]) },
+  { name: "JSON infer, INT32 ids and BOOL mask (left padding), all outputs binary", phase: "ready", status: 200,
+    json: output("hidden_states"), headers: { "inference-header-content-length": /^\d+$/ },
+    req: (c) => infer(c, { parameters: { binary_data_output: true }, inputs: [
+      { name: "input_ids", datatype: "INT32", shape: [2, 3], data: [[0, 72, 105], [65, 66, 67]] },
+      { name: "attention_mask", datatype: "BOOL", shape: [2, 3], data: [[false, true, true], [true, true, true]] }] }) },
+  { name: "binary INT32 ids and BOOL mask, JSON outputs", phase: "ready", status: 200, json: output("logits"),
+    req: (c) => binaryRequest(`/v2/models/${c.model}/infer`, {
+      inputs: [{ name: "input_ids", datatype: "INT32", shape: [1, 4], parameters: { binary_data_size: 16 } },
+        { name: "attention_mask", datatype: "BOOL", shape: [1, 4], parameters: { binary_data_size: 4 } }],
+      outputs: [{ name: "logits" }] }, [int32le([72, 101, 108, 0]), Buffer.from([1, 1, 1, 0])]) },
+  { name: "400 nested data that does not follow the shape", phase: "ready", status: 400,
+    json: errorMentions(/nested|shape/i),
+    req: (c) => infer(c, { inputs: [{ ...ids(ROWS), data: [[72, 101, 108], [108, 111, 32, 119, 0, 1]] }] }) },
+  { name: "400 INT32 value out of range", phase: "ready", status: 400, json: errorMentions(/INT32/),
+    req: (c) => infer(c, { inputs: [{ ...ids([[1, 2, 3]]), datatype: "INT32", data: [1, 2, 4294967296] }] }) },
+  { name: "400 Inference-Header-Content-Length beyond the body", phase: "ready", status: 400, requestInvalid: true,
+    json: errorMentions(/Inference-Header-Content-Length/),
+    req: (c) => {
+      const r = binaryRequest(`/v2/models/${c.model}/infer`, {
+        inputs: [{ name: "input_ids", datatype: "INT64", shape: [1, 2], parameters: { binary_data_size: 16 } }] },
+      [int64le([1, 2])]);
+      r.headers["Inference-Header-Content-Length"] = String(r.body.length + 100);
+      return r;
+    } },
+  { name: "400 truncated binary BYTES", phase: "ready", status: 400, json: errorMentions(/runs past the end/),
+    req: (c) => {
+      const t = bytesTensor(["In the beginning"]).subarray(0, 10);
+      return binaryRequest(`/v2/models/${c.model}/infer`, {
+        inputs: [{ name: "text", datatype: "BYTES", shape: [1], parameters: { binary_data_size: t.length } }] }, [t]);
+    } },
+  { name: "413 response above --max_response_bytes", phase: "ready", status: 413, json: errorMentions(/max_response_bytes/),
+    req: (c) => infer(c, { inputs: [ids(Array.from({ length: 8 }, () => Array.from({ length: 512 }, (_, i) => 1 + i % 200)))],
+      outputs: [{ name: "logits" }] }) },
+  { name: "504 deadline (timeout 1 us)", phase: "ready", status: 504, json: errorMentions(/deadline/i),
+    req: (c) => infer(c, { parameters: { timeout: 1 }, inputs: [ids(ROWS)], outputs: [{ name: "embedding" }] }) },
   { name: "404 unknown model", phase: "ready", status: 404, json: errorMentions(/no-such-model/),
     req: () => post("/v2/models/no-such-model/infer", JSON.stringify({ inputs: [ids(ROWS)] })) },
   { name: "404 unknown version", phase: "ready", status: 404, json: errorMentions(/version|999/),
@@ -92,7 +130,7 @@ export const PENDING_INFER_CASES = [
       return post(`/v2/models/${c.model}/infer`,
         `{"inputs":[{"name":"input_ids","datatype":"INT64","shape":[1,${n}],"data":[${"1,".repeat(n - 1)}1]}]}`);
     } },
-  { name: "503 while draining, with Retry-After", phase: "draining", status: 503, json: errorMentions(/drain|unavailable/i),
+  { name: "503 while draining, with Retry-After", phase: "draining", status: 503, json: errorMentions(/drain|unavailable|shutting down/i),
     headers: { "retry-after": /^\d+$/ },
     req: (c) => infer(c, { inputs: [ids(ROWS)], outputs: [{ name: "embedding" }] }) },
 ];
