@@ -13,6 +13,7 @@ InferenceOptions ToInferenceOptions(const ServerConfig& c) {
   o.max_batch_tokens = c.batching.max_batch_tokens;
   o.max_batch_size = c.batching.max_batch_size;
   o.long_batch_tokens = c.batching.long_batch_tokens;
+  o.batch_fill_tokens = c.batching.batch_fill_tokens;
   o.length_ratio = c.batching.batch_length_ratio;
   o.memory_budget_bytes = c.batching.memory_budget_bytes;
   o.max_queue_delay = absl::Milliseconds(c.batching.max_queue_delay_ms);

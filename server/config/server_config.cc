@@ -113,6 +113,10 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "Batches above this many tokens are long; with >= 2 workers at most workers-1 long batches run at "
          "once, so short requests always find a worker. 0 = no reservation.")
       .Min(0);
+  f->Add("batch_fill_tokens", &c->batching.batch_fill_tokens,
+         "Most tokens in a batch of several documents (a longer document runs alone): bigger batches compute "
+         "no faster per token and leave other workers idle. 0 = --max_batch_tokens.")
+      .Min(0);
   f->Add("batch_length_ratio", &c->batching.batch_length_ratio,
          "Documents in one batch have lengths within this factor of each other.")
       .MinReal(1.0);

@@ -14,6 +14,7 @@ TEST(ComponentOptionsTest, DefaultsAgreeWithTheComponents) {
   EXPECT_EQ(i.workspace_budget_bytes, id.workspace_budget_bytes);
   EXPECT_EQ(i.max_batch_size, id.max_batch_size);
   EXPECT_EQ(i.long_batch_tokens, id.long_batch_tokens);
+  EXPECT_EQ(i.batch_fill_tokens, id.batch_fill_tokens);
   EXPECT_EQ(i.length_ratio, id.length_ratio);
   EXPECT_EQ(i.memory_budget_bytes, id.memory_budget_bytes);
   EXPECT_EQ(i.max_queue_delay, id.max_queue_delay);
