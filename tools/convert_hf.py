@@ -15,9 +15,9 @@ Output directory:
                          encoder.layers.{i}.lsh_rotations [heads, head_size, num_hashes, rotation_size/2]
                          float32, drawn exactly as HF does (torch.manual_seed(hash_seed) right before
                          each LSH layer's torch.randn). With num_buckets null the bucket count is
-                         resolved from --seq-len (HF's rule, SPEC 7.3); without it no rotations are
-                         written. Without hash_seed HF draws fresh random rotations every call, so there
-                         are none to export.
+                         resolved from --seq-len (HF's rule, engine-numerics §1.3); without it no
+                         rotations are written. Without hash_seed HF draws fresh random rotations
+                         every call, so there are none to export.
 Exit status 0 on success, 1 on a bad input (message on stderr).
 """
 

@@ -216,7 +216,7 @@ absl::StatusOr<ReformerConfig> ReformerConfig::FromJson(absl::string_view json_t
     c.architecture = j["architectures"][0].get<std::string>();
   }
 
-  // attn_layers (+ num_hidden_layers override, SPEC §1).
+  // attn_layers (+ num_hidden_layers override, engine-numerics §1.2).
   std::vector<std::string> names = {"local", "lsh", "local", "lsh", "local", "lsh"};
   if (j.contains("attn_layers") && !j["attn_layers"].is_null()) {
     const json& v = j["attn_layers"];

@@ -1,5 +1,5 @@
 // ReformerConfig: the fields of a Hugging Face `config.json` that matter for inference
-// (SPEC.md §1), with HF's defaults, parsed and validated once at load.
+// (engine-numerics §1), with HF's defaults, parsed and validated once at load.
 #pragma once
 
 #include <cstdint>
@@ -65,7 +65,7 @@ struct ReformerConfig {
   int64_t local_num_chunks_after = 0;
   int64_t num_hashes = 1;
   // Bucket factors: one element for an int `num_buckets`, several for a factorised list.
-  // When config.json says null, this is resolved at load (SPEC §7.3 rule applied to
+  // When config.json says null, this is resolved at load (engine-numerics §1.3 rule applied to
   // max_position_embeddings) and `num_buckets_auto` is true.
   std::vector<int64_t> num_buckets;
   bool num_buckets_auto = false;
@@ -87,20 +87,21 @@ struct ReformerConfig {
   // Total bucket count (product of factors) and rotation width (sum of factors, or nb for an int).
   int64_t total_buckets() const;
   int64_t rotation_size() const;
-  // lcm / min over the chunk lengths in use (SPEC §3).
+  // lcm / min over the chunk lengths in use (engine-numerics §4.1).
   int64_t chunk_lcm() const;
   int64_t chunk_min() const;
   // Longest document the model accepts, counted after internal padding: max_position_embeddings,
   // and with axial embeddings at most a0*a1 (HF checks both).
   int64_t context_length() const;
-  // Length after the engine's internal padding for a document of `t0` tokens (SPEC §3).
+  // Length after the engine's internal padding for a document of `t0` tokens
+  // (engine-numerics §4.1).
   int64_t PaddedLength(int64_t t0) const;
 
   // Parses config.json text. `source` (the file path) is named in every error.
   static absl::StatusOr<ReformerConfig> FromJson(absl::string_view json_text, absl::string_view source);
   static absl::StatusOr<ReformerConfig> FromFile(const std::string& path);
 
-  // HF's rule (SPEC §7.3) for num_buckets = null, applied to a padded length.
+  // HF's rule (engine-numerics §1.3) for num_buckets = null, applied to a padded length.
   static std::vector<int64_t> AutoNumBuckets(int64_t padded_length, int64_t lsh_chunk_length,
                                              int64_t max_position_embeddings);
 

@@ -88,7 +88,8 @@ PackedLayer PackedModel::PackLayer(const ReformerConfig& c, const LayerWeights& 
   const float* parts[3] = {lsh ? L.query_key.data : L.query.data, lsh ? L.value.data : L.key.data,
                            lsh ? nullptr : L.value.data};
   // An LSH layer's shared query/key projection stays float32 in every compute type: the bucket
-  // choice (SPEC §7.3) then sees float32 arithmetic from the layer's input on (docs/isa.md §3).
+  // choice (engine-numerics §7.3) then sees float32 arithmetic from the layer's input on
+  // (docs/isa.md §3).
   const ComputeType proj_ct = lsh ? ComputeType::kFloat32 : ct;
   for (int64_t h = 0; h < nh; ++h) {
     pl.head_proj.push_back(PackedWeight::Build(
@@ -272,7 +273,7 @@ absl::Status ForwardPass::Run() {
   out_->stats = RunStats();
   out_->stats.tokens = layout_.tokens;
   out_->stats.computed_rows = rows;
-  // Embeddings (SPEC §4): both streams start as x.
+  // Embeddings (engine-numerics §5.1): both streams start as x.
   WsBuffer<float> A(ws_, rows * H, kUninitialized), Z(ws_, rows * H, kUninitialized);
   ZeroPaddingRows(A.data(), H, H);
   Embed(A.data());
@@ -325,9 +326,10 @@ int ForwardPass::BucketSlot(int64_t li) {
   return slot;
 }
 
-// A += attention(LN(Z)) · attention.output.denseᵀ (SPEC §5 step 1). The projections of one group of
-// g heads at a time: one LayerNorm per tile, one matmul per head into that head's own [rows, ldp]
-// block (contiguous rows: the attention streams them); the merged output of all heads [rows, nh*dh].
+// A += attention(LN(Z)) · attention.output.denseᵀ (engine-numerics §5.2). The projections of one
+// group of g heads at a time: one LayerNorm per tile, one matmul per head into that head's own
+// [rows, ldp] block (contiguous rows: the attention streams them); the merged output of all heads
+// [rows, nh*dh].
 absl::Status ForwardPass::Attention(int64_t li, const float* z, float* a, int bucket_slot) {
   const int64_t H = c_.hidden_size, nh = c_.num_attention_heads, dh = c_.attention_head_size;
   const int64_t rows = layout_.rows, ldo = nh * dh;

@@ -1,4 +1,5 @@
-// The Reformer forward pass (SPEC §3-§9) over a ragged batch of documents, engine-internal.
+// The Reformer forward pass (engine-numerics §4-§9) over a ragged batch of documents,
+// engine-internal.
 //
 // Layout: the documents' (internally padded) tokens are laid out in the two residual streams A
 // and Z, [rows, H] (RowLayout). Dense matmuls (per-head projections, attention output, FFN, LM
@@ -69,7 +70,7 @@ struct ForwardDoc {
   const uint8_t* mask = nullptr;  // [padded_length] or null (no mask)
   int64_t padded_length = 0;      // T: multiple of the chunk lcm, or <= the smallest chunk
   int64_t output_length = 0;      // T0: outputs are produced for positions < T0
-  bool padding_bucket = false;    // SPEC §7.3: NB = nb + 1
+  bool padding_bucket = false;    // engine-numerics §7.4: NB = nb + 1
   OutputView dst;                 // where the requested outputs go (rows < T0)
 };
 

@@ -60,7 +60,7 @@ class SessionImpl final : public Session {
       fd.ids = ids.data() + off;
       fd.padded_length = padded[d];
       fd.output_length = t0;
-      // A document alone has a mask only when internal padding was added (SPEC §3).
+      // A document alone has a mask only when internal padding was added (engine-numerics §4.2).
       fd.mask = padded[d] > t0 ? masks.data() + off : nullptr;
       fd.padding_bucket = padded[d] > t0;
       fd.dst = dst[d];
@@ -112,7 +112,8 @@ class SessionImpl final : public Session {
       docs[b].mask = mask_exists ? masks.data() + b * T : nullptr;
       docs[b].padded_length = T;
       docs[b].output_length = T0;
-      docs[b].padding_bucket = any_pad;  // SPEC §7.3: "mask has padding" anywhere in the batch
+      // engine-numerics §7.4: "mask has padding" anywhere in the batch
+      docs[b].padding_bucket = any_pad;
       if (dst.logits) docs[b].dst.logits = dst.logits + b * T0 * V;
       if (dst.hidden_states) docs[b].dst.hidden_states = dst.hidden_states + b * T0 * H2;
     }

@@ -15,7 +15,7 @@
 namespace reformer {
 namespace {
 
-// Tensors that pre-4.31 checkpoints stored as persistent buffers; ignored (SPEC §2).
+// Tensors that pre-4.31 checkpoints stored as persistent buffers; ignored (engine-numerics §2.3).
 bool IsLegacyBuffer(const std::string& name) {
   return absl::EndsWith(name, "self_mask_value_float16") ||
          absl::EndsWith(name, "self_mask_value_float32") ||

@@ -1,4 +1,4 @@
-// ModelWeights: every parameter of a Reformer LM as float32, under HF names (SPEC §2).
+// ModelWeights: every parameter of a Reformer LM as float32, under HF names (engine-numerics §2).
 // Tensors point into the mmap'd model.safetensors (f32 files) or into owned buffers
 // (f16/bf16 converted at load). Immutable after load.
 #pragma once

@@ -79,11 +79,12 @@ class BlockScratch {
   WsBuffer<uint8_t> mem_;
 };
 
-// Score rows are masked (SPEC §7.5 / §8: padding keys and, when causal, later keys get MASK; in
-// LSH attention the query's own position gets SELF) and turned into exp(s - max) in place by
-// KernelTable::masked_softmax_row. lse = max + log(Σ exp(s - max)) in float32 as torch computes
+// Score rows are masked (engine-numerics §7.6 / §8: padding keys and, when causal, later keys get
+// MASK; in LSH attention the query's own position gets SELF) and turned into exp(s - max) in place
+// by KernelTable::masked_softmax_row. lse = max + log(Σ exp(s - max)) in float32 as torch computes
 // it; the probabilities exp(s - lse) are then exp(s - max) · exp(max - lse), so `scale` =
-// exp(max - lse). A fully masked row has lse == max == MASK exactly and scale 1 (SPEC §10.2).
+// exp(max - lse). A fully masked row has lse == max == MASK exactly and scale 1
+// (engine-numerics §9.2).
 static_assert(kMaskValue == -1e9f && kSelfMaskValue == -1e5f, "kernels_impl.inc uses these values");
 
 // One block on the calling thread: scores, masks, softmax, output rows; kRowGroup query rows at a
@@ -128,9 +129,9 @@ void AttendAll(BlockScratch* bs, int64_t t_len, int64_t dh, const float* q, int6
   AttendBlock(b, t_len, t_len, dh, causal, self_mask);
 }
 
-// The chunked attention both kinds share (SPEC §7.4-7.5, §8): slot s of the (for LSH: sorted)
-// sequence is position pos_of(s); chunk j's queries attend to the keys of chunks j - before ...
-// j + after, circularly. out_of(slot, pos) is where a query's output row goes, done(j, view)
+// The chunked attention both kinds share (engine-numerics §7.5-§7.6, §8): slot s of the (for LSH:
+// sorted) sequence is position pos_of(s); chunk j's queries attend to the keys of chunks j - before
+// ... j + after, circularly. out_of(slot, pos) is where a query's output row goes, done(j, view)
 // runs after chunk j. Chunks run on the OpenMP team; `cancel` is polled every kChunksPerPoll chunks.
 template <class PosOf, class OutOf, class Done>
 absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t before, int64_t after,
@@ -168,8 +169,9 @@ absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t 
   return absl::OkStatus();
 }
 
-// SPEC §7.6 / §10.1: out[t] = Σ_n o[n, t] · w[n, t], w[n, t] = exp(lse[n, t] - logsumexp_n(lse[., t])),
-// in float32, for any number of rounds (o is [nh, T, dh], lse [nh, T], round-major).
+// engine-numerics §7.7 / §9.1: out[t] = Σ_n o[n, t] · w[n, t], w[n, t] = exp(lse[n, t] -
+// logsumexp_n(lse[., t])), in float32, for any number of rounds (o is [nh, T, dh], lse [nh, T],
+// round-major).
 void CombineRounds(const float* o, const float* lse, int64_t nh, int64_t t_len, int64_t dh, float* out,
                    int64_t ld_out) {
   const auto axpy = kernels::Active().axpy;
@@ -213,7 +215,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
                               const float* rotations, const uint8_t* mask, float* out,
                               int64_t ld_out, int32_t* keys_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
-  // Shared-QK keys: knorm(u) = u / sqrt(mean(u^2) + 1e-6) / sqrt(dh)  (SPEC §7.1).
+  // Shared-QK keys: knorm(u) = u / sqrt(mean(u^2) + 1e-6) / sqrt(dh)  (engine-numerics §7.1).
   WsBuffer<float> knorm(ws, t_len * dh, kUninitialized);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
   const kernels::KernelTable& kt = kernels::Active();
@@ -224,7 +226,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
     kt.scale_div(u, dh, inv, sqrt_dh, knorm.data() + t * dh);
   }
 
-  if (t_len <= c) {  // SPEC §7.2: plain attention, self mask, no hashing.
+  if (t_len <= c) {  // engine-numerics §7.2: plain attention, self mask, no hashing.
     BlockScratch bs(ws, t_len, t_len, dh, 1);
     AttendAll(&bs, t_len, dh, qk, ld_qk, knorm.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
               /*self_mask=*/true);
@@ -238,7 +240,8 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
   WsBuffer<int32_t> keys(ws, n_slots, kUninitialized), perm(ws, n_slots, kUninitialized),
       counts(ws, nh * nkeys + 1, kUninitialized);
   {
-    // Hash projections r = qk · R (SPEC §7.3), on the unnormalised qk, in thread-local row blocks.
+    // Hash projections r = qk · R (engine-numerics §7.3), on the unnormalised qk, in thread-local
+    // row blocks.
     const int64_t width = nh * half;
     WsBuffer<float> rt(ws, static_cast<size_t>(Threads()) * kHashRows * width, kUninitialized);
 #pragma omp parallel for schedule(static)
@@ -279,7 +282,7 @@ absl::Status LocalAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const Local
                                 const float* v, int64_t ld_v, const uint8_t* mask, float* out,
                                 int64_t ld_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
-  // Keys divided by sqrt(dh) (SPEC §8, §10.6), once per position.
+  // Keys divided by sqrt(dh) (engine-numerics §8, §9.6), once per position.
   WsBuffer<float> ks(ws, t_len * dh, kUninitialized);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
   const kernels::KernelTable& kt = kernels::Active();

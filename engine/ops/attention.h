@@ -1,12 +1,14 @@
 // Reformer self-attention for one (document, head), blocked so that working memory is
-// O(seq_len * head_dim) plus one (hash round, chunk) block: LSH attention (SPEC §7) and local
-// attention (SPEC §8), including the plain full-attention path for seq_len <= chunk.
+// O(seq_len * head_dim) plus one (hash round, chunk) block: LSH attention (engine-numerics §7) and
+// local attention (engine-numerics §8), including the plain full-attention path for seq_len <=
+// chunk.
 //
 // Inputs are row-major [seq_len, head_dim] views with row strides; outputs are written to
 // `out` rows. Masks: `mask` (nullable) is [seq_len], 1 = real key, 0 = padding. Numerics follow
-// SPEC §6/§10: replaced fill values MASK = -1e9 and SELF = -1e5, softmax through a float32 lse.
-// Small products run through oneDNN (`ctx`, single-thread-confined). Working buffers are counted
-// in `ws`. `cancel` (may be empty) is polled between blocks: CANCELLED when it returns true.
+// engine-numerics §6, §9: replaced fill values MASK = -1e9 and SELF = -1e5, softmax through a
+// float32 lse. Small products run through oneDNN (`ctx`, single-thread-confined). Working buffers
+// are counted in `ws`. `cancel` (may be empty) is polled between blocks: CANCELLED when it returns
+// true.
 #pragma once
 
 #include <cstdint>

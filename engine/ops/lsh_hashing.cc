@@ -11,7 +11,8 @@ void ComputeBucketKeys(const float* r, int64_t ld_r, int64_t t0, int64_t rows, i
   const int64_t nb = spec.total();
   const int64_t half_total = spec.rotation_half();
   const int64_t nkeys = spec.num_keys_per_round();
-  const auto argmax_signed = kernels::Active().argmax_signed;  // SPEC §10.4: ties to the lowest index
+  // engine-numerics §9.4: ties to the lowest index
+  const auto argmax_signed = kernels::Active().argmax_signed;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t t = t0 + i;
     const float* row = r + i * ld_r;

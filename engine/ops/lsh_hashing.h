@@ -1,4 +1,4 @@
-// LSH bucketing and the stable round-major sort (SPEC §7.3, §7.4).
+// LSH bucketing and the stable round-major sort (engine-numerics §7.3-§7.5).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Row softmax through a log-sum-exp, exactly in SPEC §6's float32 form:
+// Row softmax through a log-sum-exp, exactly in engine-numerics §6.2's float32 form:
 //   m = max(s), lse = m + log(sum(exp(s - m))), p = exp(s - lse).
 #pragma once
 

@@ -1,4 +1,4 @@
-// ServerMetrics: the server's named Prometheus metric set (names per serving.md §2).
+// ServerMetrics: the server's named Prometheus metric set (names and labels: README.md, "Metrics").
 //
 // Built once in main on a registry main owns (no global registry) and borrowed by the gRPC layer
 // (RPC and request outcomes), the InferenceService (as its InferenceObserver: queue, batches,

@@ -1,5 +1,5 @@
-// Parity with the HF fixtures (SPEC.md): padded-batch mode against the top-level expectations
-// (logits and hidden states within 1e-4 at valid positions, LSH buckets identical) and
+// Parity with the HF fixtures (docs/engine-numerics.md): padded-batch mode against the top-level
+// expectations (logits and hidden states within 1e-4 at valid positions, LSH buckets identical) and
 // per-document mode against every solo/ row, or for a fixture without padding (f2) against its
 // rows (within 1e-4).
 #include <cmath>

@@ -1,5 +1,5 @@
-// Each op against a naive reference written straight from SPEC.md (double or plain float loops).
-// Tolerances are stated per test.
+// Each op against a naive reference written straight from docs/engine-numerics.md (double or plain
+// float loops). Tolerances are stated per test.
 #include <omp.h>
 
 #include <algorithm>
@@ -97,7 +97,8 @@ TEST(KernelExp, MatchesStdExpWithin3UlpOnEveryLevel) {
       worst = std::max(worst, std::abs(out[i] - ref) / ref);
     }
     EXPECT_LT(worst, 3.6e-7) << IsaName(t->isa);  // ~3 ulp
-    // exp(0) == 1 exactly (SPEC §10.2); MASK - max underflows to 0; tails of every length.
+    // exp(0) == 1 exactly (engine-numerics §9.2); MASK - max underflows to 0; tails of every
+    // length.
     for (int64_t n = 1; n <= 37; ++n) {
       std::vector<float> zeros(n, 0.f), e(n, -1.f), masked(n, -1e9f);
       EXPECT_EQ(t->exp_shift_sum(zeros.data(), 0.f, e.data(), n), static_cast<float>(n)) << IsaName(t->isa);
@@ -182,7 +183,7 @@ TEST(Softmax, LseFormMatchesNaive) {
     EXPECT_NEAR(lse[r], l, 1e-5);
     for (int64_t j = 0; j < cols; ++j) EXPECT_NEAR(s[r * cols + j], std::exp(orig[r * cols + j] - l), 1e-6);
   }
-  // SPEC §10.2: a fully masked row gives p = 1 everywhere.
+  // engine-numerics §9.2: a fully masked row gives p = 1 everywhere.
   std::vector<float> masked(cols, kMaskValue);
   float l;
   LseSoftmaxRows(masked.data(), 1, cols, cols, &l, scratch.data());
@@ -498,7 +499,7 @@ TEST(SmallGemm, ToleranceDetectsOneMissingTerm) {
   EXPECT_GT(caught, total * 9 / 10);
 }
 
-// ---- Naive attention references (SPEC §7, §8), float scores, double softmax sums. ----
+// ---- Naive attention references (engine-numerics §7, §8), float scores, double softmax sums. ----
 
 struct NaiveInput {
   int64_t T, dh;
@@ -723,7 +724,8 @@ TEST_P(AttentionTest, LocalMatchesNaive) {
                                  in.mask.empty() ? nullptr : in.mask.data(), out.data(), ld_out, {})
                   .ok());
   std::vector<float> ref = NaiveLocal(in, k, p);
-  // Fully masked rows sum their window's values (SPEC §10.2): compare relative to magnitude.
+  // Fully masked rows sum their window's values (engine-numerics §9.2): compare relative to
+  // magnitude.
   float worst = 0;
   int gap_written = 0;
   for (int64_t t = 0; t < ac.T; ++t) {

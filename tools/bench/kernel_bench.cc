@@ -116,7 +116,7 @@ void AttentionProducts(const Shape& sh, reformer::DnnlContext* ctx) {
   }
 }
 
-// LSH hash projections r = qk · R for 64 rows (SPEC §7.3).
+// LSH hash projections r = qk · R for 64 rows (engine-numerics §7.3).
 void HashProjection(const char* name, int64_t dh, int64_t width, reformer::DnnlContext* ctx) {
   const int64_t m = 64;
   std::vector<float> a = Rand(m * dh, 5), r = Rand(dh * width, 6), c(m * width);

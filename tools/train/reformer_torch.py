@@ -1,4 +1,4 @@
-"""A small PyTorch Reformer that computes what /work/shared/reformer/SPEC.md describes.
+"""A small PyTorch Reformer that computes what docs/engine-numerics.md describes.
 
 Used to train the bundled default model and as an independent float32 reference for the C++ engine.
 Parameter names are the Hugging Face ones (``model.state_dict()`` keys equal the checkpoint keys), so
@@ -164,7 +164,7 @@ def rotation_size(num_buckets):
 
 
 def resolve_num_buckets(cfg, padded_len):
-    """HF's rule for num_buckets: null (section 7.3)."""
+    """HF's rule for num_buckets: null (engine-numerics §1.3)."""
     c = cfg["lsh_attn_chunk_length"]
     p = (2 * (padded_len // c)).bit_length() - 1
     nb = 2 ** p
@@ -291,7 +291,7 @@ class LSHSelfAttention(nn.Module):
         b, t, _ = y.shape
         qk = _split_heads(self.query_key(y), self.nh, self.dh)
         v = _split_heads(self.value(y), self.nh, self.dh)
-        if t <= self.chunk:  # section 7.2: plain attention, no hashing
+        if t <= self.chunk:  # engine-numerics §7.2: plain attention, no hashing
             s = torch.matmul(qk, self._knorm(qk).transpose(-1, -2))  # [B, nh, T, T]
             idx = torch.arange(t)
             if mask is not None:
@@ -481,7 +481,7 @@ class ReformerLM(nn.Module):
         return ls
 
     def forward(self, ids, attention_mask=None, debug=None, return_hidden=False):
-        """ids [B, T0] long -> logits [B, T0, V] float32 (section 3-9)."""
+        """ids [B, T0] long -> logits [B, T0, V] float32 (engine-numerics §4-§9)."""
         b, t0 = ids.shape
         ls = self._chunk_lengths()
         lcm = ls[0]

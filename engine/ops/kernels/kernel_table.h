@@ -65,7 +65,7 @@ struct KernelTable {
   // bt[p][j] = b_rows[j][p] for j < n, p < k (leading dimension ldb).
   void (*pack_transposed)(int64_t n, int64_t k, const float* const* b_rows, float* bt, int64_t ldb);
 
-  // ---- softmax / log-sum-exp (SPEC §6 float32 form) ----
+  // ---- softmax / log-sum-exp (engine-numerics §6.2 float32 form) ----
   float (*max_of)(const float* x, int64_t n);
   // dst[i] = exp(src[i] - shift) (dst may be src); returns Σ dst.
   float (*exp_shift_sum)(const float* src, float shift, float* dst, int64_t n);
@@ -74,11 +74,11 @@ struct KernelTable {
   void (*masked_softmax_row)(float* s, int64_t n, int32_t qp, const int32_t* kpos, const int32_t* kvalid,
                              bool causal, bool self_mask, float* lse, float* scale);
 
-  // ---- LayerNorm (SPEC §5) of the concatenation x0[0..n0) ++ x1[0..n1) (n1 may be 0) ----
+  // ---- LayerNorm (engine-numerics §5.3) of the concatenation x0[0..n0) ++ x1[0..n1) (n1 may be 0) ----
   void (*layer_norm_row)(const float* x0, int64_t n0, const float* x1, int64_t n1, const float* gamma,
                          const float* beta, float eps, float* y);
 
-  // ---- LSH hashing (SPEC §7.3, §10.4): argmax over concat(x, -x), ties to the lowest index ----
+  // ---- LSH hashing (engine-numerics §7.3, §9.4): argmax over concat(x, -x), ties to the lowest index ----
   int64_t (*argmax_signed)(const float* x, int64_t half);
 
   // ---- attention helpers ----

@@ -1,6 +1,7 @@
-"""The PyTorch Reformer used for training reproduces the HF parity fixtures (SPEC.md) to 1e-4:
-every fixture's batched expected logits (with attention masks, internal padding, factorised and
-auto-resolved buckets, bidirectional look-ahead) and every solo row, plus the LSH buckets."""
+"""The PyTorch Reformer used for training reproduces the HF parity fixtures
+(docs/engine-numerics.md) to 1e-4: every fixture's batched expected logits (with attention masks,
+internal padding, factorised and auto-resolved buckets, bidirectional look-ahead) and every solo
+row, plus the LSH buckets."""
 
 import json
 import os
