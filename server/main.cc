@@ -2,13 +2,15 @@
 // what the configuration means is decided in server/config (one tree, resolved in one place).
 //
 // Order: configuration (flags + REFORMER_* environment) -> credentials (tokens, TLS files: a bad
-// one stops the start before the model loads) -> model -> resolved configuration ->
-// metrics registry -> InferenceService (workers) -> gRPC services + health + reflection, HTTP
-// endpoints -> credential poller (rotation) -> warm-up forward -> READY -> wait for SIGTERM/SIGINT
-// -> DRAINING (readiness
-// NOT_SERVING at once, new requests UNAVAILABLE) -> wait for queued/running work up to
-// --drain_timeout_s -> answer leftovers, stop workers -> stop gRPC, HTTP -> exit 0. Everything is
-// owned by Components and destroyed in reverse order of construction.
+// one stops the start before the model loads) -> model -> resolved configuration -> metrics
+// registry -> InferenceService (forward workers) -> GenerationService (generation workers, on the
+// same memory budget) -> gRPC services + health + reflection, HTTP endpoints -> credential poller
+// (rotation) -> warm-up forward -> READY -> wait for SIGTERM/SIGINT -> DRAINING (readiness
+// NOT_SERVING at once, new requests and generations UNAVAILABLE) -> wait for queued/running work
+// and running generations up to --drain_timeout_s -> end leftovers (generations still streaming
+// get UNAVAILABLE), stop workers -> stop gRPC (calls still open, e.g. streams whose clients do not
+// read, are cancelled after a short grace), HTTP -> exit 0. Everything is owned by Components and
+// destroyed in reverse order of construction.
 //
 // Signals: SIGTERM/SIGINT are blocked in every thread (the mask is set before any thread starts)
 // and taken synchronously by the main thread with sigwait: no handler, no global state.
@@ -80,6 +82,8 @@ ServedModel Describe(const ReformerModel& model, const std::string& name, int64_
   ServedModel served;
   served.name = name;
   served.config = model.config();
+  served.compute_type = ComputeTypeName(model.compute_type());
+  served.isa = EngineIsaSummary();
   served.tokenizer = model.tokenizer();
   served.tokenizer_name = model.tokenizer() != nullptr ? model.tokenizer()->Name() : "";
   served.rotations_source = model.rotations_source();
@@ -150,6 +154,7 @@ struct Components {
   HealthState health;
   Credentials credentials;
   std::unique_ptr<InferenceService> inference;
+  std::unique_ptr<GenerationService> generation;  // null: no generation (--generate_workers=0)
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<TlsReloader> tls_reloader;
@@ -158,6 +163,7 @@ struct Components {
   // Stops what was started, in reverse order; safe after a partial start.
   void Stop(absl::Duration grpc_grace) {
     poller.reset();
+    if (generation) generation->Shutdown();  // ends every stream (UNAVAILABLE), joins its workers
     if (inference) inference->Shutdown();  // answers anything left, joins the workers
     // Every inference RPC has its answer by now; what is left (idle streams, calls racing the
     // close) is cancelled quickly.
@@ -165,6 +171,29 @@ struct Components {
     http.reset();
   }
 };
+
+// The generation workers, on the forward workers' memory budget. A CPU the decoder cannot run on
+// (FAILED_PRECONDITION) leaves the server without generation rather than without a server.
+absl::Status StartGeneration(const ServerConfig& config, const std::shared_ptr<const ReformerModel>& model,
+                             Components* c) {
+  if (config.generate.workers == 0 || !model->config().is_decoder) {
+    LOG_INFO("generation off (", config.generate.workers == 0 ? "--generate_workers=0" : "the model is not causal",
+             ")");
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<GenerationService>> generation = GenerationService::Create(
+      model, ToGenerationOptions(config), c->inference->memory_budget(), &c->clock, c->metrics.get());
+  if (absl::IsFailedPrecondition(generation.status())) {
+    LOG_WARNING("generation is not available: ", generation.status().message());
+    return absl::OkStatus();
+  }
+  if (!generation.ok()) {
+    return absl::Status(generation.status().code(),
+                        absl::StrCat("cannot start the generation workers: ", generation.status().message()));
+  }
+  c->generation = *std::move(generation);
+  return absl::OkStatus();
+}
 
 // Re-reads the token and TLS files every --credentials_poll_interval_s (rotation without restart).
 void StartCredentialPoller(const SecurityConfig& config, Components* c) {
@@ -200,14 +229,16 @@ absl::Status StartComponents(const ServerConfig& config, std::shared_ptr<const R
                              const ServedModel& served, Components* c) {
   c->metrics = std::make_unique<ServerMetrics>(&c->registry, ToMetricsOptions(config, served, REFORMER_VERSION));
   absl::StatusOr<std::unique_ptr<InferenceService>> inference =
-      InferenceService::Create(std::move(model), ToInferenceOptions(config), &c->clock, c->metrics.get());
+      InferenceService::Create(model, ToInferenceOptions(config), &c->clock, c->metrics.get());
   if (!inference.ok()) {
     return absl::Status(inference.status().code(),
                         absl::StrCat("cannot start the inference workers: ", inference.status().message()));
   }
   c->inference = *std::move(inference);
+  if (absl::Status s = StartGeneration(config, model, c); !s.ok()) return s;
   ServiceEnv env;
   env.inference = c->inference.get();
+  env.generation = c->generation.get();
   env.model = &served;
   env.health = &c->health;
   env.metrics = c->metrics.get();
@@ -248,8 +279,12 @@ void ServeUntilSignal(const ServerConfig& config, const sigset_t& signals, Compo
   const absl::Time drain_start = absl::Now();
   c->health.StartDraining();
   c->inference->StartDraining();
-  const bool idle = c->inference->WaitIdle(absl::Seconds(config.shutdown.drain_timeout_s));
+  if (c->generation) c->generation->StartDraining();
+  const absl::Time drain_deadline = drain_start + absl::Seconds(config.shutdown.drain_timeout_s);
+  bool idle = c->inference->WaitIdle(drain_deadline - absl::Now());
+  if (c->generation) idle = c->generation->WaitIdle(drain_deadline - absl::Now()) && idle;
   LOG_INFO(idle ? "drained: no work left" : "drain timeout: answering what is left");
+  if (c->generation) c->generation->Shutdown();
   c->inference->Shutdown();
   const absl::Duration min_drain = absl::Seconds(config.shutdown.drain_min_s);
   if (absl::Now() - drain_start < min_drain) absl::SleepFor(min_drain - (absl::Now() - drain_start));

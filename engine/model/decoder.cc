@@ -197,6 +197,12 @@ class Decoder::Impl {
                        const CancelFn& cancel, const BetweenLayersFn& between);
   absl::Status Step(absl::Span<DecodeState* const> seqs, absl::Span<const int32_t> tokens,
                     absl::Span<float* const> logits, const CancelFn& cancel);
+  size_t ReleaseWorkspace() {
+    const size_t cached = ws_.cached_bytes();
+    ws_.Trim();
+    return cached;
+  }
+  size_t retained_workspace_bytes() const { return ws_.cached_bytes(); }
 
  private:
   absl::Status Forward(absl::Span<DecodeState* const> seqs, const std::vector<int64_t>& lengths,
@@ -592,6 +598,9 @@ absl::Status Decoder::Step(absl::Span<DecodeState* const> seqs, absl::Span<const
                            absl::Span<float* const> logits, const CancelFn& cancel) {
   return impl_->Step(seqs, tokens, logits, cancel);
 }
+
+size_t Decoder::ReleaseWorkspace() { return impl_->ReleaseWorkspace(); }
+size_t Decoder::retained_workspace_bytes() const { return impl_->retained_workspace_bytes(); }
 
 size_t Decoder::EstimateStepBytes(const ReformerConfig& c, int64_t n, int num_threads) {
   const size_t rows = sizeof(float) * n * StepRowFloats(c);  // StepRows (RowGemm's rows included)

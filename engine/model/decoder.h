@@ -109,6 +109,12 @@ class Decoder {
   // Working bytes of a Step over n cached sequences (beyond the states themselves).
   static size_t EstimateStepBytes(const ReformerConfig& config, int64_t n, int num_threads);
 
+  // As Session's (engine_api.h): between calls the decoder keeps the forward working memory of its
+  // last prompt pass or recompute step (at most that forward's planned peak) for the next one;
+  // ReleaseWorkspace returns it to the OS (a server does so when it goes idle) and returns the bytes.
+  size_t ReleaseWorkspace();
+  size_t retained_workspace_bytes() const;
+
  private:
   class Impl;
   explicit Decoder(std::unique_ptr<Impl> impl);

@@ -95,6 +95,9 @@ absl::Status SchedulerOptions::Validate() const {
   if (!(length_ratio >= 1.0)) {
     return absl::InvalidArgumentError(absl::StrFormat("length_ratio must be >= 1, got %g", length_ratio));
   }
+  if (batch_fill_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("batch_fill_tokens must be >= 0, got %d", batch_fill_tokens));
+  }
   if (priority_aging < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat("priority_aging must be >= 0, got ",
                                                    absl::FormatDuration(priority_aging)));
@@ -520,6 +523,10 @@ bool BatchScheduler::WalkClass(Plan* plan, int rank, const LengthSet& docs) {
 bool BatchScheduler::PlanBatch(const DocEntry& head, Plan* plan) {
   plan->head = head;
   if (!TryAdd(plan, &StateOf(head.ticket), head)) return false;
+  // Batch fill (class comment): batch mates only up to batch_fill_tokens; the head always fits.
+  if (options_.batch_fill_tokens > 0) {
+    plan->cap = std::max(head.tokens, std::min(plan->cap, options_.batch_fill_tokens));
+  }
   int64_t classes = 0;
   for (auto cls = queue_.ClassesBegin(head.key); queue_.IsClassOf(cls, head.key); ++cls, ++ops_) {
     if (++classes > options_.max_batch_size) break;

@@ -23,6 +23,14 @@
 // cancellations or more than max_batch_size priority levels, batches are exactly those of the former
 // scan of the whole queue (tests/server/batching_scheduler_test.cc keeps it as the reference).
 //
+// Batch fill. Batching buys matmul efficiency only up to a few thousand rows; beyond that a bigger
+// batch computes no faster per token, but it holds all its requests until its slowest document is done
+// and leaves the other workers idle once the queue runs dry (16 closed-loop clients of 512-16,384-token
+// documents: 24 documents ran in 9 batches, p90 latency = the run's length; docs/results/load.md).
+// So documents join a batch only while it stays within batch_fill_tokens (the server sets it to
+// long_batch_tokens: batches of several documents are never long); a single document above it forms
+// a batch of its own.
+//
 // Long documents do not starve short ones. A batch of more than `long_batch_tokens` tokens is "long".
 // With W >= 2 workers at most W-1 long batches run at once: the remaining worker only forms batches of
 // at most long_batch_tokens tokens. Latency bound for a document of at most long_batch_tokens tokens at
@@ -127,6 +135,9 @@ struct SchedulerOptions {
   int num_workers = 1;                           // workers calling NextBatch concurrently
   int64_t long_batch_tokens = 16384;             // batches above this are "long"; 0 = no reservation
   double length_ratio = 4.0;                     // max/min document length within a batch (>= 1)
+  // A batch of several documents holds at most this many tokens (a longer document still runs alone,
+  // up to max_batch_tokens); 0 = max_batch_tokens. See "Batch fill" in the class comment.
+  int64_t batch_fill_tokens = 0;
   // A request queued this long heads the queue as if it had the highest priority (by arrival);
   // InfiniteDuration() = strict priorities (lower ones may starve), ZeroDuration() = plain FIFO heads.
   absl::Duration priority_aging = absl::Seconds(10);

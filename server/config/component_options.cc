@@ -13,6 +13,7 @@ InferenceOptions ToInferenceOptions(const ServerConfig& c) {
   o.max_batch_tokens = c.batching.max_batch_tokens;
   o.max_batch_size = c.batching.max_batch_size;
   o.long_batch_tokens = c.batching.long_batch_tokens;
+  o.batch_fill_tokens = c.batching.batch_fill_tokens;
   o.length_ratio = c.batching.batch_length_ratio;
   o.memory_budget_bytes = c.batching.memory_budget_bytes;
   o.max_queue_delay = absl::Milliseconds(c.batching.max_queue_delay_ms);
@@ -21,6 +22,20 @@ InferenceOptions ToInferenceOptions(const ServerConfig& c) {
   o.priority_aging = absl::Seconds(c.batching.priority_aging_s);
   o.max_tokens_per_request = c.limits.max_tokens_per_request;
   o.max_response_bytes = c.limits.max_response_bytes;
+  return o;
+}
+
+GenerationOptions ToGenerationOptions(const ServerConfig& c) {
+  GenerationOptions o;
+  o.workers = c.generate.workers;
+  o.threads_per_worker = c.generate.threads_per_worker;
+  o.workspace_budget_bytes = c.workers.workspace_budget_bytes;
+  o.max_active = c.generate.max_active;
+  o.max_prefill_tokens = c.generate.max_prefill_tokens;
+  o.max_waiting = c.generate.max_waiting;
+  o.max_unsent = c.generate.max_unsent;
+  o.stalled_timeout = absl::Seconds(c.generate.stalled_timeout_s);
+  o.priority_aging = absl::Seconds(c.batching.priority_aging_s);
   return o;
 }
 

@@ -9,6 +9,7 @@
 #include "server/config/server_config.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
+#include "server/inference/generation_service.h"
 #include "server/inference/inference_service.h"
 #include "server/metrics/server_metrics.h"
 #include "server/request/served_model.h"
@@ -16,6 +17,7 @@
 namespace reformer::serving {
 
 InferenceOptions ToInferenceOptions(const ServerConfig& c);
+GenerationOptions ToGenerationOptions(const ServerConfig& c);
 GrpcServerOptions ToGrpcServerOptions(const ServerConfig& c);
 HttpOptions ToHttpOptions(const ServerConfig& c);
 ServiceLimits ToServiceLimits(const ServerConfig& c);

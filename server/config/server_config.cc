@@ -113,6 +113,10 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "Batches above this many tokens are long; with >= 2 workers at most workers-1 long batches run at "
          "once, so short requests always find a worker. 0 = no reservation.")
       .Min(0);
+  f->Add("batch_fill_tokens", &c->batching.batch_fill_tokens,
+         "Most tokens in a batch of several documents (a longer document runs alone): bigger batches compute "
+         "no faster per token and leave other workers idle. 0 = --max_batch_tokens.")
+      .Min(0);
   f->Add("batch_length_ratio", &c->batching.batch_length_ratio,
          "Documents in one batch have lengths within this factor of each other.")
       .MinReal(1.0);
@@ -132,6 +136,32 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "A request queued this long is ordered as if it had the highest priority (by arrival), so lower "
          "priorities cannot starve. 0 = arrival order only.")
       .MinReal(0)
+      .Meta("SECONDS");
+  // Generation.
+  f->Add("generate_workers", &c->generate.workers,
+         "Generation worker threads (Generate, HTTP generate), each with its own engine decoder, beside the "
+         "forward workers; each steps all its running sequences together. 0 = no generation.")
+      .Range(0, kMaxThreads);
+  f->Add("generate_threads_per_worker", &c->generate.threads_per_worker,
+         "OpenMP threads per generation worker. 0 = CPUs / --generate_workers.")
+      .Range(0, kMaxThreads);
+  f->Add("generate_max_active", &c->generate.max_active,
+         "Most sequences a generation worker runs at once (one decoding step advances all of them); more "
+         "wait in the queue.")
+      .Range(1, 4096);
+  f->Add("generate_max_prefill_tokens", &c->generate.max_prefill_tokens,
+         "Most prompt tokens of one prompt pass (several new prompts share one; a longer prompt runs alone).")
+      .Min(1);
+  f->Add("generate_max_waiting", &c->generate.max_waiting,
+         "Generation requests waiting for memory or a free slot beyond which new ones get UNAVAILABLE.")
+      .Min(1);
+  f->Add("generate_max_unsent", &c->generate.max_unsent,
+         "Per generation stream: messages not yet taken by the client before its sequence pauses (it keeps "
+         "its cache and makes no tokens until the client reads).")
+      .Min(1);
+  f->Add("generate_stalled_timeout_s", &c->generate.stalled_timeout_s,
+         "A generation stream paused this long (its client reads nothing) is cancelled and its cache freed.")
+      .MinReal(0.001)
       .Meta("SECONDS");
   // Request limits.
   f->Add("max_tokens_per_request", &c->limits.max_tokens_per_request,
@@ -272,6 +302,9 @@ absl::Status ResolveServerConfig(const ResolveFacts& facts, ServerConfig* c) {
         "--model_name '", c->model.name, "' is not a usable model name (empty, or contains '/' or spaces)"));
   }
   ResolveThreads(facts.cpus, &c->workers.workers, &c->workers.threads_per_worker);
+  if (c->generate.threads_per_worker == 0) {
+    c->generate.threads_per_worker = std::max(1, facts.cpus / std::max(1, c->generate.workers));
+  }
   if (c->batching.max_batch_tokens == 0) c->batching.max_batch_tokens = std::max<int64_t>(65536, facts.context);
   if (c->limits.max_tokens_per_request == 0) {
     c->limits.max_tokens_per_request = std::min(8 * facts.context, kMaxTokensPerRequest);
@@ -294,10 +327,12 @@ absl::Status ResolveServerConfig(const ResolveFacts& facts, ServerConfig* c) {
 std::string DescribeResolved(const ServerConfig& c, int cpus) {
   return absl::StrFormat(
       "cpus %d: %d workers x %d threads; max_batch_tokens %d, max_batch_size %d, long_batch_tokens %d, "
-      "memory_budget_bytes %d, max_tokens_per_request %d, max_response_bytes %d",
+      "memory_budget_bytes %d, max_tokens_per_request %d, max_response_bytes %d; generation: %d workers x "
+      "%d threads",
       cpus, c.workers.workers, c.workers.threads_per_worker, c.batching.max_batch_tokens,
       c.batching.max_batch_size, c.batching.long_batch_tokens, c.batching.memory_budget_bytes,
-      c.limits.max_tokens_per_request, c.limits.max_response_bytes);
+      c.limits.max_tokens_per_request, c.limits.max_response_bytes, c.generate.workers,
+      c.generate.threads_per_worker);
 }
 
 }  // namespace reformer::serving

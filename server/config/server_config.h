@@ -81,12 +81,25 @@ struct BatchingConfig {
   int64_t max_batch_tokens = 0;  // 0 = max(65536, context)
   int64_t max_batch_size = 32;
   int64_t long_batch_tokens = 16384;  // 0 = no reservation for short work
+  int64_t batch_fill_tokens = 16384;  // most tokens in a batch of several documents; 0 = max_batch_tokens
   double batch_length_ratio = 4.0;
   int64_t memory_budget_bytes = int64_t{4} << 30;
   int64_t max_queue_delay_ms = 5;
   int64_t max_queue_requests = 1024;
   int64_t max_queue_tokens = int64_t{4} << 20;
   double priority_aging_s = 10;
+};
+
+// Generation (reformer.v1 Generate, HTTP generate): its own worker threads, each with an engine
+// Decoder (server/inference/generation_service.h).
+struct GenerateConfig {
+  int workers = 1;             // 0 = no generation
+  int threads_per_worker = 0;  // 0 = CPUs / generate workers
+  int64_t max_active = 64;
+  int64_t max_prefill_tokens = 65536;
+  int64_t max_waiting = 1024;
+  int64_t max_unsent = 16;
+  double stalled_timeout_s = 60;
 };
 
 struct LimitsConfig {
@@ -114,6 +127,7 @@ struct ServerConfig {
   HttpConfig http;
   WorkerConfig workers;
   BatchingConfig batching;
+  GenerateConfig generate;
   LimitsConfig limits;
   ShutdownConfig shutdown;
   SecurityConfig security;

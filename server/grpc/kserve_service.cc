@@ -139,6 +139,8 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
     response->set_name(kServerName);
     response->set_version(kServerVersion);
     for (const char* extension : ServerExtensions()) response->add_extensions(extension);
+    response->set_compute_type(env_.model->compute_type);
+    response->set_isa(env_.model->isa);
     return absl::OkStatus();
   });
 }

@@ -9,6 +9,7 @@
 #include "engine/base/status_macros.h"
 #include "engine/model/tokenizer.h"
 #include "server/batching/clock.h"
+#include "server/grpc/generate_reactor.h"
 #include "server/grpc/rpc_reactors.h"
 #include "server/request/exception_status.h"
 #include "server/request/validate.h"
@@ -188,6 +189,9 @@ grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerC
     response->set_tokenizer(m.tokenizer_name);
     response->set_rotations_source(m.rotations_source);
     response->set_num_hashes(m.config.num_hashes);
+    response->set_compute_type(m.compute_type);
+    response->set_isa(m.isa);
+    response->set_max_new_tokens(m.config.is_decoder ? m.context() - 1 : 0);
     return absl::OkStatus();
   });
 }
@@ -200,6 +204,11 @@ grpc::ServerUnaryReactor* ReformerApiService::Tokenize(grpc::CallbackServerConte
     if (!status.ok()) response->Clear();
     return status;
   });
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* ReformerApiService::Generate(
+    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+  return NewGenerateReactor(env_, ctx, request);
 }
 
 // The ids of every text; the total is held to max_tokens_per_request (the response is its size).

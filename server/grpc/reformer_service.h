@@ -1,4 +1,5 @@
-// reformer.v1.ReformerService (Score, Embed, GetModelInfo, Tokenize) on the callback API.
+// reformer.v1.ReformerService (Score, Embed, GetModelInfo, Tokenize, Generate) on the callback API.
+// Generate is a server stream (generate_reactor.h) on the GenerationService.
 // Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone. They
 // are decoded into the request object (server/request) and checked once by Validate. Status codes:
 // see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
@@ -25,6 +26,8 @@ class ReformerApiService final : public reformer::v1::ReformerService::CallbackS
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const reformer::v1::TokenizeRequest* request,
                                      reformer::v1::TokenizeResponse* response) override;
+  grpc::ServerWriteReactor<reformer::v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const reformer::v1::GenerateRequest* request) override;
 
  private:
   absl::Status TokenizeTexts(const reformer::v1::TokenizeRequest& request,

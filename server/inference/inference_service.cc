@@ -44,9 +44,10 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(
     return std::unique_ptr<DocumentRunner>(new SessionRunner(std::move(session)));
   };
   ServiceMemory memory;
-  // Working memory excludes the outputs: they are caller memory, reserved per request (below).
+  // Working memory excludes the outputs: they are caller memory, reserved per request (below). The
+  // model's overload counts the activation conversion buffers of a bfloat16 or int8 model too.
   memory.working = [model, session_options](absl::Span<const int64_t> lengths, uint32_t outputs) {
-    return EstimatePeakWorkingBytes(model->config(), lengths, outputs, session_options);
+    return EstimatePeakWorkingBytes(*model, lengths, outputs, session_options);
   };
   memory.output = [model](int64_t length, uint32_t outputs) {
     const int64_t one[1] = {length};

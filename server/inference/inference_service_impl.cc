@@ -415,6 +415,10 @@ absl::Status InferenceOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("--long_batch_tokens must be >= 0 (0 = no reservation), got %d", long_batch_tokens));
   }
+  if (batch_fill_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--batch_fill_tokens must be >= 0 (0 = --max_batch_tokens), got %d", batch_fill_tokens));
+  }
   if (!(length_ratio >= 1.0)) {
     return absl::InvalidArgumentError(absl::StrFormat("--batch_length_ratio must be >= 1, got %g", length_ratio));
   }
@@ -442,6 +446,7 @@ SchedulerOptions ToSchedulerOptions(const InferenceOptions& options, const Model
   s.max_document_tokens = limits.context;
   s.num_workers = options.workers;
   s.long_batch_tokens = options.long_batch_tokens;
+  s.batch_fill_tokens = options.batch_fill_tokens;
   s.length_ratio = options.length_ratio;
   s.priority_aging = options.priority_aging;
   return s;

@@ -57,6 +57,10 @@ std::vector<double> ServerMetrics::SecondsBuckets() {
           1,     2.5,    5,     10,   30,    60,   120,  300, 600};
 }
 
+std::vector<double> ServerMetrics::TokenIntervalBuckets() {
+  return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10};
+}
+
 std::vector<double> ServerMetrics::PowerOfTwoBuckets(double first, double last) {
   std::vector<double> out;
   double b = std::max(1.0, first);
@@ -143,6 +147,31 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
                             .Help("Real tokens computed by the engine for answered requests.")
                             .Register(*registry)
                             .Add({})),
+      time_to_first_token_(BuildHistogram()
+                               .Name("reformer_generate_time_to_first_token_seconds")
+                               .Help("Generate: from receipt to the first new token (queue + prompt pass).")
+                               .Register(*registry)
+                               .Add({}, SecondsBuckets())),
+      time_per_output_token_(BuildHistogram()
+                                 .Name("reformer_generate_time_per_output_token_seconds")
+                                 .Help("Generate: time between two consecutive tokens of a stream.")
+                                 .Register(*registry)
+                                 .Add({}, TokenIntervalBuckets())),
+      generated_tokens_(BuildCounter()
+                            .Name("reformer_generated_tokens_total")
+                            .Help("New tokens generated (all streams).")
+                            .Register(*registry)
+                            .Add({})),
+      active_sequences_(BuildGauge()
+                            .Name("reformer_generate_active_sequences")
+                            .Help("Generation sequences running or in their prompt pass (not waiting).")
+                            .Register(*registry)
+                            .Add({})),
+      cache_bytes_(BuildGauge()
+                       .Name("reformer_generate_cache_bytes")
+                       .Help("Bytes of the memory budget held by generation caches.")
+                       .Register(*registry)
+                       .Add({})),
       grpc_started_(BuildCounter()
                         .Name("grpc_server_started_total")
                         .Help("RPCs started on the server.")
@@ -265,6 +294,20 @@ void ServerMetrics::OnMemoryBudget(size_t total_bytes) { memory_budget_.Set(stat
 void ServerMetrics::OnMemoryReserved(const std::string& kind, size_t bytes) {
   memory_reserved_.Add({{"kind", kind}}).Set(static_cast<double>(bytes));
 }
+
+void ServerMetrics::OnTimeToFirstToken(double seconds) { time_to_first_token_.Observe(seconds); }
+
+void ServerMetrics::OnTokenInterval(double seconds) { time_per_output_token_.Observe(seconds); }
+
+void ServerMetrics::OnGeneratedTokens(int64_t tokens) {
+  generated_tokens_.Increment(static_cast<double>(tokens));
+}
+
+void ServerMetrics::OnActiveSequences(int64_t sequences) {
+  active_sequences_.Set(static_cast<double>(sequences));
+}
+
+void ServerMetrics::OnCacheBytes(size_t bytes) { cache_bytes_.Set(static_cast<double>(bytes)); }
 
 void ServerMetrics::OnCredentialReload(const std::string& kind, const std::string& result) {
   credential_reloads_.Add({{"kind", kind}, {"result", result}}).Increment();

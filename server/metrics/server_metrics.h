@@ -1,8 +1,10 @@
 // ServerMetrics: the server's named Prometheus metric set (names per serving.md §2).
 //
 // Built once in main on a registry main owns (no global registry) and borrowed by the gRPC layer
-// (RPC and request outcomes) and the InferenceService (as its InferenceObserver: queue, batches,
-// per-request queue/compute time, workspace, the memory budget). ModelStatistics (KServe) reads Snapshot(), which is
+// (RPC and request outcomes), the InferenceService (as its InferenceObserver: queue, batches,
+// per-request queue/compute time, workspace, the memory budget) and the GenerationService (as its
+// GenerationObserver: time to first token, time per output token, generated tokens, active
+// sequences, cache bytes). ModelStatistics (KServe) reads Snapshot(), which is
 // updated by the same calls that update the Prometheus series.
 //
 // Histograms use base units: seconds from 1 ms to 10 min, token counts in powers of two up to the
@@ -23,6 +25,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/inference/generation_service.h"
 #include "server/inference/inference_service.h"
 
 namespace reformer::serving {
@@ -57,7 +60,7 @@ const char* RejectReason(const absl::Status& status, bool draining);
 // "OK", "InvalidArgument", ... (the spelling Go's grpc-prometheus and dashboards use).
 const char* GrpcCodeLabel(absl::StatusCode code);
 
-class ServerMetrics final : public InferenceObserver {
+class ServerMetrics final : public InferenceObserver, public GenerationObserver {
  public:
   ServerMetrics(prometheus::Registry* registry, const MetricsOptions& options);
   ServerMetrics(const ServerMetrics&) = delete;
@@ -98,10 +101,23 @@ class ServerMetrics final : public InferenceObserver {
   void OnMemoryBudget(size_t total_bytes) override;
   void OnMemoryReserved(const std::string& kind, size_t bytes) override;
 
+  // GenerationObserver: reformer_generate_time_to_first_token_seconds,
+  // reformer_generate_time_per_output_token_seconds (histograms), reformer_generated_tokens_total,
+  // reformer_generate_active_sequences, reformer_generate_cache_bytes; rejections count in
+  // reformer_rejected_total{reason}.
+  void OnTimeToFirstToken(double seconds) override;
+  void OnTokenInterval(double seconds) override;
+  void OnGeneratedTokens(int64_t tokens) override;
+  void OnActiveSequences(int64_t sequences) override;
+  void OnCacheBytes(size_t bytes) override;
+  void OnGenerationRejected(const std::string& reason) override { OnRejected(reason); }
+
   ModelStatsSnapshot Snapshot() const;
 
   // Bucket helpers (exposed for tests).
   static std::vector<double> SecondsBuckets();
+  // 0.5 ms to 10 s (the time between two tokens of a stream).
+  static std::vector<double> TokenIntervalBuckets();
   static std::vector<double> PowerOfTwoBuckets(double first, double last);
 
  private:
@@ -121,6 +137,11 @@ class ServerMetrics final : public InferenceObserver {
   prometheus::Gauge& memory_budget_;
   prometheus::Family<prometheus::Gauge>& memory_reserved_;
   prometheus::Counter& tokens_processed_;
+  prometheus::Histogram& time_to_first_token_;
+  prometheus::Histogram& time_per_output_token_;
+  prometheus::Counter& generated_tokens_;
+  prometheus::Gauge& active_sequences_;
+  prometheus::Gauge& cache_bytes_;
   prometheus::Family<prometheus::Counter>& grpc_started_;
   prometheus::Family<prometheus::Counter>& grpc_handled_;
   prometheus::Family<prometheus::Histogram>& grpc_handling_seconds_;

@@ -15,6 +15,7 @@ class Tokenizer;
 namespace reformer::serving {
 
 class InferenceService;
+class GenerationService;
 class HealthState;
 class ServerMetrics;
 class Clock;
@@ -35,6 +36,8 @@ struct ServedModel {
   const Tokenizer* tokenizer = nullptr;  // borrowed; nullptr = token ids only
   std::string tokenizer_name;
   std::string rotations_source;
+  std::string compute_type;    // the matmuls' compute type ("float32", "bfloat16", "int8")
+  std::string isa;             // EngineIsaSummary(): the instruction sets the engine runs on
   int64_t max_batch_size = 0;  // documents per engine batch (ModelConfig)
 
   int64_t context() const { return config.max_position_embeddings; }
@@ -51,6 +54,7 @@ struct ServiceLimits {
 // Everything an adapter borrows; all pointers outlive the servers.
 struct ServiceEnv {
   InferenceService* inference = nullptr;
+  GenerationService* generation = nullptr;  // nullptr: the server does not generate
   const ServedModel* model = nullptr;
   const HealthState* health = nullptr;
   ServerMetrics* metrics = nullptr;  // may be nullptr (tests)

@@ -95,6 +95,29 @@ absl::Status Validate(const InferenceRequest& request, const RequestLimits& limi
   return CheckResponseSize(request, limits.max_response_bytes);
 }
 
+absl::Status Validate(const GenerateRequest& r, const ReformerConfig& config,
+                      const GenerateLimits& limits) {
+  if (!config.is_decoder) {
+    return absl::FailedPreconditionError(
+        "the model is not a causal language model (is_decoder = false); it cannot generate");
+  }
+  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  if (static_cast<int64_t>(r.stop.size()) > limits.max_stop_strings) {
+    return absl::InvalidArgumentError(absl::StrCat("the request has ", r.stop.size(),
+                                                   " stop strings, above the limit of ",
+                                                   limits.max_stop_strings));
+  }
+  for (size_t i = 0; i < r.stop.size(); ++i) {
+    if (static_cast<int64_t>(r.stop[i].size()) > limits.max_stop_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("stop string ", i, " has ", r.stop[i].size(),
+                                                     " bytes, above the limit of ",
+                                                     limits.max_stop_bytes));
+    }
+  }
+  // The generation rules themselves: the engine's one implementation (generation.h).
+  return ValidateGeneration(config, r.prompt, r.ToParams());
+}
+
 absl::Status TokenIdError(const InferenceRequest& request, int64_t document, int64_t position,
                           int64_t id, int64_t vocab) {
   return absl::InvalidArgumentError(absl::StrCat(request.noun, " ", document, " position ",

@@ -10,12 +10,25 @@
 //                      [0, vocab); no output, an output named twice, token_ids/lengths without
 //                      text;
 //   RESOURCE_EXHAUSTED the requested outputs above max_response_bytes (with each output's bytes).
+//
+// Generation requests (GenerateRequest) have their own overload, the one check of Generate and the
+// HTTP generate endpoints, in this order:
+//   FAILED_PRECONDITION the model is not causal (it cannot generate);
+//   INVALID_ARGUMENT    an empty prompt; more than max_stop_strings stop strings or one longer than
+//                       max_stop_bytes; then the engine's generation rules (ValidateGeneration,
+//                       engine/model/generation.h, the one implementation of them): max_new_tokens
+//                       < 1, prompt + max_new_tokens beyond the context (or a forward's padded
+//                       length beyond it), a prompt id outside [0, vocab), temperature < 0 or not
+//                       finite, top_k < 0, top_p outside [0, 1], an empty stop string.
+// Each message names the numbers.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
+#include "engine/model/config.h"
+#include "server/request/generate_request.h"
 #include "server/request/inference_request.h"
 #include "server/request/served_model.h"
 
@@ -32,6 +45,16 @@ struct RequestLimits {
 RequestLimits LimitsOf(const ServedModel& model, const ServiceLimits& limits);
 
 absl::Status Validate(const InferenceRequest& request, const RequestLimits& limits);
+
+// Bounds of a generation request's stop strings (each is searched for at every step).
+struct GenerateLimits {
+  int64_t max_stop_strings = 16;
+  int64_t max_stop_bytes = 256;
+};
+
+// The one check of a generation request against the served model's `config` (see the file comment).
+absl::Status Validate(const GenerateRequest& request, const ReformerConfig& config,
+                      const GenerateLimits& limits = {});
 
 // INVALID_ARGUMENT when a request's `tokens` (in `documents` documents) exceed
 // max_tokens_per_request. Validate checks the final total; decoders check what they know while

@@ -83,6 +83,11 @@ REQUIRED_PANELS = [
     ("batch size", r"reformer_batch_size_"),
     ("tokens/s", r"rate\(reformer_tokens_processed_total"),
     ("workspace memory", r"reformer_workspace_bytes"),
+    ("time to first token", r"reformer_generate_time_to_first_token_seconds_bucket"),
+    ("time per output token", r"reformer_generate_time_per_output_token_seconds_bucket"),
+    ("generated tokens/s", r"rate\(reformer_generated_tokens_total"),
+    ("active sequences", r"reformer_generate_active_sequences"),
+    ("generation cache bytes", r"reformer_generate_cache_bytes"),
 ]
 
 

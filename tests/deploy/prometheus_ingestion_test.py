@@ -96,6 +96,18 @@ def finite_values(result):
     return [v for v in vals if math.isfinite(v)]
 
 
+def reformer_stubs(out_dir):
+    """reformer.v1 (proto/reformer.proto) modules beside the KServe ones smoke_client made in out_dir."""
+    import importlib
+    from grpc_tools import protoc
+    proto_dir = os.path.join(SRC, "proto")
+    if protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
+                    os.path.join(proto_dir, "reformer.proto")]) != 0:
+        raise RuntimeError("protoc failed for proto/reformer.proto")
+    return {"reformer": importlib.import_module("reformer_pb2"),
+            "reformer_grpc": importlib.import_module("reformer_pb2_grpc")}
+
+
 def traffic(stubs, grpc_target, model_name, max_id, stop, counts):
     """Closed-loop traffic until stop is set: mostly valid requests of varying length, every 5th invalid."""
     channel = grpc.insecure_channel(grpc_target)
@@ -108,6 +120,12 @@ def traffic(stubs, grpc_target, model_name, max_id, stop, counts):
         if i % 5 == 0:
             rows = [[max_id + 1000] * t]  # token id out of range -> InvalidArgument
         try:
+            if i % 4 == 1:  # reformer.v1 Generate (the generation row of the dashboard)
+                v1 = stubs["reformer"]
+                req = v1.GenerateRequest(prompt=v1.Document(ids=v1.TokenIds(ids=rows[0][:8])), max_new_tokens=8)
+                list(stubs["reformer_grpc"].ReformerServiceStub(channel).Generate(req, timeout=30))
+                counts["generate"] = counts.get("generate", 0) + 1
+                continue
             stub.ModelInfer(smoke_client.infer_request(stubs, model_name, rows, request_id=f"r{i}"), timeout=30)
             counts["ok"] += 1
         except grpc.RpcError as e:
@@ -145,6 +163,7 @@ def main():
             stdout=server_log, stderr=subprocess.STDOUT)
         procs.append(server)
         stubs = smoke_client.load_stubs(SRC, os.path.join(tmp, "stubs"))
+        stubs.update(reformer_stubs(os.path.join(tmp, "stubs")))
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         waited = smoke_client.wait_serving(stubs, channel, ["", "readiness"], 60)
         log(f"reformer-server SERVING after {waited:.1f} s (gRPC {grpc_port}, HTTP {http_port})")

@@ -4,7 +4,8 @@
 Makes a random byte-level model (tools/loadgen/make_random_model.py, crime-and-punishment shape),
 starts reformer-server on it (--grpc_port 0), and checks `health`, `info --json`, `score --json`
 (one window and several: totals add up, bits/byte consistent, and the same figures as the offline
-`score --model`, text and JSON) and `embed --normalize` (unit norm).
+`score --model`, text and JSON), `embed --normalize` (unit norm) and `generate --server` (the same
+tokens as offline `generate --model`, greedy, sampled with a seed, recompute mode).
 Usage: cli_client_test.py SERVER_BINARY CLI_BINARY SOURCE_DIR
 """
 import json
@@ -121,6 +122,27 @@ class CliClientTest(unittest.TestCase):
         self.assertEqual(out[0]["tokens"], self.n)
         self.assertEqual(len(out[0]["embedding"]), 512)
         self.assertAlmostEqual(sum(x * x for x in out[0]["embedding"]), 1.0, places=4)
+
+    def test_generate_equals_offline_generate(self):
+        self.wait_ready()
+        inputs = os.path.join(self.tmp.name, "prompts.json")
+        with open(inputs, "w") as f:
+            json.dump({"input_ids": [[65, 110, 100, 32, 71, 111, 100], [84], [73, 110, 32, 116, 104, 101]]}, f)
+        for extra in ([], ["--temperature", "0.9", "--top_k", "20", "--seed", "5"], ["--mode", "recompute"]):
+            args = ["generate", "--inputs", inputs, "--max_new_tokens", "12", "--ignore_eos", "--json", *extra]
+            served = [json.loads(l) for l in self.cli(*args).stdout.splitlines()]
+            r = subprocess.run([CLI, *args, "--model", self.model], capture_output=True, text=True, timeout=300)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            offline = [json.loads(l) for l in r.stdout.splitlines()]
+            self.assertEqual(len(served), 3)
+            for s, o in zip(served, offline):
+                self.assertEqual(s["new_tokens"], o["new_tokens"], extra)
+                self.assertEqual(s["finish_reason"], o["finish_reason"])
+                self.assertEqual(len(s["new_tokens"]), 12)
+        # Streaming text mode: the text on stdout, a summary with the finish reason on stderr.
+        r = self.cli("generate", "--prompt", "And God said", "--max_new_tokens", "8", "--ignore_eos")
+        self.assertIn("finish_reason length", r.stderr)
+        self.assertGreater(len(r.stdout.strip("\n")), 0)
 
     def test_errors(self):
         self.wait_ready()

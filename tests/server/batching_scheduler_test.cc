@@ -587,6 +587,54 @@ TEST_F(SchedulerTest, ReservedWorkerCapsShortBatches) {
   EXPECT_FALSE(b2->long_batch);
 }
 
+// Batch fill: documents join a batch only while it stays within batch_fill_tokens, so 16 similar
+// long documents make several batches (one per worker at a time) instead of one that holds them all;
+// a single document above the fill bound still runs (alone), and short documents still batch.
+TEST_F(SchedulerTest, BatchFillTokensBoundsBatchesOfSeveralDocuments) {
+  SchedulerOptions o = DefaultOptions();
+  o.num_workers = 2;
+  o.max_batch_tokens = 1 << 20;
+  o.max_document_tokens = 65536;
+  o.max_tokens_per_request = 65536;
+  o.long_batch_tokens = 16384;
+  o.batch_fill_tokens = 16384;
+  o.max_batch_size = 32;
+  o.max_queue_tokens = 1 << 20;
+  Make(o);
+  for (int i = 0; i < 16; ++i) Add(1 + i, {6000 + 100 * i});
+  std::vector<std::unique_ptr<Batch>> batches;
+  while (auto b = scheduler_->NextBatch()) batches.push_back(std::move(b));
+  EXPECT_EQ(batches.size(), 7u);  // full batches are released at once, the last after the queue delay
+  clock_.Advance(absl::Milliseconds(5));
+  while (auto b = scheduler_->NextBatch()) batches.push_back(std::move(b));
+  ASSERT_EQ(batches.size(), 8u);
+  for (const auto& b : batches) {
+    EXPECT_EQ(b->items.size(), 2u);
+    EXPECT_LE(b->tokens, 16384);
+    EXPECT_FALSE(b->long_batch);
+  }
+  for (const auto& b : batches) CompleteOk(*b);
+  Add(100, {40000});  // above the fill bound: a batch of its own, long
+  Add(101, {30000});
+  auto alone = scheduler_->NextBatch();
+  ASSERT_NE(alone, nullptr);
+  EXPECT_THAT(Ids(*alone), ElementsAre(100));
+  EXPECT_TRUE(alone->long_batch);
+  for (int i = 0; i < 40; ++i) Add(200 + i, {512});  // short ones still fill a batch (32 x 512)
+  clock_.Advance(absl::Milliseconds(5));
+  auto shorts = scheduler_->NextBatch();
+  ASSERT_NE(shorts, nullptr);
+  EXPECT_EQ(shorts->items.size(), 32u);
+  CompleteOk(*shorts);
+  CompleteOk(*alone);
+}
+
+TEST_F(SchedulerTest, BatchFillTokensMustNotBeNegative) {
+  SchedulerOptions o = DefaultOptions();
+  o.batch_fill_tokens = -1;
+  EXPECT_THAT(o.Validate().message(), HasSubstr("batch_fill_tokens"));
+}
+
 TEST_F(SchedulerTest, SingleWorkerHasNoReservation) {
   SchedulerOptions o = DefaultOptions();
   o.max_batch_tokens = 10000;

@@ -14,6 +14,7 @@ TEST(ComponentOptionsTest, DefaultsAgreeWithTheComponents) {
   EXPECT_EQ(i.workspace_budget_bytes, id.workspace_budget_bytes);
   EXPECT_EQ(i.max_batch_size, id.max_batch_size);
   EXPECT_EQ(i.long_batch_tokens, id.long_batch_tokens);
+  EXPECT_EQ(i.batch_fill_tokens, id.batch_fill_tokens);
   EXPECT_EQ(i.length_ratio, id.length_ratio);
   EXPECT_EQ(i.memory_budget_bytes, id.memory_budget_bytes);
   EXPECT_EQ(i.max_queue_delay, id.max_queue_delay);
@@ -22,6 +23,17 @@ TEST(ComponentOptionsTest, DefaultsAgreeWithTheComponents) {
   EXPECT_EQ(i.priority_aging, id.priority_aging);
   EXPECT_EQ(i.max_response_bytes, id.max_response_bytes);
   // (workers, threads, max_batch_tokens, max_tokens_per_request: automatic, see ResolveServerConfig.)
+
+  const GenerationOptions n = ToGenerationOptions(c), nd;
+  EXPECT_EQ(n.workers, nd.workers);
+  EXPECT_EQ(n.workspace_budget_bytes, nd.workspace_budget_bytes);
+  EXPECT_EQ(n.max_active, nd.max_active);
+  EXPECT_EQ(n.max_prefill_tokens, nd.max_prefill_tokens);
+  EXPECT_EQ(n.max_waiting, nd.max_waiting);
+  EXPECT_EQ(n.max_unsent, nd.max_unsent);
+  EXPECT_EQ(n.stalled_timeout, nd.stalled_timeout);
+  EXPECT_EQ(n.priority_aging, nd.priority_aging);
+  // (threads_per_worker: automatic, see ResolveServerConfig.)
 
   const GrpcServerOptions g = ToGrpcServerOptions(c), gd;
   EXPECT_EQ(g.address, gd.address);
@@ -54,7 +66,8 @@ TEST(ComponentOptionsTest, FlagsReachTheirComponent) {
   ASSERT_TRUE(ParseServerCommandLine({"--bind_address=127.0.0.1", "--grpc_port=9001", "--http_port=9000",
                                       "--max_concurrent_streams=8", "--http_request_timeout_s=1.5",
                                       "--priority_aging_s=2", "--stream_max_unsent_bytes=1024",
-                                      "--max_response_bytes=4096", "--model_dir=m"},
+                                      "--max_response_bytes=4096", "--model_dir=m",
+                                      "--generate_max_unsent=4"},
                                      env, &c)
                   .ok());
   ASSERT_TRUE(ResolveServerConfig({4096, 2}, &c).ok());
@@ -76,7 +89,10 @@ TEST(ComponentOptionsTest, FlagsReachTheirComponent) {
   EXPECT_EQ(i.max_batch_tokens, 65536);
   EXPECT_EQ(i.max_tokens_per_request, 8 * 4096);
   EXPECT_EQ(ToServiceLimits(c).max_response_bytes, 4096);
+  EXPECT_EQ(ToGenerationOptions(c).threads_per_worker, 2);  // the CPUs of the one generation worker
   EXPECT_TRUE(i.Validate().ok());
+  EXPECT_EQ(ToGenerationOptions(c).max_unsent, 4);
+  EXPECT_TRUE(ToGenerationOptions(c).Validate().ok());
 }
 
 }  // namespace

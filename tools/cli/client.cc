@@ -15,6 +15,8 @@
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/reformer.grpc.pb.h"
 #include "engine/model/scoring.h"
+#include "nlohmann/json.hpp"
+#include "tools/cli/generate.h"
 #include "tools/cli/progress.h"
 
 namespace reformer::cli {
@@ -366,6 +368,96 @@ int RunEmbed(const EmbedOptions& f) {
       std::printf("%s%.7g", k ? "," : "", x);
     }
     std::printf("]}\n");
+  }
+  return 0;
+}
+
+// ---- generate --server ---------------------------------------------------------------------------
+
+namespace {
+
+v1::GenerateRequest ToGenerateRequest(const ServerGenerate& g, size_t index) {
+  v1::GenerateRequest r;
+  if (g.has_text) {
+    r.mutable_prompt()->set_text(g.text);
+  } else {
+    r.mutable_prompt()->mutable_ids()->mutable_ids()->Add(g.prompts[index].begin(), g.prompts[index].end());
+  }
+  const GenerationParams& p = g.params;
+  r.set_max_new_tokens(static_cast<int32_t>(std::min<int64_t>(p.max_new_tokens, INT32_MAX)));
+  r.set_temperature(p.sampling.temperature);
+  r.set_top_k(p.sampling.top_k);
+  r.set_top_p(p.sampling.top_p);
+  r.set_seed(p.sampling.seed);
+  for (const std::string& s : p.stop) r.add_stop(s);
+  r.set_mode(p.mode == DecodeMode::kRecompute ? v1::DECODE_MODE_RECOMPUTE : v1::DECODE_MODE_CACHED);
+  r.set_return_logprobs(g.logprobs);
+  r.set_ignore_eos(p.ignore_eos);
+  return r;
+}
+
+const char* FinishName(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_EOS: return "eos";
+    case v1::FINISH_REASON_STOP: return "stop";
+    default: return "";
+  }
+}
+
+// One prompt's stream: printed as it comes (text, or ids without a tokenizer), or as one JSON line.
+int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t index, bool text) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, ToGenerateRequest(g, index));
+  v1::GenerateResponse m, last;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  std::string all;
+  while (reader->Read(&m)) {
+    tokens.insert(tokens.end(), m.token_ids().begin(), m.token_ids().end());
+    logprobs.insert(logprobs.end(), m.logprobs().begin(), m.logprobs().end());
+    all += m.text();
+    if (!g.json) {
+      if (text) {
+        std::fwrite(m.text().data(), 1, m.text().size(), stdout);
+      } else {
+        for (int32_t t : m.token_ids()) std::printf("%d ", t);
+      }
+      std::fflush(stdout);
+    }
+    if (m.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = m;
+  }
+  grpc::Status st = reader->Finish();
+  if (!g.json) std::printf("\n");
+  if (!st.ok()) return Fail("Generate on " + g.server, st);
+  if (g.json) {
+    nlohmann::json o = {{"index", index}, {"new_tokens", tokens}, {"finish_reason", FinishName(last.finish_reason())},
+                        {"seed", last.seed()}};
+    if (text) o["text"] = all;
+    if (g.logprobs) o["logprobs"] = logprobs;
+    std::printf("%s\n", o.dump().c_str());
+  } else {
+    std::fprintf(stderr, "[%zu: %zu tokens, finish_reason %s, seed %llu, time to first token %.1f ms]\n", index,
+                 tokens.size(), FinishName(last.finish_reason()), static_cast<unsigned long long>(last.seed()),
+                 last.usage().time_to_first_token_ms());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RunGenerateOnServer(const ServerGenerate& g) {
+  ClientOptions c;
+  c.server = g.server;
+  c.timeout_s = g.timeout_s;
+  auto stub = v1::ReformerService::NewStub(Connect(c));
+  v1::GetModelInfoResponse info;
+  if (!GetInfo(stub.get(), c, &info)) return 1;
+  const bool text = !info.tokenizer().empty();
+  const size_t n = g.has_text ? 1 : g.prompts.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (int rc = StreamOne(stub.get(), g, i, text); rc != 0) return rc;
   }
   return 0;
 }

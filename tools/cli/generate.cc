@@ -1,13 +1,17 @@
-// reformer-cli generate: offline text generation (docs/generation.md).
+// reformer-cli generate: text generation offline (--model DIR) or on a running reformer-server
+// (--server HOST:PORT, reformer.v1 Generate; tools/cli/client.cc); docs/generation.md.
 //
-//   reformer-cli generate --model DIR (--inputs FILE.json | --prompt TEXT) --max_new_tokens N
-//       [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S]
-//       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N]
+//   reformer-cli generate (--model DIR | --server HOST:PORT) (--inputs FILE.json | --prompt TEXT)
+//       --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P]
+//       [--seed S] [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N] [--timeout_s S]
 //       [--compute_type float32|bfloat16|int8|auto]
 //
 // --compute_type: float32 (default) is exact to Hugging Face; bfloat16 / int8 compute the dense
-// products as docs/isa.md §3 describes (their deviation: docs/generation.md §8).
+// products as docs/isa.md §3 describes (their deviation: docs/generation.md §8). It is offline
+// only (a server runs its own --compute_type).
 //
+// With --server the same prompts and parameters give the same tokens as offline (the server
+// computes each sequence as alone); --threads is offline only, --timeout_s server only.
 // --inputs holds {"input_ids": [[...], ...]}: one prompt per row, rows of any length, no padding.
 // --json prints one JSON object per prompt and line, in input order, after all prompts ran as one
 // continuously batched generation; without it each prompt's text is streamed as it comes (token ids
@@ -32,12 +36,14 @@ namespace reformer::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: reformer-cli generate --model DIR (--inputs FILE.json | --prompt TEXT) --max_new_tokens N\n"
-    "       [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S] [--stop STR]...\n"
-    "       [--ignore_eos] [--json] [--logprobs] [--threads N] [--compute_type float32|bfloat16|int8|auto]";
+    "usage: reformer-cli generate (--model DIR | --server HOST:PORT) (--inputs FILE.json | --prompt TEXT)\n"
+    "       --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S]\n"
+    "       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N (offline)]\n"
+    "       [--compute_type float32|bfloat16|int8|auto (offline)] [--timeout_s S (server)]";
 
 struct Flags {
-  std::string model, inputs, prompt, mode = "cached";
+  std::string model, server, inputs, prompt, mode = "cached";
+  double timeout_s = 600;
   ComputeTypeRequest compute_type;
   bool compute_type_given = false;
   std::vector<std::string> stop;
@@ -64,6 +70,10 @@ absl::Status ParseFlags(int argc, char** argv, Flags* f) {
     auto bad = [&]() { return absl::InvalidArgumentError(absl::StrCat("--", name, ": bad value '", value, "'")); };
     if (name == "model") {
       f->model = value;
+    } else if (name == "server") {
+      f->server = value;
+    } else if (name == "timeout_s") {
+      if (!absl::SimpleAtod(value, &f->timeout_s) || !(f->timeout_s > 0)) return bad();
     } else if (name == "inputs") {
       f->inputs = value;
     } else if (name == "prompt") {
@@ -98,12 +108,20 @@ absl::Status ParseFlags(int argc, char** argv, Flags* f) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
   }
-  if (f->model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (f->model.empty() == f->server.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --model DIR (offline) and --server HOST:PORT");
+  }
+  if (!f->server.empty() && f->threads > 0) return absl::InvalidArgumentError("--threads is for --model (offline)");
+  if (!f->server.empty() && f->compute_type_given) {
+    return absl::InvalidArgumentError("--compute_type is for --model (offline); a server runs its own");
+  }
   if (f->inputs.empty() == !f->has_prompt) return absl::InvalidArgumentError("give exactly one of --inputs and --prompt");
   if (f->max_new_tokens < 0) return absl::InvalidArgumentError("--max_new_tokens is required");
   f->params.max_new_tokens = f->max_new_tokens;
   return absl::OkStatus();
 }
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const Flags& f);
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const Flags& f, const ReformerModel& model) {
   std::vector<std::vector<int32_t>> prompts;
@@ -115,6 +133,12 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const Flags& f, co
     prompts.push_back(*std::move(ids));
     return prompts;
   }
+  return ReadInputsFile(f);
+}
+
+// --inputs: {"input_ids": [[...], ...]}.
+absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const Flags& f) {
+  std::vector<std::vector<int32_t>> prompts;
   std::ifstream in(f.inputs);
   if (!in) return absl::NotFoundError(absl::StrCat(f.inputs, ": cannot read"));
   std::stringstream ss;
@@ -142,6 +166,23 @@ int Fail(const absl::Status& st) {
   return absl::IsInvalidArgument(st) ? 2 : 1;
 }
 
+int RunOnServer(const Flags& f) {
+  ServerGenerate g;
+  g.server = f.server;
+  g.has_text = f.has_prompt;
+  g.text = f.prompt;
+  if (!f.has_prompt) {
+    auto prompts = ReadInputsFile(f);
+    if (!prompts.ok()) return Fail(prompts.status());
+    g.prompts = *std::move(prompts);
+  }
+  g.params = f.params;
+  g.json = f.json;
+  g.logprobs = f.logprobs;
+  g.timeout_s = f.timeout_s;
+  return RunGenerateOnServer(g);
+}
+
 }  // namespace
 
 int RunGenerate(int argc, char** argv) {
@@ -151,6 +192,7 @@ int RunGenerate(int argc, char** argv) {
     std::fprintf(stderr, "reformer-cli generate: %s\n%s\n", std::string(st.message()).c_str(), kUsage);
     return 2;
   }
+  if (!f.server.empty()) return RunOnServer(f);
   LoadOptions lo;
   lo.compute_type = f.compute_type;
   auto model = ReformerModel::Load(f.model, lo);
@@ -191,5 +233,12 @@ int RunGenerate(int argc, char** argv) {
   }
   return 0;
 }
+
+#ifndef REFORMER_CLI_HAS_CLIENT
+int RunGenerateOnServer(const ServerGenerate&) {
+  std::fprintf(stderr, "reformer-cli generate: this build has no gRPC client; --server is not available\n");
+  return 2;
+}
+#endif
 
 }  // namespace reformer::cli

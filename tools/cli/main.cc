@@ -80,10 +80,11 @@ const std::vector<Command>& Commands() {
        false,
        [](const Command& c, const Args& a) { return ParseAndRun<ScoreOptions>(c, a, RegisterScoreFlags, Score); }},
       {"generate", "reformer-cli generate [flags]",
-       "Generate text offline (--model DIR): HF-exact cached or recompute decoding, sampling.",
-       "Generate text offline with the engine (docs/generation.md): --model DIR (--inputs FILE.json | "
-       "--prompt TEXT) --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] "
-       "[--top_p P] [--seed S] [--stop STR]... [--ignore_eos] [--json].",
+       "Generate text offline (--model DIR) or on a server (--server HOST:PORT): HF-exact decoding, sampling.",
+       "Generate text with the engine offline (--model DIR) or on a running reformer-server (--server "
+       "HOST:PORT, streamed as it is decoded; docs/generation.md): (--inputs FILE.json | --prompt TEXT) "
+       "--max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S] "
+       "[--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N (offline)] [--timeout_s S (server)].",
        false,
        [](const Command&, const Args& a) {
          std::vector<char*> argv;

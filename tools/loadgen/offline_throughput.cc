@@ -3,7 +3,8 @@
 // one at a time (default) or as ragged batches of up to --batch_tokens tokens in the given order.
 //
 //   offline_throughput --model_dir DIR --lengths_file lengths.txt [--threads 2] [--batch_tokens 0]
-//                      [--outputs token_logprobs] [--repeat 1]
+//                      [--outputs token_logprobs] [--repeat 1] [--compute_type float32]
+// --compute_type is the server's (docs/isa.md §3), so served and offline run the same kernels.
 // lengths.txt: one document length per line (tools/loadgen/loadgen.py --dump-lengths writes it).
 #include <sys/resource.h>
 
@@ -36,6 +37,7 @@ struct Options {
   int64_t batch_tokens = 0;
   std::string outputs = "token_logprobs";
   int repeat = 1;
+  std::string compute_type = "float32";
 };
 
 void RegisterFlags(Options* o, reformer::FlagSet* f) {
@@ -48,6 +50,8 @@ void RegisterFlags(Options* o, reformer::FlagSet* f) {
       .Min(0);
   f->Add("outputs", &o->outputs, "Outputs computed.").OneOf({"token_logprobs", "logits", "hidden_states", "embedding", "all"});
   f->Add("repeat", &o->repeat, "Timed runs over all documents (the best is reported).").Range(1, 1000);
+  f->Add("compute_type", &o->compute_type, "Compute type, as reformer-server's --compute_type.")
+      .OneOf({"float32", "bfloat16", "int8", "auto"});
 }
 
 }  // namespace
@@ -77,7 +81,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "no lengths in %s\n", lengths_file.c_str());
     return 1;
   }
-  auto model = reformer::ReformerModel::Load(model_dir);
+  auto type = reformer::ParseComputeType(o.compute_type);
+  if (!type.ok()) {
+    std::fprintf(stderr, "%s\n", type.status().ToString().c_str());
+    return 1;
+  }
+  reformer::LoadOptions lo;
+  lo.compute_type = *type;
+  auto model = reformer::ReformerModel::Load(model_dir, lo);
   if (!model.ok()) {
     std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
     return 1;
@@ -138,8 +149,8 @@ int main(int argc, char** argv) {
   }
   // Tokens per CPU-second does not depend on how much of the machine other processes take.
   std::printf("offline best: %.2f docs/s, %.0f tokens/s, %.0f tokens/cpu_s (threads %d, batch_tokens %lld, "
-              "%zu batches)\n",
+              "%zu batches, compute type %s)\n",
               docs.size() / best, total / best, total / best_cpu, threads, static_cast<long long>(batch_tokens),
-              batches.size());
+              batches.size(), reformer::ComputeTypeName((*model)->compute_type()));
   return 0;
 }

@@ -1,0 +1,276 @@
+#include "server/grpc/generate_reactor.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/model/tokenizer.h"
+#include "server/batching/clock.h"
+#include "server/grpc/auth.h"
+#include "server/grpc/rpc_reactors.h"
+#include "server/grpc/status_util.h"
+#include "server/health/health_state.h"
+#include "server/inference/generation_service.h"
+#include "server/metrics/server_metrics.h"
+#include "server/request/deadline.h"
+#include "server/request/exception_status.h"
+#include "server/security/token_store.h"
+
+namespace reformer::serving {
+namespace {
+
+namespace v1 = ::reformer::v1;
+constexpr char kMethod[] = "Generate";
+
+// The wire request as the request layer's GenerateRequest (the service validates it).
+absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const v1::GenerateRequest& wire,
+                                                                 const ServedModel& model) {
+  auto r = std::make_unique<GenerateRequest>();
+  switch (wire.prompt().content_case()) {
+    case v1::Document::kText: {
+      if (model.tokenizer == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the prompt is text but model '", model.name, "' has no tokenizer; send token ids"));
+      }
+      absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer->Encode(wire.prompt().text());
+      if (!ids.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("the prompt: ", ids.status().message()));
+      }
+      r->prompt = *std::move(ids);
+      r->text_input = true;
+      break;
+    }
+    case v1::Document::kIds:
+      r->prompt.assign(wire.prompt().ids().ids().begin(), wire.prompt().ids().ids().end());
+      break;
+    default:
+      return absl::InvalidArgumentError("the prompt has neither text nor ids");
+  }
+  r->max_new_tokens = wire.max_new_tokens();
+  r->temperature = wire.temperature();
+  r->top_k = wire.top_k();
+  r->top_p = wire.top_p();
+  r->seed = wire.seed();
+  r->stop.assign(wire.stop().begin(), wire.stop().end());
+  r->mode = wire.mode() == v1::DECODE_MODE_RECOMPUTE ? DecodeMode::kRecompute : DecodeMode::kCached;
+  r->return_logprobs = wire.return_logprobs();
+  r->priority = static_cast<int>(std::min<uint32_t>(wire.priority(), 1u << 30));
+  r->ignore_eos = wire.ignore_eos();
+  r->method = kMethod;
+  return r;
+}
+
+v1::FinishReason WireReason(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kEos: return v1::FINISH_REASON_EOS;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kNone: break;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+v1::GenerateResponse ToWire(GenerationEvent& e) {
+  v1::GenerateResponse m;
+  m.mutable_token_ids()->Add(e.token_ids.begin(), e.token_ids.end());
+  m.set_text(std::move(e.text));
+  m.mutable_logprobs()->Add(e.logprobs.begin(), e.logprobs.end());
+  m.set_finish_reason(WireReason(e.finish));
+  if (e.finish != FinishReason::kNone) {
+    v1::GenerateUsage* u = m.mutable_usage();
+    u->set_prompt_tokens(e.usage.prompt_tokens);
+    u->set_generated_tokens(e.usage.generated_tokens);
+    u->set_queue_ms(e.usage.queue_seconds * 1e3);
+    u->set_time_to_first_token_ms(e.usage.time_to_first_token_seconds * 1e3);
+    u->set_total_ms(e.usage.total_seconds * 1e3);
+    m.set_seed(e.seed);
+  }
+  return m;
+}
+
+class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+                              public GenerationSink {
+ public:
+  GenerateReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx)
+      : env_(env), ctx_(ctx), start_(env.clock->Now()) {
+    if (env_.metrics != nullptr) env_.metrics->RpcStarted("server_stream", kReformerService, kMethod);
+  }
+
+  // Authenticates the call (auth.h, before anything of the request is looked at), decodes and
+  // submits `wire`, or finishes the call with the reason it cannot run.
+  void Start(const v1::GenerateRequest& wire) {
+    absl::StatusOr<std::string> tenant = Authenticate(env_, *ctx_);
+    absl::Status status = tenant.status();
+    if (tenant.ok()) {
+      tenant_ = *std::move(tenant);
+      status = Submit(wire);
+    }
+    if (status.ok()) return;  // the service owns the stream now: touch nothing
+    GenerationEvent last;
+    last.status = std::move(status);
+    OnEvent(std::move(last));
+  }
+
+  // GenerationSink (worker threads).
+  void OnEvent(GenerationEvent event) override {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      if (event.last()) {
+        final_received_ = true;
+        final_status_ = event.status;
+      }
+      if (event.status.ok() && !StoppedLocked()) {
+        try {
+          queue_.push_back(ToWire(event));
+          unsent_.fetch_add(1);
+        } catch (...) {  // out of memory: the client misses this message; the stream ends with the error
+          final_status_ = CurrentExceptionStatus("building a Generate message");
+        }
+      }
+      StepLocked(actions);
+    }
+    Perform(actions);  // the last use of `this`
+  }
+  int64_t unsent() const override { return unsent_.load(); }
+
+  void OnWriteDone(bool ok) override {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      unsent_.fetch_sub(1);
+      writing_ = false;
+      if (!ok) write_failed_ = true;
+      if (!ok) cancelled_->store(true);  // the client is gone: stop its sequence
+      StepLocked(actions);
+    }
+    if (env_.generation != nullptr) env_.generation->Wake();  // a paused sequence may go on
+    Perform(actions);
+  }
+
+  void OnCancel() override {
+    cancelled_->store(true);  // the service stops the sequence before its next step
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      call_cancelled_ = true;
+      StepLocked(actions);
+    }
+    if (env_.generation != nullptr) env_.generation->Wake();
+    Perform(actions);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  struct Actions {
+    const v1::GenerateResponse* write = nullptr;
+    bool finish = false;
+    absl::Status status;
+    std::deque<v1::GenerateResponse> dropped;  // destroyed outside the lock
+  };
+
+  absl::Status Submit(const v1::GenerateRequest& wire) {
+    if (env_.generation == nullptr) {
+      return absl::FailedPreconditionError(
+          "this server does not serve generation (its start-up log says why, e.g. a CPU without "
+          "the instructions the decoder needs)");
+    }
+    // Rejections before the service are counted here; the service counts its own (GenerationObserver).
+    if (absl::Status s = CheckServing(env_); !s.ok()) {
+      if (env_.metrics != nullptr && env_.health->draining()) env_.metrics->OnRejected("draining");
+      return s;
+    }
+    absl::StatusOr<std::unique_ptr<GenerateRequest>> request = DecodeGenerate(wire, *env_.model);
+    if (!request.ok()) {
+      if (env_.metrics != nullptr) env_.metrics->OnRejected("invalid");
+      return request.status();
+    }
+    (*request)->deadline = EffectiveDeadline(*env_.clock, ctx_->deadline(), std::nullopt);
+    (*request)->cancelled = cancelled_;
+    prompt_tokens_ = static_cast<int64_t>((*request)->prompt.size());
+    return env_.generation->Submit(*std::move(request), this);
+  }
+
+  bool StoppedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return call_cancelled_ || write_failed_;
+  }
+
+  void StepLocked(Actions& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    if (StoppedLocked() && !writing_) {
+      unsent_.fetch_sub(static_cast<int64_t>(queue_.size()));
+      a.dropped.swap(queue_);
+    }
+    if (!writing_ && !queue_.empty()) {
+      writing_ = true;
+      a.write = &queue_.front();  // only OnWriteDone pops it
+    }
+    if (final_received_ && !writing_ && queue_.empty()) {
+      finished_ = true;
+      a.finish = true;
+      a.status = final_status_;
+      if (call_cancelled_ && a.status.ok()) a.status = absl::CancelledError("the client cancelled");
+    }
+  }
+
+  void Perform(Actions& a) {
+    if (a.write != nullptr) StartWrite(a.write);
+    if (!a.finish) return;
+    absl::Status status = a.status;
+    // gRPC cancels the call when its deadline passes; report that as what it is.
+    if (absl::IsCancelled(status) && ctx_->deadline() <= std::chrono::system_clock::now()) {
+      status = absl::DeadlineExceededError("the call's deadline passed during the generation");
+    }
+    if (env_.metrics != nullptr) {
+      const double seconds = absl::ToDoubleSeconds(env_.clock->Now() - start_);
+      env_.metrics->RequestFinished(kMethod, tenant_, status.code(), seconds, prompt_tokens_, 1,
+                                    absl::ToUnixMillis(absl::Now()));
+      env_.metrics->RpcHandled("server_stream", kReformerService, kMethod, status.code(), seconds);
+    }
+    Finish(ToGrpcStatus(status));  // last: OnDone may delete `this` from here on
+  }
+
+  const ServiceEnv env_;
+  grpc::CallbackServerContext* const ctx_;
+  const absl::Time start_;
+  int64_t prompt_tokens_ = 0;
+  std::string tenant_ = kAnonymousTenant;  // the authenticated caller; set in Start before Submit
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<int64_t> unsent_{0};
+
+  absl::Mutex mu_;
+  std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);  // front = in flight when writing_
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool call_cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool final_received_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status final_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* NewGenerateReactor(
+    const ServiceEnv& env, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+  auto* reactor = new GenerateReactor(env, ctx);
+  try {
+    reactor->Start(*request);
+  } catch (...) {
+    // Start threw before the service took the stream (decoding or submitting): answer here.
+    GenerationEvent last;
+    last.status = CurrentExceptionStatus("reading the Generate request");
+    reactor->OnEvent(std::move(last));
+  }
+  return reactor;
+}
+
+}  // namespace reformer::serving
