@@ -214,6 +214,22 @@ def tls_pem_seeds():
     write("tls_pem", "empty_ca", srv + b"\0" + srv_key + b"\0")
 
 
+def generate_request_seeds(v1):
+    r = v1.GenerateRequest(max_new_tokens=8, temperature=0.7, top_k=20, top_p=0.9, seed=42, stop=["\n\n", "END"])
+    r.prompt.text = "Once upon a time"
+    write("generate_request", "text_sampling_stops", r.SerializeToString())
+    r = v1.GenerateRequest(max_new_tokens=4, return_logprobs=True, ignore_eos=True, priority=2)
+    r.prompt.ids.ids.extend([5, 6, 7, 8])
+    write("generate_request", "ids_greedy_logprobs", r.SerializeToString())
+    r = v1.GenerateRequest(max_new_tokens=60)
+    r.prompt.ids.ids.extend([1, 2, 3, 4, 5])
+    write("generate_request", "ids_beyond_context", r.SerializeToString())
+    r = v1.GenerateRequest(max_new_tokens=1, temperature=-1.0)
+    r.prompt.text = "x"
+    write("generate_request", "negative_temperature", r.SerializeToString())
+    write("generate_request", "no_prompt", v1.GenerateRequest(max_new_tokens=3).SerializeToString())
+
+
 def rest_infer_seeds():
     """Selector byte (bit 0: Inference-Header-Content-Length, its value up to '\\n'; bit 1: version "1";
     bit 2: another model's name), then the REST body (fuzz/rest_infer_fuzzer.cc)."""
@@ -255,6 +271,7 @@ def main():
     kserve_seeds(pb)
     reformer_v1_seeds(v1)
     rest_infer_seeds()
+    generate_request_seeds(v1)
     for d in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         files = os.listdir(os.path.join(HERE, "corpus", d))
         size = sum(os.path.getsize(os.path.join(HERE, "corpus", d, f)) for f in files)
