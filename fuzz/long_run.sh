@@ -24,7 +24,11 @@ failed=0
 summary=()
 for t in "${targets[@]}"; do
   extra=()
-  [[ $t == kserve_infer || $t == reformer_v1 ]] && extra+=(-malloc_limit_mb=64)
+  # The request targets' flags as in fuzz/CMakeLists.txt (FUZZER_ARGS).
+  case $t in
+    kserve_infer | reformer_v1 | generate_request) extra+=(-malloc_limit_mb=64) ;;
+    rest_infer) extra+=(-malloc_limit_mb=64 -max_len=4096) ;;
+  esac
   # Start from the corpus the previous long runs grew (run_fuzzer.sh adds fuzz/corpus/$t itself).
   [[ -d $REFORMER_FUZZ_KEEP_CORPUS/$t ]] && extra+=("$REFORMER_FUZZ_KEEP_CORPUS/$t")
   log=$(mktemp)

@@ -214,6 +214,52 @@ def tls_pem_seeds():
     write("tls_pem", "empty_ca", srv + b"\0" + srv_key + b"\0")
 
 
+def generate_request_seeds(v1):
+    r = v1.GenerateRequest(max_new_tokens=8, temperature=0.7, top_k=20, top_p=0.9, seed=42, stop=["\n\n", "END"])
+    r.prompt.text = "Once upon a time"
+    write("generate_request", "text_sampling_stops", r.SerializeToString())
+    r = v1.GenerateRequest(max_new_tokens=4, return_logprobs=True, ignore_eos=True, priority=2)
+    r.prompt.ids.ids.extend([5, 6, 7, 8])
+    write("generate_request", "ids_greedy_logprobs", r.SerializeToString())
+    r = v1.GenerateRequest(max_new_tokens=60)
+    r.prompt.ids.ids.extend([1, 2, 3, 4, 5])
+    write("generate_request", "ids_beyond_context", r.SerializeToString())
+    r = v1.GenerateRequest(max_new_tokens=1, temperature=-1.0)
+    r.prompt.text = "x"
+    write("generate_request", "negative_temperature", r.SerializeToString())
+    write("generate_request", "no_prompt", v1.GenerateRequest(max_new_tokens=3).SerializeToString())
+
+
+def rest_infer_seeds():
+    """Selector byte (bit 0: Inference-Header-Content-Length, its value up to '\\n'; bit 1: version "1";
+    bit 2: another model's name), then the REST body (fuzz/rest_infer_fuzzer.cc)."""
+    def js(obj):
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def with_header(obj, binary):
+        j = js(obj)
+        return b"\x01" + str(len(j)).encode() + b"\n" + j + binary
+
+    write("rest_infer", "ids_nested_mask_outputs", b"\x00" + js({
+        "id": "r1", "parameters": {"priority": 1, "timeout": 5000000},
+        "inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [2, 3], "data": [[5, 6, 7], [8, 9, 0]]},
+                   {"name": "attention_mask", "datatype": "BOOL", "shape": [2, 3],
+                    "data": [True, True, True, True, True, False]}],
+        "outputs": [{"name": "token_logprobs"}, {"name": "embedding", "parameters": {"binary_data": True}}]}))
+    write("rest_infer", "text_all_outputs_v1", b"\x02" + js({
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["hello", "caf\u00e9"]}],
+        "outputs": [{"name": n} for n in ["logits", "hidden_states", "token_ids", "lengths"]]}))
+    write("rest_infer", "binary_ids_int32", with_header({
+        "inputs": [{"name": "input_ids", "datatype": "INT32", "shape": [1, 4],
+                    "parameters": {"binary_data_size": 16}}],
+        "parameters": {"binary_data_output": True}}, struct.pack("<4i", 3, 4, 5, 6)))
+    write("rest_infer", "binary_text_empty_row", with_header({
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2, 1], "parameters": {"binary_data_size": 11}}]},
+        struct.pack("<I", 3) + b"abc" + struct.pack("<I", 0) + b""))
+    write("rest_infer", "unknown_model", b"\x04" + js({"inputs": []}))
+    write("rest_infer", "malformed", b"\x00{\"inputs\":[{\"name\":\"input_ids\",\"shape\":[1,")
+
+
 def main():
     token_file_seeds()
     tls_pem_seeds()
@@ -224,6 +270,8 @@ def main():
     pb, v1 = proto_modules()
     kserve_seeds(pb)
     reformer_v1_seeds(v1)
+    rest_infer_seeds()
+    generate_request_seeds(v1)
     for d in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         files = os.listdir(os.path.join(HERE, "corpus", d))
         size = sum(os.path.getsize(os.path.join(HERE, "corpus", d, f)) for f in files)

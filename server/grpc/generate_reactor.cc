@@ -29,44 +29,6 @@ namespace {
 namespace v1 = ::reformer::v1;
 constexpr char kMethod[] = "Generate";
 
-// The wire request as the request layer's GenerateRequest (the service validates it).
-absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const v1::GenerateRequest& wire,
-                                                                 const ServedModel& model) {
-  auto r = std::make_unique<GenerateRequest>();
-  switch (wire.prompt().content_case()) {
-    case v1::Document::kText: {
-      if (model.tokenizer == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the prompt is text but model '", model.name, "' has no tokenizer; send token ids"));
-      }
-      absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer->Encode(wire.prompt().text());
-      if (!ids.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("the prompt: ", ids.status().message()));
-      }
-      r->prompt = *std::move(ids);
-      r->text_input = true;
-      break;
-    }
-    case v1::Document::kIds:
-      r->prompt.assign(wire.prompt().ids().ids().begin(), wire.prompt().ids().ids().end());
-      break;
-    default:
-      return absl::InvalidArgumentError("the prompt has neither text nor ids");
-  }
-  r->max_new_tokens = wire.max_new_tokens();
-  r->temperature = wire.temperature();
-  r->top_k = wire.top_k();
-  r->top_p = wire.top_p();
-  r->seed = wire.seed();
-  r->stop.assign(wire.stop().begin(), wire.stop().end());
-  r->mode = wire.mode() == v1::DECODE_MODE_RECOMPUTE ? DecodeMode::kRecompute : DecodeMode::kCached;
-  r->return_logprobs = wire.return_logprobs();
-  r->priority = static_cast<int>(std::min<uint32_t>(wire.priority(), 1u << 30));
-  r->ignore_eos = wire.ignore_eos();
-  r->method = kMethod;
-  return r;
-}
-
 v1::FinishReason WireReason(FinishReason r) {
   switch (r) {
     case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
@@ -258,6 +220,43 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 };
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const v1::GenerateRequest& wire,
+                                                                 const ServedModel& model) {
+  auto r = std::make_unique<GenerateRequest>();
+  switch (wire.prompt().content_case()) {
+    case v1::Document::kText: {
+      if (model.tokenizer == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the prompt is text but model '", model.name, "' has no tokenizer; send token ids"));
+      }
+      absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer->Encode(wire.prompt().text());
+      if (!ids.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("the prompt: ", ids.status().message()));
+      }
+      r->prompt = *std::move(ids);
+      r->text_input = true;
+      break;
+    }
+    case v1::Document::kIds:
+      r->prompt.assign(wire.prompt().ids().ids().begin(), wire.prompt().ids().ids().end());
+      break;
+    default:
+      return absl::InvalidArgumentError("the prompt has neither text nor ids");
+  }
+  r->max_new_tokens = wire.max_new_tokens();
+  r->temperature = wire.temperature();
+  r->top_k = wire.top_k();
+  r->top_p = wire.top_p();
+  r->seed = wire.seed();
+  r->stop.assign(wire.stop().begin(), wire.stop().end());
+  r->mode = wire.mode() == v1::DECODE_MODE_RECOMPUTE ? DecodeMode::kRecompute : DecodeMode::kCached;
+  r->return_logprobs = wire.return_logprobs();
+  r->priority = static_cast<int>(std::min<uint32_t>(wire.priority(), 1u << 30));
+  r->ignore_eos = wire.ignore_eos();
+  r->method = kMethod;
+  return r;
+}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* NewGenerateReactor(
     const ServiceEnv& env, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {

@@ -15,8 +15,12 @@
 // service never writes to a finished reactor. No exception leaves a reaction.
 #pragma once
 
+#include <memory>
+
 #include "grpcpp/grpcpp.h"
 #include "proto/reformer.grpc.pb.h"
+#include "absl/status/statusor.h"
+#include "server/request/generate_request.h"
 #include "server/request/served_model.h"
 
 namespace reformer::serving {
@@ -25,5 +29,11 @@ namespace reformer::serving {
 grpc::ServerWriteReactor<reformer::v1::GenerateResponse>* NewGenerateReactor(
     const ServiceEnv& env, grpc::CallbackServerContext* ctx,
     const reformer::v1::GenerateRequest* request);
+
+// The wire request as the request layer's GenerateRequest (text tokenized with the model's
+// tokenizer); INVALID_ARGUMENT for a prompt without text or ids, or text without a tokenizer. The
+// service validates it (server/request/validate.h). A pure function (fuzz/generate_request_fuzzer.cc).
+absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const reformer::v1::GenerateRequest& wire,
+                                                                 const ServedModel& model);
 
 }  // namespace reformer::serving
