@@ -23,23 +23,6 @@
 namespace reformer {
 namespace {
 
-PostOp ActivationPostOp(Activation a, float* alpha) {
-  *alpha = 0.f;
-  switch (a) {
-    case Activation::kRelu: return PostOp::kRelu;
-    case Activation::kGelu: return PostOp::kGeluErf;
-    case Activation::kGeluNew:
-    case Activation::kGeluFast: return PostOp::kGeluTanh;
-    case Activation::kSilu: *alpha = 1.f; return PostOp::kSwish;
-    case Activation::kQuickGelu: *alpha = 1.702f; return PostOp::kSwish;
-    case Activation::kTanh: return PostOp::kTanh;
-    case Activation::kSigmoid: return PostOp::kLogistic;
-    case Activation::kMish: return PostOp::kMish;
-    case Activation::kLinear: return PostOp::kNone;
-  }
-  return PostOp::kNone;
-}
-
 // A step's threads each take at least this many sequences (fewer: the calling thread alone; a
 // fork costs about as much as a sequence's step).
 constexpr int64_t kStepRowsPerThread = 1;

@@ -34,23 +34,6 @@ int64_t HeadsPerProjection(const ReformerConfig& c, AttnType type, int64_t rows)
 
 namespace {
 
-PostOp ToPostOp(Activation a, float* alpha) {
-  *alpha = 0.f;
-  switch (a) {
-    case Activation::kRelu: return PostOp::kRelu;
-    case Activation::kGelu: return PostOp::kGeluErf;
-    case Activation::kGeluNew:
-    case Activation::kGeluFast: return PostOp::kGeluTanh;
-    case Activation::kSilu: *alpha = 1.f; return PostOp::kSwish;
-    case Activation::kQuickGelu: *alpha = 1.702f; return PostOp::kSwish;
-    case Activation::kTanh: return PostOp::kTanh;
-    case Activation::kSigmoid: return PostOp::kLogistic;
-    case Activation::kMish: return PostOp::kMish;
-    case Activation::kLinear: return PostOp::kNone;
-  }
-  return PostOp::kNone;
-}
-
 LshAttentionParams LshParams(const ReformerConfig& c, int64_t t, bool padding_bucket) {
   LshAttentionParams p;
   p.seq_len = t;
@@ -413,7 +396,7 @@ absl::Status ForwardPass::FeedForward(int64_t li, const float* a, float* z) {
   const LayerWeights& L = w_.layers[li];
   const PackedLayer& P = pk_.layers[li];
   float act_alpha = 0.f;
-  const PostOp act = ToPostOp(c_.hidden_act, &act_alpha);
+  const PostOp act = ActivationPostOp(c_.hidden_act, &act_alpha);
   WsBuffer<float> x(ws_, layout_.max_tile * H, kUninitialized), f(ws_, layout_.max_tile * F, kUninitialized);
   return ForEachTile([&](int64_t t0, int64_t m) -> absl::Status {
     LayerNormRows(a + t0 * H, H, m, H, L.ff_ln_weight.data, L.ff_ln_bias.data, c_.layer_norm_eps, x.data(), H);
@@ -545,6 +528,23 @@ absl::Status RunForward(const ReformerModel& model, DnnlContext* ctx, Workspace*
   ws->set_cache_limit(plan + plan / 8 + (size_t{16} << 20));
   ForwardPass pass(model, ctx, ws, docs, opt, PlanRows(padded_lengths, tile_rows), out);
   return pass.Run();
+}
+
+PostOp ActivationPostOp(Activation a, float* alpha) {
+  *alpha = 0.f;
+  switch (a) {
+    case Activation::kRelu: return PostOp::kRelu;
+    case Activation::kGelu: return PostOp::kGeluErf;
+    case Activation::kGeluNew:
+    case Activation::kGeluFast: return PostOp::kGeluTanh;
+    case Activation::kSilu: *alpha = 1.f; return PostOp::kSwish;
+    case Activation::kQuickGelu: *alpha = 1.702f; return PostOp::kSwish;
+    case Activation::kTanh: return PostOp::kTanh;
+    case Activation::kSigmoid: return PostOp::kLogistic;
+    case Activation::kMish: return PostOp::kMish;
+    case Activation::kLinear: return PostOp::kNone;
+  }
+  return PostOp::kNone;
 }
 
 }  // namespace reformer

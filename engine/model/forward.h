@@ -64,6 +64,10 @@ inline constexpr int64_t kMaxProjectionWidth = 384;
 inline constexpr size_t kMaxGroupedProjectionBytes = size_t{256} << 20;
 int64_t HeadsPerProjection(const ReformerConfig& config, AttnType type, int64_t rows);
 
+// The oneDNN post-op computing the feed-forward activation `a` (its alpha in *alpha; 0 when unused).
+// One mapping for the forward and the decoding step, so both compute the same activation.
+PostOp ActivationPostOp(Activation a, float* alpha);
+
 // One document of a forward batch. `ids` and `mask` cover the padded length.
 struct ForwardDoc {
   const int32_t* ids = nullptr;   // [padded_length]
