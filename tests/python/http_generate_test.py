@@ -12,7 +12,9 @@ against a real reformer-server on the bundled default model (byte-level tokenize
      reformer_generate_active_sequences and reformer_generate_cache_bytes return to 0;
   6. with --auth_tokens_file: 401 without or with a wrong token, 200 with it; reformer-cli client commands
      send the token from --token_file or $REFORMER_TOKEN (and fail without it);
-  7. SIGTERM with a stream running: new requests 503, the stream ends with an error event after the drain
+  7. a prompt whose cache can never fit the memory budget: 413 with the numbers (as REST inference maps
+     RESOURCE_EXHAUSTED at admission);
+  8. SIGTERM with a stream running: new requests 503, the stream ends with an error event after the drain
      timeout, the server exits 0.
 Nothing here skips: a missing tool fails the test. Usage: http_generate_test.py SERVER CLI SOURCE_DIR
 """
@@ -477,7 +479,23 @@ class HttpGenerateTest(unittest.TestCase):
         self.assertEqual(out.returncode, 2)
         self.assertNotIn("has space", out.stderr)
 
-    # --- 7. SIGTERM ------------------------------------------------------------------------------------------
+    # --- never-fit cache: the REST status of a RESOURCE_EXHAUSTED admission --------------------------------------
+    def test_7_cache_that_never_fits(self):
+        # 15 MB: the step buffers and a short prompt's cache fit; a 3000-token prompt's cache (about 20 MB) never can.
+        server = Server("--memory_budget_bytes", "15000000")
+        try:
+            for action in ("generate", "generate_stream"):
+                status, _, data = server.post(f"/v2/models/default/{action}",
+                                              {"text_input": "a" * 3000, "parameters": {"max_tokens": 4}})
+                self.assertEqual(status, 413, data)
+                self.assertRegex(json.loads(data)["error"], r"the generation needs \d+ bytes .* above the \d+ bytes "
+                                                            r"a sequence can ever have")
+            self.assertEqual(len(server.generate({"text_input": "a" * 10, "parameters": {"max_tokens": 4}})
+                                 ["output_ids"]), 4)
+        finally:
+            server.stop()
+
+    # --- 8. SIGTERM ------------------------------------------------------------------------------------------
     def test_9_sigterm(self):
         long = {"text_input": "And God said", "parameters": {"max_tokens": 4000, "ignore_eos": True, "mode": "recompute"}}
         s = self.raw_request("generate_stream", long)
