@@ -28,7 +28,7 @@ TSAN_TESTS='^(batching_scheduler_test$|batching_memory_budget_test$|inference_|g
 # fuzz_smoke_sentencepiece is left out: it crashes inside Debian's libsentencepiece on a malformed
 # precompiled_charsmap (SEGV in Normalizer::NormalizePrefix), not yet guarded (docs/results/fuzz.md, "Open
 # finding"); its replay of the corpus and regressions still runs.
-FUZZ_TESTS='^fuzz_(replay_|smoke_(safetensors|config|tokenizer_bytes|token_file|tls_pem|kserve_infer|reformer_v1|generate_request|rest_infer)$)'
+FUZZ_TESTS='^fuzz_(replay_|smoke_(safetensors|config|tokenizer_bytes|token_file|tls_pem|kserve_infer|reformer_v1|generate_request|rest_infer|generate_json)$)'
 
 deps() {
   # clang + its runtimes (libFuzzer, sanitizers) and dpkg-dev (apt-get source) on top of the
