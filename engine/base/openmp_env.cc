@@ -24,24 +24,9 @@ void RestoreProcessName(const char* argv0) {
   if (!name.empty()) prctl(PR_SET_NAME, name.c_str(), 0, 0, 0);
 }
 
-// Set by DefaultPassiveOpenMpWait (constant-initialized, so valid before any initializer runs).
-bool passive_set_at_preinit = false;
-
 }  // namespace
 
-void DefaultPassiveOpenMpWait(int, char**, char**) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "passive", 1);
-  passive_set_at_preinit = true;
-}
-
 void EnsurePassiveOpenMpWait(char** argv) {
-  if (passive_set_at_preinit) {
-    // libgomp has read it; libc's start-up has since put back the environment the process got, so set
-    // it again for getenv and child processes.
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    return;
-  }
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) {
     RestoreProcessName(argv[0]);
     return;

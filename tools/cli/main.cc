@@ -154,8 +154,4 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace reformer::cli
 
-// OMP_WAIT_POLICY=passive by default before libgomp starts, so Main's EnsurePassiveOpenMpWait need
-// not re-execute (engine/base/openmp_env.h).
-REFORMER_PASSIVE_OPENMP_WAIT_AT_PREINIT();
-
 int main(int argc, char** argv) { return reformer::cli::Main(argc, argv); }
