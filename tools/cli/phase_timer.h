@@ -1,7 +1,8 @@
 // `reformer-cli forward --timing`: where the whole process's wall clock goes, one line on stderr.
 // Each phase reports wall seconds, CPU seconds (user + system, all threads) and minor page faults
-// (getrusage(2)); "start-up" is the time from exec to the first mark (process start time from
-// /proc/self/stat, resolution one clock tick, proc(5)).
+// of the whole process (getrusage); "start-up" is the time from the process's start (its start time
+// in /proc/self/stat, one clock tick of resolution) to the first mark. docs/results/forward.md
+// shows what the phases told about this command.
 #pragma once
 
 #include <sys/resource.h>
@@ -63,7 +64,7 @@ class PhaseTimer {
     return {ts.tv_sec + 1e-9 * ts.tv_nsec, cpu, ru.ru_minflt};
   }
 
-  // Field 22 of /proc/self/stat: start time in clock ticks since boot (proc(5)); 0 if unreadable.
+  // Field 22 of /proc/self/stat: start time in clock ticks since boot; 0 if unreadable.
   static double ProcessStartSeconds() {
     std::ifstream f("/proc/self/stat");
     std::string stat;
