@@ -18,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/cli/forward_inputs.h"
 #include "tools/cli/progress.h"
+#include "tools/cli/text_files.h"
 
 namespace reformer::cli {
 namespace {
@@ -28,15 +29,6 @@ int Fail(const std::string& msg) {
 }
 
 int Fail(const absl::Status& st) { return Fail(std::string(st.message())); }
-
-bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return false;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  *out = ss.str();
-  return true;
-}
 
 int DefaultThreads() {
   const unsigned n = std::thread::hardware_concurrency();
@@ -162,11 +154,12 @@ int RunScoreOffline(const ScoreOptions& options) {
   int rc = 0;
   for (const std::string& file : options.files) {
     std::string text;
-    if (!ReadFile(file, &text)) {
-      rc = Fail(absl::StrCat(file, ": cannot read"));
+    if (absl::Status st = ReadTextFile(file, &text); !st.ok()) {
+      rc = Fail(st);
       continue;
     }
-    auto ids = tok->Encode(text);
+    // The slices `score --server` tokenizes in (tools/cli/text_files.h): both see the same ids.
+    auto ids = EncodeInSlices(text, kTokenizeSliceBytes, [tok](const std::string& s) { return tok->Encode(s); });
     if (!ids.ok()) {
       rc = Fail(absl::StrCat(file, ": ", ids.status().message()));
       continue;
