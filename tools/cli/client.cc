@@ -461,7 +461,7 @@ const char* FinishName(v1::FinishReason r) {
 // One prompt's stream: printed as it comes (text, or ids without a tokenizer), or as one JSON line.
 int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t index, bool text) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, g.timeout_s);
+  SetDeadline(&ctx, g.client.timeout_s);
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, ToGenerateRequest(g, index));
   v1::GenerateResponse m, last;
   std::vector<int32_t> tokens;
@@ -483,7 +483,7 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
   }
   grpc::Status st = reader->Finish();
   if (!g.json) std::printf("\n");
-  if (!st.ok()) return Fail("Generate on " + g.server, st);
+  if (!st.ok()) return Fail("Generate on " + g.client.server, st);
   if (g.json) {
     nlohmann::json o = {{"index", index}, {"new_tokens", tokens}, {"finish_reason", FinishName(last.finish_reason())},
                         {"seed", last.seed()}};
@@ -501,10 +501,7 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
 }  // namespace
 
 int RunGenerateOnServer(const ServerGenerate& g) {
-  ClientOptions c;
-  c.server = g.server;
-  c.timeout_s = g.timeout_s;
-  c.token_file = g.token_file;
+  const ClientOptions& c = g.client;
   std::shared_ptr<grpc::Channel> channel = Connect(c);
   if (channel == nullptr) return 2;
   auto stub = v1::ReformerService::NewStub(channel);
