@@ -6,12 +6,14 @@ starts reformer-server on it (--grpc_port 0), and checks `health`, `info --json`
 (one window and several: totals add up, bits/byte consistent, and the same figures as the offline
 `score --model`, text and JSON), `embed --normalize` (unit norm), a file far above the server's --max_tokens_per_request (the
 bundled model's heldout.txt: the README's figure, as offline), empty files and directories, and `generate --server` (the same
-tokens as offline `generate --model`, greedy, sampled with a seed, recompute mode).
+tokens as offline `generate --model`, greedy, sampled with a seed, recompute mode; without --seed offline
+picks one, reports it, and the server given it repeats the tokens).
 Usage: cli_client_test.py SERVER_BINARY CLI_BINARY SOURCE_DIR
 """
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,6 +160,11 @@ class CliClientTest(unittest.TestCase):
         self.assertEqual(len(out[0]["embedding"]), 512)
         self.assertAlmostEqual(sum(x * x for x in out[0]["embedding"]), 1.0, places=4)
 
+    def offline_generate(self, *args):
+        r = subprocess.run([CLI, *args, "--model", self.model], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
     def test_generate_equals_offline_generate(self):
         self.wait_ready()
         inputs = os.path.join(self.tmp.name, "prompts.json")
@@ -174,6 +181,24 @@ class CliClientTest(unittest.TestCase):
                 self.assertEqual(s["new_tokens"], o["new_tokens"], extra)
                 self.assertEqual(s["finish_reason"], o["finish_reason"])
                 self.assertEqual(len(s["new_tokens"]), 12)
+        # Sampling without --seed: offline picks a seed per run and reports it like the server does; the
+        # server given that seed repeats the tokens (and offline given it again, too).
+        sample = ["generate", "--prompt", "And God said", "--max_new_tokens", "16", "--ignore_eos",
+                  "--temperature", "1"]
+        picked = [self.offline_generate(*sample, "--json") for _ in range(2)]
+        self.assertNotEqual(picked[0]["seed"], picked[1]["seed"])
+        for p in picked:
+            self.assertGreater(p["seed"], 0)
+            served = json.loads(self.cli(*sample, "--json", "--seed", str(p["seed"])).stdout)
+            self.assertEqual((served["new_tokens"], served["seed"]), (p["new_tokens"], p["seed"]))
+            again = self.offline_generate(*sample, "--json", "--seed", str(p["seed"]))
+            self.assertEqual(again["new_tokens"], p["new_tokens"])
+        # Text mode reports the picked seed on stderr; the server given it prints the same text.
+        r = subprocess.run([CLI, *sample, "--model", self.model], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        seed = re.search(r"\[0: 16 tokens, finish_reason length, seed (\d+)\]", r.stderr)
+        self.assertIsNotNone(seed, r.stderr)
+        self.assertEqual(self.cli(*sample, "--seed", seed.group(1)).stdout, r.stdout)
         # Streaming text mode: the text on stdout, a summary with the finish reason on stderr.
         r = self.cli("generate", "--prompt", "And God said", "--max_new_tokens", "8", "--ignore_eos")
         self.assertIn("finish_reason length", r.stderr)

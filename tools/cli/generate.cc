@@ -8,6 +8,9 @@
 //
 // With --server the same prompts and parameters give the same tokens as offline (the server
 // computes each sequence as alone); --threads is offline only, --timeout and --token_file server only.
+// Seed 0 (the default) means "pick one": offline picks a random nonzero seed per prompt here, the
+// server picks one per request (server/request/generate_request.h); either way the seed used is
+// reported (--json: "seed"; else on stderr), and passing it as --seed repeats the tokens in either mode.
 // --inputs holds {"input_ids": [[...], ...]}: one prompt per row, rows of any length, no padding.
 // --json prints one JSON object per prompt and line, in input order, after all prompts ran as one
 // continuously batched generation; without it each prompt's text is streamed as it comes (token ids
@@ -17,6 +20,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -35,6 +39,14 @@ namespace {
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "reformer-cli: %s\n(reformer-cli generate --help lists its flags)\n", message.c_str());
   return 2;
+}
+
+// A nonzero seed from the OS's entropy source, as the server picks one for seed 0.
+uint64_t PickSeed() {
+  std::random_device rd;
+  uint64_t seed = 0;
+  while (seed == 0) seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return seed;
 }
 
 // The engine's parameters from the flags; INVALID_ARGUMENT for a seed that is not a uint64.
@@ -99,8 +111,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const GenerateC
   return prompts;
 }
 
-void PrintJson(size_t index, const GenerationResult& r, bool text, bool logprobs) {
-  nlohmann::json o = {{"index", index}, {"new_tokens", r.tokens}, {"finish_reason", FinishReasonName(r.finish)}};
+void PrintJson(size_t index, const GenerationResult& r, uint64_t seed, bool text, bool logprobs) {
+  nlohmann::json o = {{"index", index}, {"new_tokens", r.tokens}, {"finish_reason", FinishReasonName(r.finish)},
+                      {"seed", seed}};
   if (text) o["text"] = r.text;
   if (logprobs) o["logprobs"] = r.logprobs;
   std::printf("%s\n", o.dump().c_str());
@@ -127,7 +140,7 @@ int RunOnServer(const GenerateCommandOptions& o, const GenerationParams& params)
   return RunGenerateOnServer(g);
 }
 
-// Offline: --json or streamed text.
+// Offline: every prompt with its own seed (PickSeed for seed 0), then --json or streamed text.
 int RunOffline(const GenerateCommandOptions& o, const GenerationParams& params) {
   LoadOptions lo;
   lo.compute_type = *ParseComputeType(o.compute_type);  // OneOf-checked by the flag
@@ -143,13 +156,14 @@ int RunOffline(const GenerateCommandOptions& o, const GenerationParams& params) 
   std::vector<GenerationRequest> requests;
   for (auto& p : *prompts) {
     requests.push_back({std::move(p), params});
+    if (params.sampling.seed == 0) requests.back().params.sampling.seed = PickSeed();
   }
   const bool has_text = (*model)->tokenizer() != nullptr;
   if (o.json) {
     auto results = Generate(decoder->get(), **model, requests);
     if (!results.ok()) return Fail(results.status());
     for (size_t i = 0; i < results->size(); ++i)
-      PrintJson(i, (*results)[i], has_text, o.logprobs);
+      PrintJson(i, (*results)[i], requests[i].params.sampling.seed, has_text, o.logprobs);
     return 0;
   }
   ::reformer::GenerateOptions go;
@@ -165,8 +179,9 @@ int RunOffline(const GenerateCommandOptions& o, const GenerationParams& params) 
     auto result = Generate(decoder->get(), **model, {&requests[i], 1}, go);
     if (!result.ok()) return Fail(result.status());
     std::printf("\n");
-    std::fprintf(stderr, "[%zu: %zu tokens, finish_reason %s]\n", i, (*result)[0].tokens.size(),
-                 FinishReasonName((*result)[0].finish));
+    std::fprintf(stderr, "[%zu: %zu tokens, finish_reason %s, seed %llu]\n", i, (*result)[0].tokens.size(),
+                 FinishReasonName((*result)[0].finish),
+                 static_cast<unsigned long long>(requests[i].params.sampling.seed));
   }
   return 0;
 }
@@ -186,8 +201,8 @@ void RegisterGenerateFlags(GenerateCommandOptions* o, FlagSet* f) {
   f->Add("top_k", &o->top_k, "Keep the K most likely tokens; 0 = off.").Meta("K");
   f->Add("top_p", &o->top_p, "Nucleus sampling: keep the most likely tokens up to probability P; 1 = off.").Meta("P");
   f->Add("seed", &o->seed,
-         "Sampling seed (an unsigned 64-bit integer). The same seed gives the same tokens offline and on a server; "
-         "on a server 0 = the server picks one and reports it.")
+         "Sampling seed (an unsigned 64-bit integer); 0 = pick one and report it (--json \"seed\", else stderr). "
+         "The same seed gives the same tokens offline and on a server.")
       .Meta("S");
   f->Add("stop", &o->stop, "Stop when the text contains STR (repeatable).").Meta("STR");
   f->Add("ignore_eos", &o->ignore_eos, "Do not stop at the end-of-sequence token.");

@@ -22,7 +22,7 @@ struct GenerateCommandOptions {
   std::string mode = "cached";
   double temperature = 0, top_p = 1;
   int top_k = 0;
-  std::string seed = "0";  // a uint64
+  std::string seed = "0";  // a uint64; 0 = pick one (offline here, else the server) and report it
   std::vector<std::string> stop;
   bool ignore_eos = false, json = false, logprobs = false;
   int threads = 0;                       // offline only; 0 = every core

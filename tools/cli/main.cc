@@ -83,7 +83,8 @@ const std::vector<Command>& Commands() {
        "Generate text offline with --model DIR, else on --server: HF-exact decoding, sampling.",
        "Generate text from a prompt (--prompt TEXT, or rows of ids in --inputs FILE.json) with the engine offline "
        "(--model DIR) or on a running server (--server, default localhost:8001; streamed as it is decoded). "
-       "The same flags and --seed give the same tokens both ways (docs/generation.md).",
+       "The same flags and --seed give the same tokens both ways; seed 0 picks one and reports it "
+       "(docs/generation.md).",
        false,
        [](const Command& c, const Args& a) {
          return ParseAndRun<GenerateCommandOptions>(c, a, RegisterGenerateFlags, RunGenerate);
