@@ -13,9 +13,11 @@
 
 namespace reformer::cli {
 
-// Bytes of text per tokenization slice. A token of either tokenizer (engine/model/tokenizer.h)
-// stands for at least one byte, so a slice stays within the server's default
-// --max_tokens_per_request (8 x the context, >= 32,768 for a context of 4,096; README.md).
+// Bytes of text per tokenization slice. A byte-level token is one byte and a SentencePiece token
+// (engine/model/tokenizer.h) at least one character of the normalized text, so a slice has about
+// as many tokens as bytes or fewer: within the server's default --max_tokens_per_request (8 x the
+// context, 32,768 for the bundled model's 4,096; README.md). The client uses smaller slices when a
+// server's limit is lower.
 inline constexpr int64_t kTokenizeSliceBytes = 16384;
 
 // The whole file; FAILED_PRECONDITION naming it when it is a directory, NOT_FOUND when unreadable.
