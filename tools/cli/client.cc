@@ -6,29 +6,99 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/reformer.grpc.pb.h"
 #include "engine/model/scoring.h"
 #include "nlohmann/json.hpp"
 #include "tools/cli/generate.h"
 #include "tools/cli/progress.h"
+#include "tools/cli/text_files.h"
 
 namespace reformer::cli {
 namespace {
 
 namespace v1 = ::reformer::v1;
 
+// Adds `authorization: Bearer <token>` to every call of the channel (gRPC's client interceptors,
+// grpcpp/support/client_interceptor.h): per-call credentials would need a TLS channel.
+class BearerInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerInterceptor(const std::string* value) : value_(value) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *value_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* const value_;  // owned by the factory, which the channel owns
+};
+
+class BearerInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerInterceptorFactory(const std::string& token) : value_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new BearerInterceptor(&value_);
+  }
+
+ private:
+  const std::string value_;
+};
+
+// The token of ClientOptions (commands.h): --token_file's first line, else $REFORMER_TOKEN, else "".
+// False (with a message that never shows the token) when the file is unreadable or the token is
+// not 1 to 4096 visible ASCII characters.
+bool ResolveToken(const ClientOptions& c, std::string* token) {
+  std::string source;
+  if (!c.token_file.empty()) {
+    std::ifstream in(c.token_file, std::ios::binary);
+    if (!in || !std::getline(in, *token)) {
+      std::fprintf(stderr, "reformer-cli: cannot read a token from --token_file %s\n", c.token_file.c_str());
+      return false;
+    }
+    source = "--token_file " + c.token_file;
+  } else if (const char* env = std::getenv(kTokenEnv); env != nullptr && *env != '\0') {
+    *token = env;
+    source = kTokenEnv;
+  } else {
+    token->clear();
+    return true;
+  }
+  const size_t begin = token->find_first_not_of(" \t\r");
+  const size_t end = token->find_last_not_of(" \t\r");
+  *token = begin == std::string::npos ? "" : token->substr(begin, end - begin + 1);
+  const bool visible = std::all_of(token->begin(), token->end(), [](char ch) { return ch > 0x20 && ch < 0x7f; });
+  if (token->empty() || token->size() > 4096 || !visible) {
+    std::fprintf(stderr, "reformer-cli: the token in %s is not 1 to 4096 visible ASCII characters\n",
+                 source.c_str());
+    return false;
+  }
+  return true;
+}
+
+// The channel to --server, sending the bearer token on every call when there is one; nullptr (after
+// saying why on stderr) when the token cannot be read.
 std::shared_ptr<grpc::Channel> Connect(const ClientOptions& c) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(512 << 20);
   args.SetMaxSendMessageSize(512 << 20);
-  return grpc::CreateCustomChannel(c.server, grpc::InsecureChannelCredentials(), args);
+  std::string token;
+  if (!ResolveToken(c, &token)) return nullptr;
+  if (token.empty()) return grpc::CreateCustomChannel(c.server, grpc::InsecureChannelCredentials(), args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<BearerInterceptorFactory>(token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      c.server, grpc::InsecureChannelCredentials(), args, std::move(interceptors));
 }
 
 void SetDeadline(grpc::ClientContext* ctx, double seconds) {
@@ -44,15 +114,6 @@ int Fail(const std::string& what, const grpc::Status& st) {
                          "can run offline take --model DIR)\n");
   }
   return 1;
-}
-
-bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
 }
 
 std::string JsonEscape(const std::string& s) {
@@ -72,27 +133,6 @@ std::string JsonEscape(const std::string& s) {
   return o;
 }
 
-// Splits text into pieces of at most `max_bytes` bytes, preferring to cut after a newline or a
-// space, never inside a UTF-8 sequence.
-std::vector<std::string> Split(const std::string& text, int64_t max_bytes) {
-  std::vector<std::string> pieces;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = std::min(text.size(), pos + static_cast<size_t>(max_bytes));
-    if (end < text.size()) {
-      size_t cut = text.find_last_of("\n ", end - 1);
-      if (cut != std::string::npos && cut > pos + static_cast<size_t>(max_bytes) / 2) {
-        end = cut + 1;
-      } else {
-        while (end > pos + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-      }
-    }
-    pieces.push_back(text.substr(pos, end - pos));
-    pos = end;
-  }
-  return pieces;
-}
-
 bool GetInfo(v1::ReformerService::Stub* stub, const ClientOptions& c, v1::GetModelInfoResponse* info) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, std::min(c.timeout_s, 30.0));
@@ -107,7 +147,9 @@ bool GetInfo(v1::ReformerService::Stub* stub, const ClientOptions& c, v1::GetMod
 }  // namespace
 
 int RunHealth(const ClientOptions& f) {
-  auto stub = inference::GRPCInferenceService::NewStub(Connect(f));
+  std::shared_ptr<grpc::Channel> channel = Connect(f);
+  if (channel == nullptr) return 2;
+  auto stub = inference::GRPCInferenceService::NewStub(channel);
   inference::ServerLiveResponse live;
   inference::ServerReadyResponse ready;
   grpc::ClientContext c1;
@@ -124,7 +166,9 @@ int RunHealth(const ClientOptions& f) {
 }
 
 int RunInfo(const InfoOptions& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f.client));
+  std::shared_ptr<grpc::Channel> channel = Connect(f.client);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), f.client, &info)) return 1;
   std::string layers;
@@ -177,55 +221,58 @@ bool Prepare(const EmbedOptions& f, const v1::GetModelInfoResponse& info, Work* 
                                           : std::max<int64_t>(1, info.max_tokens_per_document() - 8);
   for (const std::string& path : f.files) {
     std::string text;
-    if (!ReadFile(path, &text)) {
-      std::fprintf(stderr, "reformer-cli: cannot read %s\n", path.c_str());
+    if (absl::Status st = ReadTextFile(path, &text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+      return false;
+    }
+    if (text.empty()) {
+      std::fprintf(stderr, "reformer-cli: %s is empty; there is nothing to embed\n", path.c_str());
       return false;
     }
     w->total_bytes += static_cast<int64_t>(text.size());
-    w->pieces.push_back(Split(text, piece));
+    w->pieces.push_back(SplitText(text, piece));
   }
   return true;
 }
 
-// The token ids of `text` under the served model's tokenizer. One Tokenize call for the whole
-// text, so that the ids equal an offline tokenization; a text too large for one message is
-// tokenized in slices cut at whitespace (a SentencePiece model may then tokenize the cut points
-// differently; byte-level models do not).
-bool TokenizeText(v1::ReformerService::Stub* stub, const ClientOptions& f, const std::string& path,
-                  const std::string& text, std::vector<int32_t>* ids) {
-  constexpr int64_t kSliceBytes = int64_t{1} << 20;
-  std::vector<std::string> slices = {text};
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    ids->clear();
-    grpc::Status st;
-    for (const std::string& slice : slices) {
-      v1::TokenizeRequest req;
-      req.add_texts(slice);
-      v1::TokenizeResponse resp;
-      grpc::ClientContext ctx;
-      SetDeadline(&ctx, f.timeout_s);
-      st = stub->Tokenize(&ctx, req, &resp);
-      if (!st.ok()) break;
-      ids->insert(ids->end(), resp.tokens(0).ids().begin(), resp.tokens(0).ids().end());
-    }
-    if (st.ok()) return true;
-    if (attempt == 0 && st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-        static_cast<int64_t>(text.size()) > kSliceBytes) {
-      std::fprintf(stderr, "reformer-cli: %s is too large for one Tokenize call; tokenizing it in 1 MiB slices\n",
-                   path.c_str());
-      slices = Split(text, kSliceBytes);
-      continue;
-    }
+// The token ids of `text` under the served model's tokenizer, in the slices offline `score` uses
+// (tools/cli/text_files.h), so both see the same ids; smaller slices only when the server's
+// --max_tokens_per_request is below a slice.
+bool TokenizeText(v1::ReformerService::Stub* stub, const ClientOptions& f, const v1::GetModelInfoResponse& info,
+                  const std::string& path, const std::string& text, std::vector<int32_t>* ids) {
+  int64_t slice = kTokenizeSliceBytes;
+  if (info.max_tokens_per_request() <= slice) {
+    slice = std::max<int64_t>(1, info.max_tokens_per_request() - 1);
+    if (info.tokenizer() != "bytes")
+      std::fprintf(stderr, "reformer-cli: tokenizing %s in %lld-byte slices (the server's limit); its figures may "
+                   "differ from offline `score`\n", path.c_str(), static_cast<long long>(slice));
+  }
+  grpc::Status st;
+  absl::StatusOr<std::vector<int32_t>> all =
+      EncodeInSlices(text, slice, [&](const std::string& piece) -> absl::StatusOr<std::vector<int32_t>> {
+        v1::TokenizeRequest req;
+        req.add_texts(piece);
+        v1::TokenizeResponse resp;
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, f.timeout_s);
+        st = stub->Tokenize(&ctx, req, &resp);
+        if (!st.ok()) return absl::UnknownError(st.error_message());
+        return std::vector<int32_t>(resp.tokens(0).ids().begin(), resp.tokens(0).ids().end());
+      });
+  if (!all.ok()) {
     Fail("Tokenize " + path, st);
     return false;
   }
-  return false;
+  *ids = *std::move(all);
+  return true;
 }
 
 }  // namespace
 
 int RunScoreOnServer(const ScoreOptions& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f.client));
+  std::shared_ptr<grpc::Channel> channel = Connect(f.client);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), f.client, &info)) return 1;
   if (!info.causal()) {
@@ -247,13 +294,13 @@ int RunScoreOnServer(const ScoreOptions& f) {
   int rc = 0;
   for (const std::string& path : f.files) {
     std::string text;
-    if (!ReadFile(path, &text)) {
-      std::fprintf(stderr, "reformer-cli: cannot read %s\n", path.c_str());
+    if (absl::Status st = ReadTextFile(path, &text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
       rc = 1;
       continue;
     }
     std::vector<int32_t> ids;
-    if (!TokenizeText(stub.get(), f.client, path, text, &ids)) {
+    if (!TokenizeText(stub.get(), f.client, info, path, text, &ids)) {
       rc = 1;
       continue;
     }
@@ -319,7 +366,9 @@ int RunScoreOnServer(const ScoreOptions& f) {
 }
 
 int RunEmbed(const EmbedOptions& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f.client));
+  std::shared_ptr<grpc::Channel> channel = Connect(f.client);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), f.client, &info)) return 1;
   Work w;
@@ -355,6 +404,10 @@ int RunEmbed(const EmbedOptions& f) {
       bar.Update(done_bytes);
     }
     bar.Finish();
+    if (tokens == 0) {  // e.g. whitespace that a SentencePiece model drops: no mean to print
+      std::fprintf(stderr, "reformer-cli: %s has no tokens; there is nothing to embed\n", f.files[i].c_str());
+      return 1;
+    }
     double norm = 0;
     for (double& x : sum) {
       x /= std::max<int64_t>(tokens, 1);
@@ -408,7 +461,7 @@ const char* FinishName(v1::FinishReason r) {
 // One prompt's stream: printed as it comes (text, or ids without a tokenizer), or as one JSON line.
 int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t index, bool text) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, g.timeout_s);
+  SetDeadline(&ctx, g.client.timeout_s);
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, ToGenerateRequest(g, index));
   v1::GenerateResponse m, last;
   std::vector<int32_t> tokens;
@@ -430,7 +483,7 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
   }
   grpc::Status st = reader->Finish();
   if (!g.json) std::printf("\n");
-  if (!st.ok()) return Fail("Generate on " + g.server, st);
+  if (!st.ok()) return Fail("Generate on " + g.client.server, st);
   if (g.json) {
     nlohmann::json o = {{"index", index}, {"new_tokens", tokens}, {"finish_reason", FinishName(last.finish_reason())},
                         {"seed", last.seed()}};
@@ -448,10 +501,10 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
 }  // namespace
 
 int RunGenerateOnServer(const ServerGenerate& g) {
-  ClientOptions c;
-  c.server = g.server;
-  c.timeout_s = g.timeout_s;
-  auto stub = v1::ReformerService::NewStub(Connect(c));
+  const ClientOptions& c = g.client;
+  std::shared_ptr<grpc::Channel> channel = Connect(c);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), c, &info)) return 1;
   const bool text = !info.tokenizer().empty();

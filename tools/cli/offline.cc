@@ -20,6 +20,7 @@
 #include "tools/cli/forward_inputs.h"
 #include "tools/cli/phase_timer.h"
 #include "tools/cli/progress.h"
+#include "tools/cli/text_files.h"
 
 namespace reformer::cli {
 namespace {
@@ -194,11 +195,12 @@ int RunScoreOffline(const ScoreOptions& options) {
   int rc = 0;
   for (const std::string& file : options.files) {
     std::string text;
-    if (!ReadFile(file, &text)) {
-      rc = Fail(absl::StrCat(file, ": cannot read"));
+    if (absl::Status st = ReadTextFile(file, &text); !st.ok()) {
+      rc = Fail(st);
       continue;
     }
-    auto ids = tok->Encode(text);
+    // The slices `score --server` tokenizes in (tools/cli/text_files.h): both see the same ids.
+    auto ids = EncodeInSlices(text, kTokenizeSliceBytes, [tok](const std::string& s) { return tok->Encode(s); });
     if (!ids.ok()) {
       rc = Fail(absl::StrCat(file, ": ", ids.status().message()));
       continue;
