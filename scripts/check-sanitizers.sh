@@ -25,10 +25,7 @@ ASAN_TESTS='^(engine_|loader_test$|batching_|inference_|grpc_|http_|request_|sec
 # free a GenerateResponse whose StartWrite ran on a generation worker, with the other stack unrecoverable, so
 # tsan_run cannot tell them from gRPC's own (uninstrumented) synchronisation; docs/results/fuzz.md.
 TSAN_TESTS='^(batching_scheduler_test$|batching_memory_budget_test$|inference_|grpc_engine_test$|grpc_service_test$|http_|request_|security_token_store_test$|security_tls_material_test$|tsan_)'
-# fuzz_smoke_sentencepiece is left out: it crashes inside Debian's libsentencepiece on a malformed
-# precompiled_charsmap (SEGV in Normalizer::NormalizePrefix), not yet guarded (docs/results/fuzz.md, "Open
-# finding"); its replay of the corpus and regressions still runs.
-FUZZ_TESTS='^fuzz_(replay_|smoke_(safetensors|config|tokenizer_bytes|token_file|tls_pem|kserve_infer|reformer_v1|generate_request|rest_infer)$)'
+FUZZ_TESTS='^fuzz_(replay_|smoke_(safetensors|config|tokenizer_bytes|sentencepiece|token_file|tls_pem|kserve_infer|reformer_v1|generate_request|rest_infer)$)'
 
 deps() {
   # clang + its runtimes (libFuzzer, sanitizers) and dpkg-dev (apt-get source) on top of the
