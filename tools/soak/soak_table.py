@@ -45,8 +45,11 @@ def rows(report):
                             f"given up ({t['msg_reached']:,} counted by the server)"),
         ("codes received from the server (calls and stream messages)", ", ".join(f"{c} {n:,}" for c, n in codes.most_common())),
         ("client tally == server counters", f"{sum(1 for c in exact if c[1])} of {len(exact)} phases exact"),
-        ("RSS under load (1 s samples)", f"warm-up peak {rss.get('warmup_peak', 0) / MiB:.0f} MiB, after it "
-                                          f"peak {rss.get('steady_peak', 0) / MiB:.0f} MiB (limit +10 %), trend "
+        ("RSS under load (1 s samples)", f"peak before the steady load's last third "
+                                          f"{rss.get('reference', 0) / MiB:.0f} MiB (warm-up "
+                                          f"{rss.get('warmup_peak', 0) / MiB:.0f}, first third "
+                                          f"{rss.get('first_third_peak', 0) / MiB:.0f}), last third's peak "
+                                          f"{rss.get('last_third_peak', 0) / MiB:.0f} MiB (limit +10 %), trend "
                                           f"{rss.get('slope_mib_per_min', 0):+.1f} MiB/min"),
         ("idle RSS: before, after warm-up, after each segment", ", ".join(f"{v:.0f}" for v in idle) + " MiB"),
         ("open fds: before traffic / end", f"{res['pre']['fds']} / {res['end'].get('fds')}"),
