@@ -8,7 +8,9 @@ import time
 
 import grpc
 
+import soak_generate
 import soak_proc
+import soak_rest
 import soak_reconcile as rec
 import soak_rss
 import soak_sigterm
@@ -150,6 +152,9 @@ def roles(args, ctx, stop, http, malformed=True):
     out = [tr.valid_worker(ctx, stop, i) for i in range(args.clients)]
     out += [tr.stream_worker(ctx, stop, skip, i) for i in range(args.streams)]
     out += [tr.rude_worker(ctx, stop), tr.control_worker(ctx, stop), tr.probe_worker(ctx, stop, http)]
+    out += [soak_rest.rest_worker(ctx, stop, http, malformed, i) for i in range(args.rest_clients)]
+    if ctx.facts.causal:
+        out += [soak_generate.generate_worker(ctx, stop, malformed) for _ in range(args.generate_clients)]
     if malformed:
         out.append(tr.malformed_worker(ctx, stop, skip))
     return [asyncio.ensure_future(r) for r in out]
