@@ -37,7 +37,8 @@ CpuFeatures Detect() {
   const Regs l1 = Cpuid(1, 0);
   const Regs l7 = max_leaf >= 7 ? Cpuid(7, 0) : Regs();
   const Regs l7s1 = (max_leaf >= 7 && l7.a >= 1) ? Cpuid(7, 1) : Regs();
-  const Regs e1 = __get_cpuid_max(0x80000000u, nullptr) >= 0x80000001u ? Cpuid(0x80000001u, 0) : Regs();
+  const unsigned max_ext_leaf = __get_cpuid_max(0x80000000u, nullptr);
+  const Regs e1 = max_ext_leaf >= 0x80000001u ? Cpuid(0x80000001u, 0) : Regs();
   f.sse42 = Bit(l1.c, 20);
   f.popcnt = Bit(l1.c, 23);
   const bool osxsave = Bit(l1.c, 27);

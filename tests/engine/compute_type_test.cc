@@ -184,8 +184,12 @@ TEST(ComputeType, FixtureLogitsCloseToFloat32) {
                   static_cast<long>(within), static_cast<long>(counted), static_cast<long>(flips),
                   static_cast<long>(hashed));
       EXPECT_LE(worst, 0.5f * largest) << name << " " << ComputeTypeName(t);
-      if (name.rfind("f6", 0) != 0) EXPECT_GE(within * 20, counted * 17) << name << " " << ComputeTypeName(t);
-      if (hashed == 0) EXPECT_EQ(within, counted) << name << " " << ComputeTypeName(t);
+      if (name.rfind("f6", 0) != 0) {
+        EXPECT_GE(within * 20, counted * 17) << name << " " << ComputeTypeName(t);
+      }
+      if (hashed == 0) {
+        EXPECT_EQ(within, counted) << name << " " << ComputeTypeName(t);
+      }
     }
   }
 }
