@@ -107,11 +107,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
-      queue_.pop_front();
-      unsent_.fetch_sub(1);
-      writing_ = false;
+      unsent_.fetch_sub(1);  // the client has the message (or is gone)
+      write_done_ = true;
       if (!ok) write_failed_ = true;
       if (!ok) cancelled_->store(true);  // the client is gone: stop its sequence
+      if (write_returned_) CompleteWriteLocked();
       StepLocked(actions);
     }
     if (env_.generation != nullptr) env_.generation->Wake();  // a paused sequence may go on
@@ -166,9 +166,22 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     return call_cancelled_ || write_failed_;
   }
 
+  // A write is over when gRPC has called OnWriteDone AND the StartWrite call that began it has
+  // returned (in either order): only then is its message freed and the next write or Finish
+  // started. gRPC orders the two through its own completion queue, which ThreadSanitizer cannot
+  // see (Debian's gRPC is uninstrumented); joining them under mu_ makes every later use of the
+  // call (the next StartWrite, Finish, freeing the message) visibly ordered after everything the
+  // StartWrite did, on whichever thread it ran (docs/results/fuzz.md, "TSan and the Generate RPC").
+  void CompleteWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    queue_.pop_front();
+    writing_ = false;
+    write_done_ = false;
+    write_returned_ = false;
+  }
+
   void StepLocked(Actions& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
-    if (StoppedLocked() && !writing_) {
+    if (StoppedLocked() && !writing_) {  // then no message in queue_ has been written
       unsent_.fetch_sub(static_cast<int64_t>(queue_.size()));
       a.dropped.swap(queue_);
     }
@@ -184,8 +197,21 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     }
   }
 
+  // Runs the actions decided under mu_; a write is followed by the actions that become possible
+  // when it is over (CompleteWriteLocked), if OnWriteDone came first.
   void Perform(Actions& a) {
-    if (a.write != nullptr) StartWrite(a.write);
+    while (a.write != nullptr) {
+      StartWrite(a.write);
+      Actions next;
+      {
+        absl::MutexLock lock(&mu_);
+        write_returned_ = true;
+        if (!write_done_) return;  // OnWriteDone goes on from here: `this` may be gone
+        CompleteWriteLocked();
+        StepLocked(next);
+      }
+      a = std::move(next);
+    }
     if (!a.finish) return;
     absl::Status status = a.status;
     // gRPC cancels the call when its deadline passes; report that as what it is.
@@ -211,7 +237,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
   absl::Mutex mu_;
   std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);  // front = in flight when writing_
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;         // a write is begun and not over
+  bool write_done_ ABSL_GUARDED_BY(mu_) = false;      // ... OnWriteDone has run for it
+  bool write_returned_ ABSL_GUARDED_BY(mu_) = false;  // ... its StartWrite call has returned
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
   bool call_cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool final_received_ ABSL_GUARDED_BY(mu_) = false;

@@ -687,5 +687,39 @@ TEST(TokenizerTest, BrokenSentencePieceModelFailsWithPath) {
   EXPECT_THAT(std::string(t.status().message()), HasSubstr("zero-length key"));
 }
 
+// A malformed normalizer charsmap used to load and then crash Encode inside libsentencepiece (SEGV in
+// Normalizer::NormalizePrefix; fuzz/regressions/sentencepiece/charsmap_trie_out_of_bounds): the
+// tokenizer refuses it at load, naming the file, the field and the trie unit.
+TEST(TokenizerTest, MalformedCharsmapIsRefusedAtLoad) {
+  ReformerConfig c;
+  c.vocab_size = 4096;
+  TempDir dir;
+  WriteFile(dir.path() + "/spiece.model",
+            ReadFile(SourceDir() + "/fuzz/regressions/sentencepiece/charsmap_trie_out_of_bounds"));
+  auto t = Tokenizer::ForModelDir(dir.path(), c);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(t.status().message());
+  EXPECT_THAT(message, HasSubstr(dir.path() + "/spiece.model: "));
+  EXPECT_THAT(message, HasSubstr("normalizer_spec.precompiled_charsmap: trie unit "));
+  EXPECT_THAT(message, HasSubstr("outside the 256-unit trie"));
+}
+
+// The charsmap check accepts every well-formed model of the corpus, a real charsmap included
+// (word_custom_rules: spm_train --normalization_rule_tsv), and the accepted one still encodes.
+TEST(TokenizerTest, WellFormedCharsmapsLoad) {
+  ReformerConfig c;
+  c.vocab_size = 4096;
+  for (const char* name : {"bpe_100", "char_bytefallback", "unigram_100", "word_custom_rules"}) {
+    TempDir dir;
+    WriteFile(dir.path() + "/spiece.model", ReadFile(SourceDir() + "/fuzz/corpus/sentencepiece/" + name));
+    auto t = Tokenizer::ForModelDir(dir.path(), c);
+    ASSERT_TRUE(t.ok()) << name << ": " << t.status();
+    auto ids = (*t)->Encode("AB the of a to");
+    ASSERT_TRUE(ids.ok()) << name << ": " << ids.status();
+    EXPECT_FALSE(ids->empty()) << name;
+  }
+}
+
 }  // namespace
 }  // namespace reformer
