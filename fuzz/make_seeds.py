@@ -260,6 +260,22 @@ def rest_infer_seeds():
     write("rest_infer", "malformed", b"\x00{\"inputs\":[{\"name\":\"input_ids\",\"shape\":[1,")
 
 
+def generate_json_seeds():
+    """Selector byte (bit 0: a model without tokenizer) + an HTTP generate body (server/http/generate_json.h)."""
+    for name, selector, body in [
+        ("text_all_parameters", 0, '{"text_input": "And God said", "parameters": {"max_tokens": 8, '
+         '"temperature": 0.7, "top_k": 5, "top_p": 0.9, "seed": 42, "stop": ["\\n", "LORD"], "mode": "recompute", '
+         '"ignore_eos": true, "return_logprobs": true, "priority": 2, "timeout": 1000000, "stream": false}, "id": "r1"}'),
+        ("ids_top_level_parameters", 1, '{"input_ids": [3, 70, 257, 0], "max_tokens": 4, "stop": "x"}'),
+        ("text_without_tokenizer", 1, '{"text_input": "needs a tokenizer"}'),
+        ("bad_types", 0, '{"input_ids": [1, 2.5, -3, 99999999999], "parameters": {"mode": "fast", "max_tokens": "8"}}'),
+        ("out_of_range", 0, '{"text_input": "x", "parameters": {"max_tokens": 64, "top_p": 1.5, "temperature": 1e400}}'),
+        ("twice_and_unknown", 0, '{"text_input": "x", "parameters": {"max_tokens": 3}, "max_tokens": 3, "foo": [{}]}'),
+        ("malformed", 0, '{"text_input": "\\u00e9\\ud83d\\ude00", "parameters": {'),
+    ]:
+        write("generate_json", name, bytes([selector]) + body.encode())
+
+
 def main():
     token_file_seeds()
     tls_pem_seeds()
@@ -272,6 +288,7 @@ def main():
     reformer_v1_seeds(v1)
     rest_infer_seeds()
     generate_request_seeds(v1)
+    generate_json_seeds()
     for d in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         files = os.listdir(os.path.join(HERE, "corpus", d))
         size = sum(os.path.getsize(os.path.join(HERE, "corpus", d, f)) for f in files)

@@ -63,15 +63,24 @@ HttpServer::HttpServer(const HttpOptions& options, prometheus::Registry* registr
       shutdown_grace_(options.shutdown_grace),
       rest_(options.rest),
       slots_(ThreadsForInference(options)),
-      infer_(env, options.rest, &slots_) {}
+      infer_(env, options.rest, &slots_),
+      generate_(env, options.rest, &slots_) {}
 
-// The POST endpoints under a model, by action. Generation serving adds "generate" and
-// "generate_stream" here.
+// The POST endpoints under a model, by action.
 void HttpServer::RegisterModelPostHandlers() {
   post_handlers_["infer"] = {kRestInferMethod, [this](HttpExchange* exchange, const ModelPath& path,
                                                       const std::string& tenant) {
                                return infer_.Handle(exchange, path, tenant);
                              }};
+  post_handlers_["generate"] = {kRestGenerateMethod, [this](HttpExchange* exchange, const ModelPath& path,
+                                                            const std::string& tenant) {
+                                  return generate_.Handle(exchange, path, tenant, /*stream=*/false);
+                                }};
+  post_handlers_["generate_stream"] = {
+      kRestGenerateStreamMethod,
+      [this](HttpExchange* exchange, const ModelPath& path, const std::string& tenant) {
+        return generate_.Handle(exchange, path, tenant, /*stream=*/true);
+      }};
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,

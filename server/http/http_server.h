@@ -10,6 +10,8 @@
 //   GET  /v2/models/{name}[/versions/{v}]/config   Triton model configuration
 //   GET  /v2/models[/{name}[/versions/{v}]]/stats  Triton model statistics
 //   POST /v2/models/{name}[/versions/{v}]/infer    inference, JSON and binary (rest_infer.h)
+//   POST /v2/models/{name}[/versions/{v}]/generate[_stream]  Triton's generate extension
+//                                                  (rest_generate.h)
 // Other paths 404, other methods 405 (with Allow). Everything about the model comes from the
 // structures the gRPC services read (rest_model_info.h), so the two APIs say the same.
 //
@@ -58,6 +60,7 @@
 #include "server/http/compute_slots.h"
 #include "server/http/http_exchange.h"
 #include "server/http/model_path.h"
+#include "server/http/rest_generate.h"
 #include "server/http/rest_infer.h"
 #include "server/request/served_model.h"
 
@@ -139,6 +142,7 @@ class HttpServer {
   const RestInferOptions rest_;
   ComputeSlots slots_;
   const RestInferHandler infer_;
+  const RestGenerateHandler generate_;
   std::map<std::string, ModelPost> post_handlers_;  // by action; filled before start
   mg_context* ctx_ = nullptr;
   int port_ = 0;

@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/reformer.grpc.pb.h"
 #include "engine/model/scoring.h"
@@ -24,11 +26,78 @@ namespace {
 
 namespace v1 = ::reformer::v1;
 
+// Adds `authorization: Bearer <token>` to every call of the channel (gRPC's client interceptors,
+// grpcpp/support/client_interceptor.h): per-call credentials would need a TLS channel.
+class BearerInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerInterceptor(const std::string* value) : value_(value) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *value_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* const value_;  // owned by the factory, which the channel owns
+};
+
+class BearerInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerInterceptorFactory(const std::string& token) : value_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new BearerInterceptor(&value_);
+  }
+
+ private:
+  const std::string value_;
+};
+
+// The token of ClientOptions (commands.h): --token_file's first line, else $REFORMER_TOKEN, else "".
+// False (with a message that never shows the token) when the file is unreadable or the token is
+// not 1 to 4096 visible ASCII characters.
+bool ResolveToken(const ClientOptions& c, std::string* token) {
+  std::string source;
+  if (!c.token_file.empty()) {
+    std::ifstream in(c.token_file, std::ios::binary);
+    if (!in || !std::getline(in, *token)) {
+      std::fprintf(stderr, "reformer-cli: cannot read a token from --token_file %s\n", c.token_file.c_str());
+      return false;
+    }
+    source = "--token_file " + c.token_file;
+  } else if (const char* env = std::getenv(kTokenEnv); env != nullptr && *env != '\0') {
+    *token = env;
+    source = kTokenEnv;
+  } else {
+    token->clear();
+    return true;
+  }
+  const size_t begin = token->find_first_not_of(" \t\r");
+  const size_t end = token->find_last_not_of(" \t\r");
+  *token = begin == std::string::npos ? "" : token->substr(begin, end - begin + 1);
+  const bool visible = std::all_of(token->begin(), token->end(), [](char ch) { return ch > 0x20 && ch < 0x7f; });
+  if (token->empty() || token->size() > 4096 || !visible) {
+    std::fprintf(stderr, "reformer-cli: the token in %s is not 1 to 4096 visible ASCII characters\n",
+                 source.c_str());
+    return false;
+  }
+  return true;
+}
+
+// The channel to --server, sending the bearer token on every call when there is one; nullptr (after
+// saying why on stderr) when the token cannot be read.
 std::shared_ptr<grpc::Channel> Connect(const ClientOptions& c) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(512 << 20);
   args.SetMaxSendMessageSize(512 << 20);
-  return grpc::CreateCustomChannel(c.server, grpc::InsecureChannelCredentials(), args);
+  std::string token;
+  if (!ResolveToken(c, &token)) return nullptr;
+  if (token.empty()) return grpc::CreateCustomChannel(c.server, grpc::InsecureChannelCredentials(), args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<BearerInterceptorFactory>(token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      c.server, grpc::InsecureChannelCredentials(), args, std::move(interceptors));
 }
 
 void SetDeadline(grpc::ClientContext* ctx, double seconds) {
@@ -107,7 +176,9 @@ bool GetInfo(v1::ReformerService::Stub* stub, const ClientOptions& c, v1::GetMod
 }  // namespace
 
 int RunHealth(const ClientOptions& f) {
-  auto stub = inference::GRPCInferenceService::NewStub(Connect(f));
+  std::shared_ptr<grpc::Channel> channel = Connect(f);
+  if (channel == nullptr) return 2;
+  auto stub = inference::GRPCInferenceService::NewStub(channel);
   inference::ServerLiveResponse live;
   inference::ServerReadyResponse ready;
   grpc::ClientContext c1;
@@ -124,7 +195,9 @@ int RunHealth(const ClientOptions& f) {
 }
 
 int RunInfo(const InfoOptions& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f.client));
+  std::shared_ptr<grpc::Channel> channel = Connect(f.client);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), f.client, &info)) return 1;
   std::string layers;
@@ -225,7 +298,9 @@ bool TokenizeText(v1::ReformerService::Stub* stub, const ClientOptions& f, const
 }  // namespace
 
 int RunScoreOnServer(const ScoreOptions& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f.client));
+  std::shared_ptr<grpc::Channel> channel = Connect(f.client);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), f.client, &info)) return 1;
   if (!info.causal()) {
@@ -319,7 +394,9 @@ int RunScoreOnServer(const ScoreOptions& f) {
 }
 
 int RunEmbed(const EmbedOptions& f) {
-  auto stub = v1::ReformerService::NewStub(Connect(f.client));
+  std::shared_ptr<grpc::Channel> channel = Connect(f.client);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), f.client, &info)) return 1;
   Work w;
@@ -451,7 +528,10 @@ int RunGenerateOnServer(const ServerGenerate& g) {
   ClientOptions c;
   c.server = g.server;
   c.timeout_s = g.timeout_s;
-  auto stub = v1::ReformerService::NewStub(Connect(c));
+  c.token_file = g.token_file;
+  std::shared_ptr<grpc::Channel> channel = Connect(c);
+  if (channel == nullptr) return 2;
+  auto stub = v1::ReformerService::NewStub(channel);
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), c, &info)) return 1;
   const bool text = !info.tokenizer().empty();

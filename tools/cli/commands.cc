@@ -12,6 +12,10 @@ void RegisterComputeTypeFlag(std::string* compute_type, FlagSet* f) {
 void RegisterClientFlags(ClientOptions* o, FlagSet* f) {
   f->Add("server", &o->server, "A running reformer-server's gRPC address.").Meta("HOST:PORT");
   f->Add("timeout", &o->timeout_s, "Deadline of each request, in seconds.").MinReal(0.001).Meta("SECONDS");
+  f->Add("token_file", &o->token_file,
+         "A file whose first line is the bearer token sent on every call (servers run with "
+         "--auth_tokens_file); default: the environment variable REFORMER_TOKEN, if set.")
+      .Meta("FILE");
 }
 
 void RegisterForwardFlags(ForwardOptions* o, FlagSet* f) {

@@ -19,10 +19,16 @@ namespace reformer::cli {
 inline constexpr char kDefaultServer[] = "localhost:8001";
 
 // Flags shared by every command that talks to a server.
+// The bearer token (a server run with --auth_tokens_file wants `authorization: Bearer <token>` on
+// every call): the first line of --token_file, else the environment variable REFORMER_TOKEN, else
+// none. Sent on every RPC of the command.
 struct ClientOptions {
   std::string server = kDefaultServer;
   double timeout_s = 600;
+  std::string token_file;
 };
+
+inline constexpr char kTokenEnv[] = "REFORMER_TOKEN";
 
 struct ForwardOptions {
   std::string model;

@@ -39,10 +39,11 @@ constexpr char kUsage[] =
     "usage: reformer-cli generate (--model DIR | --server HOST:PORT) (--inputs FILE.json | --prompt TEXT)\n"
     "       --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S]\n"
     "       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N (offline)]\n"
-    "       [--compute_type float32|bfloat16|int8|auto (offline)] [--timeout_s S (server)]";
+    "       [--compute_type float32|bfloat16|int8|auto (offline)] [--timeout_s S (server)]\n"
+    "       [--token_file FILE (server; else $REFORMER_TOKEN)]";
 
 struct Flags {
-  std::string model, server, inputs, prompt, mode = "cached";
+  std::string model, server, inputs, prompt, mode = "cached", token_file;
   double timeout_s = 600;
   ComputeTypeRequest compute_type;
   bool compute_type_given = false;
@@ -72,6 +73,9 @@ absl::Status ParseFlags(int argc, char** argv, Flags* f) {
       f->model = value;
     } else if (name == "server") {
       f->server = value;
+    } else if (name == "token_file") {
+      if (value.empty()) return bad();
+      f->token_file = value;
     } else if (name == "timeout_s") {
       if (!absl::SimpleAtod(value, &f->timeout_s) || !(f->timeout_s > 0)) return bad();
     } else if (name == "inputs") {
@@ -180,6 +184,7 @@ int RunOnServer(const Flags& f) {
   g.json = f.json;
   g.logprobs = f.logprobs;
   g.timeout_s = f.timeout_s;
+  g.token_file = f.token_file;
   return RunGenerateOnServer(g);
 }
 

@@ -23,6 +23,7 @@ struct ServerGenerate {
   GenerationParams params;  // seed 0 = the server picks one (printed on stderr)
   bool json = false, logprobs = false;
   double timeout_s = 600;
+  std::string token_file;  // ClientOptions::token_file
 };
 
 // tools/cli/client.cc (builds with gRPC only): streams each prompt's text (its ids when the model
