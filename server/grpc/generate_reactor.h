@@ -9,7 +9,7 @@
 //
 // Bounds: the messages not yet taken by the client (queued + in flight) are the sink's unsent()
 // count; at the service's max_unsent the sequence pauses (no new tokens, no new messages) until the
-// client reads, and is cancelled after the stalled timeout. A client that disconnects or cancels, or
+// client reads, and ends RESOURCE_EXHAUSTED after the stalled timeout. A client that disconnects or cancels, or
 // whose deadline passes, has its sequence stopped before its next step and its cache freed; queued
 // messages are dropped. Every call finishes exactly once, after the service's last event, so the
 // service never writes to a finished reactor. No exception leaves a reaction.

@@ -1061,6 +1061,38 @@ TEST(HostileTest, ShutdownFinishesStreamsWhoseClientNeverReads) {
   ctx.TryCancel();
 }
 
+// A stream whose client never reads: once a response write has waited the stalled timeout (on the
+// injected clock) the stream ends RESOURCE_EXHAUSTED, counted under that code, and the client's
+// call is over (its transport still holds unread messages, so it sees the cancellation).
+TEST(HostileTest, StreamWhoseClientNeverReadsEndsAfterTheStalledTimeout) {
+  FakeClock clock;
+  TestServerOptions o;
+  o.vocab = 8000;  // 3.8 MB per answer, beyond what flow control lets through
+  o.max_response_bytes = 8 << 20;
+  o.stream.stalled_timeout = absl::Seconds(30);
+  o.clock = &clock;
+  TestServer s(o);
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  for (int i = 0; i < 20; ++i) {
+    if (!stream->Write(IdsRequest({{0, Tokens(60, i), 0}, {0, Tokens(60, i + 1), 0}}))) break;
+  }
+  ASSERT_TRUE(s.inference().WaitSubmitted(1));
+  const std::string stalled =
+      "grpc_server_handled_total{grpc_code=\"ResourceExhausted\",grpc_method=\"ModelStreamInfer\"";
+  bool ended = false;
+  for (int i = 0; i < 3000 && !ended; ++i) {  // the watch polls the injected clock each second
+    clock.Advance(absl::Seconds(31));
+    absl::SleepFor(absl::Milliseconds(20));
+    ended = absl::StrContains(prometheus::TextSerializer().Serialize(s.registry().Collect()), stalled);
+  }
+  EXPECT_TRUE(ended) << prometheus::TextSerializer().Serialize(s.registry().Collect());
+  inference::ModelStreamInferResponse r;
+  while (stream->Read(&r)) {
+  }
+  EXPECT_FALSE(stream->Finish().ok());
+}
+
 TEST(HostileTest, BusyPortIsAnError) {
   TestServer first;
   ServedModel model;
