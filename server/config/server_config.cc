@@ -105,8 +105,8 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .Min(1);
   // Batching and admission.
   f->Add("max_batch_tokens", &c->batching.max_batch_tokens,
-         "Most real tokens in one engine batch. 0 = max(65536, the model's context), so a document of the "
-         "full context always fits.")
+         "Most real tokens in one engine batch, at least the model's context. 0 = max(65536, the model's "
+         "context), so a document of the full context always fits.")
       .Min(0);
   f->Add("max_batch_size", &c->batching.max_batch_size, "Most documents in one engine batch.").Min(1);
   f->Add("long_batch_tokens", &c->batching.long_batch_tokens,
@@ -313,6 +313,11 @@ absl::Status ResolveServerConfig(const ResolveFacts& facts, ServerConfig* c) {
     c->generate.threads_per_worker = std::max(1, facts.cpus / std::max(1, c->generate.workers));
   }
   if (c->batching.max_batch_tokens == 0) c->batching.max_batch_tokens = std::max<int64_t>(65536, facts.context);
+  if (c->batching.max_batch_tokens < facts.context) {  // such a document could never be batched
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_batch_tokens=", c->batching.max_batch_tokens, " is below its minimum, the model's context of ",
+        facts.context, " tokens (max_position_embeddings): a document that long could never be batched"));
+  }
   if (c->limits.max_tokens_per_request == 0) {
     c->limits.max_tokens_per_request = std::min(8 * facts.context, kMaxTokensPerRequest);
   }

@@ -158,13 +158,21 @@ TEST(ServerConfigTest, ResolveFillsEveryAutomaticValueInOnePlace) {
 
   ServerConfig explicit_values;
   explicit_values.model.dir = "m";
-  explicit_values.batching.max_batch_tokens = 1000;
+  explicit_values.batching.max_batch_tokens = 5000;
   explicit_values.limits.max_tokens_per_request = 3000;
   explicit_values.batching.memory_budget_bytes = 256 << 20;
   ASSERT_TRUE(ResolveServerConfig({4096, 1}, &explicit_values).ok());
-  EXPECT_EQ(explicit_values.batching.max_batch_tokens, 1000);
+  EXPECT_EQ(explicit_values.batching.max_batch_tokens, 5000);
   EXPECT_EQ(explicit_values.limits.max_tokens_per_request, 3000);
   EXPECT_EQ(explicit_values.grpc.stream_max_unsent_bytes, 4 << 20);  // a stream's share of a small budget
+
+  ServerConfig small_batches;  // a configuration error before anything starts, naming flag and minimum
+  small_batches.model.dir = "m";
+  small_batches.batching.max_batch_tokens = 10;
+  const absl::Status below = ResolveServerConfig({4096, 1}, &small_batches);
+  EXPECT_EQ(below.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(below.message()), HasSubstr("--max_batch_tokens=10 is below its minimum"));
+  EXPECT_THAT(std::string(below.message()), HasSubstr("4096"));
 
   ServerConfig bad_name;
   bad_name.model.dir = "m";
