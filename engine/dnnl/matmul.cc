@@ -1,7 +1,11 @@
 #include "engine/dnnl/matmul.h"
 
+#include <sys/mman.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -28,6 +32,53 @@ std::shared_ptr<float> AlignedFloats(int64_t n) {
   return std::static_pointer_cast<float>(AlignedBytes(static_cast<size_t>(n) * sizeof(float)));
 }
 
+// A 2 MiB-aligned anonymous mapping advised for huge pages; unmapped with the last weight in it.
+struct WeightChunk {
+  void* base = nullptr;
+  size_t size = 0;
+  explicit WeightChunk(size_t bytes) : size(bytes) {
+    constexpr size_t kHuge = size_t{2} << 20;
+    void* raw = mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REFORMER_CHECK(raw != MAP_FAILED);
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t aligned = (begin + kHuge - 1) / kHuge * kHuge;
+    if (aligned > begin) munmap(raw, aligned - begin);
+    munmap(reinterpret_cast<void*>(aligned + bytes), begin + kHuge - aligned);  // > 0 bytes
+    base = reinterpret_cast<void*>(aligned);
+    madvise(base, bytes, MADV_HUGEPAGE);  // advisory, as the workspace's blocks (workspace.h)
+  }
+  ~WeightChunk() { munmap(base, size); }
+};
+
+// Storage of a packed weight. A model's weights are dozens of blocks of 64 KiB to a few MiB; from
+// the heap each takes 4 KiB pages, one fault per page on first touch (~2,500 faults for the
+// crime-and-punishment shape, a dear part of loading on a VM: docs/results/forward.md). So blocks
+// of at least 64 KiB are carved one after another from huge-page chunks of 2 MiB (or their own
+// chunk when larger); a chunk lives while any weight in it does. Under AddressSanitizer every
+// block comes from the heap, as the workspace's (engine/tensor/workspace.h).
+std::shared_ptr<void> WeightBytes(size_t n) {
+  constexpr size_t kChunk = size_t{2} << 20, kMinCarved = size_t{64} << 10;
+  const size_t bytes = (n + 63) / 64 * 64;
+  if (!Workspace::kRecyclesBlocks || bytes < kMinCarved) return AlignedBytes(n);
+  static std::mutex mu;
+  static std::weak_ptr<WeightChunk> current;
+  static size_t used = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  std::shared_ptr<WeightChunk> chunk = current.lock();
+  if (!chunk || used + bytes > chunk->size) {
+    chunk = std::make_shared<WeightChunk>((bytes + kChunk - 1) / kChunk * kChunk);
+    current = chunk;
+    used = 0;
+  }
+  void* p = static_cast<uint8_t*>(chunk->base) + used;
+  used += bytes;
+  return std::shared_ptr<void>(chunk, p);  // shares the chunk's ownership
+}
+
+std::shared_ptr<float> WeightFloats(int64_t n) {
+  return std::static_pointer_cast<float>(WeightBytes(static_cast<size_t>(n) * sizeof(float)));
+}
+
 dnnl::algorithm ToAlgorithm(PostOp op) {
   switch (op) {
     case PostOp::kRelu: return dnnl::algorithm::eltwise_relu;
@@ -49,7 +100,7 @@ PackedWeight PackedWeight::Build(int64_t k, int64_t n,
   PackedWeight w;
   w.k_ = k;
   w.n_ = n;
-  std::shared_ptr<float> f = AlignedFloats(k * n);
+  std::shared_ptr<float> f = type == ComputeType::kFloat32 ? WeightFloats(k * n) : AlignedFloats(k * n);
   float* d = f.get();
   for (int64_t i = 0; i < k; ++i)
     for (int64_t j = 0; j < n; ++j) d[i * n + j] = value(i, j);
@@ -63,7 +114,8 @@ PackedWeight PackedWeight::FromLinear(const float* src, int64_t ld, int64_t row0
   PackedWeight w;
   w.k_ = k;
   w.n_ = n;
-  std::shared_ptr<float> f = AlignedFloats(k * n);
+  // Float32 values are the weight itself; for other types a staging copy (heap) converted below.
+  std::shared_ptr<float> f = type == ComputeType::kFloat32 ? WeightFloats(k * n) : AlignedFloats(k * n);
   float* d = f.get();
   // Transpose in 32x32 blocks (cache friendly for the large FFN matrices).
   constexpr int64_t kB = 32;
@@ -84,7 +136,7 @@ void PackedWeight::ConvertTo(ComputeType type) {
   const float* f = static_cast<const float*>(data_.get());
   const size_t count = static_cast<size_t>(k_ * n_);
   if (type == ComputeType::kBFloat16) {
-    std::shared_ptr<void> b = AlignedBytes(count * sizeof(uint16_t));
+    std::shared_ptr<void> b = WeightBytes(count * sizeof(uint16_t));
     kernels::Active().to_bf16(f, static_cast<int64_t>(count), static_cast<uint16_t*>(b.get()));
     data_ = std::move(b);
     return;
@@ -94,7 +146,7 @@ void PackedWeight::ConvertTo(ComputeType type) {
   std::vector<float> amax(n_, 0.f);
   for (int64_t i = 0; i < k_; ++i)
     for (int64_t j = 0; j < n_; ++j) amax[j] = std::max(amax[j], std::abs(f[i * n_ + j]));
-  std::shared_ptr<void> q = AlignedBytes(count);
+  std::shared_ptr<void> q = WeightBytes(count);
   int8_t* qd = static_cast<int8_t*>(q.get());
   for (int64_t j = 0; j < n_; ++j) scales.get()[j] = amax[j] / 127.f;
   for (int64_t i = 0; i < k_; ++i)

@@ -289,6 +289,7 @@ absl::Status Decoder::Impl::Forward(absl::Span<DecodeState* const> seqs, const s
     }
     return li > 0 && between ? between(li) : absl::OkStatus();
   };
+  if (between) fo.between_parts = between;
   if (fill_cache)
     fo.on_head = [&](int64_t li, int64_t h, int64_t d, const float* proj, int64_t ld) {
       CopyProjections(seqs[d], li, h, proj, ld);

@@ -84,8 +84,11 @@ struct DecoderOptions {
   int64_t tile_rows = 0;
 };
 
-// Called between two layers of a prefill (after layer `layer` - 1): run other work here, e.g. a
-// step of other sequences on the same Decoder. A non-OK status ends the prefill with it.
+// Called during a prefill between two layers (after layer `layer` - 1) and between two parts of
+// layer `layer` (two row tiles of a product, two (head, document) attentions, the attention and
+// the feed-forward; ForwardOptions::between_parts in engine/model/forward.h): run other work
+// here, e.g. a step of other sequences on the same Decoder, which changes none of the prefill's
+// numbers. A non-OK status ends the prefill with it.
 using BetweenLayersFn = std::function<absl::Status(int64_t layer)>;
 
 class Decoder {

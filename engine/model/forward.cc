@@ -215,11 +215,19 @@ class ForwardPass {
     out_->stats.matmul_flops += 2.0 * static_cast<double>(mc.m) * static_cast<double>(mc.k) * mc.n;
     return ctx_->Matmul(mc);
   }
-  // Calls f(first_row, rows) for every matmul tile of every region, in row order.
+  // ForwardOptions::between_parts, if any, for the current layer.
+  absl::Status BetweenParts() const { return opt_.between_parts ? opt_.between_parts(layer_) : absl::OkStatus(); }
+  // Calls f(first_row, rows) for every matmul tile of every region, in row order (BetweenParts
+  // between two tiles).
   template <class F>
   absl::Status ForEachTile(F f) {
+    bool first = true;
     for (const RowLayout::Region& r : layout_.regions)
-      for (int64_t t0 = r.begin; t0 < r.begin + r.rows; t0 += r.tile) RETURN_IF_ERROR(f(t0, r.tile));
+      for (int64_t t0 = r.begin; t0 < r.begin + r.rows; t0 += r.tile) {
+        if (!first) RETURN_IF_ERROR(BetweenParts());
+        first = false;
+        RETURN_IF_ERROR(f(t0, r.tile));
+      }
     return absl::OkStatus();
   }
   // Zeroes the tile padding rows of a [rows, width] buffer (row stride ld).
@@ -247,6 +255,7 @@ class ForwardPass {
   ForwardOutputs* out_;
   const int threads_;
   const CancelCheck cancel_;
+  int64_t layer_ = 0;  // the layer being computed (for between_parts)
 };
 
 absl::Status ForwardPass::Run() {
@@ -264,7 +273,9 @@ absl::Status ForwardPass::Run() {
   for (int64_t li = 0; li < c_.num_layers(); ++li) {
     if (Cancelled()) return absl::CancelledError("forward cancelled");
     if (opt_.at_layer) RETURN_IF_ERROR(opt_.at_layer(li, A.data(), Z.data(), layout_.offset));
+    layer_ = li;
     RETURN_IF_ERROR(Attention(li, Z.data(), A.data(), BucketSlot(li)));
+    RETURN_IF_ERROR(BetweenParts());
     RETURN_IF_ERROR(FeedForward(li, A.data(), Z.data()));
   }
   if (Cancelled()) return absl::CancelledError("forward cancelled");
@@ -341,8 +352,10 @@ absl::Status ForwardPass::Attention(int64_t li, const float* z, float* a, int bu
         return absl::OkStatus();
       }));
     }
+    RETURN_IF_ERROR(BetweenParts());
     RETURN_IF_ERROR(AttendHeads(li, h0, g, proj.data(), oh.data(), bucket_slot));
   }
+  RETURN_IF_ERROR(BetweenParts());
   return ForEachTile([&](int64_t t0, int64_t m) {
     MatmulCall mc;
     mc.With(P.attn_out);
@@ -364,6 +377,7 @@ absl::Status ForwardPass::AttendHeads(int64_t li, int64_t h0, int64_t g, const f
   const LayerWeights& L = w_.layers[li];
   for (int64_t h = h0; h < h0 + g; ++h) {
     for (size_t d = 0; d < docs_.size(); ++d) {
+      if (h > h0 || d > 0) RETURN_IF_ERROR(BetweenParts());
       const ForwardDoc& doc = docs_[d];
       const float* base = proj + ((h - h0) * rows + layout_.offset[d]) * ldp;
       float* o = oh + layout_.offset[d] * ldo + h * dh;

@@ -91,6 +91,11 @@ struct ForwardOptions {
   // non-OK status ends the forward.
   std::function<absl::Status(int64_t layer, const float* a, const float* z, const std::vector<int64_t>& first_row)>
       at_layer;
+  // Between two parts of layer `layer`: two tiles of one of its products, two (head, document)
+  // attentions, its attention and its feed-forward. A decoding server runs its other sequences'
+  // step here so that they go on while a long prompt fills its cache (docs/generation.md §4). It
+  // must not touch this forward's documents or buffers; a non-OK status ends the forward.
+  std::function<absl::Status(int64_t layer)> between_parts;
 };
 
 struct ForwardOutputs {

@@ -46,6 +46,18 @@ int32_t Argmax(absl::Span<const float> x) {
   return static_cast<int32_t>(std::max_element(x.begin(), x.end()) - x.begin());
 }
 
+// logits / temperature as HF divides them. A temperature so small that the quotient overflows (e.g. 1e-40)
+// would leave +inf - +inf = NaN in the softmax below; then the max-shifted quotient, (x - max) / temperature,
+// is used instead: the same distribution in exact arithmetic, finite at its peak, and greedy in the limit.
+void ScaleByTemperature(absl::Span<const float> logits, float temperature, std::vector<float>* out) {
+  std::vector<float>& s = *out;
+  s.assign(logits.begin(), logits.end());
+  for (float& x : s) x = x / temperature;
+  if (std::isfinite(*std::max_element(s.begin(), s.end()))) return;
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  for (size_t i = 0; i < s.size(); ++i) s[i] = (logits[i] - mx) / temperature;
+}
+
 }  // namespace
 
 absl::Status ValidateSampling(const SamplingParams& p) {
@@ -83,8 +95,7 @@ int32_t ChooseToken(absl::Span<const float> logits, const SamplingParams& p, uin
                     std::vector<float>* scratch) {
   if (p.temperature == 0.f) return Argmax(logits);
   std::vector<float>& s = *scratch;
-  s.assign(logits.begin(), logits.end());
-  for (float& x : s) x = x / p.temperature;
+  ScaleByTemperature(logits, p.temperature, &s);
   TopK(&s, p.top_k);
   TopP(&s, p.top_p);
   // Inverse CDF of softmax(s) in id order, in double.

@@ -27,9 +27,9 @@
 // batch computes no faster per token, but it holds all its requests until its slowest document is done
 // and leaves the other workers idle once the queue runs dry (16 closed-loop clients of 512-16,384-token
 // documents: 24 documents ran in 9 batches, p90 latency = the run's length; docs/results/load.md).
-// So documents may join a batch only while it stays within batch_fill_tokens (--batch_fill_tokens;
-// set to long_batch_tokens, batches of several documents are never long); a single document above it
-// forms a batch of its own. 0 (the server's default for now) = no fill bound.
+// So documents join a batch only while it stays within batch_fill_tokens (the server sets it to
+// long_batch_tokens: batches of several documents are never long); a single document above it forms
+// a batch of its own.
 //
 // Long documents do not starve short ones. A batch of more than `long_batch_tokens` tokens is "long".
 // With W >= 2 workers at most W-1 long batches run at once: the remaining worker only forms batches of

@@ -82,7 +82,7 @@ struct BatchingConfig {
   int64_t max_batch_tokens = 0;  // 0 = max(65536, context)
   int64_t max_batch_size = 32;
   int64_t long_batch_tokens = 16384;  // 0 = no reservation for short work
-  int64_t batch_fill_tokens = 0;  // most tokens in a batch of several documents; 0 = max_batch_tokens
+  int64_t batch_fill_tokens = 16384;  // most tokens in a batch of several documents; 0 = max_batch_tokens
   double batch_length_ratio = 4.0;
   int64_t memory_budget_bytes = int64_t{4} << 30;
   int64_t max_queue_delay_ms = 5;

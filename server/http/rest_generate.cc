@@ -5,6 +5,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -119,8 +120,9 @@ std::string ErrorJson(absl::string_view message) {
 }
 
 // Hands the sequence's events to `consume` on this (the handler's) thread, in order, until the last
-// one; watches the connection meanwhile. `consume` returns false once the client is gone: the
-// sequence is then cancelled and later events dropped. Returns the last event's status, CANCELLED when
+// one; watches the connection meanwhile. `consume` returns false (or throws) once the client is gone:
+// the sequence is then cancelled and later events dropped. Never returns (nor throws) before the last
+// event, since the queue lives on the caller's stack. Returns the last event's status, CANCELLED when
 // the client went away first.
 absl::Status PumpEvents(const ServiceEnv& env, absl::Duration poll, HttpExchange* exchange, GenerateEventQueue* queue,
                         std::atomic<bool>* cancelled, const std::function<bool(GenerationEvent&)>& consume) {
@@ -137,7 +139,13 @@ absl::Status PumpEvents(const ServiceEnv& env, absl::Duration poll, HttpExchange
     std::optional<absl::Status> last;
     for (GenerationEvent& e : batch) {
       if (e.last()) last = e.status;
-      if (!gone && !consume(e)) cancel();
+      if (gone) continue;
+      bool delivered = false;
+      try {
+        delivered = consume(e);
+      } catch (...) {  // out of memory: answered as a lost client (the last event is still awaited)
+      }
+      if (!delivered) cancel();
     }
     batch.clear();
     queue->Written(taken);
@@ -174,10 +182,14 @@ int RestGenerateHandler::Handle(HttpExchange* exchange, const ModelPath& path, c
     status = Run(exchange, path, &call);
   } catch (...) {
     status = CurrentExceptionStatus("answering a REST generate request");
-    try {
-      if (!exchange->head_sent()) Refuse(exchange, status, false, false, &call);
-    } catch (...) {  // out of memory even for the error: the connection closes unanswered
+  }
+  // Every path that ends unanswered (an exception, or a client taken as gone: one that half-closed its
+  // side still reads this) gets its status here, never civetweb's default 404.
+  try {
+    if (!exchange->head_sent()) {
+      Refuse(exchange, status.ok() ? absl::InternalError("no answer") : status, false, false, &call);
     }
+  } catch (...) {  // out of memory even for the error: the connection closes unanswered
   }
   if (env_.metrics != nullptr) {
     env_.metrics->RequestFinished(call.method, tenant, status.code(),

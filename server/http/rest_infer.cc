@@ -116,10 +116,14 @@ int RestInferHandler::Handle(HttpExchange* exchange, const ModelPath& path,
     status = Run(exchange, path, &call);
   } catch (...) {
     status = CurrentExceptionStatus("answering a REST inference request");
-    try {
-      if (!exchange->head_sent()) Refuse(exchange, status, false, false, &call);
-    } catch (...) {  // out of memory even for the error: the connection closes unanswered
+  }
+  // Every path that ends unanswered (an exception, or a client taken as gone: one that half-closed its
+  // side still reads this) gets its status here, never civetweb's default 404.
+  try {
+    if (!exchange->head_sent()) {
+      Refuse(exchange, status.ok() ? absl::InternalError("no answer") : status, false, false, &call);
     }
+  } catch (...) {  // out of memory even for the error: the connection closes unanswered
   }
   if (env_.metrics != nullptr) {
     env_.metrics->RequestFinished(kRestInferMethod, tenant, status.code(),

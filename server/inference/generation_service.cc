@@ -95,6 +95,10 @@ class Worker {
   std::vector<std::unique_ptr<Live>> pending_;  // started, prompt pass not yet run
   std::vector<std::unique_ptr<Live>> active_;   // running
   bool holds_memory_ = false;
+  // The last step of the running sequences: when it ended and how long it took (the pacing of the
+  // steps taken inside a prompt pass, Prefill()).
+  absl::Time last_step_end_ = absl::InfinitePast();
+  absl::Duration last_step_time_ = absl::ZeroDuration();
 };
 
 class GenerationServiceImpl final : public GenerationService, private MemoryBudget::Listener {
@@ -462,9 +466,12 @@ void Worker::Prefill() {
       if (StopStatus(*live, t).ok()) return false;
     return true;
   };
-  // Between two layers of the prompt pass, the running sequences take one step.
-  const BetweenLayersFn between = [this](int64_t) {
-    StepActive();
+  // Between two parts of the prompt pass (layers, row tiles of a product, heads' attention;
+  // decoder.h), the running sequences take one step if at least as long as their last step took
+  // has passed since it ended: they keep producing tokens while a long prompt fills its cache, and
+  // the prompt pass keeps at least about half of the worker's time.
+  const BetweenLayersFn between = [this, &clock](int64_t) {
+    if (clock.Now() - last_step_end_ >= last_step_time_) StepActive();
     return absl::OkStatus();
   };
   absl::Status status;
@@ -530,6 +537,8 @@ bool Worker::StepActive() {
   }
   if (recompute) KeepRetained(MemoryReservation());
   const absl::Time done = service_->clock().Now();
+  last_step_end_ = done;
+  last_step_time_ = done - now;
   for (std::unique_ptr<Live>& live : step) {
     if (status.ok()) {
       AcceptAndEmit(std::move(live), done);

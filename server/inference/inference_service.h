@@ -77,11 +77,10 @@ struct InferenceOptions {
   // at once, so short requests always have a worker (see server/batching/batch_scheduler.h for the
   // latency bound). 0 disables the reservation.
   int64_t long_batch_tokens = 16384;
-  // A batch of several documents holds at most this many tokens; 0 (the default) = max_batch_tokens.
-  // Set to long_batch_tokens, only a single long document forms a long batch and batches of several
-  // documents spread over all workers (server/batching/batch_scheduler.h, "Batch fill"; opt-in until
-  // the soak's warm-up reference is reworked, docs/results/load.md).
-  int64_t batch_fill_tokens = 0;
+  // A batch of several documents holds at most this many tokens; 0 = max_batch_tokens. Equal to
+  // long_batch_tokens by default, so only a single long document forms a long batch and batches of
+  // several documents spread over all workers (server/batching/batch_scheduler.h, "Batch fill").
+  int64_t batch_fill_tokens = 16384;
   // Documents in one batch have lengths within this factor of each other (similar-length grouping).
   double length_ratio = 4.0;
   // A request queued this long heads the queue as if it had priority 1 (by arrival), so lower

@@ -226,7 +226,8 @@ TEST(DecoderTest, PrefillInterleavedWithStepsChangesNothing) {
   DecodeState* b = big.get();
   float* bd = big_logits.data();
   ASSERT_TRUE(dec->Prefill({&b, 1}, {&bd, 1}, nullptr, between).ok());
-  EXPECT_EQ(calls, Model()->config().num_layers() - 1);
+  // Between layers and inside them (heads' attention, attention and feed-forward).
+  EXPECT_GT(calls, 2 * Model()->config().num_layers());
   EXPECT_EQ(std::memcmp(big_logits.data(), alone[8][0].data(), sizeof(float) * V), 0);
   for (size_t i = 0; i < 6; ++i)
     EXPECT_EQ(std::memcmp(logits[i].data(), alone[i][fed[i]].data(), sizeof(float) * V), 0) << i;
@@ -234,6 +235,75 @@ TEST(DecoderTest, PrefillInterleavedWithStepsChangesNothing) {
   int32_t tok = scripts[8].feed[0];
   ASSERT_TRUE(dec->Step({&b, 1}, {&tok, 1}, {&bd, 1}).ok());
   EXPECT_EQ(std::memcmp(big_logits.data(), alone[8][1].data(), sizeof(float) * V), 0);
+}
+
+// Running sequences' logits at every step, fed token (3 + 7 k + i) % V at step k; `between` (if
+// any) is the prefill hook under which they step.
+struct Runners {
+  std::vector<std::unique_ptr<DecodeState>> states;
+  std::vector<Logits> logits;  // [sequence][step]
+  int64_t steps = 0;
+  absl::Status Step(Decoder* dec) {
+    const int64_t V = Model()->config().vocab_size;
+    std::vector<DecodeState*> s;
+    std::vector<float*> d;
+    std::vector<int32_t> t;
+    for (size_t i = 0; i < states.size(); ++i) {
+      logits[i].emplace_back(V);
+      s.push_back(states[i].get());
+      d.push_back(logits[i].back().data());
+      t.push_back(static_cast<int32_t>((3 + 7 * steps + i) % V));
+    }
+    ++steps;
+    return dec->Step(absl::MakeSpan(s), t, absl::MakeSpan(d));
+  }
+};
+
+Runners StartRunners(Decoder* dec) {
+  Runners r;
+  const int64_t V = Model()->config().vocab_size;
+  for (int64_t len : {5, 20, 40}) {
+    std::vector<int32_t> prompt;
+    for (int64_t t = 0; t < len; ++t) prompt.push_back(static_cast<int32_t>(3 + (t * 11 + len) % (V - 3)));
+    r.states.push_back(std::move(DecodeState::Create(*Model(), prompt, 120, DecodeMode::kCached)).value());
+    r.logits.emplace_back(1, std::vector<float>(V));
+    DecodeState* s = r.states.back().get();
+    float* d = r.logits.back()[0].data();
+    EXPECT_TRUE(dec->Prefill({&s, 1}, {&d, 1}).ok());
+  }
+  return r;
+}
+
+// A 240-token prompt in 128-row tiles: the running sequences step between the tiles of each
+// product, not only between layers, and neither side's numbers change.
+TEST(DecoderTest, LongPrefillLetsOthersStepBetweenTiles) {
+  DecoderOptions o{2};
+  o.tile_rows = 128;
+  auto dec = std::move(Decoder::Create(Model(), o)).value();
+  const int64_t V = Model()->config().vocab_size;
+  std::vector<int32_t> prompt;
+  for (int64_t t = 0; t < 240; ++t) prompt.push_back(static_cast<int32_t>(3 + (t * 13) % (V - 3)));
+  auto prefill = [&](const BetweenLayersFn& between) {
+    auto st = std::move(DecodeState::Create(*Model(), prompt, 2, DecodeMode::kCached)).value();
+    std::vector<float> l(V);
+    DecodeState* s = st.get();
+    float* d = l.data();
+    EXPECT_TRUE(dec->Prefill({&s, 1}, {&d, 1}, nullptr, between).ok());
+    return l;
+  };
+  Runners mixed = StartRunners(dec.get());
+  const std::vector<float> interleaved = prefill([&](int64_t) { return mixed.Step(dec.get()); });
+  // Each product of a layer spans two tiles, so there are more than 3 calls per layer.
+  EXPECT_GT(mixed.steps, 3 * Model()->config().num_layers());
+  const std::vector<float> alone = prefill(nullptr);
+  EXPECT_EQ(std::memcmp(interleaved.data(), alone.data(), sizeof(float) * V), 0);
+  Runners ref = StartRunners(dec.get());
+  for (int64_t k = 0; k < mixed.steps; ++k) ASSERT_TRUE(ref.Step(dec.get()).ok());
+  int64_t mismatches = 0;
+  for (size_t i = 0; i < ref.logits.size(); ++i)
+    for (int64_t k = 0; k <= mixed.steps; ++k)
+      mismatches += std::memcmp(ref.logits[i][k].data(), mixed.logits[i][k].data(), sizeof(float) * V) != 0;
+  EXPECT_EQ(mismatches, 0);
 }
 
 TEST(DecoderTest, RecomputeEqualsTheForwardOfTheWholeSequence) {

@@ -43,6 +43,24 @@ TEST(SamplingTest, GreedyIsArgmaxWithLowestIdOnTies) {
   EXPECT_EQ(ChooseToken(std::vector<float>{5.f, 3.f, 1.f, 3.f}, p, 7, &scratch), 0);
 }
 
+// A temperature so small that logits / temperature overflows float (QA: 1e-40 chose garbage tokens through
+// +inf - +inf = NaN) samples from the limit distribution: the argmax, whatever the signs of the logits.
+TEST(SamplingTest, VanishingTemperatureIsGreedy) {
+  std::vector<float> scratch;
+  for (float t : {1e-30f, 1e-38f, 1e-40f, 1e-45f}) {
+    for (const std::vector<float>& logits : {std::vector<float>{0.5f, 7.f, -3.f, 6.9f},
+                                             std::vector<float>{-9.f, -2.f, -8.f, -2.5f}}) {
+      for (int32_t top_k : {0, 2}) {
+        SamplingParams p;
+        p.temperature = t;
+        p.top_k = top_k;
+        p.seed = 5;
+        for (uint64_t i = 0; i < 64; ++i) EXPECT_EQ(ChooseToken(logits, p, i, &scratch), 1) << t << " " << i;
+      }
+    }
+  }
+}
+
 // Frequencies of ChooseToken over many draw indices.
 std::map<int32_t, double> Frequencies(const std::vector<float>& logits, const SamplingParams& p, int n) {
   std::map<int32_t, double> f;

@@ -4,13 +4,16 @@
 Makes a random byte-level model (tools/loadgen/make_random_model.py, crime-and-punishment shape),
 starts reformer-server on it (--grpc_port 0), and checks `health`, `info --json`, `score --json`
 (one window and several: totals add up, bits/byte consistent, and the same figures as the offline
-`score --model`, text and JSON), `embed --normalize` (unit norm) and `generate --server` (the same
-tokens as offline `generate --model`, greedy, sampled with a seed, recompute mode).
+`score --model`, text and JSON), `embed --normalize` (unit norm), a file far above the server's --max_tokens_per_request (the
+bundled model's heldout.txt: the README's figure, as offline), empty files and directories, and `generate --server` (the same
+tokens as offline `generate --model`, greedy, sampled with a seed, recompute mode; without --seed offline
+picks one, reports it, and the server given it repeats the tokens).
 Usage: cli_client_test.py SERVER_BINARY CLI_BINARY SOURCE_DIR
 """
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +23,26 @@ import unittest
 SERVER, CLI, SOURCE = (sys.argv[1:4] + [None, None, None])[:3]
 
 
+def start_server(model, name):
+    """reformer-server on `model` at a free port: (process, address)."""
+    server = subprocess.Popen(
+        [SERVER, "--model_dir", model, "--model_name", name, "--grpc_port", "0", "--http_port", "0",
+         "--bind_address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    if "grpc_port=" not in line:
+        server.kill()
+        raise RuntimeError("server did not start: " + line + server.stderr.read())
+    fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+    return server, "127.0.0.1:" + fields["grpc_port"]
+
+
+def stop_server(server):
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
+    server.stdout.close()
+    server.stderr.close()
+
+
 class CliClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -27,15 +50,7 @@ class CliClientTest(unittest.TestCase):
         model = cls.model = os.path.join(cls.tmp.name, "model")
         subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "tools/loadgen/make_random_model.py"),
                         "--out", model, "--seed", "3"], check=True, capture_output=True)
-        cls.server = subprocess.Popen(
-            [SERVER, "--model_dir", model, "--model_name", "cp", "--grpc_port", "0", "--http_port", "0",
-             "--bind_address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = cls.server.stdout.readline()
-        if "grpc_port=" not in line:
-            cls.server.kill()
-            raise RuntimeError("server did not start: " + line + cls.server.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        cls.addr = "127.0.0.1:" + fields["grpc_port"]
+        cls.server, cls.addr = start_server(model, "cp")
         cls.text = os.path.join(cls.tmp.name, "a.txt")
         with open(cls.text, "w") as f:
             f.write("In the beginning God created the heaven and the earth. " * 5)
@@ -43,10 +58,7 @@ class CliClientTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.send_signal(signal.SIGTERM)
-        cls.server.wait(timeout=60)
-        cls.server.stdout.close()
-        cls.server.stderr.close()
+        stop_server(cls.server)
         cls.tmp.cleanup()
 
     def cli(self, *args, ok=True):
@@ -115,6 +127,31 @@ class CliClientTest(unittest.TestCase):
         # The text format is the offline one, figure for figure.
         self.assertEqual(self.cli("score", self.text).stdout, self.offline(self.text))
 
+    def test_long_file_scores_as_offline_and_as_the_readme_says(self):
+        # heldout.txt (208,896 bytes) is far above the default model's --max_tokens_per_request (32,768): the
+        # client tokenizes it in slices and prints the offline line, which README.md quotes.
+        default = os.path.join(SOURCE, "models", "default")
+        heldout = os.path.join(default, "heldout.txt")
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            readme_line = next(l for l in f if l.startswith("models/default/heldout.txt: "))
+        server, addr = start_server(default, "default")
+        try:
+            served = subprocess.run([CLI, "score", "--server", addr, heldout], capture_output=True, text=True,
+                                    timeout=300, cwd=SOURCE)
+            served_json = subprocess.run([CLI, "score", "--server", addr, "--json", heldout], capture_output=True,
+                                         text=True, timeout=300)
+        finally:
+            stop_server(server)
+        self.assertEqual(served.returncode, 0, served.stderr)
+        offline = subprocess.run([CLI, "score", "--model", default, "--json", heldout], capture_output=True,
+                                 text=True, timeout=300)
+        self.assertEqual(offline.returncode, 0, offline.stderr)
+        self.assertEqual(served.stdout.replace(SOURCE + "/", ""), readme_line)
+        s, o = json.loads(served_json.stdout), json.loads(offline.stdout)
+        self.assertEqual((s["tokens"], s["bytes"], s["windows"]), (208896, 208845, 51))
+        for key in ("tokens", "bytes", "bits_per_byte", "perplexity"):
+            self.assertEqual(s[key], o[key], key)
+
     def test_embed(self):
         self.wait_ready()
         out = [json.loads(l) for l in self.cli("embed", self.text, "--normalize").stdout.splitlines()]
@@ -122,6 +159,11 @@ class CliClientTest(unittest.TestCase):
         self.assertEqual(out[0]["tokens"], self.n)
         self.assertEqual(len(out[0]["embedding"]), 512)
         self.assertAlmostEqual(sum(x * x for x in out[0]["embedding"]), 1.0, places=4)
+
+    def offline_generate(self, *args):
+        r = subprocess.run([CLI, *args, "--model", self.model], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
 
     def test_generate_equals_offline_generate(self):
         self.wait_ready()
@@ -139,6 +181,24 @@ class CliClientTest(unittest.TestCase):
                 self.assertEqual(s["new_tokens"], o["new_tokens"], extra)
                 self.assertEqual(s["finish_reason"], o["finish_reason"])
                 self.assertEqual(len(s["new_tokens"]), 12)
+        # Sampling without --seed: offline picks a seed per run and reports it like the server does; the
+        # server given that seed repeats the tokens (and offline given it again, too).
+        sample = ["generate", "--prompt", "And God said", "--max_new_tokens", "16", "--ignore_eos",
+                  "--temperature", "1"]
+        picked = [self.offline_generate(*sample, "--json") for _ in range(2)]
+        self.assertNotEqual(picked[0]["seed"], picked[1]["seed"])
+        for p in picked:
+            self.assertGreater(p["seed"], 0)
+            served = json.loads(self.cli(*sample, "--json", "--seed", str(p["seed"])).stdout)
+            self.assertEqual((served["new_tokens"], served["seed"]), (p["new_tokens"], p["seed"]))
+            again = self.offline_generate(*sample, "--json", "--seed", str(p["seed"]))
+            self.assertEqual(again["new_tokens"], p["new_tokens"])
+        # Text mode reports the picked seed on stderr; the server given it prints the same text.
+        r = subprocess.run([CLI, *sample, "--model", self.model], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        seed = re.search(r"\[0: 16 tokens, finish_reason length, seed (\d+)\]", r.stderr)
+        self.assertIsNotNone(seed, r.stderr)
+        self.assertEqual(self.cli(*sample, "--seed", seed.group(1)).stdout, r.stdout)
         # Streaming text mode: the text on stdout, a summary with the finish reason on stderr.
         r = self.cli("generate", "--prompt", "And God said", "--max_new_tokens", "8", "--ignore_eos")
         self.assertIn("finish_reason length", r.stderr)
@@ -149,6 +209,17 @@ class CliClientTest(unittest.TestCase):
         r = self.cli("score", os.path.join(self.tmp.name, "missing.txt"), ok=False)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("cannot read", r.stderr)
+        # An empty file has no embedding; a directory is not a text file (score and embed, both modes).
+        empty = os.path.join(self.tmp.name, "empty.txt")
+        open(empty, "w").close()
+        r = self.cli("embed", empty, ok=False)
+        self.assertEqual((r.returncode, r.stdout), (1, ""))
+        self.assertIn("empty.txt is empty; there is nothing to embed", r.stderr)
+        for args in (["score"], ["embed"], ["score", "--model", self.model]):
+            r = subprocess.run([CLI, *args, self.tmp.name] + ([] if "--model" in args else ["--server", self.addr]),
+                               capture_output=True, text=True, timeout=300)
+            self.assertEqual((r.returncode, r.stdout), (1, ""), args)
+            self.assertIn(f"{self.tmp.name} is a directory, not a text file", r.stderr)
         r = subprocess.run([CLI, "health", "--server", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
         self.assertNotEqual(r.returncode, 0)
 

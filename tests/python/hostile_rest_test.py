@@ -312,6 +312,17 @@ class HostileRestTest(unittest.TestCase):
         TABLE.append(("client closes after sending an 8 x 4096-token logits request", "Canceled", 0))
         self.assertEqual(after, before + 1)
 
+        # A client that only half-closes (shutdown(SHUT_WR) after the body; legal HTTP/1.1, `nc -N`) is taken
+        # as gone like nginx does, but it still reads an answer: 499 with the reason, not civetweb's default 404.
+        sock = s.connect()
+        sock.sendall(f"POST /v2/models/{s.model}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                     + body)
+        sock.shutdown(socket.SHUT_WR)
+        status, _, answer = read_response(sock)
+        sock.close()
+        self.assertEqual(status, 499, answer[:200])
+        self.assertIn("disconnected", json.loads(answer)["error"])
+
     # --- 3. probes beside more slow inferences than inference threads --------------------------
 
     def test_4_probes_beside_slow_inferences(self):

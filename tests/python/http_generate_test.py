@@ -74,6 +74,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.proc.stdout.close()
 
     def connection(self):
         return http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=120)

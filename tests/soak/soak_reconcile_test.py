@@ -131,6 +131,30 @@ class ReconcileTest(unittest.TestCase):
         t.add_gave_up("msg", rec.STREAM_METHOD, {"OK", "Canceled"})
         self.assertEqual(self.violations(t, rec.ServerCounts({}, after)), [])
 
+    def test_rest_requests_against_requests_total(self):
+        # REST inferences have no gRPC counters: each HTTP request is one reformer_requests_total count.
+        rest = "REST.ModelInfer"
+        after = exposition(requests=[(rest, "OK", 3), (rest, "InvalidArgument", 1), (rest, "Canceled", 1)])
+        t = rec.Tally()
+        for code in ("OK", "OK", "OK", "InvalidArgument"):
+            t.add_det("req", rest, code)
+        self.assertTrue(self.violations(t, rec.ServerCounts({}, after)))  # a Canceled nobody explains
+        t.add_gave_up("req", rest, {"OK", "Canceled"})  # a client that left before the answer
+        self.assertEqual(self.violations(t, rec.ServerCounts({}, after)), [])
+        t.add_det("req", rest, "OK")  # an answer the server never counted
+        self.assertTrue(self.violations(t, rec.ServerCounts({}, after)))
+
+    def test_generate_requests_total_must_match_handled(self):
+        gen = (V1, "Generate")
+        handled = [(V1, "Generate", "OK", 2)]
+        t = rec.Tally()
+        t.add_det("rpc", gen, "OK")
+        t.add_det("rpc", gen, "OK")
+        ok = exposition(handled=handled, started=[(V1, "Generate", 2)], requests=[("Generate", "OK", 2)])
+        self.assertEqual(self.violations(t, rec.ServerCounts({}, ok)), [])
+        once = exposition(handled=handled, started=[(V1, "Generate", 2)], requests=[("Generate", "OK", 1)])
+        self.assertTrue(any("Generate" in v for v in self.violations(t, rec.ServerCounts({}, once))))
+
     def test_table_renders(self):
         rows, _ = rec.reconcile(tally({"OK": 1}), unary_counts({"OK": 1}))
         self.assertIn("rpc ModelInfer", rec.format_rows(rows))

@@ -5,7 +5,8 @@
   * an unknown flag, a malformed number, a value out of range, a missing argument: usage on stderr, exit 2,
     before any work (`reformer-cli score --compute_type=fp8 FILE` used to run and exit 0);
   * reformer-cli picks where a command runs by one rule: offline with --model, else --server (default
-    localhost:8001) -- `score FILE` and `embed FILE` without either both go to localhost:8001.
+    localhost:8001) -- `score FILE`, `embed FILE` and `generate` without either all go to localhost:8001;
+  * generate takes the same flag syntax as the others (`--json=true`, `-h`, `help generate`, `--timeout`).
 Usage: cli_args_test.py BIN_DIR SOURCE_DIR
 """
 import os
@@ -50,12 +51,18 @@ class CliArgsTest(unittest.TestCase):
 
     def test_help_goes_to_stdout(self):
         top = self.assert_help("reformer-cli", "--help")
-        for command in ("forward", "score", "health", "info", "embed"):
+        for command in ("forward", "score", "generate", "health", "info", "embed"):
             self.assertIn(command, top)
             self.assertIn(f"reformer-cli {command}", self.assert_help("reformer-cli", command, "--help"))
         self.assertEqual(self.assert_help("reformer-cli", "help", "score"),
                          self.assert_help("reformer-cli", "score", "-h"))
         self.assertIn("--window", self.assert_help("reformer-cli", "score", "--help"))
+        # generate is parsed like every other command (it used to say "--help needs a value", exit 2).
+        self.assertEqual(self.assert_help("reformer-cli", "help", "generate"),
+                         self.assert_help("reformer-cli", "generate", "-h"))
+        generate = self.assert_help("reformer-cli", "generate", "--help")
+        for flag in ("--timeout=SECONDS", "--seed=S", "--max_new_tokens=N", "[default: localhost:8001]"):
+            self.assertIn(flag, generate)
         self.assertIn("--tokens", self.assert_help("reformer_bench", "--help"))
         self.assertIn("--lengths_file", self.assert_help("offline_throughput", "--help"))
 
@@ -82,6 +89,17 @@ class CliArgsTest(unittest.TestCase):
         self.assert_usage_error("reformer-cli", "embed", "--piece-bytes", "1e3", self.text, says="expected an integer")
         self.assert_usage_error("reformer-cli", "health", "--timeout", "soon", says="--timeout soon")
         self.assert_usage_error("reformer-cli", "info", "extra", says="unexpected argument 'extra'")
+        gen = ["generate", "--model", MODEL, "--inputs", "i.json"]
+        self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--timeout_s", "5",
+                                says="unknown flag --timeout_s (did you mean --timeout?)")
+        self.assert_usage_error("reformer-cli", *gen, says="missing --max_new_tokens")
+        self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--server", "h:1", says="not both")
+        self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--prompt", "x",
+                                says="exactly one of --inputs and --prompt")
+        self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--seed", "-1", says="--seed -1")
+        self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--json=maybe", says="--json=maybe")
+        self.assert_usage_error("reformer-cli", "generate", "--prompt", "x", "--max_new_tokens", "2", "--threads", "1",
+                                says="--threads applies")
 
     def test_bench_and_offline_throughput_are_strict(self):
         self.assert_usage_error("reformer_bench", "--tokens", "4k", says="--tokens 4k: expected an integer")
@@ -99,12 +117,15 @@ class CliArgsTest(unittest.TestCase):
         # does, both at least agree and neither prints the usage).
         score = run("reformer-cli", "score", self.text, "--timeout", "5")
         embed = run("reformer-cli", "embed", self.text, "--timeout", "5")
-        for r in (score, embed):
+        generate = run("reformer-cli", "generate", "--prompt", "x", "--max_new_tokens", "1", "--json=true",
+                       "--timeout", "5")
+        for r in (score, embed, generate):
             self.assertNotEqual(r.returncode, 2, r.stderr)
             self.assertNotIn("usage:", r.stderr)
             if r.returncode != 0:
                 self.assertIn("localhost:8001", r.stderr)
         self.assertEqual(score.returncode, embed.returncode)
+        self.assertEqual(score.returncode, generate.returncode)
         # With --model the same command runs offline.
         offline = run("reformer-cli", "score", "--model", os.path.join(SOURCE, "models", "default"), "--json",
                       "--threads", "1", self.text)

@@ -2,6 +2,7 @@
 
 Padded-batch mode must match the fixture's top-level expected.safetensors (HF's padded batch) at
 valid positions; --per-document mode must match every solo/ row (each document computed alone).
+The padded runs pass --timing, which must print one line naming every phase.
 Usage: cli_forward_check.py <reformer-cli> <fixtures-dir>
 """
 import json
@@ -34,9 +35,15 @@ def main():
             for mode in ("padded", "per-document"):
                 out = os.path.join(tmp, f"{name}.{mode}.safetensors")
                 cmd = [cli, "forward", "--model", fdir, "--inputs", os.path.join(fdir, "inputs.json"), "--output", out]
-                if mode == "per-document":
-                    cmd.append("--per-document")
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                cmd.append("--per-document" if mode == "per-document" else "--timing")
+                r = subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if mode == "padded":  # --timing: one line naming every phase
+                    line = [x for x in r.stderr.splitlines() if x.startswith("reformer-cli: timing")]
+                    checks += 1
+                    ok = len(line) == 1 and all(f" {p} " in line[0] for p in
+                                                ("inputs", "model", "session", "output-file", "forward", "close"))
+                    failures += not ok
+                    print(f"{'ok ' if ok else 'BAD'} {name} --timing: {line}")
                 got = safetensors_np.load(out)
                 assert got["logits"].shape == expected["logits"].shape, (name, mode, got["logits"].shape)
                 assert got["hidden_states"].shape == expected["hidden_states"].shape

@@ -5,6 +5,7 @@ oneDNN's f32 matmul rate measured right before and right after each run (`reform
 
   /usr/bin/python3 tools/bench/forward_bench.py --tokens 65536 --rounds 3
   /usr/bin/python3 tools/bench/forward_bench.py --tokens 524288 --rounds 1
+  (--timing adds each run's phases: start-up, inputs, model, session, output-file, forward, close)
 
 Figures per run: wall seconds; model GFLOP/s = tokens x 5.32 MFLOP (this shape's FLOP/token,
 docs/engine-numerics.md §12.1) / wall; ratio = model GFLOP/s / mean(probe before, probe after); peak RSS
@@ -56,11 +57,13 @@ def probe(bench, threads):
     return json.loads(out.strip().splitlines()[-1])["matmul_gflops_median"]
 
 
-def timed_forward(cli, model, inputs, output, threads, per_document):
+def timed_forward(cli, model, inputs, output, threads, per_document, timing):
     cmd = ["/usr/bin/time", "-v", cli, "forward", "--model", model, "--inputs", inputs, "--output", output,
            "--threads", str(threads)]
     if per_document:
         cmd.append("--per-document")
+    if timing:
+        cmd.append("--timing")
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"reformer-cli forward failed ({r.returncode}):\n{r.stderr}")
@@ -69,7 +72,8 @@ def timed_forward(cli, model, inputs, output, threads, per_document):
     for part in wall.split(":"):
         seconds = seconds * 60 + float(part)
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
-    return seconds, rss_kib * 1024
+    phases = [x for x in r.stderr.splitlines() if x.startswith("reformer-cli: timing")]
+    return seconds, rss_kib * 1024, phases[0] if phases else None
 
 
 def cpu_description():
@@ -95,6 +99,8 @@ def main():
     p.add_argument("--bench", default=os.path.join(ROOT, "build", "bin", "reformer_bench"))
     p.add_argument("--workdir", default=None, help="default: a temporary directory, removed at the end")
     p.add_argument("--json", action="store_true", help="one JSON line per run and a summary line")
+    p.add_argument("--timing", action="store_true",
+                   help="pass `forward --timing` and show where each run's wall clock went (phases)")
     args = p.parse_args()
 
     work = args.workdir or tempfile.mkdtemp(prefix="forward_bench_")
@@ -112,7 +118,8 @@ def main():
         runs = []
         for r in range(args.rounds):
             before = probe(args.bench, args.threads)
-            wall, rss = timed_forward(args.cli, model, inputs, output, args.threads, args.per_document)
+            wall, rss, phases = timed_forward(args.cli, model, inputs, output, args.threads, args.per_document,
+                                              args.timing)
             out_bytes = os.path.getsize(output)
             os.remove(output)
             after = probe(args.bench, args.threads)
@@ -123,6 +130,8 @@ def main():
                    "ratio": round(gflops / mm, 3), "peak_rss_gib": round(rss / GIB, 3),
                    "output_gib": round(out_bytes / GIB, 3),
                    "rss_bound_gib": round(2.5 + out_bytes / GIB, 3)}
+            if phases:
+                run["phases"] = phases.split(": ", 1)[1]
             runs.append(run)
             if args.json:
                 print(json.dumps(run))
@@ -130,6 +139,8 @@ def main():
                 print(f"round {r}: wall {wall:.2f} s, {gflops:.1f} GFLOP/s, matmul {mm:.1f} GFLOP/s (before "
                       f"{before:.1f}, after {after:.1f}), ratio {gflops / mm:.3f}; peak RSS {rss / GIB:.2f} GiB "
                       f"(bound 2.5 + {out_bytes / GIB:.2f} output = {2.5 + out_bytes / GIB:.2f} GiB)")
+                if phases:
+                    print(f"  {phases}")
         ratios = sorted(x["ratio"] for x in runs)
         summary = {"tokens": args.tokens, "rounds": args.rounds, "ratio_median": ratios[len(ratios) // 2],
                    "ratio_min": ratios[0], "ratio_max": ratios[-1],

@@ -3,6 +3,7 @@
 //   reformer_generate_bench [--case default|cp|enwik8] [--model DIR] [--contexts 1024,4096]
 //       [--steps 32] [--streams 1,4,16,64] [--stream-context 1024] [--threads 2] [--rounds 3]
 //       [--tile 4096] [--mode cached|recompute] [--compute_type float32|bfloat16|int8|auto]
+//       [--interleave 61440]
 //
 // Per context length T (random prompt of T tokens), in every round: the Score time of the prompt
 // (Session::RunDocuments with token logprobs, as the server's Score runs it), then its time to
@@ -10,7 +11,9 @@
 // position only), then the median time of `steps` single-sequence steps. Figures are per-round
 // ratios (TTFT / Score; step(T) / step(first T)) and their medians: the machine's speed drifts,
 // ratios measured side by side do not. Then aggregate tokens/s of one batched step over N streams
-// of `stream-context` tokens each, and its speed-up over one stream.
+// of `stream-context` tokens each, and its speed-up over one stream. With --interleave T: a T-token
+// prompt prefilled while the first --streams count of streams step inside the pass (the longest
+// wait between two of their tokens).
 //
 // --case default loads models/default (or --model DIR); cp / enwik8 are random-weight models of
 // the published shapes (the same configs as reformer_bench).
@@ -83,7 +86,7 @@ void Check(const absl::Status& st, const char* what) {
 
 struct Options {
   std::string case_name = "default", model_dir = "models/default", mode = "cached", compute_type = "float32";
-  std::vector<int64_t> contexts = {1024, 4096}, streams = {1, 4, 16, 64};
+  std::vector<int64_t> contexts = {1024, 4096}, streams = {1, 4, 16, 64}, interleave;
   int64_t steps = 32, stream_context = 1024, tile = 4096;
   int threads = 2, rounds = 3;
 };
@@ -104,6 +107,7 @@ Options Parse(int argc, char** argv) {
     else if (a == "--contexts") o.contexts = v == "none" ? std::vector<int64_t>{} : ParseList(v);
     else if (a == "--streams") o.streams = ParseList(v);
     else if (a == "--steps") o.steps = ParseList(v)[0];
+    else if (a == "--interleave") o.interleave = ParseList(v);
     else if (a == "--stream-context") o.stream_context = ParseList(v)[0];
     else if (a == "--tile") o.tile = ParseList(v)[0];
     else if (a == "--threads") o.threads = static_cast<int>(ParseList(v)[0]);
@@ -186,6 +190,62 @@ double MeasureStreams(const Options& o, reformer::Decoder* dec, const reformer::
   return static_cast<double>(n * o.steps) / Seconds(t0);
 }
 
+// A prompt of t tokens prefilled while `n` running streams (of stream-context tokens) step inside
+// the pass, paced as the generation service paces them (server/inference/generation_service.cc:
+// a step when as long as the last step took has passed since it ended). Prints the prefill time,
+// the steps taken, and the longest wait of the streams between two tokens; beside it the longest
+// wait had they stepped only between layers.
+void MeasureInterleave(const Options& o, reformer::Decoder* dec, const reformer::ReformerModel& model, int64_t t,
+                       int64_t n) {
+  const int64_t V = model.config().vocab_size;
+  std::vector<std::unique_ptr<DecodeState>> states;
+  std::vector<DecodeState*> ptrs;
+  std::vector<std::vector<float>> logits(n + 1, std::vector<float>(V));
+  std::vector<float*> dst;
+  const int64_t room = model.config().context_length() - o.stream_context;  // new tokens the streams may take
+  for (int64_t i = 0; i < n; ++i) {
+    auto st = DecodeState::Create(model, RandomIds(o.stream_context, V, 200 + i), room, DecodeMode::kCached);
+    Check(st.status(), "state");
+    states.push_back(std::move(st).value());
+    ptrs.push_back(states.back().get());
+    dst.push_back(logits[i].data());
+  }
+  Check(dec->Prefill(absl::MakeSpan(ptrs), absl::MakeSpan(dst)), "prefill");
+  auto big = DecodeState::Create(model, RandomIds(t, V, 7), 2, DecodeMode::kCached);
+  Check(big.status(), "state");
+  DecodeState* b = big->get();
+  float* bd = logits[n].data();
+  std::vector<int32_t> toks(n, 5);
+  Clock::time_point last_end = Clock::now(), layer_start = last_end;
+  double last_step = 0, max_gap = 0, max_layer = 0;
+  int64_t steps = 0, layer = -1;
+  const auto t0 = Clock::now();
+  Check(dec->Prefill({&b, 1}, {&bd, 1}, nullptr,
+                     [&](int64_t li) -> absl::Status {
+                       const auto now = Clock::now();
+                       if (li != layer) {
+                         max_layer = std::max(max_layer, std::chrono::duration<double>(now - layer_start).count());
+                         layer_start = now;
+                         layer = li;
+                       }
+                       if (std::chrono::duration<double>(now - last_end).count() < last_step) return absl::OkStatus();
+                       max_gap = std::max(max_gap, std::chrono::duration<double>(now - last_end).count());
+                       if (steps + 1 >= room) return absl::OkStatus();
+                       Check(dec->Step(absl::MakeSpan(ptrs), toks, absl::MakeSpan(dst)), "step");
+                       ++steps;
+                       last_step = Seconds(now);
+                       last_end = Clock::now();
+                       return absl::OkStatus();
+                     }),
+        "prefill");
+  const double total = Seconds(t0);
+  max_gap = std::max(max_gap, std::chrono::duration<double>(Clock::now() - last_end).count());
+  max_layer = std::max(max_layer, std::chrono::duration<double>(Clock::now() - layer_start).count());
+  std::printf("interleave, prompt %ld beside %ld streams: prefill %.3f s, %ld steps of the streams inside it, "
+              "longest wait between two of their tokens %.3f s (between layers only: %.3f s)\n",
+              static_cast<long>(t), static_cast<long>(n), total, static_cast<long>(steps), max_gap, max_layer);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -242,6 +302,7 @@ int main(int argc, char** argv) {
                 "step/step(%ld) %.2f\n",
                 static_cast<long>(o.contexts[i]), Median(score_s[i]), Median(ttft_s[i]), Median(ttft_ratio[i]),
                 Median(cpu_ratio[i]), Median(step_ms[i]), static_cast<long>(o.contexts[0]), Median(step_ratio[i]));
+  for (int64_t t : o.interleave) MeasureInterleave(o, dec->get(), **model, t, o.streams[0]);
   double one = 0;
   for (int64_t n : o.streams) {
     std::vector<double> rates, cpu;

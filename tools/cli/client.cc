@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/cli/generate.h"
 #include "tools/cli/progress.h"
+#include "tools/cli/text_files.h"
 
 namespace reformer::cli {
 namespace {
@@ -115,15 +116,6 @@ int Fail(const std::string& what, const grpc::Status& st) {
   return 1;
 }
 
-bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
-
 std::string JsonEscape(const std::string& s) {
   std::string o;
   for (char c : s) {
@@ -139,27 +131,6 @@ std::string JsonEscape(const std::string& s) {
     }
   }
   return o;
-}
-
-// Splits text into pieces of at most `max_bytes` bytes, preferring to cut after a newline or a
-// space, never inside a UTF-8 sequence.
-std::vector<std::string> Split(const std::string& text, int64_t max_bytes) {
-  std::vector<std::string> pieces;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = std::min(text.size(), pos + static_cast<size_t>(max_bytes));
-    if (end < text.size()) {
-      size_t cut = text.find_last_of("\n ", end - 1);
-      if (cut != std::string::npos && cut > pos + static_cast<size_t>(max_bytes) / 2) {
-        end = cut + 1;
-      } else {
-        while (end > pos + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-      }
-    }
-    pieces.push_back(text.substr(pos, end - pos));
-    pos = end;
-  }
-  return pieces;
 }
 
 bool GetInfo(v1::ReformerService::Stub* stub, const ClientOptions& c, v1::GetModelInfoResponse* info) {
@@ -250,49 +221,50 @@ bool Prepare(const EmbedOptions& f, const v1::GetModelInfoResponse& info, Work* 
                                           : std::max<int64_t>(1, info.max_tokens_per_document() - 8);
   for (const std::string& path : f.files) {
     std::string text;
-    if (!ReadFile(path, &text)) {
-      std::fprintf(stderr, "reformer-cli: cannot read %s\n", path.c_str());
+    if (absl::Status st = ReadTextFile(path, &text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+      return false;
+    }
+    if (text.empty()) {
+      std::fprintf(stderr, "reformer-cli: %s is empty; there is nothing to embed\n", path.c_str());
       return false;
     }
     w->total_bytes += static_cast<int64_t>(text.size());
-    w->pieces.push_back(Split(text, piece));
+    w->pieces.push_back(SplitText(text, piece));
   }
   return true;
 }
 
-// The token ids of `text` under the served model's tokenizer. One Tokenize call for the whole
-// text, so that the ids equal an offline tokenization; a text too large for one message is
-// tokenized in slices cut at whitespace (a SentencePiece model may then tokenize the cut points
-// differently; byte-level models do not).
-bool TokenizeText(v1::ReformerService::Stub* stub, const ClientOptions& f, const std::string& path,
-                  const std::string& text, std::vector<int32_t>* ids) {
-  constexpr int64_t kSliceBytes = int64_t{1} << 20;
-  std::vector<std::string> slices = {text};
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    ids->clear();
-    grpc::Status st;
-    for (const std::string& slice : slices) {
-      v1::TokenizeRequest req;
-      req.add_texts(slice);
-      v1::TokenizeResponse resp;
-      grpc::ClientContext ctx;
-      SetDeadline(&ctx, f.timeout_s);
-      st = stub->Tokenize(&ctx, req, &resp);
-      if (!st.ok()) break;
-      ids->insert(ids->end(), resp.tokens(0).ids().begin(), resp.tokens(0).ids().end());
-    }
-    if (st.ok()) return true;
-    if (attempt == 0 && st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-        static_cast<int64_t>(text.size()) > kSliceBytes) {
-      std::fprintf(stderr, "reformer-cli: %s is too large for one Tokenize call; tokenizing it in 1 MiB slices\n",
-                   path.c_str());
-      slices = Split(text, kSliceBytes);
-      continue;
-    }
+// The token ids of `text` under the served model's tokenizer, in the slices offline `score` uses
+// (tools/cli/text_files.h), so both see the same ids; smaller slices only when the server's
+// --max_tokens_per_request is below a slice.
+bool TokenizeText(v1::ReformerService::Stub* stub, const ClientOptions& f, const v1::GetModelInfoResponse& info,
+                  const std::string& path, const std::string& text, std::vector<int32_t>* ids) {
+  int64_t slice = kTokenizeSliceBytes;
+  if (info.max_tokens_per_request() <= slice) {
+    slice = std::max<int64_t>(1, info.max_tokens_per_request() - 1);
+    if (info.tokenizer() != "bytes")
+      std::fprintf(stderr, "reformer-cli: tokenizing %s in %lld-byte slices (the server's limit); its figures may "
+                   "differ from offline `score`\n", path.c_str(), static_cast<long long>(slice));
+  }
+  grpc::Status st;
+  absl::StatusOr<std::vector<int32_t>> all =
+      EncodeInSlices(text, slice, [&](const std::string& piece) -> absl::StatusOr<std::vector<int32_t>> {
+        v1::TokenizeRequest req;
+        req.add_texts(piece);
+        v1::TokenizeResponse resp;
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, f.timeout_s);
+        st = stub->Tokenize(&ctx, req, &resp);
+        if (!st.ok()) return absl::UnknownError(st.error_message());
+        return std::vector<int32_t>(resp.tokens(0).ids().begin(), resp.tokens(0).ids().end());
+      });
+  if (!all.ok()) {
     Fail("Tokenize " + path, st);
     return false;
   }
-  return false;
+  *ids = *std::move(all);
+  return true;
 }
 
 }  // namespace
@@ -322,13 +294,13 @@ int RunScoreOnServer(const ScoreOptions& f) {
   int rc = 0;
   for (const std::string& path : f.files) {
     std::string text;
-    if (!ReadFile(path, &text)) {
-      std::fprintf(stderr, "reformer-cli: cannot read %s\n", path.c_str());
+    if (absl::Status st = ReadTextFile(path, &text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
       rc = 1;
       continue;
     }
     std::vector<int32_t> ids;
-    if (!TokenizeText(stub.get(), f.client, path, text, &ids)) {
+    if (!TokenizeText(stub.get(), f.client, info, path, text, &ids)) {
       rc = 1;
       continue;
     }
@@ -432,6 +404,10 @@ int RunEmbed(const EmbedOptions& f) {
       bar.Update(done_bytes);
     }
     bar.Finish();
+    if (tokens == 0) {  // e.g. whitespace that a SentencePiece model drops: no mean to print
+      std::fprintf(stderr, "reformer-cli: %s has no tokens; there is nothing to embed\n", f.files[i].c_str());
+      return 1;
+    }
     double norm = 0;
     for (double& x : sum) {
       x /= std::max<int64_t>(tokens, 1);
@@ -485,7 +461,7 @@ const char* FinishName(v1::FinishReason r) {
 // One prompt's stream: printed as it comes (text, or ids without a tokenizer), or as one JSON line.
 int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t index, bool text) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, g.timeout_s);
+  SetDeadline(&ctx, g.client.timeout_s);
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, ToGenerateRequest(g, index));
   v1::GenerateResponse m, last;
   std::vector<int32_t> tokens;
@@ -507,7 +483,7 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
   }
   grpc::Status st = reader->Finish();
   if (!g.json) std::printf("\n");
-  if (!st.ok()) return Fail("Generate on " + g.server, st);
+  if (!st.ok()) return Fail("Generate on " + g.client.server, st);
   if (g.json) {
     nlohmann::json o = {{"index", index}, {"new_tokens", tokens}, {"finish_reason", FinishName(last.finish_reason())},
                         {"seed", last.seed()}};
@@ -525,10 +501,7 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
 }  // namespace
 
 int RunGenerateOnServer(const ServerGenerate& g) {
-  ClientOptions c;
-  c.server = g.server;
-  c.timeout_s = g.timeout_s;
-  c.token_file = g.token_file;
+  const ClientOptions& c = g.client;
   std::shared_ptr<grpc::Channel> channel = Connect(c);
   if (channel == nullptr) return 2;
   auto stub = v1::ReformerService::NewStub(channel);

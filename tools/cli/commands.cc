@@ -31,6 +31,8 @@ void RegisterForwardFlags(ForwardOptions* o, FlagSet* f) {
          "Hugging Face padded-batch semantics.");
   f->Add("threads", &o->threads, "OpenMP threads; 0 = every core.").Range(0, 1024);
   RegisterComputeTypeFlag(&o->compute_type, f);
+  f->Add("timing", &o->timing,
+         "Print where the time went on stderr: each phase's wall seconds, CPU seconds and minor page faults.");
 }
 
 void RegisterScoreFlags(ScoreOptions* o, FlagSet* f) {

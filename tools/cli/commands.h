@@ -37,6 +37,7 @@ struct ForwardOptions {
   bool per_document = false;
   int threads = 0;  // 0 = every core
   std::string compute_type = "float32";  // docs/isa.md §3
+  bool timing = false;  // one line on stderr: each phase's wall, CPU and page faults
 };
 
 struct ScoreOptions {

@@ -81,15 +81,19 @@ class InputsSax final : public nlohmann::json_sax<json> {
   // A scalar value: only integers (and booleans in the mask) inside a row of the two fields.
   bool Scalar(bool integer, int64_t v) {
     if (field_ == kOther) return depth_ >= 1 || Fail("not a JSON object");
+    // Rows count from 0: inside a row it is the last one opened, outside the next one.
+    const int64_t row = static_cast<int64_t>(Rows().size()) - (depth_ == 3 ? 1 : 0);
     if (depth_ != 3 || !integer)
-      return Fail(absl::StrCat("expected a list of rows of integers (row ", rows_[field_].size(), ")"));
-    const int64_t row = static_cast<int64_t>(Rows().size()) - 1;
+      return Fail(absl::StrCat("expected a list of rows of integers (row ", row, ")"));
     if (field_ == kIds) {
       if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
         return Fail(absl::StrCat("row ", row, " position ", Rows().back(), ": ", v, " is not a 32-bit token id"));
       out_->ids.push_back(static_cast<int32_t>(v));
     } else {
-      out_->mask.push_back(v != 0 ? 1 : 0);
+      // The server's rule (server/request/tensor_inputs.cc): a mask value is 0 or 1.
+      if (v != 0 && v != 1)
+        return Fail(absl::StrCat("row ", row, " position ", Rows().back(), ": value ", v, " is not 0 or 1"));
+      out_->mask.push_back(static_cast<uint8_t>(v));
     }
     ++Rows().back();
     return true;

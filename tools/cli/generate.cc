@@ -1,25 +1,26 @@
 // reformer-cli generate: text generation offline (--model DIR) or on a running reformer-server
-// (--server HOST:PORT, reformer.v1 Generate; tools/cli/client.cc); docs/generation.md.
-//
-//   reformer-cli generate (--model DIR | --server HOST:PORT) (--inputs FILE.json | --prompt TEXT)
-//       --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P]
-//       [--seed S] [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N] [--timeout_s S]
-//       [--compute_type float32|bfloat16|int8|auto]
+// (--server HOST:PORT, default localhost:8001; reformer.v1 Generate, tools/cli/client.cc);
+// docs/generation.md. `reformer-cli generate --help` lists the flags (RegisterGenerateFlags).
 //
 // --compute_type: float32 (default) is exact to Hugging Face; bfloat16 / int8 compute the dense
 // products as docs/isa.md §3 describes (their deviation: docs/generation.md §8). It is offline
 // only (a server runs its own --compute_type).
 //
 // With --server the same prompts and parameters give the same tokens as offline (the server
-// computes each sequence as alone); --threads is offline only, --timeout_s server only.
+// computes each sequence as alone); --threads is offline only, --timeout and --token_file server only.
+// Seed 0 (the default) means "pick one": offline picks a random nonzero seed per prompt here, the
+// server picks one per request (server/request/generate_request.h); either way the seed used is
+// reported (--json: "seed"; else on stderr), and passing it as --seed repeats the tokens in either mode.
 // --inputs holds {"input_ids": [[...], ...]}: one prompt per row, rows of any length, no padding.
 // --json prints one JSON object per prompt and line, in input order, after all prompts ran as one
 // continuously batched generation; without it each prompt's text is streamed as it comes (token ids
 // when the model has no tokenizer), prompts one after another.
 #include "tools/cli/generate.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -35,101 +36,53 @@
 namespace reformer::cli {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: reformer-cli generate (--model DIR | --server HOST:PORT) (--inputs FILE.json | --prompt TEXT)\n"
-    "       --max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S]\n"
-    "       [--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N (offline)]\n"
-    "       [--compute_type float32|bfloat16|int8|auto (offline)] [--timeout_s S (server)]\n"
-    "       [--token_file FILE (server; else $REFORMER_TOKEN)]";
-
-struct Flags {
-  std::string model, server, inputs, prompt, mode = "cached", token_file;
-  double timeout_s = 600;
-  ComputeTypeRequest compute_type;
-  bool compute_type_given = false;
-  std::vector<std::string> stop;
-  int64_t max_new_tokens = -1, threads = 0;
-  GenerationParams params;
-  bool json = false, logprobs = false, has_prompt = false;
-};
-
-// Strict parsing: every flag known, every value present and well-formed.
-absl::Status ParseFlags(int argc, char** argv, Flags* f) {
-  for (int i = 0; i < argc; ++i) {
-    std::string name = argv[i], value;
-    if (name.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", name, "'"));
-    name = name.substr(2);
-    const size_t eq = name.find('=');
-    const bool boolean = name == "json" || name == "logprobs" || name == "ignore_eos";
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else if (!boolean) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      value = argv[++i];
-    }
-    auto bad = [&]() { return absl::InvalidArgumentError(absl::StrCat("--", name, ": bad value '", value, "'")); };
-    if (name == "model") {
-      f->model = value;
-    } else if (name == "server") {
-      f->server = value;
-    } else if (name == "token_file") {
-      if (value.empty()) return bad();
-      f->token_file = value;
-    } else if (name == "timeout_s") {
-      if (!absl::SimpleAtod(value, &f->timeout_s) || !(f->timeout_s > 0)) return bad();
-    } else if (name == "inputs") {
-      f->inputs = value;
-    } else if (name == "prompt") {
-      f->prompt = value;
-      f->has_prompt = true;
-    } else if (name == "mode") {
-      if (value != "cached" && value != "recompute") return bad();
-      f->params.mode = value == "cached" ? DecodeMode::kCached : DecodeMode::kRecompute;
-    } else if (name == "max_new_tokens") {
-      if (!absl::SimpleAtoi(value, &f->max_new_tokens)) return bad();
-    } else if (name == "temperature") {
-      if (!absl::SimpleAtof(value, &f->params.sampling.temperature)) return bad();
-    } else if (name == "top_k") {
-      if (!absl::SimpleAtoi(value, &f->params.sampling.top_k)) return bad();
-    } else if (name == "top_p") {
-      if (!absl::SimpleAtof(value, &f->params.sampling.top_p)) return bad();
-    } else if (name == "seed") {
-      if (!absl::SimpleAtoi(value, &f->params.sampling.seed)) return bad();
-    } else if (name == "stop") {
-      f->params.stop.push_back(value);
-    } else if (name == "compute_type") {
-      auto type = ParseComputeType(value);
-      if (!type.ok()) return bad();
-      f->compute_type = *type;
-      f->compute_type_given = true;
-    } else if (name == "threads") {
-      if (!absl::SimpleAtoi(value, &f->threads) || f->threads < 1) return bad();
-    } else if (name == "ignore_eos" || name == "json" || name == "logprobs") {
-      if (eq != std::string::npos) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
-      (name == "json" ? f->json : name == "logprobs" ? f->logprobs : f->params.ignore_eos) = true;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-  }
-  if (f->model.empty() == f->server.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --model DIR (offline) and --server HOST:PORT");
-  }
-  if (!f->server.empty() && f->threads > 0) return absl::InvalidArgumentError("--threads is for --model (offline)");
-  if (!f->server.empty() && f->compute_type_given) {
-    return absl::InvalidArgumentError("--compute_type is for --model (offline); a server runs its own");
-  }
-  if (f->inputs.empty() == !f->has_prompt) return absl::InvalidArgumentError("give exactly one of --inputs and --prompt");
-  if (f->max_new_tokens < 0) return absl::InvalidArgumentError("--max_new_tokens is required");
-  f->params.max_new_tokens = f->max_new_tokens;
-  return absl::OkStatus();
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "reformer-cli: %s\n(reformer-cli generate --help lists its flags)\n", message.c_str());
+  return 2;
 }
 
-absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const Flags& f);
+// A nonzero seed from the OS's entropy source, as the server picks one for seed 0.
+uint64_t PickSeed() {
+  std::random_device rd;
+  uint64_t seed = 0;
+  while (seed == 0) seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return seed;
+}
 
-absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const Flags& f, const ReformerModel& model) {
+// The engine's parameters from the flags; INVALID_ARGUMENT for a seed that is not a uint64.
+absl::StatusOr<GenerationParams> ToParams(const GenerateCommandOptions& o) {
+  GenerationParams p;
+  p.max_new_tokens = o.max_new_tokens;
+  p.mode = o.mode == "recompute" ? DecodeMode::kRecompute : DecodeMode::kCached;
+  p.sampling.temperature = static_cast<float>(o.temperature);
+  p.sampling.top_k = o.top_k;
+  p.sampling.top_p = static_cast<float>(o.top_p);
+  if (!absl::SimpleAtoi(o.seed, &p.sampling.seed))
+    return absl::InvalidArgumentError(absl::StrCat("--seed ", o.seed, ": expected an integer in [0, 2^64)"));
+  p.stop = o.stop;
+  p.ignore_eos = o.ignore_eos;
+  return p;
+}
+
+// Where the flags conflict with the mode (offline with --model, else on --server): a message, or "".
+std::string ModeConflict(const FlagSet& flags, const GenerateCommandOptions& o) {
+  if (o.inputs.empty() == !flags.Find("prompt")->was_set()) return "give exactly one of --inputs and --prompt";
+  if (!o.model.empty()) {
+    if (flags.Find("server")->was_set()) return "give --model (offline) or --server, not both";
+    if (flags.Find("timeout")->was_set()) return "--timeout applies to --server only";
+    if (flags.Find("token_file")->was_set()) return "--token_file applies to --server only";
+    return "";
+  }
+  if (flags.Find("threads")->was_set()) return "--threads applies to offline generation (--model)";
+  if (flags.Find("compute_type")->was_set()) return "--compute_type is for --model (offline); a server runs its own";
+  return "";
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const GenerateCommandOptions& f);
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const GenerateCommandOptions& f, const ReformerModel& model) {
   std::vector<std::vector<int32_t>> prompts;
-  if (f.has_prompt) {
+  if (f.inputs.empty()) {
     if (model.tokenizer() == nullptr)
       return absl::InvalidArgumentError(absl::StrCat(f.model, ": the model has no tokenizer; use --inputs with ids"));
     absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer()->Encode(f.prompt);
@@ -141,7 +94,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const Flags& f, co
 }
 
 // --inputs: {"input_ids": [[...], ...]}.
-absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const Flags& f) {
+absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const GenerateCommandOptions& f) {
   std::vector<std::vector<int32_t>> prompts;
   std::ifstream in(f.inputs);
   if (!in) return absl::NotFoundError(absl::StrCat(f.inputs, ": cannot read"));
@@ -158,8 +111,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const Flags& f)
   return prompts;
 }
 
-void PrintJson(size_t index, const GenerationResult& r, bool text, bool logprobs) {
-  nlohmann::json o = {{"index", index}, {"new_tokens", r.tokens}, {"finish_reason", FinishReasonName(r.finish)}};
+void PrintJson(size_t index, const GenerationResult& r, uint64_t seed, bool text, bool logprobs) {
+  nlohmann::json o = {{"index", index}, {"new_tokens", r.tokens}, {"finish_reason", FinishReasonName(r.finish)},
+                      {"seed", seed}};
   if (text) o["text"] = r.text;
   if (logprobs) o["logprobs"] = r.logprobs;
   std::printf("%s\n", o.dump().c_str());
@@ -170,62 +124,54 @@ int Fail(const absl::Status& st) {
   return absl::IsInvalidArgument(st) ? 2 : 1;
 }
 
-int RunOnServer(const Flags& f) {
+int RunOnServer(const GenerateCommandOptions& o, const GenerationParams& params) {
   ServerGenerate g;
-  g.server = f.server;
-  g.has_text = f.has_prompt;
-  g.text = f.prompt;
-  if (!f.has_prompt) {
-    auto prompts = ReadInputsFile(f);
+  g.client = o.client;
+  g.has_text = o.inputs.empty();
+  g.text = o.prompt;
+  if (!g.has_text) {
+    auto prompts = ReadInputsFile(o);
     if (!prompts.ok()) return Fail(prompts.status());
     g.prompts = *std::move(prompts);
   }
-  g.params = f.params;
-  g.json = f.json;
-  g.logprobs = f.logprobs;
-  g.timeout_s = f.timeout_s;
-  g.token_file = f.token_file;
+  g.params = params;
+  g.json = o.json;
+  g.logprobs = o.logprobs;
   return RunGenerateOnServer(g);
 }
 
-}  // namespace
-
-int RunGenerate(int argc, char** argv) {
-  Flags f;
-  absl::Status st = ParseFlags(argc, argv, &f);
-  if (!st.ok()) {
-    std::fprintf(stderr, "reformer-cli generate: %s\n%s\n", std::string(st.message()).c_str(), kUsage);
-    return 2;
-  }
-  if (!f.server.empty()) return RunOnServer(f);
+// Offline: every prompt with its own seed (PickSeed for seed 0), then --json or streamed text.
+int RunOffline(const GenerateCommandOptions& o, const GenerationParams& params) {
   LoadOptions lo;
-  lo.compute_type = f.compute_type;
-  auto model = ReformerModel::Load(f.model, lo);
+  lo.compute_type = *ParseComputeType(o.compute_type);  // OneOf-checked by the flag
+  auto model = ReformerModel::Load(o.model, lo);
   if (!model.ok()) return Fail(model.status());
-  if (f.compute_type_given)
-    std::fprintf(stderr, "reformer-cli generate: compute type %s\n", ComputeTypeName((*model)->compute_type()));
-  auto prompts = ReadPrompts(f, **model);
+  std::fprintf(stderr, "reformer-cli generate: compute type %s\n", ComputeTypeName((*model)->compute_type()));
+  auto prompts = ReadPrompts(o, **model);
   if (!prompts.ok()) return Fail(prompts.status());
-  DecoderOptions o;
-  o.num_threads = f.threads > 0 ? static_cast<int>(f.threads)
-                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  auto decoder = Decoder::Create(*model, o);
+  DecoderOptions d;
+  d.num_threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto decoder = Decoder::Create(*model, d);
   if (!decoder.ok()) return Fail(decoder.status());
   std::vector<GenerationRequest> requests;
-  for (auto& p : *prompts) requests.push_back({std::move(p), f.params});
+  for (auto& p : *prompts) {
+    requests.push_back({std::move(p), params});
+    if (params.sampling.seed == 0) requests.back().params.sampling.seed = PickSeed();
+  }
   const bool has_text = (*model)->tokenizer() != nullptr;
-  if (f.json) {
+  if (o.json) {
     auto results = Generate(decoder->get(), **model, requests);
     if (!results.ok()) return Fail(results.status());
-    for (size_t i = 0; i < results->size(); ++i) PrintJson(i, (*results)[i], has_text, f.logprobs);
+    for (size_t i = 0; i < results->size(); ++i)
+      PrintJson(i, (*results)[i], requests[i].params.sampling.seed, has_text, o.logprobs);
     return 0;
   }
-  GenerateOptions go;
-  go.on_delta = [&](size_t, const GenerationDelta& d) {
+  ::reformer::GenerateOptions go;
+  go.on_delta = [&](size_t, const GenerationDelta& delta) {
     if (has_text) {
-      std::fwrite(d.text.data(), 1, d.text.size(), stdout);
+      std::fwrite(delta.text.data(), 1, delta.text.size(), stdout);
     } else {
-      for (int32_t t : d.token_ids) std::printf("%d ", t);
+      for (int32_t t : delta.token_ids) std::printf("%d ", t);
     }
     std::fflush(stdout);
   };
@@ -233,10 +179,44 @@ int RunGenerate(int argc, char** argv) {
     auto result = Generate(decoder->get(), **model, {&requests[i], 1}, go);
     if (!result.ok()) return Fail(result.status());
     std::printf("\n");
-    std::fprintf(stderr, "[%zu: %zu tokens, finish_reason %s]\n", i, (*result)[0].tokens.size(),
-                 FinishReasonName((*result)[0].finish));
+    std::fprintf(stderr, "[%zu: %zu tokens, finish_reason %s, seed %llu]\n", i, (*result)[0].tokens.size(),
+                 FinishReasonName((*result)[0].finish),
+                 static_cast<unsigned long long>(requests[i].params.sampling.seed));
   }
   return 0;
+}
+
+}  // namespace
+
+void RegisterGenerateFlags(GenerateCommandOptions* o, FlagSet* f) {
+  f->Add("model", &o->model, "Generate offline with this model directory (no server).").Meta("DIR");
+  RegisterClientFlags(&o->client, f);
+  f->Add("inputs", &o->inputs, "JSON {\"input_ids\": [[...], ...]}: one prompt per row, any lengths, no padding.")
+      .Meta("FILE.json");
+  f->Add("prompt", &o->prompt, "The prompt as text (models with a tokenizer).").Meta("TEXT");
+  f->Add("max_new_tokens", &o->max_new_tokens, "Tokens to generate per prompt.").Meta("N").Required();
+  f->Add("mode", &o->mode, "Decoding: with a key/value cache, or recomputing every step (docs/generation.md).")
+      .OneOf({"cached", "recompute"});
+  f->Add("temperature", &o->temperature, "Sampling temperature; 0 = greedy.").Meta("T");
+  f->Add("top_k", &o->top_k, "Keep the K most likely tokens; 0 = off.").Meta("K");
+  f->Add("top_p", &o->top_p, "Nucleus sampling: keep the most likely tokens up to probability P; 1 = off.").Meta("P");
+  f->Add("seed", &o->seed,
+         "Sampling seed (an unsigned 64-bit integer); 0 = pick one and report it (--json \"seed\", else stderr). "
+         "The same seed gives the same tokens offline and on a server.")
+      .Meta("S");
+  f->Add("stop", &o->stop, "Stop when the text contains STR (repeatable).").Meta("STR");
+  f->Add("ignore_eos", &o->ignore_eos, "Do not stop at the end-of-sequence token.");
+  f->Add("json", &o->json, "One JSON object per prompt and line, in input order, instead of streamed text.");
+  f->Add("logprobs", &o->logprobs, "With --json: each new token's log probability.");
+  f->Add("threads", &o->threads, "OpenMP threads for offline generation (--model); 0 = every core.").Range(0, 1024);
+  RegisterComputeTypeFlag(&o->compute_type, f);
+}
+
+int RunGenerate(FlagSet& flags, GenerateCommandOptions& o) {
+  if (std::string conflict = ModeConflict(flags, o); !conflict.empty()) return UsageError(conflict);
+  absl::StatusOr<GenerationParams> params = ToParams(o);
+  if (!params.ok()) return UsageError(std::string(params.status().message()));
+  return o.model.empty() ? RunOnServer(o, *params) : RunOffline(o, *params);
 }
 
 #ifndef REFORMER_CLI_HAS_CLIENT

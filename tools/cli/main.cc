@@ -80,16 +80,14 @@ const std::vector<Command>& Commands() {
        false,
        [](const Command& c, const Args& a) { return ParseAndRun<ScoreOptions>(c, a, RegisterScoreFlags, Score); }},
       {"generate", "reformer-cli generate [flags]",
-       "Generate text offline (--model DIR) or on a server (--server HOST:PORT): HF-exact decoding, sampling.",
-       "Generate text with the engine offline (--model DIR) or on a running reformer-server (--server "
-       "HOST:PORT, streamed as it is decoded; docs/generation.md): (--inputs FILE.json | --prompt TEXT) "
-       "--max_new_tokens N [--mode cached|recompute] [--temperature T] [--top_k K] [--top_p P] [--seed S] "
-       "[--stop STR]... [--ignore_eos] [--json] [--logprobs] [--threads N (offline)] [--timeout_s S (server)].",
+       "Generate text offline with --model DIR, else on --server: HF-exact decoding, sampling.",
+       "Generate text from a prompt (--prompt TEXT, or rows of ids in --inputs FILE.json) with the engine offline "
+       "(--model DIR) or on a running server (--server, default localhost:8001; streamed as it is decoded). "
+       "The same flags and --seed give the same tokens both ways; seed 0 picks one and reports it "
+       "(docs/generation.md).",
        false,
-       [](const Command&, const Args& a) {
-         std::vector<char*> argv;
-         for (const std::string& s : a) argv.push_back(const_cast<char*>(s.c_str()));
-         return RunGenerate(static_cast<int>(argv.size()), argv.data());
+       [](const Command& c, const Args& a) {
+         return ParseAndRun<GenerateCommandOptions>(c, a, RegisterGenerateFlags, RunGenerate);
        }},
       {"health", "reformer-cli health [flags]", "Liveness and readiness of a server; exit 0 when ready.",
        "Liveness and readiness of a running server; exit 0 when ready.", true,

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -17,7 +18,9 @@
 #include "engine/weights/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "tools/cli/forward_inputs.h"
+#include "tools/cli/phase_timer.h"
 #include "tools/cli/progress.h"
+#include "tools/cli/text_files.h"
 
 namespace reformer::cli {
 namespace {
@@ -36,6 +39,28 @@ bool ReadFile(const std::string& path, std::string* out) {
   ss << f.rdbuf();
   *out = ss.str();
   return true;
+}
+
+// Sanitizer builds (GCC's macros; clang's __has_feature) keep the normal tear-down.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define REFORMER_CLI_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(leak_sanitizer)
+#define REFORMER_CLI_SANITIZED 1
+#endif
+#endif
+
+// Ends the process with `code` without destroying anything: freeing the model's weights, the
+// session's workspace and the libraries' state piece by piece (dozens of munmaps, each a TLB
+// shootdown across the CPUs the OpenMP threads ran on) costs tens of ms before the kernel drops the
+// whole address space anyway (docs/results/forward.md). Sanitizer builds return `code` and tear down
+// as usual, so LeakSanitizer still checks this path.
+int ExitWithoutTeardown(int code) {
+#ifndef REFORMER_CLI_SANITIZED
+  std::fflush(nullptr);
+  std::_Exit(code);
+#endif
+  return code;
 }
 
 int DefaultThreads() {
@@ -96,6 +121,7 @@ int RunForward(const ForwardOptions& options) {
   const std::string& model_dir = options.model;
   const std::string& inputs = options.inputs;
   const std::string& output = options.output;
+  PhaseTimer timer(options.timing);
   auto in = ReadForwardInputs(inputs);
   if (!in.ok()) return Fail(in.status());
   const bool per_document = options.per_document;
@@ -104,10 +130,13 @@ int RunForward(const ForwardOptions& options) {
   if (per_document) {
     if (absl::Status st = RowDocuments(*in, &docs, &first); !st.ok()) return Fail(absl::StrCat(inputs, ": ", st.message()));
   }
+  timer.Mark("inputs");
   auto model = LoadModel(model_dir, options.compute_type);
   if (!model.ok()) return Fail(model.status());
+  timer.Mark("model");
   auto session = MakeSession(*model, options.threads);
   if (!session.ok()) return Fail(session.status());
+  timer.Mark("session");
   const ReformerConfig& c = (*model)->config();
   const int64_t B = in->batch, T = in->length, V = c.vocab_size, H2 = 2 * c.hidden_size;
   if (c.PaddedLength(T) > c.context_length())  // before the output file is sized from T
@@ -116,6 +145,7 @@ int RunForward(const ForwardOptions& options) {
   auto file = SafetensorsOutputFile::Create(output, {{"logits", DType::kF32, {B, T, V}},
                                                      {"hidden_states", DType::kF32, {B, T, H2}}});
   if (!file.ok()) return Fail(file.status());
+  timer.Mark("output-file");
   float* logits = (*file)->f32("logits");
   float* hidden = (*file)->f32("hidden_states");
   absl::Status st;
@@ -130,7 +160,9 @@ int RunForward(const ForwardOptions& options) {
     const PaddedBatch batch{B, T, in->ids, in->mask};
     st = (*session)->RunPadded(batch, PaddedOutputView{logits, hidden}, nullptr);
   }
+  timer.Mark("forward");
   if (st.ok()) st = (*file)->Close();
+  timer.Mark("close");
   if (!st.ok()) {
     file->reset();
     std::remove(output.c_str());  // no partial output file
@@ -139,7 +171,8 @@ int RunForward(const ForwardOptions& options) {
   std::fprintf(stderr, "wrote %s: logits [%lld, %lld, %lld], hidden_states [%lld, %lld, %lld]\n", output.c_str(),
                static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(V),
                static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(H2));
-  return 0;
+  timer.Print();
+  return ExitWithoutTeardown(0);
 }
 
 int RunScoreOffline(const ScoreOptions& options) {
@@ -162,11 +195,12 @@ int RunScoreOffline(const ScoreOptions& options) {
   int rc = 0;
   for (const std::string& file : options.files) {
     std::string text;
-    if (!ReadFile(file, &text)) {
-      rc = Fail(absl::StrCat(file, ": cannot read"));
+    if (absl::Status st = ReadTextFile(file, &text); !st.ok()) {
+      rc = Fail(st);
       continue;
     }
-    auto ids = tok->Encode(text);
+    // The slices `score --server` tokenizes in (tools/cli/text_files.h): both see the same ids.
+    auto ids = EncodeInSlices(text, kTokenizeSliceBytes, [tok](const std::string& s) { return tok->Encode(s); });
     if (!ids.ok()) {
       rc = Fail(absl::StrCat(file, ": ", ids.status().message()));
       continue;

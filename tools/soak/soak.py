@@ -46,6 +46,9 @@ def parse_args(argv):
     t.add_argument("--warmup", type=float, default=0, help="warm-up seconds (default 25 %% of --duration, 10-120 s, at most half)")
     t.add_argument("--clients", type=int, default=6, help="closed-loop clients of valid unary calls")
     t.add_argument("--streams", type=int, default=1, help="ModelStreamInfer clients")
+    t.add_argument("--rest_clients", type=int, default=1, help="closed-loop REST inference clients (HTTP)")
+    t.add_argument("--generate_clients", type=int, default=1,
+                   help="Generate (gRPC server-streaming) clients; none when the model is not causal")
     t.add_argument("--max_tokens", type=int, default=16384, help="largest request, in tokens")
     t.add_argument("--skip_cases", default="", help="comma-separated malformed cases not to send")
     t.add_argument("--seed", type=int, default=1)
@@ -82,6 +85,8 @@ def validate_args(p, args):
         p.error("--duration must be in [5, 86400] seconds")
     if not 1 <= args.clients <= 256 or not 0 <= args.streams <= 32:
         p.error("--clients must be in [1, 256], --streams in [0, 32]")
+    if not 0 <= args.rest_clients <= 16 or not 0 <= args.generate_clients <= 16:
+        p.error("--rest_clients and --generate_clients must be in [0, 16]")
     if args.warmup <= 0:
         args.warmup = min(120.0, max(10.0, 0.25 * args.duration), 0.5 * args.duration)
     if args.warmup >= args.duration:

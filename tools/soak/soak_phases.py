@@ -8,8 +8,11 @@ import time
 
 import grpc
 
+import soak_generate
 import soak_proc
+import soak_rest
 import soak_reconcile as rec
+import soak_rss
 import soak_sigterm
 import soak_traffic as tr
 import soak_wire
@@ -149,6 +152,9 @@ def roles(args, ctx, stop, http, malformed=True):
     out = [tr.valid_worker(ctx, stop, i) for i in range(args.clients)]
     out += [tr.stream_worker(ctx, stop, skip, i) for i in range(args.streams)]
     out += [tr.rude_worker(ctx, stop), tr.control_worker(ctx, stop), tr.probe_worker(ctx, stop, http)]
+    out += [soak_rest.rest_worker(ctx, stop, http, malformed, i) for i in range(args.rest_clients)]
+    if ctx.facts.causal:
+        out += [soak_generate.generate_worker(ctx, stop, malformed) for _ in range(args.generate_clients)]
     if malformed:
         out.append(tr.malformed_worker(ctx, stop, skip))
     return [asyncio.ensure_future(r) for r in out]
@@ -245,32 +251,29 @@ async def quiesce(http, timeout=QUIESCE_TIMEOUT_S, open_streams=0):
 
 # ----------------------------------------------------------------------------------- resources
 def check_resources(args, server, report, sampler):
-    """RSS after the warm-up within +rss_growth of the warm-up's peak (every sample)."""
-    ref = [s["rss"] for s in sampler.of("warm-up") + sampler.of("warm-up:quiesce")]
-    after = [s for _, p, s in sampler.samples if p.startswith("steady")]
-    if not ref or not after:
+    """RSS flat over the steady load: the last third's peak and median within +rss_growth of what
+    came before it (soak_rss.py says why not of the warm-up's peak alone). Samples under load only:
+    the idle pauses between segments would pull the medians down."""
+    warm = [(t, s["rss"]) for t, p, s in sampler.samples if p in ("warm-up", "warm-up:quiesce")]
+    steady = [(t, s["rss"]) for t, p, s in sampler.samples
+              if p.startswith("steady") and not p.endswith(":quiesce")]
+    if not warm or not steady:
         report.check("RSS sampled", False, "no samples (is /proc/<pid> readable?)")
         return
-    peak_ref, peak = max(ref), max(s["rss"] for s in after)
-    limit = (1 + args.rss_growth) * peak_ref
-    slope = rss_slope([(t, s["rss"]) for t, p, s in sampler.samples if p.startswith("steady")])
-    report.resources["rss"] = {"warmup_peak": peak_ref, "steady_peak": peak, "steady_last": after[-1]["rss"],
-                               "limit": limit, "slope_mib_per_min": slope, "hwm": after[-1]["hwm"],
-                               "samples": len(ref) + len(after)}
-    report.check("RSS flat after warm-up", peak <= limit,
-                 f"steady peak {peak / 2**20:.1f} MiB vs warm-up peak {peak_ref / 2**20:.1f} MiB "
-                 f"(limit +{100 * args.rss_growth:.0f} % = {limit / 2**20:.1f} MiB)")
-
-
-def rss_slope(points):
-    """Least-squares slope in MiB per minute (0 with fewer than 2 points)."""
-    if len(points) < 2:
-        return 0.0
-    t0 = points[0][0]
-    xs, ys = [t - t0 for t, _ in points], [v / 2**20 for _, v in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    return 0.0 if var == 0 else 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
+    peak_ok, drift_ok, enforced, rss = soak_rss.rss_flat(warm, steady, args.rss_growth)
+    rss.update({"steady_last": steady[-1][1], "samples": len(warm) + len(steady),
+                "hwm": [s for _, p, s in sampler.samples if p.startswith("steady")][-1]["hwm"]})
+    report.resources["rss"] = rss
+    mib = lambda key: f"{rss[key] / 2**20:.1f}"
+    report.check("RSS flat over the steady load: peak", peak_ok,
+                 f"last third's peak {mib('last_third_peak')} MiB vs the peak before it {mib('reference')} MiB "
+                 f"(warm-up {mib('warmup_peak')}, first third {mib('first_third_peak')}; limit "
+                 f"+{100 * args.rss_growth:.0f} % = {mib('limit')} MiB)")
+    report.check("RSS flat over the steady load: median", drift_ok,
+                 f"last third's median {mib('last_third_median')} MiB vs the first third's "
+                 f"{mib('first_third_median')} MiB (limit {mib('median_limit')} MiB)"
+                 + ("" if enforced else f"; information only below {soak_rss.DRIFT_MIN_STEADY_S} s of steady load"),
+                 enforced)
 
 
 # gRPC C-core's timer pools start a thread whenever timers fire while every timer thread is busy, and

@@ -10,10 +10,12 @@ Every call the soak makes ends in one of three classes (see README.md, "How the 
   uncounted  refused by the gRPC library before any handler (unknown method, message above the
              receive limit, the built-in health service): the server's metrics must not see it.
 
-Two levels are reconciled: "rpc" against grpc_server_handled_total{grpc_service,grpc_method}
-(one per RPC, a stream counts once) and "msg" against reformer_requests_total{method} for
-ModelStreamInfer (one per request message of a stream). For unary inference methods
-reformer_requests_total must equal grpc_server_handled_total code by code.
+Three levels are reconciled: "rpc" against grpc_server_handled_total{grpc_service,grpc_method}
+(one per RPC, a stream counts once), "msg" against reformer_requests_total{method} for
+ModelStreamInfer (one per request message of a stream) and "req" against
+reformer_requests_total{method} for REST inference (one per HTTP request; HTTP has no gRPC counters).
+For unary inference methods and Generate reformer_requests_total must equal
+grpc_server_handled_total code by code.
 
 Pure functions only (no I/O): tests/soak/soak_reconcile_test.py checks them.
 """
@@ -23,7 +25,9 @@ import itertools
 import re
 
 UNARY_INFER = ("ModelInfer", "Score", "Embed")
+REQUESTS_EQUAL_HANDLED = UNARY_INFER + ("Generate",)  # one reformer_requests_total count per RPC
 STREAM_METHOD = "ModelStreamInfer"
+REST_METHODS = ("REST.ModelInfer",)  # HTTP: only reformer_requests_total counts them
 KSERVE = "inference.GRPCInferenceService"
 
 # grpc.StatusCode names -> the server's label spelling (server/metrics/server_metrics.cc).
@@ -172,6 +176,11 @@ def reconcile(tally, counts, open_streams=0):
     row, v = reconcile_level(f"msg {STREAM_METHOD}", det, groups, counts.requests.get(STREAM_METHOD, {}))
     rows.append(row)
     violations += v
+    for method in REST_METHODS:
+        det, groups = tally.det.get(("req", method), {}), tally.gave_up.get(("req", method), {})
+        row, v = reconcile_level(f"req {method}", det, groups, counts.requests.get(method, {}))
+        rows.append(row)
+        violations += v
     violations += unary_consistency(counts)
     for (lvl, key), n in sorted(tally.uncounted.items()):
         rows.append({"what": f"uncounted {key[1] if isinstance(key, tuple) else key}", "client_det": {},
@@ -180,9 +189,10 @@ def reconcile(tally, counts, open_streams=0):
 
 
 def unary_consistency(counts):
-    """reformer_requests_total{method} == grpc_server_handled_total{method} for unary inference."""
+    """reformer_requests_total{method} == grpc_server_handled_total{method} for unary inference
+    and Generate."""
     out = []
-    for method in UNARY_INFER:
+    for method in REQUESTS_EQUAL_HANDLED:
         a = {c: n for c, n in counts.requests.get(method, {}).items() if n}
         b = {c: n for c, n in counts.handled.get((_service_of(method), method), {}).items() if n}
         if a != b:

@@ -29,11 +29,12 @@ def resource_lines(report):
     lines = []
     rss = r.get("rss")
     if rss:
-        growth = 100 * (rss["steady_peak"] / rss["warmup_peak"] - 1)
-        lines.append(f"RSS (every 1 s, {rss['samples']} samples): warm-up peak {rss['warmup_peak'] / MiB:.1f} MiB, "
-                     f"steady peak {rss['steady_peak'] / MiB:.1f} MiB ({growth:+.1f} %, limit "
-                     f"{rss['limit'] / MiB:.1f}), last {rss['steady_last'] / MiB:.1f} MiB, trend "
-                     f"{rss['slope_mib_per_min']:+.2f} MiB/min, VmHWM {rss['hwm'] / MiB:.1f} MiB")
+        growth = 100 * (rss["last_third_peak"] / rss["reference"] - 1)
+        lines.append(f"RSS (every 1 s, {rss['samples']} samples): peak before the steady load's last third "
+                     f"{rss['reference'] / MiB:.1f} MiB (warm-up {rss['warmup_peak'] / MiB:.1f}, first third "
+                     f"{rss['first_third_peak'] / MiB:.1f}), last third's peak {rss['last_third_peak'] / MiB:.1f} MiB "
+                     f"({growth:+.1f} %, limit {rss['limit'] / MiB:.1f}), last {rss['steady_last'] / MiB:.1f} MiB, "
+                     f"trend {rss['slope_mib_per_min']:+.2f} MiB/min, VmHWM {rss['hwm'] / MiB:.1f} MiB")
     pre, warm, end = r.get("pre", {}), r.get("after_warmup", {}), r.get("end", {})
     idle = [x.get("rss", 0) / MiB for x in [pre, warm] + r.get("segments", []) + [end] if x]
     lines.append("idle RSS before traffic, after warm-up, after each steady segment: "

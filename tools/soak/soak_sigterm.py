@@ -15,7 +15,9 @@ import time
 
 import grpc
 
+import soak_generate
 import soak_phases as ph
+import soak_rest
 import soak_traffic as tr
 from soak_reconcile import KSERVE
 
@@ -81,6 +83,10 @@ async def sigterm_phase(args, server, ctx, http, report, sampler):
     await held.open()
     tasks = [asyncio.ensure_future(tr.valid_worker(ctx, stop, i)) for i in range(args.clients)]
     tasks += [asyncio.ensure_future(tr.stream_worker(ctx, stop, args.skip, i)) for i in range(args.streams)]
+    tasks += [asyncio.ensure_future(soak_rest.rest_worker(ctx, stop, http, False, i)) for i in range(args.rest_clients)]
+    if ctx.facts.causal:
+        tasks += [asyncio.ensure_future(soak_generate.generate_worker(ctx, stop, False))
+                  for _ in range(args.generate_clients)]
     tasks += [asyncio.ensure_future(tr.control_worker(ctx, stop, expect_ready=None)),
               asyncio.ensure_future(tr.probe_worker(ctx, stop, http, ready_status=None))]
     await asyncio.sleep(3.0)

@@ -20,8 +20,12 @@ def totals(report):
             if "uncounted" in row:
                 t["uncounted"] += row["uncounted"]
                 continue
-            level = "msg" if row["what"].startswith("msg") else "rpc"
+            level = row["what"].split()[0]
             t[level + "_det"] += sum(row["client_det"].values())
+            if row["what"] == "rpc Generate":
+                t["gen_det"] += sum(row["client_det"].values())
+                t["gen_gave_up"] += row["gave_up"]
+                t["gen_reached"] += row["reached"]
             t[level + "_gave_up"] += row["gave_up"]
             t[level + "_reached"] += row["reached"]
             codes.update(row["client_det"])
@@ -37,16 +41,26 @@ def rows(report):
     idle = [x["rss"] / MiB for x in [res["pre"], res["after_warmup"]] + res.get("segments", []) + [res["end"]] if x]
     out = [
         ("traffic", f"{args['duration']:g} s ({args['warmup']:g} s warm-up), {args['clients']} unary + "
-                    f"{args['streams']} stream clients, 1-{args['max_tokens']} tokens, seed {args['seed']}"),
+                    f"{args['streams']} stream + {args.get('rest_clients', 0)} REST + "
+                    f"{args.get('generate_clients', 0)} Generate clients, 1-{args['max_tokens']} tokens, seed {args['seed']}"),
         ("calls (RPCs)", f"{t['rpc_det'] + t['rpc_gave_up'] + t['uncounted']:,}: {t['rpc_det']:,} answered by the "
                          f"server, {t['rpc_gave_up']:,} given up by the client ({t['rpc_reached']:,} of them "
                          f"counted by the server), {t['uncounted']:,} refused by gRPC before any handler"),
         ("stream messages", f"{t['msg_det'] + t['msg_gave_up']:,}: {t['msg_det']:,} answered, {t['msg_gave_up']:,} "
                             f"given up ({t['msg_reached']:,} counted by the server)"),
-        ("codes received from the server (calls and stream messages)", ", ".join(f"{c} {n:,}" for c, n in codes.most_common())),
+        ("Generate streams (gRPC, in the calls above)", f"{t['gen_det'] + t['gen_gave_up']:,}: {t['gen_det']:,} "
+                         f"answered, {t['gen_gave_up']:,} given up: cancelled mid-stream, own deadline "
+                         f"({t['gen_reached']:,} counted by the server)"),
+        ("REST inferences (HTTP)", f"{t['req_det'] + t['req_gave_up']:,}: {t['req_det']:,} answered, "
+                                   f"{t['req_gave_up']:,} left before the answer ({t['req_reached']:,} counted "
+                                   f"by the server)"),
+        ("codes received from the server (calls, stream messages, REST)", ", ".join(f"{c} {n:,}" for c, n in codes.most_common())),
         ("client tally == server counters", f"{sum(1 for c in exact if c[1])} of {len(exact)} phases exact"),
-        ("RSS under load (1 s samples)", f"warm-up peak {rss.get('warmup_peak', 0) / MiB:.0f} MiB, after it "
-                                          f"peak {rss.get('steady_peak', 0) / MiB:.0f} MiB (limit +10 %), trend "
+        ("RSS under load (1 s samples)", f"peak before the steady load's last third "
+                                          f"{rss.get('reference', 0) / MiB:.0f} MiB (warm-up "
+                                          f"{rss.get('warmup_peak', 0) / MiB:.0f}, first third "
+                                          f"{rss.get('first_third_peak', 0) / MiB:.0f}), last third's peak "
+                                          f"{rss.get('last_third_peak', 0) / MiB:.0f} MiB (limit +10 %), trend "
                                           f"{rss.get('slope_mib_per_min', 0):+.1f} MiB/min"),
         ("idle RSS: before, after warm-up, after each segment", ", ".join(f"{v:.0f}" for v in idle) + " MiB"),
         ("open fds: before traffic / end", f"{res['pre']['fds']} / {res['end'].get('fds')}"),
