@@ -155,6 +155,7 @@ struct Components {
   Credentials credentials;
   std::unique_ptr<InferenceService> inference;
   std::unique_ptr<GenerationService> generation;  // null: no generation (--generate_workers=0)
+  std::string generation_off = "it was started without generation";  // why `generation` is null
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<TlsReloader> tls_reloader;
@@ -177,14 +178,16 @@ struct Components {
 absl::Status StartGeneration(const ServerConfig& config, const std::shared_ptr<const ReformerModel>& model,
                              Components* c) {
   if (config.generate.workers == 0 || !model->config().is_decoder) {
-    LOG_INFO("generation off (", config.generate.workers == 0 ? "--generate_workers=0" : "the model is not causal",
-             ")");
+    c->generation_off = config.generate.workers == 0 ? "it was started with --generate_workers=0"
+                                                     : "the model is not causal (is_decoder = false)";
+    LOG_INFO("generation off: ", c->generation_off);
     return absl::OkStatus();
   }
   absl::StatusOr<std::unique_ptr<GenerationService>> generation = GenerationService::Create(
       model, ToGenerationOptions(config), c->inference->memory_budget(), &c->clock, c->metrics.get());
   if (absl::IsFailedPrecondition(generation.status())) {
-    LOG_WARNING("generation is not available: ", generation.status().message());
+    c->generation_off = std::string(generation.status().message());
+    LOG_WARNING("generation is not available: ", c->generation_off);
     return absl::OkStatus();
   }
   if (!generation.ok()) {
@@ -239,6 +242,7 @@ absl::Status StartComponents(const ServerConfig& config, std::shared_ptr<const R
   ServiceEnv env;
   env.inference = c->inference.get();
   env.generation = c->generation.get();
+  env.generation_off = c->generation_off.c_str();
   env.model = &served;
   env.health = &c->health;
   env.metrics = c->metrics.get();

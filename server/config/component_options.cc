@@ -55,6 +55,7 @@ GrpcServerOptions ToGrpcServerOptions(const ServerConfig& c) {
   o.max_concurrent_streams = c.grpc.max_concurrent_streams;
   o.stream.max_unsent_responses = c.grpc.stream_max_unsent_responses;
   o.stream.max_unsent_bytes = c.grpc.stream_max_unsent_bytes;
+  o.stream.stalled_timeout = absl::Seconds(c.grpc.stream_stalled_timeout_s);
   return o;
 }
 

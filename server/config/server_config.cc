@@ -105,8 +105,8 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .Min(1);
   // Batching and admission.
   f->Add("max_batch_tokens", &c->batching.max_batch_tokens,
-         "Most real tokens in one engine batch. 0 = max(65536, the model's context), so a document of the "
-         "full context always fits.")
+         "Most real tokens in one engine batch, at least the model's context. 0 = max(65536, the model's "
+         "context), so a document of the full context always fits.")
       .Min(0);
   f->Add("max_batch_size", &c->batching.max_batch_size, "Most documents in one engine batch.").Min(1);
   f->Add("long_batch_tokens", &c->batching.long_batch_tokens,
@@ -160,7 +160,8 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "its cache and makes no tokens until the client reads).")
       .Min(1);
   f->Add("generate_stalled_timeout_s", &c->generate.stalled_timeout_s,
-         "A generation stream paused this long (its client reads nothing) is cancelled and its cache freed.")
+         "A generation stream paused this long (its client reads nothing) is ended RESOURCE_EXHAUSTED and its "
+         "cache freed.")
       .MinReal(0.001)
       .Meta("SECONDS");
   // Request limits.
@@ -198,8 +199,14 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "Per ModelStreamInfer call: responses not yet taken by the client before reading pauses.")
       .Min(1);
   f->Add("stream_max_unsent_bytes", &c->grpc.stream_max_unsent_bytes,
-         "Per ModelStreamInfer call: bytes of responses not yet taken by the client before reading pauses.")
-      .Min(1);
+         "Per ModelStreamInfer call: bytes of responses not yet taken by the client before reading pauses. "
+         "0 = 1/64 of --memory_budget_bytes, at most 64 MiB (64 stalled streams hold at most the budget).")
+      .Min(0);
+  f->Add("stream_stalled_timeout_s", &c->grpc.stream_stalled_timeout_s,
+         "A ModelStreamInfer call whose client takes no response for this long is ended RESOURCE_EXHAUSTED "
+         "and its responses' memory freed.")
+      .MinReal(0.001)
+      .Meta("SECONDS");
   // Security.
   f->Add("tls_cert_file", &c->security.tls_cert_file,
          "PEM certificate chain (server's first) for the gRPC port, which then accepts TLS only; re-read when "
@@ -306,6 +313,11 @@ absl::Status ResolveServerConfig(const ResolveFacts& facts, ServerConfig* c) {
     c->generate.threads_per_worker = std::max(1, facts.cpus / std::max(1, c->generate.workers));
   }
   if (c->batching.max_batch_tokens == 0) c->batching.max_batch_tokens = std::max<int64_t>(65536, facts.context);
+  if (c->batching.max_batch_tokens < facts.context) {  // such a document could never be batched
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_batch_tokens=", c->batching.max_batch_tokens, " is below its minimum, the model's context of ",
+        facts.context, " tokens (max_position_embeddings): a document that long could never be batched"));
+  }
   if (c->limits.max_tokens_per_request == 0) {
     c->limits.max_tokens_per_request = std::min(8 * facts.context, kMaxTokensPerRequest);
   }
@@ -313,6 +325,10 @@ absl::Status ResolveServerConfig(const ResolveFacts& facts, ServerConfig* c) {
   // (or text at up to 16 bytes per token), a response of max_response_bytes, plus framing slack.
   c->grpc.max_receive_message_bytes = 16 * c->limits.max_tokens_per_request + kMessageSlackBytes;
   c->grpc.max_send_message_bytes = c->limits.max_response_bytes + kMessageSlackBytes;
+  // One stream's unsent responses: a 1/64 share of the memory budget (server/grpc/stream_reactor.h).
+  if (c->grpc.stream_max_unsent_bytes == 0) {
+    c->grpc.stream_max_unsent_bytes = std::clamp<int64_t>(c->batching.memory_budget_bytes / 64, 1, int64_t{64} << 20);
+  }
   // REST bodies carry the same tensors as gRPC messages: the same bound.
   if (c->http.max_body_bytes == 0) c->http.max_body_bytes = c->grpc.max_receive_message_bytes;
   if (c->http.infer_threads == 0) c->http.infer_threads = std::max(1, c->http.threads * 3 / 4);

@@ -53,7 +53,8 @@ struct GrpcConfig {
   int resource_quota_threads = 0;  // 0 = gRPC's default
   int max_concurrent_streams = 64;
   int64_t stream_max_unsent_responses = 16;
-  int64_t stream_max_unsent_bytes = int64_t{64} << 20;
+  int64_t stream_max_unsent_bytes = 0;  // 0 = a share of the memory budget (ResolveServerConfig)
+  double stream_stalled_timeout_s = 60;
   // Derived by ResolveServerConfig (not flags): explicit message limits.
   int64_t max_receive_message_bytes = 0;
   int64_t max_send_message_bytes = 0;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "engine/model/tokenizer.h"
 #include "server/batching/clock.h"
 #include "server/grpc/auth.h"
+#include "server/grpc/infer_encode.h"
 #include "server/grpc/rpc_reactors.h"
 #include "server/grpc/status_util.h"
 #include "server/health/health_state.h"
@@ -57,7 +59,27 @@ v1::GenerateResponse ToWire(GenerationEvent& e) {
   return m;
 }
 
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+// The wire form of one message (the method is raw: reformer_service.h).
+grpc::ByteBuffer Serialized(const v1::GenerateResponse& m) {
+  grpc::ByteBuffer bytes;
+  bool own_buffer = false;
+  const grpc::Status s = grpc::SerializationTraits<v1::GenerateResponse>::Serialize(m, &bytes, &own_buffer);
+  if (!s.ok()) throw std::bad_alloc();  // a message of ours always serializes but for memory
+  return bytes;
+}
+
+// The mode field; a value this server does not know is an error, never a default.
+absl::StatusOr<DecodeMode> WireMode(int mode) {
+  switch (mode) {
+    case v1::DECODE_MODE_CACHED: return DecodeMode::kCached;
+    case v1::DECODE_MODE_RECOMPUTE: return DecodeMode::kRecompute;
+    default: break;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "mode ", mode, " is not a DecodeMode (DECODE_MODE_CACHED = 0, DECODE_MODE_RECOMPUTE = 1)"));
+}
+
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                               public GenerationSink {
  public:
   GenerateReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx)
@@ -65,14 +87,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     if (env_.metrics != nullptr) env_.metrics->RpcStarted("server_stream", kReformerService, kMethod);
   }
 
-  // Authenticates the call (auth.h, before anything of the request is looked at), decodes and
-  // submits `wire`, or finishes the call with the reason it cannot run.
-  void Start(const v1::GenerateRequest& wire) {
+  // Authenticates the call (auth.h, before anything of the request is looked at), parses, decodes
+  // and submits `raw`, or finishes the call with the reason it cannot run.
+  void Start(const grpc::ByteBuffer& raw) {
     absl::StatusOr<std::string> tenant = Authenticate(env_, *ctx_);
     absl::Status status = tenant.status();
     if (tenant.ok()) {
       tenant_ = *std::move(tenant);
-      status = Submit(wire);
+      status = Submit(raw);
     }
     if (status.ok()) return;  // the service owns the stream now: touch nothing
     GenerationEvent last;
@@ -91,7 +113,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       }
       if (event.status.ok() && !StoppedLocked()) {
         try {
-          queue_.push_back(ToWire(event));
+          queue_.push_back(Serialized(ToWire(event)));
           unsent_.fetch_add(1);
         } catch (...) {  // out of memory: the client misses this message; the stream ends with the error
           final_status_ = CurrentExceptionStatus("building a Generate message");
@@ -134,17 +156,21 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
  private:
   struct Actions {
-    const v1::GenerateResponse* write = nullptr;
+    const grpc::ByteBuffer* write = nullptr;
     bool finish = false;
     absl::Status status;
-    std::deque<v1::GenerateResponse> dropped;  // destroyed outside the lock
+    std::deque<grpc::ByteBuffer> dropped;  // destroyed outside the lock
   };
 
-  absl::Status Submit(const v1::GenerateRequest& wire) {
+  absl::Status Submit(const grpc::ByteBuffer& raw) {
+    v1::GenerateRequest wire;
+    if (absl::Status s = Parse(raw, &wire); !s.ok()) {
+      if (env_.metrics != nullptr && absl::IsInvalidArgument(s)) env_.metrics->OnRejected("invalid");
+      return s;
+    }
     if (env_.generation == nullptr) {
       return absl::FailedPreconditionError(
-          "this server does not serve generation (its start-up log says why, e.g. a CPU without "
-          "the instructions the decoder needs)");
+          absl::StrCat("this server does not serve generation: ", env_.generation_off));
     }
     // Rejections before the service are counted here; the service counts its own (GenerationObserver).
     if (absl::Status s = CheckServing(env_); !s.ok()) {
@@ -160,6 +186,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     (*request)->cancelled = cancelled_;
     prompt_tokens_ = static_cast<int64_t>((*request)->prompt.size());
     return env_.generation->Submit(*std::move(request), this);
+  }
+
+  static absl::Status Parse(const grpc::ByteBuffer& raw, v1::GenerateRequest* wire) {
+    if (!raw.Valid()) return absl::CancelledError("the client ended the call before its request message arrived");
+    return ParseMessage(raw, wire, "reformer.v1.GenerateRequest");
   }
 
   bool StoppedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -236,7 +267,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   std::atomic<int64_t> unsent_{0};
 
   absl::Mutex mu_;
-  std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);  // front = in flight when writing_
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);  // front = in flight when writing_
   bool writing_ ABSL_GUARDED_BY(mu_) = false;         // a write is begun and not over
   bool write_done_ ABSL_GUARDED_BY(mu_) = false;      // ... OnWriteDone has run for it
   bool write_returned_ ABSL_GUARDED_BY(mu_) = false;  // ... its StartWrite call has returned
@@ -278,7 +309,9 @@ absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const v1::Genera
   r->top_p = wire.top_p();
   r->seed = wire.seed();
   r->stop.assign(wire.stop().begin(), wire.stop().end());
-  r->mode = wire.mode() == v1::DECODE_MODE_RECOMPUTE ? DecodeMode::kRecompute : DecodeMode::kCached;
+  absl::StatusOr<DecodeMode> mode = WireMode(wire.mode());
+  if (!mode.ok()) return mode.status();
+  r->mode = *mode;
   r->return_logprobs = wire.return_logprobs();
   r->priority = static_cast<int>(std::min<uint32_t>(wire.priority(), 1u << 30));
   r->ignore_eos = wire.ignore_eos();
@@ -286,8 +319,9 @@ absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const v1::Genera
   return r;
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* NewGenerateReactor(
-    const ServiceEnv& env, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* NewGenerateReactor(const ServiceEnv& env,
+                                                               grpc::CallbackServerContext* ctx,
+                                                               const grpc::ByteBuffer* request) {
   auto* reactor = new GenerateReactor(env, ctx);
   try {
     reactor->Start(*request);

@@ -9,7 +9,7 @@
 //
 // Bounds: the messages not yet taken by the client (queued + in flight) are the sink's unsent()
 // count; at the service's max_unsent the sequence pauses (no new tokens, no new messages) until the
-// client reads, and is cancelled after the stalled timeout. A client that disconnects or cancels, or
+// client reads, and ends RESOURCE_EXHAUSTED after the stalled timeout. A client that disconnects or cancels, or
 // whose deadline passes, has its sequence stopped before its next step and its cache freed; queued
 // messages are dropped. Every call finishes exactly once, after the service's last event, so the
 // service never writes to a finished reactor. No exception leaves a reaction.
@@ -26,12 +26,15 @@
 namespace reformer::serving {
 
 // A reactor for one Generate call; it deletes itself when the call is done.
-grpc::ServerWriteReactor<reformer::v1::GenerateResponse>* NewGenerateReactor(
-    const ServiceEnv& env, grpc::CallbackServerContext* ctx,
-    const reformer::v1::GenerateRequest* request);
+// The method is raw (reformer_service.h): `request` holds the bytes of a GenerateRequest, each
+// message written is a serialized GenerateResponse.
+grpc::ServerWriteReactor<grpc::ByteBuffer>* NewGenerateReactor(const ServiceEnv& env,
+                                                               grpc::CallbackServerContext* ctx,
+                                                               const grpc::ByteBuffer* request);
 
 // The wire request as the request layer's GenerateRequest (text tokenized with the model's
-// tokenizer); INVALID_ARGUMENT for a prompt without text or ids, or text without a tokenizer. The
+// tokenizer); INVALID_ARGUMENT for a prompt without text or ids, text without a tokenizer, or a mode
+// that is not a DecodeMode. The
 // service validates it (server/request/validate.h). A pure function (fuzz/generate_request_fuzzer.cc).
 absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const reformer::v1::GenerateRequest& wire,
                                                                  const ServedModel& model);

@@ -86,10 +86,11 @@ void FillStatistics(const ServiceEnv& env, inference::ModelStatistics* m) {
   st->mutable_queue()->set_ns(s.queue.ns);
   st->mutable_compute_infer()->set_count(s.compute.count);
   st->mutable_compute_infer()->set_ns(s.compute.ns);
-  for (const auto& [size, count] : s.batch_sizes) {
+  for (const auto& [size, compute] : s.batch_sizes) {
     auto* b = m->add_batch_stats();
     b->set_batch_size(size);
-    b->mutable_compute_infer()->set_count(count);
+    b->mutable_compute_infer()->set_count(compute.count);
+    b->mutable_compute_infer()->set_ns(compute.ns);
   }
 }
 

@@ -10,6 +10,7 @@
 #include "engine/model/tokenizer.h"
 #include "server/batching/clock.h"
 #include "server/grpc/generate_reactor.h"
+#include "server/grpc/infer_encode.h"
 #include "server/grpc/rpc_reactors.h"
 #include "server/request/exception_status.h"
 #include "server/request/validate.h"
@@ -115,65 +116,87 @@ absl::Status FillEmbeddings(const InferenceResult& result, bool normalize,
   return absl::OkStatus();
 }
 
+// The request message of a raw call, as ModelInfer reads its own (kserve_service.cc).
+absl::Status ParseRequest(const grpc::ByteBuffer& raw, google::protobuf::MessageLite* message,
+                          const char* type) {
+  if (!raw.Valid()) return absl::CancelledError("the client ended the call before its request message arrived");
+  return ParseMessage(raw, message, type);
+}
+
+template <typename Message>
+absl::Status SerializeResponse(const Message& message, grpc::ByteBuffer* out) {
+  bool own_buffer = false;
+  const grpc::Status s = grpc::SerializationTraits<Message>::Serialize(message, out, &own_buffer);
+  if (s.ok()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("cannot serialize the response: ", s.error_message()));
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* ReformerApiService::Score(grpc::CallbackServerContext* ctx,
-                                                    const v1::ScoreRequest* request,
-                                                    v1::ScoreResponse* response) {
+                                                    const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) {
   UnaryInferReactor* reactor = nullptr;
   return GuardHandler(
       env_, ctx, kReformerService, "Score", &reactor,
       [&](const std::string& tenant) -> grpc::ServerUnaryReactor* {
         reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Score", tenant);
-        if (!env_.model->config.is_decoder) {
-          reactor->Reject(absl::FailedPreconditionError(
-              absl::StrCat("model '", env_.model->name,
-                           "' is not a causal language model (is_decoder = false); Score needs "
-                           "one, use Embed")));
-          return reactor;
+        auto request = std::make_shared<v1::ScoreRequest>();  // FillScores reads it
+        absl::Status status = ParseRequest(*raw, request.get(), "reformer.v1.ScoreRequest");
+        if (status.ok() && !env_.model->config.is_decoder) {
+          status = absl::FailedPreconditionError(absl::StrCat(
+              "model '", env_.model->name,
+              "' is not a causal language model (is_decoder = false); Score needs one, use Embed"));
         }
         absl::StatusOr<std::unique_ptr<InferenceRequest>> decoded =
-            Decode(request->documents(), OutputKind::kTokenLogprobs, request->priority(), env_);
+            status.ok() ? Decode(request->documents(), OutputKind::kTokenLogprobs, request->priority(), env_)
+                        : absl::StatusOr<std::unique_ptr<InferenceRequest>>(status);
         if (!decoded.ok()) {
           reactor->Reject(decoded.status());
           return reactor;
         }
         const ServedModel* model = env_.model;
-        reactor->Submit(*std::move(decoded), std::nullopt,
-                        [request, response, model](InferenceResult& result) {
-                          return FillScores(result, *request, *model, response);
-                        });
+        reactor->Submit(*std::move(decoded), std::nullopt, [request, out, model](InferenceResult& result) {
+          v1::ScoreResponse response;
+          RETURN_IF_ERROR(FillScores(result, *request, *model, &response));
+          return SerializeResponse(response, out);
+        });
         return reactor;  // nothing after Submit: the reactor may be finished already
       });
 }
 
 grpc::ServerUnaryReactor* ReformerApiService::Embed(grpc::CallbackServerContext* ctx,
-                                                    const v1::EmbedRequest* request,
-                                                    v1::EmbedResponse* response) {
+                                                    const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) {
   UnaryInferReactor* reactor = nullptr;
   return GuardHandler(
       env_, ctx, kReformerService, "Embed", &reactor,
       [&](const std::string& tenant) -> grpc::ServerUnaryReactor* {
         reactor = new UnaryInferReactor(env_, ctx, kReformerService, "Embed", tenant);
+        v1::EmbedRequest request;  // freed once decoded: the request object holds the ids
+        const absl::Status parsed = ParseRequest(*raw, &request, "reformer.v1.EmbedRequest");
         absl::StatusOr<std::unique_ptr<InferenceRequest>> decoded =
-            Decode(request->documents(), OutputKind::kEmbedding, request->priority(), env_);
+            parsed.ok() ? Decode(request.documents(), OutputKind::kEmbedding, request.priority(), env_)
+                        : absl::StatusOr<std::unique_ptr<InferenceRequest>>(parsed);
         if (!decoded.ok()) {
           reactor->Reject(decoded.status());
           return reactor;
         }
-        const bool normalize = request->normalize();
-        reactor->Submit(*std::move(decoded), std::nullopt,
-                        [normalize, response](InferenceResult& result) {
-                          return FillEmbeddings(result, normalize, response);
-                        });
+        const bool normalize = request.normalize();
+        reactor->Submit(*std::move(decoded), std::nullopt, [normalize, out](InferenceResult& result) {
+          v1::EmbedResponse response;
+          RETURN_IF_ERROR(FillEmbeddings(result, normalize, &response));
+          return SerializeResponse(response, out);
+        });
         return reactor;
       });
 }
 
 grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerContext* ctx,
-                                                           const v1::GetModelInfoRequest*,
-                                                           v1::GetModelInfoResponse* response) {
+                                                           const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) {
   return AnswerUnary(env_, ctx, kReformerService, "GetModelInfo", [&] {
+    v1::GetModelInfoRequest request;
+    RETURN_IF_ERROR(ParseRequest(*raw, &request, "reformer.v1.GetModelInfoRequest"));
+    v1::GetModelInfoResponse r;
+    v1::GetModelInfoResponse* response = &r;
     const ServedModel& m = *env_.model;
     response->set_name(m.name);
     response->set_version(m.version);
@@ -192,22 +215,23 @@ grpc::ServerUnaryReactor* ReformerApiService::GetModelInfo(grpc::CallbackServerC
     response->set_compute_type(m.compute_type);
     response->set_isa(m.isa);
     response->set_max_new_tokens(m.config.is_decoder ? m.context() - 1 : 0);
-    return absl::OkStatus();
+    return SerializeResponse(r, out);
   });
 }
 
 grpc::ServerUnaryReactor* ReformerApiService::Tokenize(grpc::CallbackServerContext* ctx,
-                                                       const v1::TokenizeRequest* request,
-                                                       v1::TokenizeResponse* response) {
+                                                       const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) {
   return AnswerUnary(env_, ctx, kReformerService, "Tokenize", [&] {
-    absl::Status status = TokenizeTexts(*request, response);
-    if (!status.ok()) response->Clear();
-    return status;
+    v1::TokenizeRequest request;
+    RETURN_IF_ERROR(ParseRequest(*raw, &request, "reformer.v1.TokenizeRequest"));
+    v1::TokenizeResponse response;
+    RETURN_IF_ERROR(TokenizeTexts(request, &response));
+    return SerializeResponse(response, out);
   });
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* ReformerApiService::Generate(
-    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ReformerApiService::Generate(grpc::CallbackServerContext* ctx,
+                                                                         const grpc::ByteBuffer* request) {
   return NewGenerateReactor(env_, ctx, request);
 }
 
@@ -219,6 +243,7 @@ absl::Status ReformerApiService::TokenizeTexts(const v1::TokenizeRequest& reques
     return absl::InvalidArgumentError(
         absl::StrCat("model '", m.name, "' has no tokenizer; it takes token ids only"));
   }
+  if (request.texts().empty()) return absl::InvalidArgumentError("the request has no texts");
   const RequestLimits limits = LimitsOf(m, env_.limits);
   int64_t total = 0;
   for (int i = 0; i < request.texts_size(); ++i) {

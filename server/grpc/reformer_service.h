@@ -3,6 +3,12 @@
 // Documents: text (tokenized with the model's tokenizer) or ids; each computed as if alone. They
 // are decoded into the request object (server/request) and checked once by Validate. Status codes:
 // see proto/reformer.proto. Borrows everything in ServiceEnv; thread-safe.
+//
+// Every method is registered raw (grpc::ByteBuffer in and out, as ModelInfer is in
+// kserve_service.h): the request is parsed here, so bytes that are not the method's message (garbage,
+// a proto3 string that is not UTF-8) are answered INVALID_ARGUMENT naming the message type and
+// counted like any other bad request, instead of failing inside gRPC. Clients see the ordinary
+// messages.
 #pragma once
 
 #include "proto/reformer.grpc.pb.h"
@@ -10,24 +16,27 @@
 
 namespace reformer::serving {
 
-class ReformerApiService final : public reformer::v1::ReformerService::CallbackService {
+namespace reformer_grpc {
+using S = reformer::v1::ReformerService;
+using Base = S::WithRawCallbackMethod_Score<S::WithRawCallbackMethod_Embed<S::WithRawCallbackMethod_GetModelInfo<
+    S::WithRawCallbackMethod_Tokenize<S::WithRawCallbackMethod_Generate<S::Service>>>>>;
+}  // namespace reformer_grpc
+
+class ReformerApiService final : public reformer_grpc::Base {
  public:
   explicit ReformerApiService(const ServiceEnv& env) : env_(env) {}
 
-  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx,
-                                  const reformer::v1::ScoreRequest* request,
-                                  reformer::v1::ScoreResponse* response) override;
-  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* ctx,
-                                  const reformer::v1::EmbedRequest* request,
-                                  reformer::v1::EmbedResponse* response) override;
-  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
-                                         const reformer::v1::GetModelInfoRequest* request,
-                                         reformer::v1::GetModelInfoResponse* response) override;
-  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
-                                     const reformer::v1::TokenizeRequest* request,
-                                     reformer::v1::TokenizeResponse* response) override;
-  grpc::ServerWriteReactor<reformer::v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* ctx, const reformer::v1::GenerateRequest* request) override;
+  // Raw: the bytes of the method's request message in, of its response message out.
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* request) override;
 
  private:
   absl::Status TokenizeTexts(const reformer::v1::TokenizeRequest& request,

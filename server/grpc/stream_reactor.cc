@@ -7,7 +7,9 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/alarm.h"
 #include "proto/grpc_service.pb.h"
 #include "server/batching/clock.h"
 #include "server/grpc/auth.h"
@@ -121,6 +123,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     const grpc::ByteBuffer* write = nullptr;
     bool read = false;
     bool finish = false;
+    absl::Status status;        // the call's status when `finish`
+    bool watch = false;         // arm the stall watch
+    bool cancel_watch = false;  // the stream is done but for the watch: fire it now
+    bool cancel_call = false;   // the stream stalled
     // Responses done with (sent, or dropped after the call stopped): destroyed with the Actions,
     // outside the lock, returning their outputs to the memory budget.
     Outgoing sent;
@@ -128,7 +134,40 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   };
 
   bool StoppedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return call_cancelled_ || write_failed_;
+    return call_cancelled_ || write_failed_ || !stall_status_.ok();
+  }
+
+  // The stall watch (stream_reactor.h): an alarm polls the injected clock while a write is in
+  // flight; `ok` is false when it was cancelled because the stream is finishing.
+  void OnWatch(bool ok) {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      watching_ = false;
+      if (ok) CheckStallLocked(actions);
+      StepLocked(actions);
+    }
+    Perform(actions);
+  }
+
+  // A write in flight for the stalled timeout: the stream stops, its responses' memory returns to
+  // the budget now, its pending requests are cancelled, and the call is cancelled (the client's
+  // transport holds the last write, so the status cannot overtake it).
+  void CheckStallLocked(Actions& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Duration waited = env_.clock->Now() - write_started_;
+    if (!writing_ || StoppedLocked() || waited < limits_.stalled_timeout) return;
+    stall_status_ = absl::ResourceExhaustedError(absl::StrCat(
+        "the client took no response for ", absl::FormatDuration(waited), " (--stream_stalled_timeout_s) while ",
+        queue_.size() + pending_, " responses (", unsent_bytes_, " bytes) waited; the stream was ended and "
+        "their memory freed"));
+    cancelled_->store(true);
+    a.sent.memory = std::move(queue_.front().memory);  // its bytes stay with the write in flight
+    while (queue_.size() > 1) {
+      a.dropped.push_back(std::move(queue_.back()));
+      queue_.pop_back();
+    }
+    a.cancel_call = true;
+    ++outside_;
   }
 
   // Decides the next actions into `a` (which may already hold a sent response).
@@ -140,7 +179,14 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     }
     if (!writing_ && !queue_.empty()) {
       writing_ = true;
+      write_started_ = env_.clock->Now();
       a.write = &queue_.front().bytes;  // only OnWriteDone pops it, after this write completed
+    }
+    if (writing_ && !watching_ && outside_ == 0 && !StoppedLocked()) {
+      watching_ = a.watch = true;
+      watch_cancelled_ = false;
+      watch_wait_ = limits_.stalled_timeout - (env_.clock->Now() - write_started_);
+      ++outside_;
     }
     const int64_t owed = pending_ + static_cast<int64_t>(queue_.size());
     if (!reading_ && !reads_done_ && !StoppedLocked() && owed < limits_.max_unsent_responses &&
@@ -150,22 +196,54 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     }
     if (!reading_ && !writing_ && pending_ == 0 && queue_.empty() &&
         (reads_done_ || StoppedLocked())) {
+      if (watching_ || outside_ > 0) {  // the watch's callback or a call outside still uses `this`
+        if (watching_ && outside_ == 0 && !watch_cancelled_) {
+          watch_cancelled_ = a.cancel_watch = true;
+          ++outside_;
+        }
+        return;
+      }
       finished_ = true;
       a.finish = true;
+      a.status = stall_status_;
     }
+  }
+
+  // Ends an operation started outside the lock (cancelling the watch or the call).
+  void OutsideDone() {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      --outside_;
+      StepLocked(actions);
+    }
+    Perform(actions);
+  }
+
+  void Arm(absl::Duration wait) {
+    wait = std::clamp(wait, absl::Milliseconds(1), absl::Seconds(1));  // an injected clock is polled
+    alarm_ = std::make_unique<grpc::Alarm>();
+    alarm_->Set(absl::ToChronoTime(absl::Now() + wait), [this](bool ok) { OnWatch(ok); });
   }
 
   void Perform(const Actions& a) {
     if (a.write != nullptr) StartWrite(a.write);
     if (a.read) StartRead(&read_);
+    if (a.watch || a.cancel_watch || a.cancel_call) {  // each took one `outside_` count
+      if (a.watch) Arm(watch_wait_);
+      if (a.cancel_watch) alarm_->Cancel();  // its callback runs soon with ok = false
+      if (a.cancel_call) ctx_->TryCancel();
+      OutsideDone();  // the last use of `this` on this path
+      return;
+    }
     if (a.finish) {
+      absl::StatusCode code = a.status.code();
+      if (code == absl::StatusCode::kOk && cancelled_->load()) code = absl::StatusCode::kCancelled;
       if (env_.metrics != nullptr) {
-        env_.metrics->RpcHandled(
-            "bidi_stream", kKServeService, kMethod,
-            cancelled_->load() ? absl::StatusCode::kCancelled : absl::StatusCode::kOk,
-            absl::ToDoubleSeconds(env_.clock->Now() - start_));
+        env_.metrics->RpcHandled("bidi_stream", kKServeService, kMethod, code,
+                                 absl::ToDoubleSeconds(env_.clock->Now() - start_));
       }
-      Finish(grpc::Status::OK);
+      Finish(ToGrpcStatus(a.status));
     }
   }
 
@@ -295,6 +373,16 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
   bool call_cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // The stall watch: the front write's start, whether an alarm is set, calls in progress outside
+  // the lock that still use `this` (finishing waits for both), and the status once stalled.
+  absl::Time write_started_ ABSL_GUARDED_BY(mu_);
+  absl::Duration watch_wait_ ABSL_GUARDED_BY(mu_);
+  bool watching_ ABSL_GUARDED_BY(mu_) = false;
+  bool watch_cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  int outside_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status stall_status_ ABSL_GUARDED_BY(mu_);
+  // Set or cancelled only by a thread holding an `outside_` count taken with `outside_` == 0.
+  std::unique_ptr<grpc::Alarm> alarm_;
 };
 
 }  // namespace

@@ -11,6 +11,12 @@
 // take `max_unsent_bytes` or more (pending ones counted at their full size). A client that sends
 // but does not read is thus paced by gRPC flow control instead of piling up responses here.
 //
+// Stalls: a response write the client has not taken for `stalled_timeout` (on the injected clock,
+// polled at least once a second) ends the stream RESOURCE_EXHAUSTED, counted in the gRPC metrics
+// under that code: its queued responses and their memory-budget holds are freed at once, its
+// pending requests cancelled and the call cancelled (a client that never reads cannot take the
+// status behind its unread message, so it sees CANCELLED).
+//
 // Authentication (auth.h): a call without a valid bearer token is finished UNAUTHENTICATED before
 // any message is read; the tenant of an accepted one labels its requests in the metrics.
 //
@@ -23,6 +29,7 @@
 
 #include <cstdint>
 
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/request/served_model.h"
 
@@ -31,6 +38,7 @@ namespace reformer::serving {
 struct StreamLimits {
   int64_t max_unsent_responses = 16;
   int64_t max_unsent_bytes = int64_t{64} << 20;
+  absl::Duration stalled_timeout = absl::Seconds(60);
 };
 
 // A reactor for one ModelStreamInfer call; it deletes itself when the call is done.

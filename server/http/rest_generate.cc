@@ -223,9 +223,7 @@ absl::Status RestGenerateHandler::Run(HttpExchange* exchange, const ModelPath& p
   absl::Status status = CheckModel(*env_.model, path.name, path.version);
   if (status.ok()) status = ServingStatus(*env_.health);
   if (status.ok() && env_.generation == nullptr) {
-    status = absl::UnimplementedError(
-        "this server does not serve generation (its start-up log says why: --generate_workers=0, a model "
-        "that is not causal, or a CPU the decoder cannot run on)");
+    status = absl::UnimplementedError(absl::StrCat("this server does not serve generation: ", env_.generation_off));
   }
   if (!status.ok()) {
     if (env_.metrics != nullptr && env_.health->draining()) env_.metrics->OnRejected("draining");

@@ -155,14 +155,14 @@ std::string ModelStatsJson(const ServedModel& m, const ModelStatsSnapshot& s) {
     Duration("compute_infer", s.compute, w);
     w->Raw("},\"batch_stats\":[");
     bool first = true;
-    for (const auto& [size, count] : s.batch_sizes) {
+    for (const auto& [size, compute] : s.batch_sizes) {
       if (!first) w->Raw(",");
       first = false;
       w->Raw("{\"batch_size\":");
       w->Int(static_cast<int64_t>(size));
-      w->Raw(",\"compute_infer\":{\"count\":");
-      w->Int(static_cast<int64_t>(count));
-      w->Raw(",\"ns\":0}}");
+      w->Raw(",");
+      Duration("compute_infer", compute, w);
+      w->Raw("}");
     }
     w->Raw("]}]}");
   });

@@ -430,9 +430,10 @@ absl::Status Worker::StopStatus(Live& live, absl::Time now) const {
         absl::StrCat("the deadline passed after ", live.generated, " generated tokens"));
   }
   if (now - live.paused_since >= service_->options().stalled_timeout) {
-    return absl::CancelledError(absl::StrCat(
-        "the client took no message for ", absl::FormatDuration(now - live.paused_since), " while ",
-        t.sink->unsent(), " waited; the generation was stopped after ", live.generated, " tokens"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the client took no message for ", absl::FormatDuration(now - live.paused_since),
+        " (--generate_stalled_timeout_s) while ", t.sink->unsent(), " waited; the generation was stopped after ",
+        live.generated, " tokens and its cache freed"));
   }
   return absl::OkStatus();
 }

@@ -34,7 +34,7 @@
 // touches the sink after that one. Cancellation (the request's flag) and the deadline end a sequence
 // before its next step (a prompt pass stops within one layer). A sink that has `max_unsent` events
 // not yet taken by its client pauses its sequence (it leaves the steps, keeping its cache) until the
-// client reads; paused for `stalled_timeout`, it is cancelled: a client that does not read never
+// client reads; paused for `stalled_timeout`, it ends RESOURCE_EXHAUSTED: a client that does not read never
 // makes the server hold unbounded memory, and holds its cache at most that long.
 #pragma once
 

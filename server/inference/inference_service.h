@@ -99,6 +99,8 @@ class InferenceObserver {
   virtual void OnQueueChanged(int64_t /*queued_requests*/, int64_t /*queued_tokens*/) {}
   virtual void OnRejected(const std::string& /*reason*/) {}  // "queue_full", "too_large", "draining", "invalid"
   virtual void OnBatch(int64_t /*documents*/, int64_t /*tokens*/) {}
+  // The engine time of a batch OnBatch reported, once it has run (ModelStatistics' batch_stats).
+  virtual void OnBatchComputed(int64_t /*documents*/, double /*seconds*/) {}
   virtual void OnRequestDone(const std::string& /*method*/, const absl::Status& /*status*/, int64_t /*tokens*/,
                              double /*queue_seconds*/, double /*compute_seconds*/) {}
   virtual void OnWorkspaceBytes(int /*worker*/, size_t /*bytes*/) {}

@@ -287,11 +287,16 @@ class InferenceServiceImpl final : public InferenceService, private MemoryBudget
     }
     if (observer_ && counted) observer_->OnBatch(static_cast<int64_t>(batch.items.size()), batch.tokens);
     std::vector<absl::Status> statuses(batch.items.size());
+    const absl::Time start = clock_->Now();
     try {
       RunItems(worker, runner, batch, &statuses);
     } catch (...) {
       const absl::Status status = CurrentExceptionStatus("running a batch");
       for (absl::Status& st : statuses) st = status;
+    }
+    if (observer_ && counted) {
+      observer_->OnBatchComputed(static_cast<int64_t>(batch.items.size()),
+                                 absl::ToDoubleSeconds(clock_->Now() - start));
     }
     CompleteKeepingSessionMemory(runner, batch, statuses, retained);
     ReportQueue();

@@ -262,7 +262,13 @@ void ServerMetrics::OnBatch(int64_t documents, int64_t tokens) {
   batch_tokens_.Observe(static_cast<double>(tokens));
   absl::MutexLock lock(&mu_);
   stats_.execution_count += 1;
-  stats_.batch_sizes[static_cast<uint64_t>(std::max<int64_t>(documents, 0))] += 1;
+}
+
+void ServerMetrics::OnBatchComputed(int64_t documents, double seconds) {
+  absl::MutexLock lock(&mu_);
+  ModelStatsSnapshot::Duration& d = stats_.batch_sizes[static_cast<uint64_t>(std::max<int64_t>(documents, 0))];
+  d.count += 1;
+  d.ns += static_cast<uint64_t>(std::max(0.0, seconds) * 1e9);
 }
 
 void ServerMetrics::OnRequestDone(const std::string& /*method*/, const absl::Status& status,

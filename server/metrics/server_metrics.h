@@ -49,7 +49,8 @@ struct ModelStatsSnapshot {
   uint64_t inference_count = 0;    // documents answered OK
   uint64_t execution_count = 0;    // engine batches
   Duration success, fail, queue, compute;
-  std::map<uint64_t, uint64_t> batch_sizes;  // documents per batch -> batches
+  // Documents per batch -> batches run and their summed engine time (OnBatchComputed).
+  std::map<uint64_t, Duration> batch_sizes;
 };
 
 // reformer_rejected_total's reason for a request an adapter refused before submitting it:
@@ -92,6 +93,7 @@ class ServerMetrics final : public InferenceObserver, public GenerationObserver 
   void OnQueueChanged(int64_t queued_requests, int64_t queued_tokens) override;
   void OnRejected(const std::string& reason) override;
   void OnBatch(int64_t documents, int64_t tokens) override;
+  void OnBatchComputed(int64_t documents, double seconds) override;
   void OnRequestDone(const std::string& method, const absl::Status& status, int64_t tokens,
                      double queue_seconds, double compute_seconds) override;
   void OnWorkspaceBytes(int worker, size_t bytes) override;

@@ -55,6 +55,7 @@ struct ServiceLimits {
 struct ServiceEnv {
   InferenceService* inference = nullptr;
   GenerationService* generation = nullptr;  // nullptr: the server does not generate
+  const char* generation_off = "it was started without generation";  // why, when `generation` is nullptr
   const ServedModel* model = nullptr;
   const HealthState* health = nullptr;
   ServerMetrics* metrics = nullptr;  // may be nullptr (tests)

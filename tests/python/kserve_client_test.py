@@ -215,6 +215,12 @@ class KServeClientTest(unittest.TestCase):
                 self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
                 self.assertIn("row 0", ctx.exception.details())
                 self.assertIn("position 3", ctx.exception.details())
+                # ModelStatistics: every batch size's engine time is measured (never a placeholder 0).
+                stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name=name)).model_stats[0]
+                self.assertGreater(len(stats.batch_stats), 0)
+                self.assertEqual(sum(b.compute_infer.count for b in stats.batch_stats), stats.execution_count)
+                for b in stats.batch_stats:
+                    self.assertGreater(b.compute_infer.ns, 0, b)
                 # Metadata and health.
                 meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=name))
                 self.assertEqual(meta.name, name)

@@ -47,7 +47,8 @@ TEST(ComponentOptionsTest, DefaultsAgreeWithTheComponents) {
   EXPECT_EQ(g.resource_quota_threads, gd.resource_quota_threads);
   EXPECT_EQ(g.max_concurrent_streams, gd.max_concurrent_streams);
   EXPECT_EQ(g.stream.max_unsent_responses, gd.stream.max_unsent_responses);
-  EXPECT_EQ(g.stream.max_unsent_bytes, gd.stream.max_unsent_bytes);
+  EXPECT_EQ(g.stream.stalled_timeout, gd.stream.stalled_timeout);
+  // (stream.max_unsent_bytes: automatic, see ResolveServerConfig.)
 
   const HttpOptions h = ToHttpOptions(c), hd;
   EXPECT_EQ(h.port, hd.port);

@@ -152,7 +152,9 @@ TEST_F(GenerationServiceTest, UnreadStreamPausesThenResumesOrIsCancelled) {
   EXPECT_FALSE(stalled.done());
   clock_.Advance(absl::Seconds(2));
   ASSERT_TRUE(WaitUntil([&] { return stalled.done(); }));
-  EXPECT_EQ(stalled.last().status.code(), absl::StatusCode::kCancelled) << stalled.last().status;
+  EXPECT_EQ(stalled.last().status.code(), absl::StatusCode::kResourceExhausted) << stalled.last().status;
+  EXPECT_NE(stalled.last().status.message().find("--generate_stalled_timeout_s"), absl::string_view::npos)
+      << stalled.last().status;
   EXPECT_EQ(service_->inflight(), 0);
   EXPECT_EQ(budget_->reserved_bytes(MemoryKind::kCache), 0u);
 }

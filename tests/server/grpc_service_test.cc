@@ -6,9 +6,11 @@
 
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
+#include "grpcpp/impl/codegen/client_unary_call.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
+#include "server/grpc/generate_reactor.h"
 #include "tests/server/grpc_test_util.h"
 
 namespace reformer::serving::testing {
@@ -835,6 +837,116 @@ TEST(ReformerApiTest, TokenizeGivesTheIdsScoreComputesOn) {
   EXPECT_EQ(resp2.tokens_size(), 0);
 }
 
+// reformer.v1 methods called with bytes that are not their request message (as a client with a
+// different .proto, or a bug, sends them): every method answers INVALID_ARGUMENT naming the message
+// type, counted in the metrics, and the server keeps serving.
+grpc::Status RawUnary(TestServer& s, const std::string& method, const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  const grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext ctx;
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      s.channel().get(), grpc::internal::RpcMethod(method.c_str(), grpc::internal::RpcMethod::NORMAL_RPC), &ctx,
+      request, &response);
+}
+
+grpc::Status RawGenerate(TestServer& s, const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  const grpc::ByteBuffer request(&slice, 1);
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+          s.channel().get(),
+          grpc::internal::RpcMethod("/reformer.v1.ReformerService/Generate", grpc::internal::RpcMethod::SERVER_STREAMING),
+          &ctx, request));
+  grpc::ByteBuffer message;
+  while (reader->Read(&message)) {
+  }
+  return reader->Finish();
+}
+
+TEST(ReformerApiTest, UnparseableMessagesAreInvalidArgumentNamingTheirType) {
+  TestServer s;
+  const std::string garbage = "\xff\xff\xff\xff";
+  const std::string bad_utf8 = std::string("\x0a\x02\xff\xfe", 4);  // field 1 (a string) of 2 bytes
+  const struct {
+    const char* method;
+    std::string bytes;
+    const char* type;
+  } cases[] = {
+      {"Score", garbage, "reformer.v1.ScoreRequest"},
+      {"Embed", garbage, "reformer.v1.EmbedRequest"},
+      {"Tokenize", garbage, "reformer.v1.TokenizeRequest"},
+      {"Tokenize", bad_utf8, "reformer.v1.TokenizeRequest"},
+      {"GetModelInfo", garbage, "reformer.v1.GetModelInfoRequest"},
+  };
+  for (const auto& c : cases) {
+    const grpc::Status st = RawUnary(s, std::string("/reformer.v1.ReformerService/") + c.method, c.bytes);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.method;
+    EXPECT_THAT(st.error_message(), HasSubstr(std::string("is not a valid ") + c.type)) << c.method;
+  }
+  // Generate: a stop string (field 7) and prompt text (field 1 of the prompt, field 1) not UTF-8.
+  for (const std::string& bytes : {garbage, std::string("\x3a\x02\xff\xfe", 4),
+                                   std::string("\x0a\x04\x0a\x02\xff\xfe", 6)}) {
+    const grpc::Status st = RawGenerate(s, bytes);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(st.error_message(), HasSubstr("is not a valid reformer.v1.GenerateRequest"));
+  }
+  const std::string text = prometheus::TextSerializer().Serialize(s.registry().Collect());
+  EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{grpc_code=\"InvalidArgument\",grpc_method=\"Score\""));
+  EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{grpc_code=\"InvalidArgument\",grpc_method=\"Tokenize\""));
+  EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{grpc_code=\"InvalidArgument\",grpc_method=\"Generate\""));
+  EXPECT_THAT(text, HasSubstr("reformer_requests_total{code=\"InvalidArgument\",method=\"Embed\""));
+  // Still serving, the typed way.
+  grpc::ClientContext ctx;
+  reformer::v1::TokenizeRequest req;
+  req.add_texts("ok");
+  reformer::v1::TokenizeResponse resp;
+  ASSERT_TRUE(s.api().Tokenize(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.tokens_size(), 1);
+}
+
+// Enum fields take only the values the server knows: an unknown Generate mode is named, never
+// read as the default (DecodeGenerate, the wire decoding both RPC paths share).
+TEST(ReformerApiTest, UnknownGenerateModeIsInvalidArgument) {
+  ServedModel model;
+  model.config.vocab_size = 40;
+  reformer::v1::GenerateRequest wire;
+  wire.mutable_prompt()->mutable_ids()->add_ids(3);
+  wire.set_mode(reformer::v1::DECODE_MODE_RECOMPUTE);
+  absl::StatusOr<std::unique_ptr<GenerateRequest>> ok = DecodeGenerate(wire, model);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->mode, DecodeMode::kRecompute);
+  wire.set_mode(static_cast<reformer::v1::DecodeMode>(7));
+  const absl::Status bad = DecodeGenerate(wire, model).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("mode 7 is not a DecodeMode"));
+}
+
+// Tokenize with no texts is refused as Score and Embed with no documents are.
+TEST(ReformerApiTest, TokenizeWithoutTextsIsInvalidArgument) {
+  TestServer s;
+  grpc::ClientContext ctx;
+  reformer::v1::TokenizeResponse resp;
+  const grpc::Status st = s.api().Tokenize(&ctx, reformer::v1::TokenizeRequest(), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("the request has no texts"));
+}
+
+// Without a GenerationService, Generate says why (main sets the reason: a flag, the model, the CPU).
+TEST(ReformerApiTest, GenerateWithoutGenerationSaysWhy) {
+  TestServer s;
+  grpc::ClientContext ctx;
+  reformer::v1::GenerateRequest req;
+  req.mutable_prompt()->set_text("hi");
+  auto reader = s.api().Generate(&ctx, req);
+  reformer::v1::GenerateResponse m;
+  EXPECT_FALSE(reader->Read(&m));
+  const grpc::Status st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(st.error_message(), HasSubstr("this server does not serve generation: it was started without"));
+}
+
 TEST(ReformerApiTest, DrainingIsUnavailable) {
   TestServer s;
   s.health().StartDraining();
@@ -1059,6 +1171,38 @@ TEST(HostileTest, ShutdownFinishesStreamsWhoseClientNeverReads) {
   EXPECT_TRUE(done) << "GrpcServer::Shutdown did not return with a stream that never reads";
   stopper.join();
   ctx.TryCancel();
+}
+
+// A stream whose client never reads: once a response write has waited the stalled timeout (on the
+// injected clock) the stream ends RESOURCE_EXHAUSTED, counted under that code, and the client's
+// call is over (its transport still holds unread messages, so it sees the cancellation).
+TEST(HostileTest, StreamWhoseClientNeverReadsEndsAfterTheStalledTimeout) {
+  FakeClock clock;
+  TestServerOptions o;
+  o.vocab = 8000;  // 3.8 MB per answer, beyond what flow control lets through
+  o.max_response_bytes = 8 << 20;
+  o.stream.stalled_timeout = absl::Seconds(30);
+  o.clock = &clock;
+  TestServer s(o);
+  grpc::ClientContext ctx;
+  auto stream = s.kserve().ModelStreamInfer(&ctx);
+  for (int i = 0; i < 20; ++i) {
+    if (!stream->Write(IdsRequest({{0, Tokens(60, i), 0}, {0, Tokens(60, i + 1), 0}}))) break;
+  }
+  ASSERT_TRUE(s.inference().WaitSubmitted(1));
+  const std::string stalled =
+      "grpc_server_handled_total{grpc_code=\"ResourceExhausted\",grpc_method=\"ModelStreamInfer\"";
+  bool ended = false;
+  for (int i = 0; i < 3000 && !ended; ++i) {  // the watch polls the injected clock each second
+    clock.Advance(absl::Seconds(31));
+    absl::SleepFor(absl::Milliseconds(20));
+    ended = absl::StrContains(prometheus::TextSerializer().Serialize(s.registry().Collect()), stalled);
+  }
+  EXPECT_TRUE(ended) << prometheus::TextSerializer().Serialize(s.registry().Collect());
+  inference::ModelStreamInferResponse r;
+  while (stream->Read(&r)) {
+  }
+  EXPECT_FALSE(stream->Finish().ok());
 }
 
 TEST(HostileTest, BusyPortIsAnError) {

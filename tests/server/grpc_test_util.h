@@ -289,6 +289,7 @@ struct TestServerOptions {
   int64_t max_tokens_per_request = 128;
   int64_t max_response_bytes = 1 << 20;
   StreamLimits stream;  // ModelStreamInfer bounds
+  const Clock* clock = nullptr;  // the adapters' clock; nullptr = real time
 };
 
 // Everything main builds, in the same order, around a FakeInference.
@@ -315,7 +316,7 @@ class TestServer {
     env.model = &model_;
     env.health = &health_;
     env.metrics = &metrics_;
-    env.clock = &clock_;
+    env.clock = o.clock != nullptr ? o.clock : &clock_;
     env.limits.max_tokens_per_request = o.max_tokens_per_request;
     env.limits.max_response_bytes = o.max_response_bytes;
     GrpcServerOptions go;

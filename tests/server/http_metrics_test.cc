@@ -141,6 +141,7 @@ TEST_F(HttpServerTest, MetricsExposition) {
   metrics_->RequestFinished("ModelInfer", "anonymous", absl::StatusCode::kOk, 0.3, 700, 2, 1000);
   metrics_->OnRequestDone("ModelInfer", absl::OkStatus(), 700, 0.01, 0.25);
   metrics_->OnBatch(3, 1500);
+  metrics_->OnBatchComputed(3, 0.2);
   metrics_->OnQueueChanged(4, 2048);
   metrics_->OnInflightChanged(5);
   metrics_->OnRejected("queue_full");
@@ -183,7 +184,8 @@ TEST_F(HttpServerTest, MetricsExposition) {
   EXPECT_EQ(s.success.count, 1u);
   EXPECT_EQ(s.success.ns, 300'000'000u);
   EXPECT_EQ(s.compute.ns, 250'000'000u);
-  EXPECT_EQ(s.batch_sizes.at(3), 1u);
+  EXPECT_EQ(s.batch_sizes.at(3).count, 1u);
+  EXPECT_EQ(s.batch_sizes.at(3).ns, 200'000'000u);  // the batch's engine time, not a placeholder
 }
 
 TEST(MetricsTest, BucketsCoverTheirRange) {

@@ -78,6 +78,7 @@ class ServerCliTest(unittest.TestCase):
             (["--workers=two"], {}, "--workers"),
             (["--batch_length_ratio=nan"], {}, "--batch_length_ratio"),
             (["--compute_typ=fp8"], {}, "unknown flag --compute_typ"),
+            (["--max_batch_tokens=10"], {}, "--max_batch_tokens=10 is below its minimum, the model's context"),
             (["extra_argument"], {}, "unexpected argument"),
             ([], {"REFORMER_MEMORY_BUDGET_BYTES": "-1"}, "REFORMER_MEMORY_BUDGET_BYTES"),
             ([], {"REFORMER_WARMUP": "maybe"}, "REFORMER_WARMUP"),

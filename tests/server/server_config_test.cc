@@ -144,6 +144,7 @@ TEST(ServerConfigTest, ResolveFillsEveryAutomaticValueInOnePlace) {
   EXPECT_EQ(small.workers.threads_per_worker, 1);
   EXPECT_EQ(small.grpc.max_receive_message_bytes, 16 * 8 * 4096 + (1 << 20));
   EXPECT_EQ(small.grpc.max_send_message_bytes, (int64_t{512} << 20) + (1 << 20));
+  EXPECT_EQ(small.grpc.stream_max_unsent_bytes, int64_t{64} << 20);  // 4 GiB budget / 64
 
   ServerConfig big;
   big.model.dir = "m";
@@ -157,11 +158,21 @@ TEST(ServerConfigTest, ResolveFillsEveryAutomaticValueInOnePlace) {
 
   ServerConfig explicit_values;
   explicit_values.model.dir = "m";
-  explicit_values.batching.max_batch_tokens = 1000;
+  explicit_values.batching.max_batch_tokens = 5000;
   explicit_values.limits.max_tokens_per_request = 3000;
+  explicit_values.batching.memory_budget_bytes = 256 << 20;
   ASSERT_TRUE(ResolveServerConfig({4096, 1}, &explicit_values).ok());
-  EXPECT_EQ(explicit_values.batching.max_batch_tokens, 1000);
+  EXPECT_EQ(explicit_values.batching.max_batch_tokens, 5000);
   EXPECT_EQ(explicit_values.limits.max_tokens_per_request, 3000);
+  EXPECT_EQ(explicit_values.grpc.stream_max_unsent_bytes, 4 << 20);  // a stream's share of a small budget
+
+  ServerConfig small_batches;  // a configuration error before anything starts, naming flag and minimum
+  small_batches.model.dir = "m";
+  small_batches.batching.max_batch_tokens = 10;
+  const absl::Status below = ResolveServerConfig({4096, 1}, &small_batches);
+  EXPECT_EQ(below.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(below.message()), HasSubstr("--max_batch_tokens=10 is below its minimum"));
+  EXPECT_THAT(std::string(below.message()), HasSubstr("4096"));
 
   ServerConfig bad_name;
   bad_name.model.dir = "m";
