@@ -62,8 +62,9 @@ def parse_args(argv):
     d.add_argument("--no_sigterm", action="store_true", help="leave the server running at the end")
     c = p.add_argument_group("checks and output")
     c.add_argument("--rss_growth", type=float, default=0.10, help="allowed RSS growth after warm-up")
-    c.add_argument("--grpc_timer_thread_slack", type=int, default=2,
-                   help="threads gRPC's timer pools may add after the warm-up (they never shrink)")
+    c.add_argument("--grpc_timer_thread_slack", type=int, default=4,
+                   help="threads gRPC's growing pools (timers, default executor) may add after the warm-up "
+                        "(they never shrink)")
     c.add_argument("--json", default="", help="write the full report here")
     c.add_argument("--proto_dir", default=os.path.join(soak_wire.REPO_ROOT, "proto"))
     args = p.parse_args(argv)
