@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "engine/model/generation.h"
 #include "server/health/health_state.h"
 #include "server/http/generate_json.h"
 #include "server/http/json_writer.h"
@@ -59,16 +60,6 @@ struct GenerateAnswerShape {
 
 namespace {
 
-const char* FinishName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kNone: break;
-  }
-  return "";
-}
-
 // One generate answer object (a whole answer, or one event of a stream).
 void WriteGenerateJson(JsonWriter* w, const GenerateAnswerShape& shape, const GenerationEvent& e) {
   w->Raw("{");
@@ -94,7 +85,7 @@ void WriteGenerateJson(JsonWriter* w, const GenerateAnswerShape& shape, const Ge
     w->FloatArray(e.logprobs.data(), static_cast<int64_t>(e.logprobs.size()));
   }
   if (e.finish != FinishReason::kNone) {
-    w->Raw(absl::StrCat(",\"finish_reason\":\"", FinishName(e.finish), "\",\"seed\":", e.seed,
+    w->Raw(absl::StrCat(",\"finish_reason\":\"", FinishReasonName(e.finish), "\",\"seed\":", e.seed,
                         ",\"usage\":{\"prompt_tokens\":", e.usage.prompt_tokens,
                         ",\"generated_tokens\":", e.usage.generated_tokens, ",\"queue_ms\":"));
     w->Double(e.usage.queue_seconds * 1e3);
