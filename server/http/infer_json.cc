@@ -57,6 +57,12 @@ enum class Ctx : uint8_t {
 };
 
 // The nlohmann SAX interface (json_sax.hpp); every method returns false to stop at an error.
+// The members the Open Inference Protocol defines for each object of an inference request
+// (docs/request-path.md; parameters stay open: extensions define their own).
+constexpr absl::string_view kRootKeys = "id, parameters, inputs, outputs";
+constexpr absl::string_view kInputKeys = "name, shape, datatype, parameters, data";
+constexpr absl::string_view kOutputKeys = "name, parameters";
+
 class InferJsonReader {
  public:
   explicit InferJsonReader(const JsonReadLimits& limits) : limits_(limits) {}
@@ -107,6 +113,17 @@ class InferJsonReader {
     const JsonOutput& out = result_.outputs.back();
     return out.has_name ? absl::StrCat("output '", out.name, "'")
                         : absl::StrCat("outputs[", result_.outputs.size() - 1, "]");
+  }
+  // A key the Open Inference Protocol does not define for `what` (a misspelt "output" would otherwise be
+  // dropped and every output sent): an error naming it and the keys that object may hold.
+  bool UnknownKey(absl::string_view what, absl::string_view known) {
+    return Fail(absl::StrCat(what, ": unknown key '", key_, "' (it may hold ", known, ")"));
+  }
+  // Triton's classification extension: asked for but not served, so refused rather than ignored.
+  bool Unsupported() {
+    return key_ != "classification" ||
+           Fail(absl::StrCat(OutputLabel(), ": parameter 'classification' (Triton's classification "
+                                            "extension) is not supported"));
   }
   // Marks `*seen`; false (a message naming `what`) when the key came before.
   bool Once(bool* seen, absl::string_view what, absl::string_view key) {
@@ -168,7 +185,7 @@ bool InferJsonReader::OpenIn(Ctx parent, bool object, Ctx* child) {
                Once(inputs ? &result_.has_inputs : &result_.has_outputs, "the request", key_);
       }
       if (key_ == "id") return Fail("'id' must be a string");
-      return true;
+      return UnknownKey("the request", kRootKeys);
     case Ctx::kParams:
     case Ctx::kInputParams:
     case Ctx::kOutputParams:
@@ -179,7 +196,7 @@ bool InferJsonReader::OpenIn(Ctx parent, bool object, Ctx* child) {
                                      ? "boolean"
                                      : "non-negative integer"));
       }
-      return true;  // other parameters are not read
+      return parent != Ctx::kOutputParams || Unsupported();  // other parameters are not read
     case Ctx::kInputs:
     case Ctx::kOutputs: {
       const bool inputs = parent == Ctx::kInputs;
@@ -219,7 +236,7 @@ bool InferJsonReader::OpenIn(Ctx parent, bool object, Ctx* child) {
                Once(&result_.outputs.back().has_parameters, OutputLabel(), key_);
       }
       if (key_ == "name") return Fail(absl::StrCat(OutputLabel(), ": 'name' must be a string"));
-      return true;
+      return UnknownKey(OutputLabel(), kOutputKeys);
     case Ctx::kSkip:
       return true;
   }
@@ -245,8 +262,7 @@ bool InferJsonReader::OpenInput(bool object, Ctx* child) {
   if (key_ == "name" || key_ == "datatype") {
     return Fail(absl::StrCat(InputLabel(), ": '", key_, "' must be a string"));
   }
-  *child = Ctx::kSkip;
-  return true;
+  return UnknownKey(InputLabel(), kInputKeys);
 }
 
 bool InferJsonReader::Close() {
@@ -290,7 +306,7 @@ bool InferJsonReader::Value(const Scalar& v) {
     case Ctx::kOutput:
       return OutputValue(v);
     case Ctx::kOutputParams:
-      if (key_ != "binary_data") return true;
+      if (key_ != "binary_data") return Unsupported();
       if (v.kind != Scalar::kBool) {
         return Fail(absl::StrCat(OutputLabel(), ": parameter 'binary_data' must be a boolean"));
       }
@@ -316,7 +332,7 @@ bool InferJsonReader::RootValue(const Scalar& v) {
     return Fail(absl::StrCat("'", key_, "' must be a list of objects"));
   }
   if (key_ == "parameters") return Fail("'parameters' must be an object");
-  return true;  // other members are not read
+  return UnknownKey("the request", kRootKeys);
 }
 
 // A non-negative integer parameter (`priority`, `timeout`, `binary_data_size`); uint64 values
@@ -366,7 +382,7 @@ bool InferJsonReader::InputValue(const Scalar& v) {
   if (key_ == "data") return Fail(absl::StrCat(InputLabel(), ": 'data' must be a list"));
   if (key_ == "parameters")
     return Fail(absl::StrCat(InputLabel(), ": 'parameters' must be an object"));
-  return true;
+  return UnknownKey(InputLabel(), kInputKeys);
 }
 
 bool InferJsonReader::ShapeValue(const Scalar& v) {
@@ -454,7 +470,7 @@ bool InferJsonReader::OutputValue(const Scalar& v) {
   }
   if (key_ == "parameters")
     return Fail(absl::StrCat(OutputLabel(), ": 'parameters' must be an object"));
-  return true;
+  return UnknownKey(OutputLabel(), kOutputKeys);
 }
 
 }  // namespace

@@ -662,8 +662,8 @@ TEST(RestDecodeTest, NestedFlatAndRowMajor) {
                 "not objects");
 }
 
-TEST(RestDecodeTest, KeysInAnyOrderAndUnknownOnesSkipped) {
-  auto d = Decode(R"({"extra":{"deep":[[[1]]]},"outputs":[{"parameters":{"binary_data":true,"x":[1]},
+TEST(RestDecodeTest, KeysInAnyOrderParametersOpenOtherKeysRefused) {
+  auto d = Decode(R"({"outputs":[{"parameters":{"binary_data":true,"x":[1]},
       "name":"embedding"}],"inputs":[{"data":["ab","c"],"shape":[2],"datatype":"BYTES","name":"text",
       "parameters":{"foo":"bar"}}],"id":"x","parameters":{"something":{"a":1}}})");
   ASSERT_TRUE(d.ok()) << d.status();
@@ -671,6 +671,19 @@ TEST(RestDecodeTest, KeysInAnyOrderAndUnknownOnesSkipped) {
   EXPECT_TRUE(d->request->text_input);
   EXPECT_EQ(d->request->documents.size(), 2);
   EXPECT_EQ(d->binary, std::vector<bool>{true});
+  // A key the protocol does not define for its object is an error naming it (QA: "output", a typo for
+  // "outputs", was dropped and every output sent), at every level, whatever its value.
+  const std::string text = R"("inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["ab"]}])";
+  ExpectInvalid(R"({"output":[{"name":"embedding"}],)" + text + "}",
+                "the request: unknown key 'output' (it may hold id, parameters, inputs, outputs)");
+  ExpectInvalid(R"({"extra":1,)" + text + "}", "the request: unknown key 'extra'");
+  ExpectInvalid(R"({"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["ab"],"dtype":"x"}]})",
+                "input 'text': unknown key 'dtype' (it may hold name, shape, datatype, parameters, data)");
+  ExpectInvalid(R"({"outputs":[{"name":"embedding","binary":{}}],)" + text + "}",
+                "output 'embedding': unknown key 'binary' (it may hold name, parameters)");
+  ExpectInvalid(R"({"outputs":[{"name":"embedding","parameters":{"classification":2}}],)" + text + "}",
+                "output 'embedding': parameter 'classification' (Triton's classification extension) is not "
+                "supported");
 }
 
 TEST(RestDecodeTest, MalformedShapesTypesAndBombs) {
@@ -709,7 +722,8 @@ TEST(RestDecodeTest, MalformedShapesTypesAndBombs) {
   ExpectInvalid(many + "]}]}", "100 rows");
   // Nesting, and the counts that could inflate memory, are capped while reading.
   ExpectInvalid(std::string(100000, '[') + std::string(100000, ']'), "JSON object");
-  ExpectInvalid(R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + "}", "deeper than 32 levels");
+  ExpectInvalid(R"({"inputs":[{"data":)" + std::string(100000, '[') + std::string(100000, ']') + "}]}",
+                "deeper than 32 levels");
   std::string inputs = R"({"inputs":[)";
   for (int i = 0; i < 17; ++i) inputs += i ? ",{}" : "{}";
   ExpectInvalid(inputs + "]}", "more than 16 inputs");
