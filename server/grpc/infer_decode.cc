@@ -109,7 +109,14 @@ absl::Status BindInputs(const ModelInferRequest& request, std::vector<GrpcConten
 absl::Status DecodeOutputs(const ModelInferRequest& wire, InferenceRequest* request) {
   std::vector<absl::string_view> names;
   names.reserve(static_cast<size_t>(wire.outputs_size()));
-  for (const auto& out : wire.outputs()) names.push_back(out.name());
+  for (const auto& out : wire.outputs()) {
+    if (out.parameters().contains("classification")) {  // asked for, not served: refused, never ignored
+      return absl::InvalidArgumentError(absl::StrCat(
+          "output '", out.name(), "': parameter 'classification' (Triton's classification extension) is not "
+          "supported"));
+    }
+    names.push_back(out.name());
+  }
   return DecodeOutputNames(names, request);
 }
 

@@ -336,6 +336,17 @@ TEST(KServeTest, OnlyRequestedOutputs) {
   EXPECT_EQ(s.inference().last()->outputs, kOutputTokenLogprobs | kOutputEmbedding);
 }
 
+// Triton's classification extension is refused by name, not ignored (QA: all logits came back instead).
+TEST(KServeTest, ClassificationOutputParameterIsRefused) {
+  TestServer s;
+  ModelInferRequest req = IdsRequest({{0, Tokens(5, 1), 0}});
+  auto* out = req.add_outputs();
+  out->set_name("logits");
+  (*out->mutable_parameters())["classification"].set_int64_param(2);
+  ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT,
+              {"output 'logits': parameter 'classification' (Triton's classification extension) is not supported"});
+}
+
 TEST(KServeTest, TextInputReturnsTokenIdsAndLengths) {
   TestServer s;
   ModelInferResponse resp;
