@@ -305,7 +305,6 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  CapMallocArenas(AvailableCpus());
   ServerConfig config;
   if (std::optional<int> exit_code = ParseConfig(argc, argv, &config)) return *exit_code;
   Components components;

@@ -1,11 +1,9 @@
 #include "server/config/host.h"
 
-#include <malloc.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -97,11 +95,6 @@ absl::StatusOr<std::string> FindDefaultModelDir(const std::string& exe_dir) {
   return absl::NotFoundError(absl::StrCat(
       "no --model_dir (REFORMER_MODEL_DIR) given and no bundled default model found (looked for config.json in: ",
       absl::StrJoin(candidates, ", "), ")"));
-}
-
-void CapMallocArenas(int cpus) {
-  if (std::getenv("MALLOC_ARENA_MAX") != nullptr) return;  // the operator's choice stands
-  mallopt(M_ARENA_MAX, std::max(2, cpus));
 }
 
 std::string ExecutableDir() {

@@ -30,12 +30,6 @@ void ResolveThreads(int cpus, int* workers, int* threads_per_worker);
 std::vector<std::string> DefaultModelDirCandidates(const std::string& exe_dir);
 absl::StatusOr<std::string> FindDefaultModelDir(const std::string& exe_dir);
 
-// glibc's malloc gives threads that allocate at once arenas of their own, up to 8 per core, and keeps
-// each arena at the size it grew to: with ~150 threads (128 of them civetweb's) the server's RSS stepped
-// up for minutes under mixed traffic (docs/results/soak.md). Caps the arenas at max(2, cpus) unless the
-// operator set MALLOC_ARENA_MAX. Call before threads start.
-void CapMallocArenas(int cpus);
-
 // Directory of the running executable (/proc/self/exe), "" if unknown.
 std::string ExecutableDir();
 

@@ -3,16 +3,10 @@
 // (CPU quota, thread defaults, default model search) and the README's generated flag table.
 #include "server/config/server_config.h"
 
-#include <malloc.h>
-
-#include <atomic>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
-#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -185,37 +179,6 @@ TEST(ServerConfigTest, ResolveFillsEveryAutomaticValueInOnePlace) {
   bad_name.model.name = "a/b";
   EXPECT_THAT(std::string(ResolveServerConfig({4096, 1}, &bad_name).message()), HasSubstr("--model_name"));
 }
-
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // sanitizers replace malloc
-// Sixteen threads allocating at once share at most max(2, cpus) glibc arenas once they are capped
-// (malloc_info lists one <heap> per arena).
-TEST(HostTest, MallocArenasAreCapped) {
-  unsetenv("MALLOC_ARENA_MAX");
-  CapMallocArenas(2);
-  std::atomic<int> ready{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 16; ++i) {
-    threads.emplace_back([&ready] {
-      ready.fetch_add(1);
-      while (ready.load() < 16) std::this_thread::yield();
-      void* volatile p = std::malloc(1000);
-      std::free(p);
-    });
-  }
-  for (std::thread& t : threads) t.join();
-  char* text = nullptr;
-  size_t size = 0;
-  FILE* out = open_memstream(&text, &size);
-  ASSERT_EQ(malloc_info(0, out), 0);
-  std::fclose(out);
-  const std::string xml(text, size);
-  std::free(text);
-  int heaps = 0;
-  for (size_t at = xml.find("<heap nr="); at != std::string::npos; at = xml.find("<heap nr=", at + 1)) ++heaps;
-  EXPECT_GE(heaps, 1);
-  EXPECT_LE(heaps, 2) << xml.substr(0, 400);
-}
-#endif
 
 TEST(HostTest, CpuQuotaAndThreadDefaults) {
   EXPECT_EQ(ParseCpuMax("200000 100000\n"), 2);
