@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/request/exception_status.h"
 
 namespace reformer::serving {
 namespace {
@@ -232,6 +233,22 @@ bool StreamingBody::Finish() {
   if (chunked_) return ok_ = exchange_->FinishChunked();
   ok_ = exchange_->Send(status_, content_type_, held_, headers_);
   return ok_;
+}
+
+absl::Status RunAnswered(HttpExchange* exchange, const char* what,
+                         const std::function<absl::Status()>& run,
+                         const std::function<void(const absl::Status&)>& refuse) {
+  absl::Status status;
+  try {
+    status = run();
+  } catch (...) {
+    status = CurrentExceptionStatus(what);
+  }
+  try {
+    if (!exchange->head_sent()) refuse(status.ok() ? absl::InternalError("no answer") : status);
+  } catch (...) {  // out of memory even for the error: the connection closes unanswered
+  }
+  return status;
 }
 
 }  // namespace reformer::serving

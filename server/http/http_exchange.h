@@ -17,10 +17,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -120,5 +122,12 @@ class ConnectionSink final : public ByteSink {
  private:
   HttpExchange* const exchange_;
 };
+
+// A POST handler's body: `run`'s status, an exception it throws as its status (naming `what`), and,
+// when the exchange ends unanswered (an exception, or a client taken as gone: one that half-closed its
+// side still reads this), `refuse` writes that status, never civetweb's default 404.
+absl::Status RunAnswered(HttpExchange* exchange, const char* what,
+                         const std::function<absl::Status()>& run,
+                         const std::function<void(const absl::Status&)>& refuse);
 
 }  // namespace reformer::serving

@@ -19,7 +19,6 @@
 #include "server/inference/generation_service.h"
 #include "server/metrics/server_metrics.h"
 #include "server/request/deadline.h"
-#include "server/request/exception_status.h"
 #include "server/request/validate.h"
 
 namespace reformer::serving {
@@ -168,20 +167,9 @@ int RestGenerateHandler::Handle(HttpExchange* exchange, const ModelPath& path, c
   call.start = env_.clock->Now();
   call.stream = stream;
   call.method = stream ? kRestGenerateStreamMethod : kRestGenerateMethod;
-  absl::Status status;
-  try {
-    status = Run(exchange, path, &call);
-  } catch (...) {
-    status = CurrentExceptionStatus("answering a REST generate request");
-  }
-  // Every path that ends unanswered (an exception, or a client taken as gone: one that half-closed its
-  // side still reads this) gets its status here, never civetweb's default 404.
-  try {
-    if (!exchange->head_sent()) {
-      Refuse(exchange, status.ok() ? absl::InternalError("no answer") : status, false, false, &call);
-    }
-  } catch (...) {  // out of memory even for the error: the connection closes unanswered
-  }
+  const absl::Status status = RunAnswered(
+      exchange, "answering a REST generate request", [&] { return Run(exchange, path, &call); },
+      [&](const absl::Status& s) { Refuse(exchange, s, false, false, &call); });
   if (env_.metrics != nullptr) {
     env_.metrics->RequestFinished(call.method, tenant, status.code(),
                                   absl::ToDoubleSeconds(env_.clock->Now() - call.start), call.tokens,

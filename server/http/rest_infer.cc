@@ -18,7 +18,6 @@
 #include "server/metrics/server_metrics.h"
 #include "server/request/checked_math.h"
 #include "server/request/deadline.h"
-#include "server/request/exception_status.h"
 #include "server/request/validate.h"
 
 namespace reformer::serving {
@@ -111,20 +110,9 @@ int RestInferHandler::Handle(HttpExchange* exchange, const ModelPath& path,
                              const std::string& tenant) const {
   Call call;
   call.start = env_.clock->Now();
-  absl::Status status;
-  try {
-    status = Run(exchange, path, &call);
-  } catch (...) {
-    status = CurrentExceptionStatus("answering a REST inference request");
-  }
-  // Every path that ends unanswered (an exception, or a client taken as gone: one that half-closed its
-  // side still reads this) gets its status here, never civetweb's default 404.
-  try {
-    if (!exchange->head_sent()) {
-      Refuse(exchange, status.ok() ? absl::InternalError("no answer") : status, false, false, &call);
-    }
-  } catch (...) {  // out of memory even for the error: the connection closes unanswered
-  }
+  const absl::Status status = RunAnswered(
+      exchange, "answering a REST inference request", [&] { return Run(exchange, path, &call); },
+      [&](const absl::Status& s) { Refuse(exchange, s, false, false, &call); });
   if (env_.metrics != nullptr) {
     env_.metrics->RequestFinished(kRestInferMethod, tenant, status.code(),
                                   absl::ToDoubleSeconds(env_.clock->Now() - call.start),
