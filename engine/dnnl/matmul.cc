@@ -208,21 +208,32 @@ namespace {
 using dt = dnnl::memory::data_type;
 using md = dnnl::memory::desc;
 
-// Rows a thread quantizes, multiplies and dequantizes in one step: its s8 rows and s32 products
-// (128 x (K + 4N) bytes, <= 320 KiB for N <= 512) stay in that core's L2 for the epilogue.
-// Integer accumulation is exact, so a row's result does not depend on the step it is in.
-constexpr int64_t kInt8StepRows = 128;
+// Rows a thread quantizes, multiplies and dequantizes in one step. Integer accumulation is exact,
+// so a row's result does not depend on the step it is in. Measured (docs/results/engine-perf2.md,
+// "2026-12-07"): oneDNN 2.6's int8 matmul is brgemm at avx512_core_vnni, where 128-row steps keep a
+// thread's s8 rows and s32 products (128 x (K + 4N) bytes) in its L2 and taller steps gain nothing;
+// at avx2_vnni it is gemm:jit, whose cost per call makes short steps dear (enwik8 4096 tokens, int8
+// vs float32: 0.78x with 64-row steps, 1.2x with 128, 1.7x with 512, 1.8x with 1024; 512 rows keep
+// the buffers, 512 x (K + 4N) bytes per thread, within the session's memory estimate).
+int64_t Int8StepRows() {
+  static const int64_t rows =
+      (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni)) ==
+              static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni)
+          ? 128
+          : 512;
+  return rows;
+}
 
 // The per-thread split of an int8 call: thread t takes rows [t * share, min(m, (t + 1) * share)).
 struct Int8Split {
   int threads;
-  int64_t share, step;  // rows per thread; rows per step (<= kInt8StepRows)
+  int64_t share, step;  // rows per thread; rows per step (<= Int8StepRows())
 };
 
 Int8Split SplitInt8(int64_t m) {
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), m)));
   const int64_t share = (m + threads - 1) / threads;
-  return {threads, share, std::min(share, kInt8StepRows)};
+  return {threads, share, std::min(share, Int8StepRows())};
 }
 
 // One thread's byte slice of the int8 buffers: s8 rows, row scales, s32 products (64-byte aligned).
