@@ -362,9 +362,10 @@ absl::Status DnnlContext::MatmulInt8(const MatmulCall& c) {
   std::string error;
 #pragma omp parallel num_threads(sp.threads)
   {
-    const int t = omp_get_thread_num();
     try {
-      RunInt8Share(c, steps, t * sp.share, std::min(c.m, (t + 1) * sp.share), sp.step, base + t * slice, t);
+      // Every share is run even when the team is smaller (a call from inside another parallel region).
+      for (int t = omp_get_thread_num(); t < sp.threads; t += omp_get_num_threads())
+        RunInt8Share(c, steps, t * sp.share, std::min(c.m, (t + 1) * sp.share), sp.step, base + t * slice, t);
     } catch (const dnnl::error& e) {
 #pragma omp critical(reformer_int8_error)
       error = e.what();
