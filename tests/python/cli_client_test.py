@@ -222,6 +222,16 @@ class CliClientTest(unittest.TestCase):
             self.assertIn(f"{self.tmp.name} is a directory, not a text file", r.stderr)
         r = subprocess.run([CLI, "health", "--server", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
         self.assertNotEqual(r.returncode, 0)
+        # A generation the model refuses exits 2 with the same message offline and on the server (the
+        # server's INVALID_ARGUMENT used to exit 1 where offline exited 2).
+        for args in (["--stop", ""], ["--top_p", "1.5"]):
+            gen = ["generate", "--prompt", "And God said", "--max_new_tokens", "4", *args]
+            served = self.cli(*gen, ok=False)
+            offline = subprocess.run([CLI, *gen, "--model", self.model], capture_output=True, text=True, timeout=300)
+            self.assertEqual((served.returncode, offline.returncode), (2, 2), served.stderr + offline.stderr)
+            says = "stop string 0 is empty" if args[0] == "--stop" else "top_p must be in [0, 1], got 1.5"
+            self.assertIn(says, served.stderr)
+            self.assertIn(says, offline.stderr)
 
 
 if __name__ == "__main__":

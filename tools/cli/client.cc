@@ -483,7 +483,11 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
   }
   grpc::Status st = reader->Finish();
   if (!g.json) std::printf("\n");
-  if (!st.ok()) return Fail("Generate on " + g.client.server, st);
+  if (!st.ok()) {
+    Fail("Generate on " + g.client.server, st);
+    // A request the model refuses exits 2 as offline generation's does (tools/cli/generate.cc Fail).
+    return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
+  }
   if (g.json) {
     nlohmann::json o = {{"index", index}, {"new_tokens", tokens}, {"finish_reason", FinishName(last.finish_reason())},
                         {"seed", last.seed()}};
