@@ -229,6 +229,10 @@ bool Prepare(const EmbedOptions& f, const v1::GetModelInfoResponse& info, Work* 
       std::fprintf(stderr, "reformer-cli: %s is empty; there is nothing to embed\n", path.c_str());
       return false;
     }
+    if (absl::Status st = CheckUtf8(path, text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+      return false;
+    }
     w->total_bytes += static_cast<int64_t>(text.size());
     w->pieces.push_back(SplitText(text, piece));
   }
@@ -294,8 +298,10 @@ int RunScoreOnServer(const ScoreOptions& f) {
   int rc = 0;
   for (const std::string& path : f.files) {
     std::string text;
-    if (absl::Status st = ReadTextFile(path, &text); !st.ok()) {
-      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+    absl::Status read = ReadTextFile(path, &text);
+    if (read.ok()) read = CheckUtf8(path, text);
+    if (!read.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(read.message()).c_str());
       rc = 1;
       continue;
     }
@@ -512,6 +518,12 @@ int RunGenerateOnServer(const ServerGenerate& g) {
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), c, &info)) return 1;
   const bool text = !info.tokenizer().empty();
+  if (g.has_text) {
+    if (absl::Status st = CheckUtf8("--prompt", g.text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
+  }
   const size_t n = g.has_text ? 1 : g.prompts.size();
   for (size_t i = 0; i < n; ++i) {
     if (int rc = StreamOne(stub.get(), g, i, text); rc != 0) return rc;
