@@ -242,6 +242,10 @@ class CliClientTest(unittest.TestCase):
         for piece in ("1", "2"):
             r = self.cli("embed", "--piece-bytes", piece, wide)
             self.assertEqual(json.loads(r.stdout)["tokens"], 14)
+        # A huge --timeout is no deadline (1e300 s overflowed into a deadline in the past: DEADLINE_EXCEEDED).
+        r = self.cli("score", self.text, "--timeout", "1e300")
+        self.assertIn("bits/byte", r.stdout)
+        self.cli("generate", "--prompt", "And God said", "--max_new_tokens", "2", "--timeout", "1e300")
         # A generation the model refuses exits 2 with the same message offline and on the server (the
         # server's INVALID_ARGUMENT used to exit 1 where offline exited 2).
         for args in (["--stop", ""], ["--top_p", "1.5"]):

@@ -101,9 +101,12 @@ std::shared_ptr<grpc::Channel> Connect(const ClientOptions& c) {
       c.server, grpc::InsecureChannelCredentials(), args, std::move(interceptors));
 }
 
+// --timeout is any finite number >= 0.001; beyond ~3 years it means "no deadline" (converting 1e300
+// seconds to milliseconds overflowed int64 into a deadline in the past: DEADLINE_EXCEEDED at once).
 void SetDeadline(grpc::ClientContext* ctx, double seconds) {
+  constexpr double kLongestSeconds = 1e8;
   ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+                    std::chrono::milliseconds(static_cast<int64_t>(std::min(seconds, kLongestSeconds) * 1000)));
 }
 
 int Fail(const std::string& what, const grpc::Status& st) {
