@@ -98,6 +98,8 @@ class CliArgsTest(unittest.TestCase):
                                 says="exactly one of --inputs and --prompt")
         self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--seed", "-1", says="--seed -1")
         self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--json=maybe", says="--json=maybe")
+        # --logprobs without --json was ignored without a word.
+        self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--logprobs", says="--logprobs needs --json")
         self.assert_usage_error("reformer-cli", "generate", "--prompt", "x", "--max_new_tokens", "2", "--threads", "1",
                                 says="--threads applies")
 

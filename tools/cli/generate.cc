@@ -68,6 +68,7 @@ absl::StatusOr<GenerationParams> ToParams(const GenerateCommandOptions& o) {
 // Where the flags conflict with the mode (offline with --model, else on --server): a message, or "".
 std::string ModeConflict(const FlagSet& flags, const GenerateCommandOptions& o) {
   if (o.inputs.empty() == !flags.Find("prompt")->was_set()) return "give exactly one of --inputs and --prompt";
+  if (o.logprobs && !o.json) return "--logprobs needs --json (the streamed text has no place for them)";
   if (!o.model.empty()) {
     if (flags.Find("server")->was_set()) return "give --model (offline) or --server, not both";
     if (flags.Find("timeout")->was_set()) return "--timeout applies to --server only";
