@@ -11,7 +11,8 @@
 // position only), then the median time of `steps` single-sequence steps. Figures are per-round
 // ratios (TTFT / Score; step(T) / step(first T)) and their medians: the machine's speed drifts,
 // ratios measured side by side do not. Then aggregate tokens/s of one batched step over N streams
-// of `stream-context` tokens each, and its speed-up over one stream. With --interleave T: a T-token
+// of `stream-context` tokens each, and its speed-up over one stream (all counts in every round,
+// framed by a oneDNN matmul probe; the model's FLOPs per token against the probe's rate). With --interleave T: a T-token
 // prompt prefilled while the first --streams count of streams step inside the pass (the longest
 // wait between two of their tokens).
 //
@@ -128,9 +129,13 @@ std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
   return v;
 }
 
-// oneDNN f32 matmul GFLOP/s at M=1024, K=1024, N=1024 on `threads` threads: the machine's matmul
-// rate in the same run (as reformer_bench's probe), the yardstick of the step's FLOP rate.
-double MatmulProbe(reformer::DnnlContext* ctx, int threads) {
+// oneDNN f32 matmul at M=1024, K=1024, N=1024 on `threads` threads: the machine's matmul rate in
+// the same run (as reformer_bench's probe), the yardstick of the step's FLOP rate. GFLOP per
+// wall-second and per CPU-second of the process (the latter robust to waiting for a core).
+struct ProbeRate {
+  double wall = 0, cpu = 0;
+};
+ProbeRate MatmulProbe(reformer::DnnlContext* ctx, int threads) {
   const int64_t M = 1024, K = 1024, N = 1024;
   static std::vector<float> a, w, c;
   static reformer::PackedWeight pw;
@@ -151,13 +156,15 @@ double MatmulProbe(reformer::DnnlContext* ctx, int threads) {
   mc.ldc = N;
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
-  (void)ctx->Matmul(mc);  // warm-up (primitive creation)
+  (void)ctx->Matmul(mc);  // warm-up (primitive creation, for this thread count on the first call)
   const int iters = 6;
   const auto t0 = Clock::now();
+  const double c0 = CpuSeconds();
   for (int i = 0; i < iters; ++i) (void)ctx->Matmul(mc);
-  const double s = Seconds(t0);
+  const double s = Seconds(t0), cs = CpuSeconds() - c0;
   omp_set_num_threads(before);
-  return 2.0 * M * K * N * iters / s / 1e9;
+  const double gflop = 2.0 * M * K * N * iters / 1e9;
+  return {gflop / s, gflop / cs};
 }
 
 // FLOPs of one cached decoding step of one sequence, counted from the config (docs/generation.md
@@ -308,16 +315,19 @@ void MeasureInterleave(const Options& o, reformer::Decoder* dec, const reformer:
 // round framed by the matmul probe (2 threads and 1 thread), so ratios compare figures taken side by
 // side. The step's FLOP rate is set against the probe: a one-stream step runs on one thread.
 void MeasureAllStreams(const Options& o, reformer::Decoder* dec, const reformer::ReformerModel& model) {
+  // One oneDNN context per thread count: a primitive keeps the thread count it was created with.
   auto ctx = reformer::DnnlContext::Create();
   Check(ctx.status(), "dnnl context");
+  auto ctx1 = reformer::DnnlContext::Create();
+  Check(ctx1.status(), "dnnl context");
   const StepFlops fl = FlopsPerToken(model.config());
   std::printf("FLOPs per token (cached step, full windows): %.3f M (dense %.3f M, attention and hashing %.3f M)\n",
               fl.total() / 1e6, fl.dense / 1e6, fl.attention / 1e6);
   const size_t ns = o.streams.size();
   std::vector<std::vector<double>> rate(ns), cpu(ns), ratio(ns);
-  std::vector<double> probe2, probe1;
+  std::vector<double> probe2, probe1, probe1_cpu;
   for (int r = 0; r < o.rounds; ++r) {
-    const double p2a = MatmulProbe(ctx->get(), o.threads), p1a = MatmulProbe(ctx->get(), 1);
+    const ProbeRate p2a = MatmulProbe(ctx->get(), o.threads), p1a = MatmulProbe(ctx1->get(), 1);
     std::vector<double> rr(ns);
     for (size_t i = 0; i < ns; ++i) {
       double c = 0;
@@ -326,23 +336,26 @@ void MeasureAllStreams(const Options& o, reformer::Decoder* dec, const reformer:
       cpu[i].push_back(c);
       ratio[i].push_back(rr[i] / rr[0]);
     }
-    probe2.push_back(0.5 * (p2a + MatmulProbe(ctx->get(), o.threads)));
-    probe1.push_back(0.5 * (p1a + MatmulProbe(ctx->get(), 1)));
-    std::printf("round %d: matmul probe %.1f GFLOP/s (%d threads), %.1f (1 thread);", r, probe2.back(), o.threads,
-                probe1.back());
+    const ProbeRate p2b = MatmulProbe(ctx->get(), o.threads), p1b = MatmulProbe(ctx1->get(), 1);
+    probe2.push_back(0.5 * (p2a.wall + p2b.wall));
+    probe1.push_back(0.5 * (p1a.wall + p1b.wall));
+    probe1_cpu.push_back(0.5 * (p1a.cpu + p1b.cpu));
+    std::printf("round %d: matmul probe %.1f GFLOP/s (%d threads), %.1f (1 thread; %.1f per CPU-second);", r,
+                probe2.back(), o.threads, probe1.back(), probe1_cpu.back());
     for (size_t i = 0; i < ns; ++i)
       std::printf(" %ld streams %.0f tok/s (x%.2f, CPU %.3f ms/step);", static_cast<long>(o.streams[i]), rr[i],
                   ratio[i].back(), cpu[i].back());
     std::printf("\n");
   }
-  const double p2 = Median(probe2), p1 = Median(probe1);
-  std::printf("median matmul probe: %.1f GFLOP/s on %d threads, %.1f on 1\n", p2, o.threads, p1);
+  const double p2 = Median(probe2), p1 = Median(probe1_cpu);
+  std::printf("median matmul probe: %.1f GFLOP/s on %d threads, %.1f on 1 (%.1f per CPU-second)\n", p2, o.threads,
+              Median(probe1), p1);
   for (size_t i = 0; i < ns; ++i) {
     const double n = static_cast<double>(o.streams[i]);
     const double cpu_gflops = fl.total() * n / (Median(cpu[i]) * 1e-3) / 1e9;  // per CPU-second
     std::printf("streams %3ld x %ld tokens: %.0f tokens/s (x%.2f of %ld stream, median of per-round ratios); "
                 "process CPU %.3f ms per step = %.3f ms per token; %.1f GFLOP per CPU-second = %.3f of the "
-                "1-thread probe; wall %.1f GFLOP/s = %.3f of the %d-thread probe\n",
+                "1-thread probe's GFLOP per CPU-second; wall %.1f GFLOP/s = %.3f of the %d-thread probe\n",
                 static_cast<long>(o.streams[i]), static_cast<long>(o.stream_context), Median(rate[i]),
                 Median(ratio[i]), static_cast<long>(o.streams[0]), Median(cpu[i]), Median(cpu[i]) / n, cpu_gflops,
                 cpu_gflops / p1, fl.total() * Median(rate[i]) / 1e9, fl.total() * Median(rate[i]) / 1e9 / p2,
