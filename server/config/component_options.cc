@@ -77,6 +77,7 @@ ServiceLimits ToServiceLimits(const ServerConfig& c) {
   ServiceLimits o;
   o.max_tokens_per_request = c.limits.max_tokens_per_request;
   o.max_response_bytes = c.limits.max_response_bytes;
+  o.max_generate_streams_per_connection = c.generate.max_streams_per_connection;
   return o;
 }
 

@@ -165,6 +165,11 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "cache freed.")
       .MinReal(0.001)
       .Meta("SECONDS");
+  f->Add("generate_max_streams_per_connection", &c->generate.max_streams_per_connection,
+         "Most active Generate streams of one gRPC client connection; one more is RESOURCE_EXHAUSTED naming this "
+         "limit, so one client cannot hold every generation slot. (An HTTP/1.1 connection carries one generate "
+         "request at a time.)")
+      .Range(1, 4096);
   // Request limits.
   f->Add("max_tokens_per_request", &c->limits.max_tokens_per_request,
          "Most tokens over one request's documents (more: INVALID_ARGUMENT). 0 = 8 x the model's context.")

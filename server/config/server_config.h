@@ -101,6 +101,7 @@ struct GenerateConfig {
   int64_t max_waiting = 1024;
   int64_t max_unsent = 16;
   double stalled_timeout_s = 60;
+  int64_t max_streams_per_connection = 16;  // active Generate streams of one gRPC connection
 };
 
 struct LimitsConfig {
