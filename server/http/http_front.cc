@@ -293,7 +293,11 @@ class HttpFront::Loop {
       socklen_t len = sizeof(peer);
       const int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len,
                              SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;  // EAGAIN, or out of descriptors (retried on the next event)
+      if (fd < 0) {
+        // Out of descriptors: stop watching the listener until the next sweep (else the loop spins).
+        if (errno == EMFILE || errno == ENFILE) PauseAccepting();
+        return;
+      }
       std::string client = ClientAddress(peer);
       int& from_client = per_client_[client];
       if (open_ >= options_.max_connections ||
@@ -319,6 +323,11 @@ class HttpFront::Loop {
       Watch(fd);
       waiting_[fd] = std::move(conn);
     }
+  }
+
+  void PauseAccepting() {
+    epoll_ctl(epoll_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+    accept_paused_ = true;
   }
 
   void TakeReturned() {
@@ -402,6 +411,10 @@ class HttpFront::Loop {
   }
 
   void Sweep(absl::Time now) {
+    if (accept_paused_) {
+      accept_paused_ = false;
+      Watch(listen_fd_);
+    }
     std::vector<int> expired;
     for (const auto& [fd, conn] : waiting_) {
       if (now >= conn->deadline) expired.push_back(fd);
@@ -442,6 +455,7 @@ class HttpFront::Loop {
   absl::flat_hash_map<int, std::unique_ptr<HttpConnection>> waiting_;
   absl::flat_hash_map<std::string, int> per_client_;
   int open_ = 0;
+  bool accept_paused_ = false;
 
   absl::Mutex mu_;
   std::vector<Returned> returned_ ABSL_GUARDED_BY(mu_);

@@ -16,6 +16,7 @@ Usage: http_front_test.py SERVER_BINARY SOURCE_DIR
 """
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -29,6 +30,11 @@ SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_D
 MODEL_DIR = os.path.join(SOURCE, "models", "default")
 HTTP_THREADS = 8
 PER_CLIENT = 300
+
+# This client holds ~1,300 sockets at once: raise the soft descriptor limit (the hard one is the ceiling).
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft != resource.RLIM_INFINITY and _soft < 8192:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (8192 if _hard == resource.RLIM_INFINITY else min(8192, _hard), _hard))
 
 
 def read_response(sock, timeout=30):
