@@ -16,13 +16,14 @@ constexpr char kDescription[] =
     "and HTTP (/metrics, /healthz, /readyz, /v2). Every flag can also be set with the environment "
     "variable REFORMER_<FLAG> (e.g. REFORMER_GRPC_PORT=9001); the command line wins.";
 
-// REFORMER_* variables that are not server flags, so no warning: the build and test scripts' own, and
-// REFORMER_MAX_ISA (read by the engine's ISA dispatch before any flag is parsed).
+// REFORMER_* variables that are not server flags, so no warning: the build and test scripts' own,
+// REFORMER_MAX_ISA (read by the engine's ISA dispatch before any flag is parsed) and REFORMER_TOKEN
+// (reformer-cli's bearer token, README "reformer-cli").
 const std::vector<std::string>& NonFlagVariables() {
   static const auto* const kNames = new std::vector<std::string>{
       "REFORMER_SOURCE_DIR",  "REFORMER_BINARY_DIR",          "REFORMER_EXTRA_PACKAGES",
       "REFORMER_IMAGE_CACHE", "REFORMER_IMAGE_TEST_BUDGET_S", "REFORMER_PYTHON",
-      "REFORMER_MAX_ISA"};
+      "REFORMER_MAX_ISA",     "REFORMER_TOKEN"};
   return *kNames;
 }
 
