@@ -70,17 +70,30 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "travels in the clear); on = also with TLS (e.g. behind a mesh that encrypts pod traffic).")
       .OneOf({"auto", "on", "off"});
   f->Add("http_threads", &c->http.threads,
-         "HTTP server (civetweb) threads, one per connection being served; the headroom keeps probes and "
-         "/metrics answering beside slow clients.")
+         "HTTP threads serving requests with a body (REST inference, generation); bodiless GET/HEAD "
+         "(probes, /metrics, metadata) have their own 4 threads, and connections waiting for a request "
+         "hold no thread.")
       .Range(1, kMaxThreads);
   f->Add("http_request_timeout_s", &c->http.request_timeout_s,
-         "Longest an HTTP client may take to send a whole request.")
+         "Longest an HTTP client may take to send a whole request head (then 408), and longest a "
+         "response write may make no progress.")
       .MinReal(0.001)
       .Meta("SECONDS");
   f->Add("http_keep_alive_timeout_s", &c->http.keep_alive_timeout_s,
          "Longest an idle kept-alive HTTP connection is held.")
       .MinReal(0.001)
       .Meta("SECONDS");
+  f->Add("http_max_connections", &c->http.max_connections,
+         "Most open HTTP connections; more are answered 503 and closed. Each idle one costs a "
+         "descriptor and a small buffer, no thread.")
+      .Range(16, 1 << 20);
+  f->Add("http_max_connections_per_client", &c->http.max_connections_per_client,
+         "Most open HTTP connections from one client address; more are answered 503 and closed.")
+      .Range(1, 1 << 20);
+  f->Add("http_max_head_bytes", &c->http.max_head_bytes,
+         "Largest HTTP request head (request line and headers); larger gets 431.")
+      .Range(1024, 1 << 20)
+      .Meta("BYTES");
   f->Add("http_infer_threads", &c->http.infer_threads,
          "Most HTTP threads waiting on a REST inference at once; more concurrent REST inferences get 503 "
          "with Retry-After, and the other threads always answer probes, /metrics and metadata. "

@@ -67,6 +67,9 @@ struct HttpConfig {
   int threads = 128;
   double request_timeout_s = 5;
   double keep_alive_timeout_s = 2;
+  int max_connections = 4096;
+  int max_connections_per_client = 256;
+  int max_head_bytes = 16384;
   int infer_threads = 0;       // 0 = 3/4 of threads (ResolveServerConfig)
   int64_t max_body_bytes = 0;  // 0 = the gRPC receive limit (ResolveServerConfig)
   double body_timeout_s = 60;
