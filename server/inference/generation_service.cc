@@ -344,7 +344,8 @@ absl::Status Worker::Init() {
   std::optional<MemoryReservation> r = service_->budget().TryReserve(step, MemoryKind::kWorking);
   if (!r) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "the step buffers of %d sequences (%d bytes) do not fit the memory budget (%d bytes free)",
+        "the step buffers of %d sequences (%d bytes) do not fit the memory budget (%d bytes free): "
+        "raise --memory_budget_bytes or lower --generate_max_active",
         o.max_active, step, service_->budget().free_bytes()));
   }
   step_memory_ = std::move(*r);
