@@ -235,7 +235,7 @@ class ForwardPass {
     for (const RowLayout::Region& r : layout_.regions)
       for (int64_t t = r.begin + r.tokens; t < r.begin + r.rows; ++t) std::fill(x + t * ld, x + t * ld + width, 0.f);
   }
-  void Embed(float* a) const;
+  void Embed(float* a, float* z) const;
   int BucketSlot(int64_t li);
   absl::Status Attention(int64_t li, const float* z, float* a, int bucket_slot);
   absl::Status AttendHeads(int64_t li, int64_t h0, int64_t g, const float* proj, float* oh, int bucket_slot);
@@ -268,8 +268,8 @@ absl::Status ForwardPass::Run() {
   // Embeddings (engine-numerics §5.1): both streams start as x.
   WsBuffer<float> A(ws_, rows * H, kUninitialized), Z(ws_, rows * H, kUninitialized);
   ZeroPaddingRows(A.data(), H, H);
-  Embed(A.data());
-  std::memcpy(Z.data(), A.data(), sizeof(float) * rows * H);
+  ZeroPaddingRows(Z.data(), H, H);
+  Embed(A.data(), Z.data());
   for (int64_t li = 0; li < c_.num_layers(); ++li) {
     if (Cancelled()) return absl::CancelledError("forward cancelled");
     if (opt_.at_layer) RETURN_IF_ERROR(opt_.at_layer(li, A.data(), Z.data(), layout_.offset));
@@ -283,7 +283,9 @@ absl::Status ForwardPass::Run() {
   return Outputs(A.data(), Z.data());
 }
 
-void ForwardPass::Embed(float* a) const {
+// x into both streams, a and z, by the same threads: z's first touch is not a serial copy of a
+// (fresh pages are the dear part of a cold forward, docs/results/forward.md).
+void ForwardPass::Embed(float* a, float* z) const {
   const int64_t H = c_.hidden_size;
   for (size_t d = 0; d < docs_.size(); ++d) {
     const ForwardDoc& doc = docs_[d];
@@ -302,6 +304,7 @@ void ForwardPass::Embed(float* a) const {
         const float* pe = w_.position_embeddings.data + t * H;
         for (int64_t j = 0; j < H; ++j) x[j] = we[j] + pe[j];
       }
+      std::memcpy(z + (off + t) * H, x, sizeof(float) * H);
     }
   }
 }

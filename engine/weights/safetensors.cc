@@ -4,10 +4,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -360,6 +362,28 @@ absl::StatusOr<std::unique_ptr<SafetensorsOutputFile>> SafetensorsOutputFile::Cr
   // instead of one per 4 KiB page (fresh pages are the dear part on a VM, docs/results/forward.md).
   (void)::madvise(m, f->size_, MADV_HUGEPAGE);
   return f;
+}
+
+bool SafetensorsOutputFile::Prefault(int threads) {
+#ifdef MADV_POPULATE_WRITE
+  if (map_ == nullptr || size_ == 0) return false;
+  constexpr size_t kSlice = size_t{2} << 20;
+  const size_t n = static_cast<size_t>(std::max(1, threads));
+  const size_t per = (size_ / n + kSlice - 1) / kSlice * kSlice;  // the mapping is page-aligned
+  std::vector<int> rc(n, 0);
+  auto populate = [&](size_t i) {
+    const size_t begin = std::min(size_, i * per), end = std::min(size_, begin + per);
+    if (end > begin) rc[i] = ::madvise(map_ + begin, end - begin, MADV_POPULATE_WRITE);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t i = 1; i < n; ++i) helpers.emplace_back(populate, i);
+  populate(0);
+  for (std::thread& t : helpers) t.join();
+  return std::all_of(rc.begin(), rc.end(), [](int r) { return r == 0; });
+#else
+  (void)threads;
+  return false;
+#endif
 }
 
 uint8_t* SafetensorsOutputFile::data(const std::string& name) const {

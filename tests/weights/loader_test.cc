@@ -161,6 +161,24 @@ TEST(SafetensorsTest, OutputFileWrittenInPlace) {
   EXPECT_TRUE(absl::IsInvalidArgument(huge.status()));
 }
 
+// Prefault only faults pages in: what was written before stays, what is written after lands, the
+// rest reads as zeros; slices of several threads cover the whole file (an odd size, 3 slices).
+TEST(SafetensorsTest, OutputFilePrefaultKeepsContents) {
+  TempDir dir;
+  const std::string path = dir.path() + "/p.safetensors";
+  const int64_t n = (int64_t{5} << 20) / 4 + 3;  // floats: > two 2 MiB slices
+  auto f = SafetensorsOutputFile::Create(path, {{"x", DType::kF32, {n}}});
+  ASSERT_TRUE(f.ok()) << f.status();
+  float* x = (*f)->f32("x");
+  std::vector<float> want(static_cast<size_t>(n), 0.f);
+  for (int64_t i = 0; i < n; i += 1000) want[i] = x[i] = 1.f + i;  // before
+  (void)(*f)->Prefault(3);  // advisory (false on kernels without MADV_POPULATE_WRITE)
+  for (int64_t i = 7; i < n; i += 999) want[i] = x[i] = -2.f - i;  // after
+  ASSERT_TRUE((*f)->Close().ok());
+  EXPECT_FALSE((*f)->Prefault(2));  // nothing mapped any more
+  EXPECT_EQ(ReadFile(path), SerializeSafetensors({F32Tensor("x", {n}, want.data())}));
+}
+
 TEST(SafetensorsTest, ErrorsNameFileAndTensor) {
   TempDir dir;
   const float vals[6] = {1, 2, 3, 4, 5, 6};

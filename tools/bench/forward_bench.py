@@ -5,7 +5,7 @@ oneDNN's f32 matmul rate measured right before and right after each run (`reform
 
   /usr/bin/python3 tools/bench/forward_bench.py --tokens 65536 --rounds 3
   /usr/bin/python3 tools/bench/forward_bench.py --tokens 524288 --rounds 1
-  (--timing adds each run's phases: start-up, inputs, model, session, output-file, forward, close)
+  (--timing adds each run's phases: start-up, inputs, model, session, output-file, prefault, forward, close)
 
 Figures per run: wall seconds; model GFLOP/s = tokens x 5.32 MFLOP (this shape's FLOP/token,
 docs/engine-numerics.md §12.1) / wall; ratio = model GFLOP/s / mean(probe before, probe after); peak RSS
