@@ -30,6 +30,19 @@ void ResolveThreads(int cpus, int* workers, int* threads_per_worker);
 std::vector<std::string> DefaultModelDirCandidates(const std::string& exe_dir);
 absl::StatusOr<std::string> FindDefaultModelDir(const std::string& exe_dir);
 
+// glibc's malloc serves a request of at least its mmap threshold (128 KiB at start) with a mapping of
+// its own, unmapped on free -- but after freeing such a chunk it raises the threshold to that chunk's
+// size (up to 32 MiB) and the trim threshold to twice it. After the first large response buffer the
+// server's large transient buffers (responses, gRPC messages, working buffers under 1 MiB) therefore
+// come from the arenas, which keep the free space between them: in the 10-minute soaks the idle
+// server's malloc held ~58 MiB with ~8 MiB in use, and the idle RSS kept stepping up (docs/results/
+// soak.md, "Why the RSS grew"). Fixes both thresholds at glibc's initial 128 KiB (mallopt; a fixed
+// value turns the dynamic raising off), unless the operator chose them (MALLOC_MMAP_THRESHOLD_,
+// MALLOC_TRIM_THRESHOLD_ or a glibc.malloc.*_threshold tunable in GLIBC_TUNABLES). Call before
+// threads start. Returns whether it set them.
+inline constexpr int kMallocThresholdBytes = 128 << 10;
+bool FixMallocThresholds();
+
 // Directory of the running executable (/proc/self/exe), "" if unknown.
 std::string ExecutableDir();
 

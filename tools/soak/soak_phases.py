@@ -138,9 +138,20 @@ async def settled_sample(pid, seconds=4.0):
         await asyncio.sleep(0.2)
     if not samples:
         return {}
-    return {"fds": min(s["fds"] for s in samples), "threads": min(s["threads"] for s in samples),
-            "rss": min(s["rss"] for s in samples), "thread_names": soak_proc.thread_names(pid),
-            "fd_kinds": soak_proc.fd_kinds(pid)}
+    out = {"fds": min(s["fds"] for s in samples), "threads": min(s["threads"] for s in samples),
+           "rss": min(s["rss"] for s in samples), "thread_names": soak_proc.thread_names(pid),
+           "fd_kinds": soak_proc.fd_kinds(pid)}
+    if MALLOC_STATS_LOG is not None:
+        out["malloc"] = soak_proc.malloc_stats(pid, MALLOC_STATS_LOG)
+        m = out["malloc"]
+        if m:
+            print(f"soak: idle RSS {out['rss'] / 2**20:.1f} MiB, malloc in use {m.get('in_use', 0) / 2**20:.1f} MiB "
+                  f"of {m.get('system', 0) / 2**20:.1f} MiB held, {m.get('arenas', 0)} arenas; anon {m.get('anon', 0) / 2**20:.1f} "
+                  f"(huge {m.get('anon_huge', 0) / 2**20:.1f}), file {m.get('file', 0) / 2**20:.1f} MiB", file=sys.stderr, flush=True)
+    return out
+
+
+MALLOC_STATS_LOG = None  # the server log when --malloc_stats asks for glibc's numbers at each idle sample
 
 
 # ------------------------------------------------------------------------------ traffic phases
