@@ -106,8 +106,8 @@ bool FixMallocThresholds() {
       (tunables != nullptr && (std::strstr(tunables, "glibc.malloc.mmap_threshold") != nullptr ||
                                std::strstr(tunables, "glibc.malloc.trim_threshold") != nullptr)))
     return false;  // the operator's choice stands
-  const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, kMallocThresholdBytes) == 1;
-  const bool trim_ok = mallopt(M_TRIM_THRESHOLD, kMallocThresholdBytes) == 1;
+  const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, kMallocMmapThresholdBytes) == 1;
+  const bool trim_ok = mallopt(M_TRIM_THRESHOLD, kMallocTrimThresholdBytes) == 1;
   return mmap_ok && trim_ok;
 }
 
