@@ -183,7 +183,19 @@ TEST(ServerConfigTest, ResolveFillsEveryAutomaticValueInOnePlace) {
   EXPECT_THAT(std::string(ResolveServerConfig({4096, 1}, &bad_name).message()), HasSubstr("--model_name"));
 }
 
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // sanitizers replace malloc
+// Sanitizers replace glibc's malloc (mallopt and mallinfo2 mean nothing there): GCC says so with
+// __SANITIZE_*__, clang with __has_feature.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define REFORMER_GLIBC_MALLOC 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define REFORMER_GLIBC_MALLOC 0
+#endif
+#endif
+#ifndef REFORMER_GLIBC_MALLOC
+#define REFORMER_GLIBC_MALLOC 1
+#endif
+#if REFORMER_GLIBC_MALLOC
 // After a 16 MiB block (mapped on its own) is freed, glibc's dynamic threshold would be 16 MiB and
 // the next 3 MiB block would come from an arena, which keeps its space when it is freed (the soak's
 // growing idle RSS, docs/results/soak.md). With the thresholds fixed it is mapped on its own and
