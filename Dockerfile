@@ -24,7 +24,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
-      libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev \
+      libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev \
       libsentencepiece-dev nlohmann-json3-dev libssl-dev \
  && if [ "${BUILD_TESTS}" = "ON" ]; then \
       apt-get install -y --no-install-recommends libgtest-dev libgmock-dev libbenchmark-dev \

@@ -19,10 +19,10 @@ launcher=()
 command -v ccache >/dev/null 2>&1 && [[ -n ${CCACHE_DIR:-} ]] && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 
 # Test selections (regular expressions over test names; a new test program joins a run by its name).
-ASAN_TESTS='^(engine_|loader_test$|batching_|inference_|generation_service_test$|grpc_|http_|request_|security_token_store_test$|security_tls_material_test$|python_kserve_client_test$|python_cli_client_test$|fuzz_replay_)'
+ASAN_TESTS='^(engine_|loader_test$|batching_|inference_|generation_service_test$|grpc_|http_|request_|security_token_store_test$|security_tls_material_test$|python_kserve_client_test$|python_cli_client_test$|python_http_front_test$|fuzz_replay_)'
 # (batching_loadgen_test is a Python test of reformer-server: not built for TSan.)
 TSAN_TESTS='^(batching_scheduler_test$|batching_memory_budget_test$|inference_|generation_service_test$|grpc_engine_test$|grpc_service_test$|grpc_generate_test$|http_|request_|security_token_store_test$|security_tls_material_test$|tsan_)'
-FUZZ_TESTS='^fuzz_(replay_|smoke_(safetensors|config|tokenizer_bytes|sentencepiece|token_file|tls_pem|kserve_infer|reformer_v1|generate_request|rest_infer|generate_json)$)'
+FUZZ_TESTS='^fuzz_(replay_|smoke_(safetensors|config|tokenizer_bytes|sentencepiece|token_file|tls_pem|kserve_infer|reformer_v1|generate_request|rest_infer|generate_json|http_head)$)'
 
 # Runs a step and prints its wall time (.ci/run's log shows each stage's build and ctest apart).
 timed() {

@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   g++ cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
-  libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev
+  libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev
   libsentencepiece-dev nlohmann-json3-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Test tooling: a real Python gRPC client, model conversion/training, monitoring checks.

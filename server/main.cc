@@ -91,16 +91,20 @@ ServedModel Describe(const ReformerModel& model, const std::string& name, int64_
   return served;
 }
 
-// One short forward through the whole serving path, before READY.
-absl::Status WarmUp(InferenceService* inference, const ServedModel& model) {
+// One short forward through the whole serving path, before READY, within the request limits a
+// client's request is held to (a server run with --max_tokens_per_request below 64, or a
+// --max_response_bytes that fits only an embedding, must still start): at most 64 tokens, every
+// output when they fit, else only the embedding.
+absl::Status WarmUp(InferenceService* inference, const ServedModel& model, const ServiceLimits& limits) {
   auto request = std::make_unique<InferenceRequest>();
-  const int64_t n = std::min<int64_t>(model.context(), 64);
+  const int64_t n = std::min<int64_t>({model.context(), 64, std::max<int64_t>(1, limits.max_tokens_per_request)});
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7 + 1) % model.config.vocab_size);
   request->documents.Append(ids);
   request->dims = model.dims();
   request->outputs = {OutputKind::kLogits, OutputKind::kHiddenStates, OutputKind::kTokenLogprobs,
                       OutputKind::kEmbedding};
+  if (request->ResponseBytes() > limits.max_response_bytes) request->outputs = {OutputKind::kEmbedding};
   request->method = "warmup";
   request->internal = true;  // not in the request, token and latency metrics
   absl::Notification done;
@@ -265,7 +269,7 @@ absl::Status StartComponents(const ServerConfig& config, std::shared_ptr<const R
   LOG_INFO("gRPC on ", config.listen.bind_address, ":", c->grpc->port(), ", HTTP on port ", c->http->port());
   if (config.warmup) {
     const absl::Time warm_start = absl::Now();
-    if (absl::Status s = WarmUp(c->inference.get(), served); !s.ok()) {
+    if (absl::Status s = WarmUp(c->inference.get(), served, ToServiceLimits(config)); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("warm-up forward failed: ", s.message()));
     }
     LOG_INFO("warm-up forward took ", absl::FormatDuration(absl::Now() - warm_start));

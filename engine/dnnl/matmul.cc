@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <mutex>
 #include <algorithm>
 #include <cmath>
@@ -15,7 +16,9 @@
 #include "engine/base/check.h"
 #include "engine/ops/kernels/kernel_table.h"
 #include "engine/tensor/workspace.h"
+#include "engine/base/status_macros.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include <omp.h>
 
 namespace reformer {
 namespace {
@@ -205,9 +208,40 @@ namespace {
 using dt = dnnl::memory::data_type;
 using md = dnnl::memory::desc;
 
-// Rows per int8 call: the s32 products of a block stay in cache for the dequantizing epilogue.
-// Integer accumulation is exact, so a row's result does not depend on the block it is in.
-constexpr int64_t kInt8BlockRows = 256;
+// Rows a thread quantizes, multiplies and dequantizes in one step. Integer accumulation is exact,
+// so a row's result does not depend on the step it is in. Measured (docs/results/engine-perf2.md,
+// "2026-12-07"): oneDNN 2.6's int8 matmul is brgemm at avx512_core_vnni, where 128-row steps keep a
+// thread's s8 rows and s32 products (128 x (K + 4N) bytes) in its L2 and taller steps gain nothing;
+// at avx2_vnni it is gemm:jit, whose cost per call makes short steps dear (enwik8 4096 tokens, int8
+// vs float32: 0.78x with 64-row steps, 1.2x with 128, 1.7x with 512, 1.8x with 1024; 512 rows keep
+// the buffers, 512 x (K + 4N) bytes per thread, within the session's memory estimate).
+int64_t Int8StepRows() {
+  static const int64_t rows =
+      (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni)) ==
+              static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni)
+          ? 128
+          : 512;
+  return rows;
+}
+
+// The per-thread split of an int8 call: thread t takes rows [t * share, min(m, (t + 1) * share)).
+struct Int8Split {
+  int threads;
+  int64_t share, step;  // rows per thread; rows per step (<= Int8StepRows())
+};
+
+Int8Split SplitInt8(int64_t m) {
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), m)));
+  const int64_t share = (m + threads - 1) / threads;
+  return {threads, share, std::min(share, Int8StepRows())};
+}
+
+// One thread's byte slice of the int8 buffers: s8 rows, row scales, s32 products (64-byte aligned).
+size_t Int8SliceBytes(int64_t step, int64_t k, int64_t n) {
+  const auto up = [](size_t b) { return (b + 63) / 64 * 64; };
+  return up(static_cast<size_t>(step * k)) + up(sizeof(float) * step) + up(sizeof(int32_t) * step * n);
+}
+
 
 dnnl::primitive_attr PostOpAttr(const MatmulCall& c, bool eltwise) {
   dnnl::post_ops po;
@@ -302,47 +336,124 @@ absl::Status DnnlContext::MatmulBf16(const MatmulCall& c) {
   return absl::OkStatus();
 }
 
-// Blocks of kInt8BlockRows rows: quantize each row (its own scale), s8 x s8 -> s32 in oneDNN,
-// then dequantize (row scale x channel scale), bias, ReLU and accumulation in one pass; any other
-// activation runs as a oneDNN eltwise on the block afterwards.
+// int8: every thread runs its own share of rows through quantize -> oneDNN s8 x s8 -> s32 ->
+// dequantize, step by step, in ONE parallel region per call. oneDNN runs single-threaded inside
+// the region (its OpenMP threading does not nest), on this thread's stream and scratchpad. The
+// earlier form (three parallel regions and a oneDNN call per 256-row block, threads meeting at a
+// barrier four times per block) spent more time in barriers and thread wake-ups than in the
+// VNNI products at K, N = 128-512 (docs/results/engine-perf2.md, "2026-12-07").
 absl::Status DnnlContext::MatmulInt8(const MatmulCall& c) {
   const bool relu = c.post_op == PostOp::kRelu;
   const bool other_act = c.post_op != PostOp::kNone && !relu;
   if (other_act && c.accumulate)
     return absl::UnimplementedError("int8 matmul: an activation other than ReLU together with accumulation");
-  const int64_t rows = std::min(c.m, kInt8BlockRows);
-  Workspace* ws = Scratch();
-  WsBuffer<int8_t> q(ws, static_cast<size_t>(rows * c.k), kUninitialized);
-  WsBuffer<float> row_scale(ws, static_cast<size_t>(rows), kUninitialized);
-  WsBuffer<int32_t> acc(ws, static_cast<size_t>(rows * c.n), kUninitialized);
-  const kernels::KernelTable& kt = kernels::Active();
-  for (int64_t r0 = 0; r0 < c.m; r0 += rows) {
-    const int64_t mb = std::min(rows, c.m - r0);
-    int8_t* qd = q.data();
-    float* rs = row_scale.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < mb; ++r) rs[r] = kt.quantize_s8(c.src + (r0 + r) * c.lda, c.k, qd + r * c.k);
-    Key key{mb, c.k, c.n, c.k, c.b_stride_k, c.b_stride_n, c.n, false, 0, 0.f, false, 2};
-    dnnl::primitive* p = Cached(key, [&] { return MakeMatmul(*engine_, c, dt::s8, dt::s8, dt::s32, mb, c.k, c.n, false); });
-    Run(p, stream_.get(), *engine_, c, qd, dt::s8, mb, c.k, c.packed->raw(), dt::s8, acc.data(), dt::s32, c.n, false);
-    const int32_t* ad = acc.data();
-    const float* cs = c.packed->scales();
-    float* dst = c.dst + r0 * c.ldc;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < mb; ++r)
-      kt.dequantize_row(ad + r * c.n, c.n, rs[r], cs, c.bias, relu, c.accumulate, dst + r * c.ldc);
-    if (other_act) {
-      Key ek{mb, 0, c.n, 0, 0, 0, c.ldc, false, static_cast<int>(c.post_op), c.post_alpha, false, 3};
-      dnnl::primitive* e = Cached(ek, [&]() -> std::unique_ptr<dnnl::primitive> {
-        md d({mb, c.n}, dt::f32, dnnl::memory::dims{c.ldc, 1});
-        dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, ToAlgorithm(c.post_op), d, c.post_alpha, 0.f);
-        return std::make_unique<dnnl::eltwise_forward>(dnnl::eltwise_forward::primitive_desc(desc, *engine_));
-      });
-      dnnl::memory mem(md({mb, c.n}, dt::f32, dnnl::memory::dims{c.ldc, 1}), *engine_, dst);
-      e->execute(*stream_, {{DNNL_ARG_SRC, mem}, {DNNL_ARG_DST, mem}});
-      stream_->wait();
+  const Int8Split sp = SplitInt8(c.m);
+  const size_t slice = Int8SliceBytes(sp.step, c.k, c.n);
+  WsBuffer<uint8_t> buf(Scratch(), slice * sp.threads + 64, kUninitialized);
+  uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) / 64 * 64);
+  // Primitives (one per step height) and per-thread streams/scratchpads, made before the region.
+  std::map<int64_t, Int8Step> steps;
+  for (int t = 0; t < sp.threads; ++t)
+    for (int64_t r = t * sp.share; r < std::min(c.m, (t + 1) * sp.share); r += sp.step)
+      steps.emplace(std::min(sp.step, std::min(c.m, (t + 1) * sp.share) - r), Int8Step{});
+  for (auto& [mb, st] : steps) st = PrepareInt8Step(c, mb);
+  PrepareThreads(sp.threads, MaxScratchpad(steps));
+  std::atomic<bool> failed{false};
+  std::string error;
+#pragma omp parallel num_threads(sp.threads)
+  {
+    try {
+      // Every share is run even when the team is smaller (a call from inside another parallel region).
+      for (int t = omp_get_thread_num(); t < sp.threads; t += omp_get_num_threads())
+        RunInt8Share(c, steps, t * sp.share, std::min(c.m, (t + 1) * sp.share), sp.step, base + t * slice, t);
+    } catch (const dnnl::error& e) {
+#pragma omp critical(reformer_int8_error)
+      error = e.what();
+      failed = true;
     }
   }
+  if (failed) return absl::InternalError(absl::StrCat("oneDNN int8 matmul failed: ", error));
+  if (other_act) RETURN_IF_ERROR(Int8Activation(c));
+  return absl::OkStatus();
+}
+
+// The s8 x s8 -> s32 primitive for steps of `mb` rows, with a user scratchpad (each thread passes
+// its own, so threads run the one primitive at once).
+DnnlContext::Int8Step DnnlContext::PrepareInt8Step(const MatmulCall& c, int64_t mb) {
+  Key key{mb, c.k, c.n, c.k, c.b_stride_k, c.b_stride_n, c.n, false, 0, 0.f, false, 2};
+  auto it = int8_scratch_.find(key);
+  if (it == int8_scratch_.end()) {
+    md src_md({mb, c.k}, dt::s8, dnnl::memory::dims{c.k, 1});
+    md b_md({c.k, c.n}, dt::s8, dnnl::memory::dims{c.b_stride_k, c.b_stride_n});
+    md dst_md({mb, c.n}, dt::s32, dnnl::memory::dims{c.n, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, b_md, dst_md), attr, *engine_);
+    Cached(key, [&] { return std::make_unique<dnnl::matmul>(pd); });
+    it = int8_scratch_.emplace(key, pd.scratchpad_desc().get_size()).first;
+  }
+  return Int8Step{cache_.at(key).get(), it->second};
+}
+
+size_t DnnlContext::MaxScratchpad(const std::map<int64_t, Int8Step>& steps) {
+  size_t bytes = 0;
+  for (const auto& [mb, st] : steps) bytes = std::max(bytes, st.scratchpad_bytes);
+  return bytes;
+}
+
+// One stream per thread and a scratchpad of at least `scratchpad` bytes each (kept by the
+// context: a weight's packed copy and compensation, a few hundred KiB at most).
+void DnnlContext::PrepareThreads(int threads, size_t scratchpad) {
+  while (static_cast<int>(thread_streams_.size()) < threads) {
+    thread_streams_.push_back(std::make_unique<dnnl::stream>(*engine_));
+    thread_scratch_.emplace_back();
+    thread_scratch_bytes_.push_back(0);
+  }
+  for (int t = 0; t < threads; ++t)
+    if (thread_scratch_bytes_[t] < scratchpad) {
+      thread_scratch_[t] = AlignedBytes(scratchpad);
+      thread_scratch_bytes_[t] = scratchpad;
+    }
+}
+
+// Thread t's rows [r_begin, r_end) in steps of `step` rows, through its slice of the buffers.
+void DnnlContext::RunInt8Share(const MatmulCall& c, const std::map<int64_t, Int8Step>& steps, int64_t r_begin,
+                               int64_t r_end, int64_t step, uint8_t* slice, int t) {
+  const kernels::KernelTable& kt = kernels::Active();
+  int8_t* q = reinterpret_cast<int8_t*>(slice);
+  float* rs = reinterpret_cast<float*>(slice + (step * c.k + 63) / 64 * 64);
+  int32_t* acc = reinterpret_cast<int32_t*>(reinterpret_cast<uint8_t*>(rs) + (sizeof(float) * step + 63) / 64 * 64);
+  const bool relu = c.post_op == PostOp::kRelu;
+  for (int64_t r0 = r_begin; r0 < r_end; r0 += step) {
+    const int64_t mb = std::min(step, r_end - r0);
+    for (int64_t r = 0; r < mb; ++r) rs[r] = kt.quantize_s8(c.src + (r0 + r) * c.lda, c.k, q + r * c.k);
+    const Int8Step& st = steps.at(mb);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, dnnl::memory(md({mb, c.k}, dt::s8, dnnl::memory::dims{c.k, 1}), *engine_, q)},
+        {DNNL_ARG_WEIGHTS, dnnl::memory(md({c.k, c.n}, dt::s8, dnnl::memory::dims{c.b_stride_k, c.b_stride_n}),
+                                        *engine_, const_cast<void*>(c.packed->raw()))},
+        {DNNL_ARG_DST, dnnl::memory(md({mb, c.n}, dt::s32, dnnl::memory::dims{c.n, 1}), *engine_, acc)},
+        {DNNL_ARG_SCRATCHPAD, dnnl::memory(md({static_cast<int64_t>(st.scratchpad_bytes)}, dt::u8, dnnl::memory::dims{1}),
+                                           *engine_, thread_scratch_[t].get())}};
+    st.primitive->execute(*thread_streams_[t], args);
+    thread_streams_[t]->wait();
+    const float* cs = c.packed->scales();
+    for (int64_t r = 0; r < mb; ++r)
+      kt.dequantize_row(acc + r * c.n, c.n, rs[r], cs, c.bias, relu, c.accumulate, c.dst + (r0 + r) * c.ldc);
+  }
+}
+
+// An activation other than ReLU, as a oneDNN eltwise over the whole int8 result.
+absl::Status DnnlContext::Int8Activation(const MatmulCall& c) {
+  Key ek{c.m, 0, c.n, 0, 0, 0, c.ldc, false, static_cast<int>(c.post_op), c.post_alpha, false, 3};
+  dnnl::primitive* e = Cached(ek, [&]() -> std::unique_ptr<dnnl::primitive> {
+    md d({c.m, c.n}, dt::f32, dnnl::memory::dims{c.ldc, 1});
+    dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, ToAlgorithm(c.post_op), d, c.post_alpha, 0.f);
+    return std::make_unique<dnnl::eltwise_forward>(dnnl::eltwise_forward::primitive_desc(desc, *engine_));
+  });
+  dnnl::memory mem(md({c.m, c.n}, dt::f32, dnnl::memory::dims{c.ldc, 1}), *engine_, c.dst);
+  e->execute(*stream_, {{DNNL_ARG_SRC, mem}, {DNNL_ARG_DST, mem}});
+  stream_->wait();
   return absl::OkStatus();
 }
 
@@ -350,7 +461,7 @@ absl::StatusOr<std::string> DnnlContext::MatmulImplInfo(const MatmulCall& c) {
   const ComputeType type = c.packed ? c.packed->type() : ComputeType::kFloat32;
   const dt t = type == ComputeType::kFloat32 ? dt::f32 : type == ComputeType::kBFloat16 ? dt::bf16 : dt::s8;
   try {
-    const int64_t m = type == ComputeType::kInt8 ? std::min(c.m, kInt8BlockRows) : c.m;
+    const int64_t m = type == ComputeType::kInt8 ? SplitInt8(c.m).step : c.m;
     auto pd = MatmulPd(*engine_, c, t, t, type == ComputeType::kInt8 ? dt::s32 : dt::f32, m,
                        type == ComputeType::kFloat32 ? c.lda : c.k, type == ComputeType::kInt8 ? c.n : c.ldc,
                        type != ComputeType::kInt8);
@@ -363,8 +474,8 @@ absl::StatusOr<std::string> DnnlContext::MatmulImplInfo(const MatmulCall& c) {
 size_t MatmulScratchBytes(ComputeType type, int64_t m, int64_t max_k, int64_t max_n) {
   if (type == ComputeType::kBFloat16) return sizeof(uint16_t) * static_cast<size_t>(m * max_k);
   if (type != ComputeType::kInt8) return 0;
-  const int64_t rows = std::min(m, kInt8BlockRows);
-  return static_cast<size_t>(rows * max_k) + sizeof(float) * rows + sizeof(int32_t) * static_cast<size_t>(rows * max_n);
+  const Int8Split sp = SplitInt8(m);
+  return Int8SliceBytes(sp.step, max_k, max_n) * sp.threads + 64;
 }
 
 absl::Status DnnlSupports(ComputeType type) {

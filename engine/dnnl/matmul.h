@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -131,6 +132,16 @@ class DnnlContext {
   // bfloat16 / int8 paths (the src conversion, then oneDNN).
   absl::Status MatmulBf16(const MatmulCall& call);
   absl::Status MatmulInt8(const MatmulCall& call);
+  struct Int8Step {
+    dnnl::primitive* primitive = nullptr;
+    size_t scratchpad_bytes = 0;
+  };
+  Int8Step PrepareInt8Step(const MatmulCall& call, int64_t mb);
+  static size_t MaxScratchpad(const std::map<int64_t, Int8Step>& steps);
+  void PrepareThreads(int threads, size_t scratchpad);
+  void RunInt8Share(const MatmulCall& call, const std::map<int64_t, Int8Step>& steps, int64_t r_begin,
+                    int64_t r_end, int64_t step, uint8_t* slice, int t);
+  absl::Status Int8Activation(const MatmulCall& call);
   Workspace* Scratch();
   // The cached primitive for `key`, created by `make` on first use.
   dnnl::primitive* Cached(const Key& key, const std::function<std::unique_ptr<dnnl::primitive>()>& make);
@@ -139,6 +150,11 @@ class DnnlContext {
   std::map<Key, std::unique_ptr<dnnl::primitive>> cache_;
   Workspace* ws_ = nullptr;
   std::unique_ptr<Workspace> own_ws_;  // when no workspace was set
+  // int8: scratchpad bytes of each cached s8 primitive; per-thread streams and scratchpads.
+  std::map<Key, size_t> int8_scratch_;
+  std::vector<std::unique_ptr<dnnl::stream>> thread_streams_;
+  std::vector<std::shared_ptr<void>> thread_scratch_;
+  std::vector<size_t> thread_scratch_bytes_;
 };
 
 }  // namespace reformer

@@ -361,6 +361,11 @@ absl::Status ReformerConfig::Validate(absl::string_view source) const {
   if (pad_token_id < 0 || pad_token_id >= vocab_size) {
     return err("pad_token_id", absl::StrCat(pad_token_id, " is outside [0, vocab_size=", vocab_size, ")"));
   }
+  for (int64_t eos : eos_token_ids) {  // an id the model cannot produce would never end a sequence
+    if (eos < 0 || eos >= vocab_size) {
+      return err("eos_token_id", absl::StrCat(eos, " is outside [0, vocab_size=", vocab_size, ")"));
+    }
+  }
   if (tie_word_embeddings) {
     return err("tie_word_embeddings",
                "is true: Reformer ties a [V, H] embedding to a [V, 2H] decoder, which cannot work "

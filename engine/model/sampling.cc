@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
+#include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/ops/softmax.h"
 
 namespace reformer {
@@ -58,6 +61,15 @@ void ScaleByTemperature(absl::Span<const float> logits, float temperature, std::
   for (size_t i = 0; i < s.size(); ++i) s[i] = (logits[i] - mx) / temperature;
 }
 
+// The shortest decimal that reads back as `x` (1.0000001f is not printed as "1").
+std::string ShortestFloat(float x) {
+  for (int digits = 6; digits < 9; ++digits) {
+    std::string s = absl::StrFormat("%.*g", digits, x);
+    if (std::strtof(s.c_str(), nullptr) == x) return s;
+  }
+  return absl::StrFormat("%.9g", x);
+}
+
 }  // namespace
 
 absl::Status ValidateSampling(const SamplingParams& p) {
@@ -65,7 +77,7 @@ absl::Status ValidateSampling(const SamplingParams& p) {
     return absl::InvalidArgumentError(absl::StrCat("temperature must be a finite number >= 0, got ", p.temperature));
   if (p.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", p.top_k));
   if (!(p.top_p >= 0.f && p.top_p <= 1.f))
-    return absl::InvalidArgumentError(absl::StrCat("top_p must be in [0, 1], got ", p.top_p));
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in [0, 1], got ", ShortestFloat(p.top_p)));
   return absl::OkStatus();
 }
 

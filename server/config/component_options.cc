@@ -68,6 +68,9 @@ HttpOptions ToHttpOptions(const ServerConfig& c) {
   o.request_timeout = absl::Seconds(c.http.request_timeout_s);
   o.keep_alive_timeout = absl::Seconds(c.http.keep_alive_timeout_s);
   o.infer_threads = c.http.infer_threads;
+  o.max_connections = c.http.max_connections;
+  o.max_connections_per_client = c.http.max_connections_per_client;
+  o.max_head_bytes = c.http.max_head_bytes;
   o.rest.max_body_bytes = c.http.max_body_bytes;
   o.rest.body_timeout = absl::Seconds(c.http.body_timeout_s);
   return o;
@@ -77,6 +80,7 @@ ServiceLimits ToServiceLimits(const ServerConfig& c) {
   ServiceLimits o;
   o.max_tokens_per_request = c.limits.max_tokens_per_request;
   o.max_response_bytes = c.limits.max_response_bytes;
+  o.max_generate_streams_per_connection = c.generate.max_streams_per_connection;
   return o;
 }
 

@@ -16,13 +16,14 @@ constexpr char kDescription[] =
     "and HTTP (/metrics, /healthz, /readyz, /v2). Every flag can also be set with the environment "
     "variable REFORMER_<FLAG> (e.g. REFORMER_GRPC_PORT=9001); the command line wins.";
 
-// REFORMER_* variables that are not server flags, so no warning: the build and test scripts' own, and
-// REFORMER_MAX_ISA (read by the engine's ISA dispatch before any flag is parsed).
+// REFORMER_* variables that are not server flags, so no warning: the build and test scripts' own,
+// REFORMER_MAX_ISA (read by the engine's ISA dispatch before any flag is parsed) and REFORMER_TOKEN
+// (reformer-cli's bearer token, README "reformer-cli").
 const std::vector<std::string>& NonFlagVariables() {
   static const auto* const kNames = new std::vector<std::string>{
       "REFORMER_SOURCE_DIR",  "REFORMER_BINARY_DIR",          "REFORMER_EXTRA_PACKAGES",
       "REFORMER_IMAGE_CACHE", "REFORMER_IMAGE_TEST_BUDGET_S", "REFORMER_PYTHON",
-      "REFORMER_MAX_ISA"};
+      "REFORMER_MAX_ISA",     "REFORMER_TOKEN"};
   return *kNames;
 }
 
@@ -69,17 +70,30 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "travels in the clear); on = also with TLS (e.g. behind a mesh that encrypts pod traffic).")
       .OneOf({"auto", "on", "off"});
   f->Add("http_threads", &c->http.threads,
-         "HTTP server (civetweb) threads, one per connection being served; the headroom keeps probes and "
-         "/metrics answering beside slow clients.")
+         "HTTP threads serving requests with a body (REST inference, generation); bodiless GET/HEAD "
+         "(probes, /metrics, metadata) have their own 4 threads, and connections waiting for a request "
+         "hold no thread.")
       .Range(1, kMaxThreads);
   f->Add("http_request_timeout_s", &c->http.request_timeout_s,
-         "Longest an HTTP client may take to send a whole request.")
+         "Longest an HTTP client may take to send a whole request head (then 408), and longest a "
+         "response write may make no progress.")
       .MinReal(0.001)
       .Meta("SECONDS");
   f->Add("http_keep_alive_timeout_s", &c->http.keep_alive_timeout_s,
          "Longest an idle kept-alive HTTP connection is held.")
       .MinReal(0.001)
       .Meta("SECONDS");
+  f->Add("http_max_connections", &c->http.max_connections,
+         "Most open HTTP connections; more are answered 503 and closed. Each idle one costs a "
+         "descriptor and a small buffer, no thread.")
+      .Range(16, 1 << 20);
+  f->Add("http_max_connections_per_client", &c->http.max_connections_per_client,
+         "Most open HTTP connections from one client address; more are answered 503 and closed.")
+      .Range(1, 1 << 20);
+  f->Add("http_max_head_bytes", &c->http.max_head_bytes,
+         "Largest HTTP request head (request line and headers); larger gets 431.")
+      .Range(1024, 1 << 20)
+      .Meta("BYTES");
   f->Add("http_infer_threads", &c->http.infer_threads,
          "Most HTTP threads waiting on a REST inference at once; more concurrent REST inferences get 503 "
          "with Retry-After, and the other threads always answer probes, /metrics and metadata. "
@@ -164,6 +178,11 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
          "cache freed.")
       .MinReal(0.001)
       .Meta("SECONDS");
+  f->Add("generate_max_streams_per_connection", &c->generate.max_streams_per_connection,
+         "Most active Generate streams of one gRPC client connection; one more is RESOURCE_EXHAUSTED naming this "
+         "limit, so one client cannot hold every generation slot. (An HTTP/1.1 connection carries one generate "
+         "request at a time.)")
+      .Range(1, 4096);
   // Request limits.
   f->Add("max_tokens_per_request", &c->limits.max_tokens_per_request,
          "Most tokens over one request's documents (more: INVALID_ARGUMENT). 0 = 8 x the model's context.")

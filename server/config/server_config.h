@@ -67,6 +67,9 @@ struct HttpConfig {
   int threads = 128;
   double request_timeout_s = 5;
   double keep_alive_timeout_s = 2;
+  int max_connections = 4096;
+  int max_connections_per_client = 256;
+  int max_head_bytes = 16384;
   int infer_threads = 0;       // 0 = 3/4 of threads (ResolveServerConfig)
   int64_t max_body_bytes = 0;  // 0 = the gRPC receive limit (ResolveServerConfig)
   double body_timeout_s = 60;
@@ -101,6 +104,7 @@ struct GenerateConfig {
   int64_t max_waiting = 1024;
   int64_t max_unsent = 16;
   double stalled_timeout_s = 60;
+  int64_t max_streams_per_connection = 16;  // active Generate streams of one gRPC connection
 };
 
 struct LimitsConfig {

@@ -82,8 +82,8 @@ absl::StatusOr<DecodeMode> WireMode(int mode) {
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                               public GenerationSink {
  public:
-  GenerateReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx)
-      : env_(env), ctx_(ctx), start_(env.clock->Now()) {
+  GenerateReactor(const ServiceEnv& env, ConnectionStreams* connections, grpc::CallbackServerContext* ctx)
+      : env_(env), connections_(connections), ctx_(ctx), start_(env.clock->Now()) {
     if (env_.metrics != nullptr) env_.metrics->RpcStarted("server_stream", kReformerService, kMethod);
   }
 
@@ -94,7 +94,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     absl::Status status = tenant.status();
     if (tenant.ok()) {
       tenant_ = *std::move(tenant);
-      status = Submit(raw);
+      status = TakeConnectionSlot();
+      if (status.ok()) status = Submit(raw);
     }
     if (status.ok()) return;  // the service owns the stream now: touch nothing
     GenerationEvent last;
@@ -161,6 +162,18 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     absl::Status status;
     std::deque<grpc::ByteBuffer> dropped;  // destroyed outside the lock
   };
+
+  // Counts this call against its connection until the reactor is deleted (OnDone).
+  absl::Status TakeConnectionSlot() {
+    if (connections_ == nullptr) return absl::OkStatus();
+    absl::StatusOr<ConnectionStreams::Slot> slot = connections_->Acquire(ctx_->peer());
+    if (!slot.ok()) {
+      if (env_.metrics != nullptr) env_.metrics->OnRejected("connection_streams");
+      return slot.status();
+    }
+    connection_slot_ = *std::move(slot);
+    return absl::OkStatus();
+  }
 
   absl::Status Submit(const grpc::ByteBuffer& raw) {
     v1::GenerateRequest wire;
@@ -259,6 +272,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
   const ServiceEnv env_;
+  ConnectionStreams* const connections_;  // may be nullptr: no per-connection limit
+  ConnectionStreams::Slot connection_slot_;  // released when the reactor is deleted
   grpc::CallbackServerContext* const ctx_;
   const absl::Time start_;
   int64_t prompt_tokens_ = 0;
@@ -320,9 +335,10 @@ absl::StatusOr<std::unique_ptr<GenerateRequest>> DecodeGenerate(const v1::Genera
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* NewGenerateReactor(const ServiceEnv& env,
+                                                               ConnectionStreams* connections,
                                                                grpc::CallbackServerContext* ctx,
                                                                const grpc::ByteBuffer* request) {
-  auto* reactor = new GenerateReactor(env, ctx);
+  auto* reactor = new GenerateReactor(env, connections, ctx);
   try {
     reactor->Start(*request);
   } catch (...) {

@@ -20,6 +20,7 @@
 #include "grpcpp/grpcpp.h"
 #include "proto/reformer.grpc.pb.h"
 #include "absl/status/statusor.h"
+#include "server/grpc/connection_streams.h"
 #include "server/request/generate_request.h"
 #include "server/request/served_model.h"
 
@@ -27,8 +28,11 @@ namespace reformer::serving {
 
 // A reactor for one Generate call; it deletes itself when the call is done.
 // The method is raw (reformer_service.h): `request` holds the bytes of a GenerateRequest, each
-// message written is a serialized GenerateResponse.
+// message written is a serialized GenerateResponse. The call counts against its connection in
+// `connections` (after authentication, before anything else of the request) until it is done;
+// beyond the connection's limit it ends RESOURCE_EXHAUSTED without reaching the service.
 grpc::ServerWriteReactor<grpc::ByteBuffer>* NewGenerateReactor(const ServiceEnv& env,
+                                                               ConnectionStreams* connections,
                                                                grpc::CallbackServerContext* ctx,
                                                                const grpc::ByteBuffer* request);
 

@@ -232,7 +232,7 @@ grpc::ServerUnaryReactor* ReformerApiService::Tokenize(grpc::CallbackServerConte
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ReformerApiService::Generate(grpc::CallbackServerContext* ctx,
                                                                          const grpc::ByteBuffer* request) {
-  return NewGenerateReactor(env_, ctx, request);
+  return NewGenerateReactor(env_, &generate_streams_, ctx, request);
 }
 
 // The ids of every text; the total is held to max_tokens_per_request (the response is its size).

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "proto/reformer.grpc.pb.h"
+#include "server/grpc/connection_streams.h"
 #include "server/request/served_model.h"
 
 namespace reformer::serving {
@@ -24,7 +25,9 @@ using Base = S::WithRawCallbackMethod_Score<S::WithRawCallbackMethod_Embed<S::Wi
 
 class ReformerApiService final : public reformer_grpc::Base {
  public:
-  explicit ReformerApiService(const ServiceEnv& env) : env_(env) {}
+  explicit ReformerApiService(const ServiceEnv& env)
+      : env_(env),
+        generate_streams_(env.limits.max_generate_streams_per_connection, "generate_max_streams_per_connection") {}
 
   // Raw: the bytes of the method's request message in, of its response message out.
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
@@ -43,6 +46,7 @@ class ReformerApiService final : public reformer_grpc::Base {
                              reformer::v1::TokenizeResponse* response) const;
 
   const ServiceEnv env_;
+  ConnectionStreams generate_streams_;  // active Generate streams per client connection
 };
 
 }  // namespace reformer::serving

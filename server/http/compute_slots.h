@@ -1,5 +1,5 @@
 // ComputeSlots: how many HTTP worker threads may block on computation (REST inference, and later
-// generation) at once. civetweb serves each connection on one of its threads and a handler that
+// generation) at once. A handler on one of the front's --http_threads threads that
 // waits for the engine holds that thread; capping the computing handlers below the thread count
 // keeps threads free for probes, /metrics and metadata under any REST load. A request that finds
 // every slot taken is answered 503 at once (with Retry-After and Connection: close, so its

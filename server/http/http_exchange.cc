@@ -1,90 +1,181 @@
 #include "server/http/http_exchange.h"
 
-#include <arpa/inet.h>
-#include <civetweb.h>
-#include <dirent.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <cerrno>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "server/request/exception_status.h"
 
 namespace reformer::serving {
 namespace {
 
-// mg_write and mg_send_chunk take an int / unsigned length.
-constexpr size_t kMaxPiece = size_t{1} << 30;
 constexpr size_t kReadPiece = size_t{64} << 10;
+constexpr size_t kMaxChunkLine = 4096;  // a chunk-size line with its extensions, or a trailer
+constexpr absl::Duration kPollSlice = absl::Milliseconds(100);  // re-reads the clock this often
 
-// Port and printable address of a socket address; port -1 for other families.
-int PortOf(const sockaddr_storage& a, std::string* address) {
-  char text[INET6_ADDRSTRLEN] = "";
-  if (a.ss_family == AF_INET) {
-    const auto& in = reinterpret_cast<const sockaddr_in&>(a);
-    inet_ntop(AF_INET, &in.sin_addr, text, sizeof(text));
-    *address = text;
-    return ntohs(in.sin_port);
+// A chunk-size line: hex digits, optionally followed by ";extensions" (RFC 9112 7.1).
+std::optional<int64_t> ChunkSize(absl::string_view line) {
+  const size_t semi = line.find(';');
+  absl::string_view hex = absl::StripTrailingAsciiWhitespace(line.substr(0, semi));
+  if (hex.empty() || hex.size() > 15) return std::nullopt;
+  int64_t size = 0;
+  for (char c : hex) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    size = size * 16 + (absl::ascii_isdigit(static_cast<unsigned char>(c))
+                            ? c - '0'
+                            : absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10);
   }
-  if (a.ss_family == AF_INET6) {
-    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(a);
-    inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof(text));
-    *address = text;
-    return ntohs(in6.sin6_port);
-  }
-  return -1;
-}
-
-// The descriptor of the TCP connection local port `server_port` <-> `remote_addr`:`remote_port`,
-// or -1 when none or several match. Reads addresses only (getsockname/getpeername).
-int FindConnectionSocket(int server_port, int remote_port, const std::string& remote_addr) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  std::vector<int> by_port, by_address;
-  while (dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-    const int fd = std::atoi(entry->d_name);
-    sockaddr_storage local{}, peer{};
-    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-    std::string ignored, address;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
-        PortOf(local, &ignored) != server_port ||
-        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
-        PortOf(peer, &address) != remote_port) {
-      continue;
-    }
-    by_port.push_back(fd);
-    if (address == remote_addr) by_address.push_back(fd);
-  }
-  closedir(dir);
-  if (by_address.size() == 1) return by_address[0];
-  return by_port.size() == 1 ? by_port[0] : -1;
+  return size;
 }
 
 }  // namespace
 
-HttpExchange::HttpExchange(mg_connection* conn)
-    : conn_(conn),
-      info_(mg_get_request_info(conn)),
-      method_(info_->request_method != nullptr ? info_->request_method : ""),
-      path_(info_->local_uri != nullptr ? info_->local_uri : "/") {}
-
-bool HttpExchange::http11() const {
-  return info_->http_version != nullptr && std::strcmp(info_->http_version, "1.0") != 0;
+HttpExchange::HttpExchange(HttpConnection* conn, const HttpRequestHead& head,
+                           absl::Duration write_stall)
+    : conn_(conn), head_(head), write_stall_(write_stall) {
+  body_left_ = std::max<int64_t>(0, head.content_length);
+  body_done_ = !head.chunked && body_left_ == 0;
 }
+
+HttpExchange::~HttpExchange() { conn_->buffer.erase(0, pos_); }
 
 std::optional<absl::string_view> HttpExchange::Header(const char* name) const {
-  const char* value = mg_get_header(conn_, name);
-  if (value == nullptr) return std::nullopt;
-  return absl::string_view(value);
+  return head_.Header(name);
 }
 
-int64_t HttpExchange::content_length() const { return info_->content_length; }
+int64_t HttpExchange::content_length() const { return head_.content_length; }
+
+bool HttpExchange::Reusable() const {
+  return body_done_ && head_sent_ && !broken_ && !closing_ && !chunked_open_ && head_.keep_alive;
+}
+
+absl::Status HttpExchange::WaitReadable(absl::Time deadline, const Clock& clock) {
+  while (true) {
+    const absl::Duration left = deadline - clock.Now();
+    if (left < absl::ZeroDuration()) return absl::DeadlineExceededError("");
+    pollfd p{conn_->fd, POLLIN, 0};
+    const int ms = static_cast<int>(absl::ToInt64Milliseconds(std::min(left, kPollSlice))) + 1;
+    const int r = poll(&p, 1, ms);
+    if (r > 0) return absl::OkStatus();
+    if (r < 0 && errno != EINTR) return absl::InternalError(std::strerror(errno));
+  }
+}
+
+absl::StatusOr<size_t> HttpExchange::RawRead(char* dst, size_t cap, absl::Time deadline,
+                                             const Clock& clock) {
+  if (pos_ < conn_->buffer.size()) {
+    const size_t n = std::min(cap, conn_->buffer.size() - pos_);
+    std::memcpy(dst, conn_->buffer.data() + pos_, n);
+    pos_ += n;
+    if (pos_ == conn_->buffer.size()) {
+      conn_->buffer.clear();
+      pos_ = 0;
+    }
+    return n;
+  }
+  return Recv(dst, cap, deadline, clock);
+}
+
+absl::StatusOr<size_t> HttpExchange::Recv(char* dst, size_t cap, absl::Time deadline,
+                                          const Clock& clock) {
+  while (true) {
+    const ssize_t n = recv(conn_->fd, dst, cap, 0);
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return absl::InternalError(std::strerror(errno));
+    absl::Status ready = WaitReadable(deadline, clock);
+    if (!ready.ok()) return ready;
+  }
+}
+
+absl::StatusOr<std::string> HttpExchange::ReadLine(absl::Time deadline, const Clock& clock) {
+  while (true) {
+    const size_t end = conn_->buffer.find("\r\n", pos_);
+    if (end != std::string::npos) {
+      std::string line = conn_->buffer.substr(pos_, end - pos_);
+      pos_ = end + 2;
+      return line;
+    }
+    if (conn_->buffer.size() - pos_ > kMaxChunkLine) {
+      return absl::InvalidArgumentError("a chunk-size line of the request body is too long");
+    }
+    conn_->buffer.erase(0, pos_);
+    pos_ = 0;
+    char piece[1024];
+    absl::StatusOr<size_t> n = Recv(piece, sizeof(piece), deadline, clock);
+    if (!n.ok()) return n.status();
+    if (*n == 0) return absl::InvalidArgumentError("the client ended the chunked body early");
+    conn_->buffer.append(piece, *n);
+  }
+}
+
+absl::StatusOr<size_t> HttpExchange::ReadChunked(char* dst, size_t cap, absl::Time deadline,
+                                                 const Clock& clock) {
+  if (chunk_left_ == 0) {
+    if (chunk_crlf_) {
+      absl::StatusOr<std::string> crlf = ReadLine(deadline, clock);
+      if (!crlf.ok()) return crlf.status();
+      if (!crlf->empty()) return absl::InvalidArgumentError("a chunk is longer than its size");
+      chunk_crlf_ = false;
+    }
+    absl::StatusOr<std::string> line = ReadLine(deadline, clock);
+    if (!line.ok()) return line.status();
+    const std::optional<int64_t> size = ChunkSize(*line);
+    if (!size) return absl::InvalidArgumentError(absl::StrCat("bad chunk size: ", *line));
+    if (*size == 0) {  // the last chunk; trailer fields up to an empty line are dropped
+      while (true) {
+        absl::StatusOr<std::string> trailer = ReadLine(deadline, clock);
+        if (!trailer.ok()) return trailer.status();
+        if (trailer->empty()) break;
+      }
+      body_done_ = true;
+      return 0;
+    }
+    chunk_left_ = *size;
+    chunk_crlf_ = true;
+  }
+  absl::StatusOr<size_t> n =
+      RawRead(dst, std::min<size_t>(cap, static_cast<size_t>(chunk_left_)), deadline, clock);
+  if (!n.ok()) return n.status();
+  if (*n == 0) return absl::InvalidArgumentError("the client ended the chunked body early");
+  chunk_left_ -= static_cast<int64_t>(*n);
+  return *n;
+}
+
+absl::StatusOr<size_t> HttpExchange::ReadSome(char* dst, size_t cap, absl::Time deadline,
+                                              const Clock& clock) {
+  if (body_done_ || cap == 0) return 0;
+  absl::StatusOr<size_t> n = head_.chunked ? ReadChunked(dst, cap, deadline, clock) : [&] {
+    return RawRead(dst, std::min<size_t>(cap, static_cast<size_t>(body_left_)), deadline, clock);
+  }();
+  if (!n.ok()) {
+    broken_ = read_failed_ = true;
+    return n.status();
+  }
+  if (head_.chunked) return n;
+  if (*n == 0) {  // ended early (ReadBody says how)
+    broken_ = read_failed_ = true;
+    return 0;
+  }
+  body_left_ -= static_cast<int64_t>(*n);
+  body_done_ = body_left_ == 0;
+  return n;
+}
+
+void HttpExchange::SendContinue() {
+  if (head_.expect_continue && !continue_sent_ && !body_done_ && !head_sent_) {
+    continue_sent_ = true;
+    SendRaw("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+}
 
 absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time deadline,
                                                    const Clock& clock) {
@@ -94,11 +185,7 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
         absl::StrCat("the request body has ", declared, " bytes, above the limit of ", max_bytes,
                      " bytes (--http_max_body_bytes); send fewer tokens per request or use gRPC"));
   }
-  std::optional<absl::string_view> expect = Header("Expect");
-  if (expect && absl::EqualsIgnoreCase(*expect, "100-continue") && !continue_sent_) {
-    continue_sent_ = true;
-    mg_printf(conn_, "HTTP/1.1 100 Continue\r\n\r\n");
-  }
+  SendContinue();
   // A declared length is read into a buffer of exactly that size; a chunked body grows its
   // buffer up to one byte over the limit, which is how "over the limit" is noticed.
   const size_t cap =
@@ -106,19 +193,26 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
   std::string body;
   if (declared >= 0) body.resize(cap);
   size_t got = 0;
-  while (got < cap) {
+  while (got < cap && !body_done_) {
     if (body.size() - got < kReadPiece && body.size() < cap) {
       body.resize(std::min(cap, std::max(body.size() * 2, got + kReadPiece)));
     }
-    const int n = mg_read(conn_, body.data() + got, std::min(kReadPiece, body.size() - got));
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-    if (got < cap && clock.Now() > deadline) {
+    absl::StatusOr<size_t> n =
+        ReadSome(body.data() + got, std::min(kReadPiece, body.size() - got), deadline, clock);
+    if (absl::IsDeadlineExceeded(n.status())) {
       return absl::DeadlineExceededError(
           absl::StrCat("the request body did not arrive in time (", got, " bytes received)"));
     }
+    if (!n.ok() && head_.chunked && absl::IsInvalidArgument(n.status())) return n.status();
+    if (!n.ok() && head_.chunked) {
+      return absl::InvalidArgumentError(absl::StrCat("the chunked request body ended early (",
+                                                     n.status().message(), ")"));
+    }
+    if (!n.ok() || *n == 0) break;
+    got += *n;
   }
   if (declared < 0 && got > static_cast<size_t>(max_bytes)) {
+    broken_ = true;
     return absl::ResourceExhaustedError(
         absl::StrCat("the request body is above the limit of ", max_bytes,
                      " bytes (--http_max_body_bytes); send fewer tokens per request or use gRPC"));
@@ -133,43 +227,44 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
 
 void HttpExchange::DiscardBody(int64_t max_bytes, absl::Time deadline, const Clock& clock) {
   // Nothing to read, or the client waits for "100 Continue" before it sends the body.
-  if (content_length() == 0 || (!continue_sent_ && Header("Expect").has_value())) return;
+  if (body_done_ || read_failed_ || (head_.expect_continue && !continue_sent_)) return;
   char scratch[4096];
   int64_t dropped = 0;
   while (dropped < max_bytes && clock.Now() <= deadline) {
-    const int n = mg_read(conn_, scratch, sizeof(scratch));
-    if (n <= 0) return;
-    dropped += n;
+    absl::StatusOr<size_t> n = ReadSome(scratch, sizeof(scratch), deadline, clock);
+    if (!n.ok() || *n == 0) return;
+    dropped += static_cast<int64_t>(*n);
   }
+}
+
+bool HttpExchange::SendRaw(absl::string_view bytes) {
+  if (write_failed_) return false;
+  if (!SendAll(conn_->fd, bytes.data(), bytes.size(), write_stall_)) broken_ = write_failed_ = true;
+  return !write_failed_;
 }
 
 bool HttpExchange::SendHead(int status, absl::string_view content_type,
                             std::optional<int64_t> content_length,
                             const std::vector<HttpHeader>& headers, bool close) {
-  std::string head =
-      absl::StrCat("HTTP/1.1 ", status, " ", mg_get_response_code_text(conn_, status),
-                   "\r\nContent-Type: ", content_type, "\r\n");
+  // An unread body, or a client that asked for it, closes the connection after this answer.
+  closing_ = close || !body_done_ || broken_ || !head_.keep_alive;
+  std::string head = absl::StrCat("HTTP/1.1 ", status, " ", HttpReason(status),
+                                  "\r\nContent-Type: ", content_type, "\r\n");
   if (content_length) {
     absl::StrAppend(&head, "Content-Length: ", *content_length, "\r\n");
   } else {
     absl::StrAppend(&head, "Transfer-Encoding: chunked\r\n");
+    chunked_open_ = true;
   }
   absl::StrAppend(&head, "Cache-Control: no-store\r\n");
   for (const HttpHeader& h : headers) absl::StrAppend(&head, h.name, ": ", h.value, "\r\n");
-  if (close) absl::StrAppend(&head, "Connection: close\r\n");
+  if (closing_) absl::StrAppend(&head, "Connection: close\r\n");
   absl::StrAppend(&head, "\r\n");
   head_sent_ = true;
-  return mg_write(conn_, head.data(), head.size()) == static_cast<int>(head.size());
+  return SendRaw(head);
 }
 
-bool HttpExchange::Write(absl::string_view bytes) {
-  while (!bytes.empty()) {
-    const size_t n = std::min(bytes.size(), kMaxPiece);
-    if (mg_write(conn_, bytes.data(), n) != static_cast<int>(n)) return false;
-    bytes.remove_prefix(n);
-  }
-  return true;
-}
+bool HttpExchange::Write(absl::string_view bytes) { return SendRaw(bytes); }
 
 bool HttpExchange::StartChunked(int status, absl::string_view content_type,
                                 const std::vector<HttpHeader>& headers) {
@@ -177,30 +272,28 @@ bool HttpExchange::StartChunked(int status, absl::string_view content_type,
 }
 
 bool HttpExchange::WriteChunk(absl::string_view bytes) {
-  while (!bytes.empty()) {
-    const size_t n = std::min(bytes.size(), kMaxPiece);
-    if (mg_send_chunk(conn_, bytes.data(), static_cast<unsigned>(n)) < 0) return false;
-    bytes.remove_prefix(n);
-  }
-  return true;
+  if (bytes.empty()) return !write_failed_;  // an empty chunk would end the body
+  const std::string size = absl::StrFormat("%x\r\n", bytes.size());
+  if (bytes.size() <= kReadPiece) return SendRaw(absl::StrCat(size, bytes, "\r\n"));
+  return SendRaw(size) && SendRaw(bytes) && SendRaw("\r\n");
 }
 
-bool HttpExchange::FinishChunked() { return mg_write(conn_, "0\r\n\r\n", 5) == 5; }
+bool HttpExchange::FinishChunked() {
+  chunked_open_ = false;
+  return SendRaw("0\r\n\r\n");
+}
 
 bool HttpExchange::Send(int status, absl::string_view content_type, absl::string_view body,
                         const std::vector<HttpHeader>& headers, bool close) {
   if (!SendHead(status, content_type, static_cast<int64_t>(body.size()), headers, close)) {
     return false;
   }
-  return method_ == "HEAD" || Write(body);
+  return head_.method == "HEAD" || Write(body);
 }
 
 bool HttpExchange::PeerGone() {
-  if (socket_ == -2) {
-    socket_ = FindConnectionSocket(info_->server_port, info_->remote_port, info_->remote_addr);
-  }
-  if (socket_ < 0) return false;
-  pollfd p{socket_, POLLIN | POLLRDHUP, 0};
+  if (write_failed_) return true;
+  pollfd p{conn_->fd, POLLIN | POLLRDHUP, 0};
   if (poll(&p, 1, 0) <= 0) return false;
   return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }

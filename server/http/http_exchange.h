@@ -1,19 +1,21 @@
-// HttpExchange: one HTTP request on a civetweb connection, as the handler thread that owns it sees
-// it: the request line and headers, the body (read with a size limit and a time limit), and the
-// response (a head, then the body written once, with Content-Length or chunked). REST inference
-// uses it, and so can any endpoint that reads a body or streams an answer (generation, Server-Sent
-// Events): StartChunked/WriteChunk/FinishChunked.
+// HttpExchange: one HTTP request on a connection of the HTTP front (http_front.h), as the handler
+// thread that owns it sees it: the request line and headers (parsed and checked by the front), the
+// body (read with a size limit and a time limit; Content-Length or chunked, strictly: a bad chunk
+// size is INVALID_ARGUMENT and the connection closes after the answer), and the response (a head,
+// then the body written once, with Content-Length or chunked). REST inference uses it, and so can
+// any endpoint that reads a body or streams an answer (generation, Server-Sent Events):
+// StartChunked/WriteChunk/FinishChunked.
 //
-// civetweb (1.15) runs a handler on one of its worker threads and gives it no way to learn that
-// the client went away while the handler waits for work done elsewhere: the socket is not exposed
-// and there are no asynchronous handlers. PeerGone() therefore finds the connection's socket once,
-// by matching its addresses and ports (getsockname/getpeername over the process's descriptors;
-// several matches = unknown), and polls it for a hang-up without reading from it. A client that
-// half-closes its side after sending the request counts as gone (as nginx treats it).
+// The handler thread owns the connection's descriptor while it serves the request: reads and
+// writes block with poll deadlines (a write that makes no progress for `write_stall` fails; a body
+// read gives up at its deadline on the injected clock). PeerGone() polls the descriptor for a
+// hang-up without reading from it; a client that half-closes its side after sending the request
+// counts as gone (as nginx treats it). Bytes the front read beyond the head (the body's start) are
+// read first; bytes beyond the body (a pipelined request) stay in the connection's buffer.
 //
-// Writes never copy the body: Write hands the caller's bytes to the socket (mg_write, in pieces of
-// at most 1 GiB, since civetweb takes an int). A client that stops reading makes a write fail
-// after civetweb's request timeout. Thread-compatible: the owning handler thread only.
+// Writes never copy the body: Write hands the caller's bytes to the socket. Reusable() says whether
+// the connection may carry another request: the body was read to its end, the response is complete
+// and neither side asked to close. Thread-compatible: the owning handler thread only.
 #pragma once
 
 #include <cstdint>
@@ -27,27 +29,23 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/batching/clock.h"
+#include "server/http/http_front.h"
+#include "server/http/http_request_head.h"
 #include "server/http/json_writer.h"
-
-struct mg_connection;
-struct mg_request_info;
 
 namespace reformer::serving {
 
-struct HttpHeader {
-  std::string name;
-  std::string value;
-};
-
 class HttpExchange {
  public:
-  explicit HttpExchange(mg_connection* conn);
+  // Borrows `conn` and `head` for its lifetime; gives back the unread bytes on destruction.
+  HttpExchange(HttpConnection* conn, const HttpRequestHead& head, absl::Duration write_stall);
+  ~HttpExchange();
   HttpExchange(const HttpExchange&) = delete;
   HttpExchange& operator=(const HttpExchange&) = delete;
 
-  absl::string_view method() const { return method_; }
-  absl::string_view path() const { return path_; }
-  bool http11() const;
+  absl::string_view method() const { return head_.method; }
+  absl::string_view path() const { return head_.path; }
+  bool http11() const { return head_.http11; }
   // The header's value, nullopt when absent (case-insensitive name).
   std::optional<absl::string_view> Header(const char* name) const;
   // Content-Length; -1 when not given (a chunked body, or none).
@@ -78,18 +76,40 @@ class HttpExchange {
             const std::vector<HttpHeader>& headers = {}, bool close = false);
   bool head_sent() const { return head_sent_; }
 
-  // True once the client has closed its side of the connection or the socket failed; false while
-  // it is connected or when its socket cannot be identified (see above).
+  // True once the client has closed its side of the connection or the socket failed.
   bool PeerGone();
+  // See the file comment.
+  bool Reusable() const;
 
  private:
-  mg_connection* const conn_;
-  const mg_request_info* const info_;
-  const std::string method_;
-  const std::string path_;
+  // Up to `cap` body bytes into `dst`; 0 at the body's end.
+  absl::StatusOr<size_t> ReadSome(char* dst, size_t cap, absl::Time deadline, const Clock& clock);
+  absl::StatusOr<size_t> ReadChunked(char* dst, size_t cap, absl::Time deadline,
+                                     const Clock& clock);
+  // Raw connection bytes (buffered first); 0 = the client closed.
+  absl::StatusOr<size_t> RawRead(char* dst, size_t cap, absl::Time deadline, const Clock& clock);
+  absl::StatusOr<size_t> Recv(char* dst, size_t cap, absl::Time deadline, const Clock& clock);
+  // One CRLF-terminated line (without CRLF) of the chunked framing.
+  absl::StatusOr<std::string> ReadLine(absl::Time deadline, const Clock& clock);
+  absl::Status WaitReadable(absl::Time deadline, const Clock& clock);
+  void SendContinue();
+  bool SendRaw(absl::string_view bytes);
+
+  HttpConnection* const conn_;
+  const HttpRequestHead& head_;
+  const absl::Duration write_stall_;
+  size_t pos_ = 0;            // read position in conn_->buffer
+  int64_t body_left_ = 0;     // Content-Length bytes not read yet
+  int64_t chunk_left_ = 0;    // chunked: bytes left in the current chunk
+  bool chunk_crlf_ = false;   // chunked: a chunk's closing CRLF is due
+  bool body_done_ = false;    // the whole body has been read
+  bool broken_ = false;       // not reusable: a read or write failed, bad framing, over the limit
+  bool read_failed_ = false;  // the body cannot be read further (bad framing, early end, timeout)
+  bool write_failed_ = false;
+  bool closing_ = false;      // Connection: close was sent
+  bool chunked_open_ = false; // a chunked response not finished yet
   bool head_sent_ = false;
   bool continue_sent_ = false;
-  int socket_ = -2;  // -2 = not looked for yet, -1 = unknown
 };
 
 // A body whose length is not known when it starts (JSON of any size): the first piece written is
@@ -125,7 +145,7 @@ class ConnectionSink final : public ByteSink {
 
 // A POST handler's body: `run`'s status, an exception it throws as its status (naming `what`), and,
 // when the exchange ends unanswered (an exception, or a client taken as gone: one that half-closed its
-// side still reads this), `refuse` writes that status, never civetweb's default 404.
+// side still reads this), `refuse` writes that status, never an empty connection.
 absl::Status RunAnswered(HttpExchange* exchange, const char* what,
                          const std::function<absl::Status()>& run,
                          const std::function<void(const absl::Status&)>& refuse);

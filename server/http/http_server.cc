@@ -1,7 +1,5 @@
 #include "server/http/http_server.h"
 
-#include <civetweb.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -32,7 +30,20 @@ HttpServer::Response JsonErrorResponse(int status, absl::string_view message) {
 }
 
 HttpServer::Response MethodNotAllowed(const char* allow) {
-  return {405, kText, absl::StrCat("this endpoint takes ", allow, "\n"), {{"Allow", allow}}};
+  HttpServer::Response r = JsonErrorResponse(405, absl::StrCat("this endpoint takes ", allow));
+  r.headers.push_back({"Allow", allow});
+  return r;
+}
+
+// The GET/HEAD endpoints outside a model (see the table in http_server.h).
+bool IsServerGetPath(absl::string_view path) {
+  return path == "/metrics" || path == "/healthz" || path == "/readyz" ||
+         path == "/v2/health/live" || path == "/v2/health/ready" || path == "/v2" ||
+         path == "/v2/" || path == "/v2/models/stats";
+}
+
+bool IsModelGetAction(absl::string_view action) {
+  return action.empty() || action == "ready" || action == "config" || action == "stats";
 }
 
 // Served to anyone, whatever --http_api and the tokens say: probes and the Prometheus scrape.
@@ -64,7 +75,8 @@ HttpServer::HttpServer(const HttpOptions& options, prometheus::Registry* registr
       rest_(options.rest),
       slots_(ThreadsForInference(options)),
       infer_(env, options.rest, &slots_),
-      generate_(env, options.rest, &slots_) {}
+      generate_(env, options.rest, &slots_),
+      write_stall_(options.request_timeout) {}
 
 // The POST endpoints under a model, by action.
 void HttpServer::RegisterModelPostHandlers() {
@@ -88,46 +100,35 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
                                                               const ServiceEnv& env) {
   std::unique_ptr<HttpServer> server(new HttpServer(options, registry, env));
   server->RegisterModelPostHandlers();
-  const std::string ports = options.bind_address.empty()
-                                ? std::to_string(options.port)
-                                : absl::StrCat(options.bind_address, ":", options.port);
-  const std::string threads = std::to_string(std::max(1, options.num_threads));
-  const std::string request_ms =
-      std::to_string(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.request_timeout)));
-  const std::string keep_alive_ms =
-      std::to_string(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.keep_alive_timeout)));
-  const char* civet_options[] = {"listening_ports",
-                                 ports.c_str(),
-                                 "num_threads",
-                                 threads.c_str(),
-                                 "enable_keep_alive",
-                                 "yes",
-                                 "request_timeout_ms",
-                                 request_ms.c_str(),
-                                 "keep_alive_timeout_ms",
-                                 keep_alive_ms.c_str(),
-                                 nullptr};
-  mg_callbacks callbacks;
-  std::memset(&callbacks, 0, sizeof(callbacks));
-  server->ctx_ = mg_start(&callbacks, nullptr, civet_options);
-  if (server->ctx_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot start the HTTP server on port ", ports, " (port in use?)"));
-  }
-  mg_set_request_handler(server->ctx_, "/", &HttpServer::HandleRequest, server.get());
-  mg_server_port bound[4];
-  const int n = mg_get_server_ports(server->ctx_, 4, bound);
-  if (n <= 0) return absl::InternalError("civetweb reports no listening port");
-  server->port_ = bound[0].port;
+  HttpFrontOptions front;
+  front.bind_address = options.bind_address;
+  front.port = options.port;
+  front.handler_threads = std::max(1, options.num_threads);
+  front.probe_threads = std::max(1, options.probe_threads);
+  front.max_connections = options.max_connections;
+  front.max_connections_per_client = options.max_connections_per_client;
+  front.max_head_bytes = static_cast<size_t>(options.max_head_bytes);
+  front.head_timeout = options.request_timeout;
+  front.keep_alive_timeout = options.keep_alive_timeout;
+  HttpServer* self = server.get();
+  absl::StatusOr<std::unique_ptr<HttpFront>> started = HttpFront::Start(
+      front, env.clock,
+      [self](HttpConnection* conn, const HttpRequestHead& head) { return self->Serve(conn, head); },
+      [](const HttpRequestHead& head) {
+        return (head.method == "GET" || head.method == "HEAD") && !head.has_body();
+      });
+  if (!started.ok()) return started.status();
+  server->front_ = *std::move(started);
+  server->port_ = server->front_->port();
   return server;
 }
 
 HttpServer::~HttpServer() {
-  if (ctx_ == nullptr) return;
-  // Answers being written (a long JSON, a large binary output) go out before civetweb's stop flag
-  // would cut them; new REST inferences meanwhile get 503 (draining) and hold a slot only briefly.
+  if (front_ == nullptr) return;
+  // Answers being written (a long JSON, a large binary output) go out before the front cuts the
+  // connections; new REST inferences meanwhile get 503 (draining) and hold a slot only briefly.
   slots_.WaitIdle(shutdown_grace_);
-  mg_stop(ctx_);
+  front_->Stop();
 }
 
 std::optional<HttpServer::Response> HttpServer::Admit(
@@ -156,11 +157,11 @@ std::optional<HttpServer::Response> HttpServer::Admit(
   return r;
 }
 
-int HttpServer::HandleRequest(mg_connection* conn, void* self) {
-  HttpExchange exchange(conn);
+bool HttpServer::Serve(HttpConnection* conn, const HttpRequestHead& head) {
+  HttpExchange exchange(conn, head, write_stall_);
   try {
-    return static_cast<HttpServer*>(self)->Dispatch(&exchange);
-  } catch (...) {  // nothing may leave a civetweb callback
+    Dispatch(&exchange);
+  } catch (...) {  // nothing may leave a handler thread
     try {
       const absl::Status status = CurrentExceptionStatus("answering an HTTP request");
       if (!exchange.head_sent()) {
@@ -169,8 +170,9 @@ int HttpServer::HandleRequest(mg_connection* conn, void* self) {
       }
     } catch (...) {
     }
-    return 500;
+    return false;
   }
+  return exchange.Reusable();
 }
 
 int HttpServer::Dispatch(HttpExchange* exchange) {
@@ -194,6 +196,9 @@ int HttpServer::Dispatch(HttpExchange* exchange) {
   }
   const Response r = Handle(method, path);
   exchange->Send(r.status, r.content_type, r.body, r.headers);
+  // A body nobody reads (POST to a GET endpoint): drained a bounded while, so that the client
+  // reads the answer before the connection closes.
+  exchange->DiscardBody(rest_.discard_bytes, env_.clock->Now() + rest_.discard_timeout, *env_.clock);
   return r.status;
 }
 
@@ -222,6 +227,9 @@ HttpServer::Response HttpServer::Handle(const std::string& method, const std::st
   if (model_path && post_handlers_.count(model_path->action) > 0) {
     return MethodNotAllowed("POST");
   }
+  if (!IsServerGetPath(path) && !(model_path && IsModelGetAction(model_path->action))) {
+    return JsonErrorResponse(404, absl::StrCat("no such endpoint: ", path));
+  }
   if (method != "GET" && method != "HEAD") return MethodNotAllowed("GET, HEAD");
   if (path == "/metrics") {
     prometheus::TextSerializer serializer;
@@ -243,8 +251,7 @@ HttpServer::Response HttpServer::Handle(const std::string& method, const std::st
         env_.metrics != nullptr ? env_.metrics->Snapshot() : ModelStatsSnapshot{};
     return {200, kJson, ModelStatsJson(*env_.model, stats), {}};
   }
-  if (model_path) return HandleModel(*model_path);
-  return {404, kText, absl::StrCat("no such endpoint: ", path, "\n"), {}};
+  return HandleModel(*model_path);
 }
 
 HttpServer::Response HttpServer::HandleModel(const ModelPath& path) const {
@@ -264,7 +271,7 @@ HttpServer::Response HttpServer::HandleModel(const ModelPath& path) const {
         env_.metrics != nullptr ? env_.metrics->Snapshot() : ModelStatsSnapshot{};
     return {200, kJson, ModelStatsJson(m, stats), {}};
   }
-  return {404, kText, absl::StrCat("no such endpoint: ", path.action, "\n"), {}};
+  return JsonErrorResponse(404, absl::StrCat("no such endpoint: ", path.action));
 }
 
 }  // namespace reformer::serving

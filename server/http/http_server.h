@@ -1,4 +1,4 @@
-// HttpServer: the HTTP port (civetweb): Prometheus scrape, Kubernetes probes, and the KServe v2 /
+// HttpServer: the HTTP port (our HTTP/1.1 front, http_front.h): Prometheus scrape, Kubernetes probes, and the KServe v2 /
 // Open Inference Protocol REST API with Triton's extras.
 //
 //   GET  /metrics                         Prometheus text format of the server's registry
@@ -12,11 +12,12 @@
 //   POST /v2/models/{name}[/versions/{v}]/infer    inference, JSON and binary (rest_infer.h)
 //   POST /v2/models/{name}[/versions/{v}]/generate[_stream]  Triton's generate extension
 //                                                  (rest_generate.h)
-// Other paths 404, other methods 405 (with Allow). Everything about the model comes from the
+// Other paths 404 (JSON {"error": ...}, as every REST error), other methods on these paths 405 (with
+// Allow); malformed requests get the front's precise status (http_request_head.h). Everything about the model comes from the
 // structures the gRPC services read (rest_model_info.h), so the two APIs say the same.
 //
-// Access (Admit, before any routing). The port is plaintext (civetweb 1.15 as Debian builds it
-// cannot serve HTTPS: see deploy/README.md, "TLS and authentication"). Open to everyone:
+// Access (Admit, before any routing). The port is plaintext (no HTTPS: see deploy/README.md, "TLS
+// and authentication"). Open to everyone:
 // /metrics, /healthz, /readyz, /v2/health/live, /v2/health/ready. Every other path:
 //   - 403 when the API is off (HttpOptions::api; --http_api auto turns it off when the gRPC port
 //     uses TLS, so that no request or model data crosses the network in the clear);
@@ -33,17 +34,17 @@
 // reads a body and streams an answer (generation, Server-Sent Events) adds a line there and uses
 // HttpExchange's helpers.
 //
-// Threads. civetweb serves each connection on one of `num_threads` worker threads, for as long as
-// it reads a request, runs the handler, and waits for the next request on a kept-alive
-// connection. A REST inference holds its thread while the engine works, so at most
-// `infer_threads` threads may wait on computation at once (ComputeSlots; beyond that: 503 at once);
-// the others always remain for probes, /metrics and metadata, whatever the REST load. A client
-// that sends half a request holds its thread until `request_timeout`, an idle kept-alive
-// connection until `keep_alive_timeout`.
+// Threads. The front's event loop holds every connection that waits for a request head or idles
+// between kept-alive requests (no thread; limits on connections, per client, head size and time).
+// A complete request runs on a pool: bodiless GET/HEAD (probes, /metrics, metadata) on
+// `probe_threads`, everything else on `num_threads`, so probes never queue behind uploads. A REST
+// inference holds its thread while the engine works, so at most `infer_threads` threads may wait on
+// computation at once (ComputeSlots; beyond that: 503 at once).
 // Borrows everything in ServiceEnv (health, model, metrics, tokens) and the registry; they must
 // outlive the server. The destructor first lets the computing handlers finish writing their
 // answers (up to `shutdown_grace`: the InferenceService's Shutdown, which comes first, has
-// answered every one of them), then stops civetweb and joins its threads.
+// answered every one of them), then stops the front (idle connections closed at once, connections
+// still in a handler cut) and joins its threads.
 #pragma once
 
 #include <functional>
@@ -59,13 +60,11 @@
 #include "prometheus/registry.h"
 #include "server/http/compute_slots.h"
 #include "server/http/http_exchange.h"
+#include "server/http/http_front.h"
 #include "server/http/model_path.h"
 #include "server/http/rest_generate.h"
 #include "server/http/rest_infer.h"
 #include "server/request/served_model.h"
-
-struct mg_context;
-struct mg_connection;
 
 namespace reformer::serving {
 
@@ -73,14 +72,19 @@ struct HttpOptions {
   int port = 8000;           // 0 = pick a free port (see port())
   bool api = true;           // the REST API beyond probes and /metrics (see Access above)
   std::string bind_address;  // empty = all interfaces
-  int num_threads = 128;     // civetweb worker threads (one per connection being served)
+  int num_threads = 128;     // threads serving requests with bodies (REST inference, generation)
+  int probe_threads = 4;     // threads serving bodiless GET/HEAD (probes, /metrics, metadata)
+  int max_connections = 4096;            // open at once (more: 503 and close)
+  int max_connections_per_client = 256;  // open at once from one client address
+  int max_head_bytes = 16 << 10;         // a request head (more: 431)
   // Most threads waiting on computation at once; 0 = 3/4 of num_threads (at least 1).
   int infer_threads = 0;
-  absl::Duration request_timeout = absl::Seconds(5);     // to receive a request's head
+  // To receive a request's head; also the longest a response write may make no progress.
+  absl::Duration request_timeout = absl::Seconds(5);
   absl::Duration keep_alive_timeout = absl::Seconds(2);  // idle time of a kept-alive connection
   RestInferOptions rest;  // body limit and timeouts of REST inference
   // On destruction, how long computing handlers may take to finish writing their answers before
-  // civetweb is stopped (which cuts any write still going on).
+  // the front is stopped (which cuts any write still going on).
   absl::Duration shutdown_grace = absl::Seconds(5);
 };
 
@@ -111,7 +115,7 @@ class HttpServer {
                                 std::optional<absl::string_view> authorization,
                                 std::string* tenant) const;
   // The GET/HEAD routes (everything but the POST endpoints) of an admitted request, separate
-  // from civetweb for tests.
+  // from the connection for tests.
   Response Handle(const std::string& method, const std::string& path) const;
 
   // A POST endpoint under /v2/models/{name}[/versions/{v}]/{action}: answers the exchange
@@ -129,7 +133,8 @@ class HttpServer {
 
   HttpServer(const HttpOptions& options, prometheus::Registry* registry, const ServiceEnv& env);
   void RegisterModelPostHandlers();
-  static int HandleRequest(mg_connection* conn, void* self);
+  // Serves one request of the front; true when the connection may carry another.
+  bool Serve(HttpConnection* conn, const HttpRequestHead& head);
   int Dispatch(HttpExchange* exchange);
   // Sends Admit's refusal (see Access above) and counts a refused POST endpoint.
   int Refuse(HttpExchange* exchange, const Response& refusal);
@@ -144,7 +149,8 @@ class HttpServer {
   const RestInferHandler infer_;
   const RestGenerateHandler generate_;
   std::map<std::string, ModelPost> post_handlers_;  // by action; filled before start
-  mg_context* ctx_ = nullptr;
+  const absl::Duration write_stall_;
+  std::unique_ptr<HttpFront> front_;
   int port_ = 0;
 };
 

@@ -1,5 +1,5 @@
 // REST generation, Triton's generate extension: POST /v2/models/{name}[/versions/{v}]/generate and
-// .../generate_stream on a civetweb thread, a thin adapter over the GenerationService
+// .../generate_stream on an HTTP handler thread, a thin adapter over the GenerationService
 // (server/inference/generation_service.h) like gRPC Generate (server/grpc/generate_reactor.h):
 // DecodeGenerateJson (generate_json.h) builds the one GenerateRequest, the service's Submit runs the
 // one Validate and admission (continuous batching with every other stream, gRPC's included).
@@ -22,7 +22,7 @@
 // that fails, cancels the sequence, which the service ends before its next step (freeing its cache).
 // Events handed over and not yet written count in the sink's unsent(), so a client that stops
 // reading pauses its sequence at the service's max_unsent (and a write blocked that long fails after
-// civetweb's request timeout); memory never grows with an unread stream. The handler always waits for
+// --http_request_timeout_s without progress); memory never grows with an unread stream. The handler always waits for
 // the service's last event before it returns (the sink lives on its stack). generate_stream needs
 // HTTP/1.1 (chunked transfer); HTTP/1.0 gets 505.
 //

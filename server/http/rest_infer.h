@@ -1,4 +1,4 @@
-// REST inference: POST /v2/models/{name}[/versions/{version}]/infer on a civetweb thread, over the
+// REST inference: POST /v2/models/{name}[/versions/{version}]/infer on an HTTP handler thread, over the
 // same request layer as gRPC ModelInfer (docs/request-path.md): DecodeRestInfer builds the one
 // InferenceRequest, InferenceService::Submit runs the one Validate and the scheduler's admission,
 // the engine writes into the request's buffers, and the response is written from them once.

@@ -49,6 +49,8 @@ struct ServedModel {
 struct ServiceLimits {
   int64_t max_tokens_per_request = 0;  // sum over a request's documents; > 0
   int64_t max_response_bytes = int64_t{1} << 30;
+  // Most active Generate streams of one client connection (server/grpc/connection_streams.h).
+  int64_t max_generate_streams_per_connection = 16;
 };
 
 // Everything an adapter borrows; all pointers outlive the servers.

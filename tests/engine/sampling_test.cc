@@ -149,6 +149,10 @@ TEST(SamplingTest, ValidationNamesTheField) {
   p = SamplingParams();
   p.top_p = 1.5f;
   EXPECT_NE(ValidateSampling(p).message().find("top_p"), std::string::npos);
+  p.top_p = 1.0000001f;  // the message shows the value that was refused, not its 6-digit rounding "1"
+  EXPECT_NE(ValidateSampling(p).message().find("got 1.0000001"), std::string::npos) << ValidateSampling(p);
+  p.top_p = -0.1f;
+  EXPECT_NE(ValidateSampling(p).message().find("got -0.1"), std::string::npos) << ValidateSampling(p);
 }
 
 TEST(SamplingTest, TokenLogprobIsLogSoftmax) {

@@ -222,6 +222,40 @@ class CliClientTest(unittest.TestCase):
             self.assertIn(f"{self.tmp.name} is a directory, not a text file", r.stderr)
         r = subprocess.run([CLI, "health", "--server", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
         self.assertNotEqual(r.returncode, 0)
+        # A file that is not UTF-8 (Latin-1 text) cannot travel in reformer.v1's string fields: score and
+        # embed on a server said "the message (N bytes) is not a valid reformer.v1.TokenizeRequest" under
+        # libprotobuf's own error lines; now they name the file and the byte, and offline still reads it.
+        latin1 = os.path.join(self.tmp.name, "latin1.txt")
+        with open(latin1, "wb") as f:
+            f.write("Caf\u00e9 cr\u00e8me, na\u00efve fa\u00e7ade.\n".encode("latin-1"))
+        for command in ("score", "embed"):
+            r = self.cli(command, latin1, ok=False)
+            self.assertEqual((r.returncode, r.stdout), (1, ""), r.stderr)
+            self.assertIn("latin1.txt is not UTF-8 text (byte 3 starts no valid sequence)", r.stderr)
+            self.assertNotIn("libprotobuf", r.stderr)
+        r = subprocess.run([CLI, "score", "--model", self.model, latin1], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Pieces smaller than a character keep it whole (they used to split it and fail the same way).
+        wide = os.path.join(self.tmp.name, "wide.txt")
+        with open(wide, "w", encoding="utf-8") as f:
+            f.write("\u00e9\u00e9\u65e5\u672c\U0001F600")
+        for piece in ("1", "2"):
+            r = self.cli("embed", "--piece-bytes", piece, wide)
+            self.assertEqual(json.loads(r.stdout)["tokens"], 14)
+        # A huge --timeout is no deadline (1e300 s overflowed into a deadline in the past: DEADLINE_EXCEEDED).
+        r = self.cli("score", self.text, "--timeout", "1e300")
+        self.assertIn("bits/byte", r.stdout)
+        self.cli("generate", "--prompt", "And God said", "--max_new_tokens", "2", "--timeout", "1e300")
+        # A generation the model refuses exits 2 with the same message offline and on the server (the
+        # server's INVALID_ARGUMENT used to exit 1 where offline exited 2).
+        for args in (["--stop", ""], ["--top_p", "1.5"]):
+            gen = ["generate", "--prompt", "And God said", "--max_new_tokens", "4", *args]
+            served = self.cli(*gen, ok=False)
+            offline = subprocess.run([CLI, *gen, "--model", self.model], capture_output=True, text=True, timeout=300)
+            self.assertEqual((served.returncode, offline.returncode), (2, 2), served.stderr + offline.stderr)
+            says = "stop string 0 is empty" if args[0] == "--stop" else "top_p must be in [0, 1], got 1.5"
+            self.assertIn(says, served.stderr)
+            self.assertIn(says, offline.stderr)
 
 
 if __name__ == "__main__":

@@ -313,7 +313,7 @@ class HostileRestTest(unittest.TestCase):
         self.assertEqual(after, before + 1)
 
         # A client that only half-closes (shutdown(SHUT_WR) after the body; legal HTTP/1.1, `nc -N`) is taken
-        # as gone like nginx does, but it still reads an answer: 499 with the reason, not civetweb's default 404.
+        # as gone like nginx does, but it still reads an answer: 499 with the reason, not an empty connection.
         sock = s.connect()
         sock.sendall(f"POST /v2/models/{s.model}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                      + body)

@@ -49,6 +49,7 @@ TEST(ComponentOptionsTest, DefaultsAgreeWithTheComponents) {
   EXPECT_EQ(g.stream.max_unsent_responses, gd.stream.max_unsent_responses);
   EXPECT_EQ(g.stream.stalled_timeout, gd.stream.stalled_timeout);
   // (stream.max_unsent_bytes: automatic, see ResolveServerConfig.)
+  EXPECT_EQ(ToServiceLimits(c).max_generate_streams_per_connection, ServiceLimits().max_generate_streams_per_connection);
 
   const HttpOptions h = ToHttpOptions(c), hd;
   EXPECT_EQ(h.port, hd.port);

@@ -54,7 +54,7 @@ class PeakObserver final : public GenerationObserver {
 
 // A server with generation only (no forward workers) on one model.
 struct GenServer {
-  explicit GenServer(const std::string& dir, GenerationOptions options = {}) {
+  explicit GenServer(const std::string& dir, GenerationOptions options = {}, ServiceLimits limits = {}) {
     auto loaded = ReformerModel::Load(dir);
     EXPECT_TRUE(loaded.ok()) << loaded.status();
     model = *loaded;
@@ -66,6 +66,7 @@ struct GenServer {
     served.name = "gen";
     served.config = model->config();
     env.generation = generation.get();
+    env.limits = limits;
     env.model = &served;
     env.health = &health;
     env.clock = &clock;
@@ -321,6 +322,58 @@ TEST(GenerateTest, CancelFreesTheSequenceAndItsCache) {
   for (int i = 0; i < 2000 && s.generation->inflight() > 0; ++i) absl::SleepFor(absl::Milliseconds(5));
   EXPECT_EQ(s.generation->inflight(), 0);
   EXPECT_EQ(s.budget->reserved_bytes(MemoryKind::kCache), 0u);
+}
+
+// Fairness: one client connection holds at most max_generate_streams_per_connection active Generate
+// streams. One more on the same connection is RESOURCE_EXHAUSTED naming the limit and the flag;
+// another connection is still served; a stream that ends frees its connection's slot.
+TEST(GenerateTest, OneConnectionHoldsAtMostItsLimitOfStreams) {
+  ServiceLimits limits;
+  limits.max_generate_streams_per_connection = 2;
+  GenServer s(FixtureDir("gen_b_enwik8_pattern_12layer_nh1"), {}, limits);
+  v1::GenerateRequest slow = IdsRequest({5, 9, 17}, 250);
+  slow.set_ignore_eos(true);
+  slow.set_mode(v1::DECODE_MODE_RECOMPUTE);  // slow steps: both streams are still running below
+  const v1::GenerateRequest quick = IdsRequest({5, 6}, 3);
+  bool conclusive = false;
+  for (int attempt = 0; attempt < 3 && !conclusive; ++attempt) {
+    grpc::ClientContext c1, c2;
+    auto r1 = s.stub->Generate(&c1, slow);
+    auto r2 = s.stub->Generate(&c2, slow);
+    v1::GenerateResponse m;
+    ASSERT_TRUE(r1->Read(&m));
+    ASSERT_TRUE(r2->Read(&m));  // both admitted: the connection's two slots are held
+    const Streamed third = Stream(s.stub.get(), quick);
+    // Another connection (its own subchannel, so not the first channel's TCP connection).
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto other = v1::ReformerService::NewStub(grpc::CreateCustomChannel(
+        "127.0.0.1:" + std::to_string(s.server->port()), grpc::InsecureChannelCredentials(), args));
+    const Streamed elsewhere = Stream(other.get(), quick);
+    c1.TryCancel();
+    c2.TryCancel();
+    while (r1->Read(&m)) {
+    }
+    while (r2->Read(&m)) {
+    }
+    const bool held = r1->Finish().error_code() == grpc::StatusCode::CANCELLED &&
+                      r2->Finish().error_code() == grpc::StatusCode::CANCELLED;
+    EXPECT_TRUE(elsewhere.status.ok()) << elsewhere.status.error_message();
+    if (!held && third.status.ok()) continue;  // a slow stream ended first: the machine was too fast
+    conclusive = true;
+    EXPECT_EQ(third.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << third.status.error_message();
+    EXPECT_NE(third.status.error_message().find("generate_max_streams_per_connection=2"), std::string::npos)
+        << third.status.error_message();
+  }
+  EXPECT_TRUE(conclusive);
+  // The cancelled streams' slots are released when their calls are done (no timing asserted).
+  Streamed again;
+  for (int i = 0; i < 400; ++i) {
+    again = Stream(s.stub.get(), quick);
+    if (again.status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_TRUE(again.status.ok()) << again.status.error_message();
 }
 
 // Draining: a new Generate is UNAVAILABLE.

@@ -1,9 +1,15 @@
-// HTTP endpoints (civetweb on localhost:0), the metric set's exposition and the health state machine.
+// HTTP endpoints (the HTTP front on localhost:0), the metric set's exposition and the health state machine.
 // (main's configuration: tests/server/server_config_test.cc.)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -49,6 +55,37 @@ HttpReply Get(int port, const std::string& path) {
   size_t body = all.find("\r\n\r\n");
   if (body != std::string::npos) reply.body = all.substr(body + 4);
   return reply;
+}
+
+
+int Connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  return fd;
+}
+
+// Reads until `count` responses' heads are in, or the peer closes.
+std::string ReadResponses(int fd, int count) {
+  std::string all;
+  char buf[4096];
+  size_t at = 0;
+  int seen = 0;
+  while (seen < count) {
+    const size_t head = all.find("HTTP/1.1 ", at);
+    if (head != std::string::npos && all.find("\r\n\r\n", head) != std::string::npos) {
+      ++seen;
+      at = head + 1;
+      continue;
+    }
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    all.append(buf, static_cast<size_t>(n));
+  }
+  return all;
 }
 
 class HttpServerTest : public ::testing::Test {
@@ -216,6 +253,45 @@ TEST(HealthStateTest, MovesForwardOnlyAndNotifies) {
   h.StartDraining();
   EXPECT_TRUE(h.draining());
   EXPECT_EQ(seen, (std::vector<ServingState>{ServingState::kReady, ServingState::kDraining}));
+}
+
+// Idle connections and half-sent heads wait in the event loop, not on the 2 handler threads (nor
+// the probe threads): probes still answer; a kept-alive connection serves pipelined requests in
+// order; stopping the server with all of them open closes them.
+TEST_F(HttpServerTest, FrontHoldsIdleConnectionsOffThreads) {
+  const int port = server_->port();
+  std::vector<int> held;
+  for (int i = 0; i < 200; ++i) held.push_back(Connect(port));
+  for (int i = 0; i < 50; ++i) {
+    held.push_back(Connect(port));
+    const std::string half = "GET /readyz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    ASSERT_EQ(write(held.back(), half.data(), half.size()), static_cast<ssize_t>(half.size()));
+  }
+  health_.SetReady();
+  EXPECT_EQ(Get(port, "/readyz").status, 200);
+  EXPECT_EQ(Get(port, "/metrics").status, 200);
+  const int fd = Connect(port);
+  const std::string two =
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(write(fd, two.data(), two.size()), static_cast<ssize_t>(two.size()));
+  const std::string replies = ReadResponses(fd, 2);
+  const size_t first = replies.find("HTTP/1.1 200 OK");
+  const size_t second = replies.find("HTTP/1.1 404 Not Found");
+  ASSERT_NE(first, std::string::npos) << replies;
+  ASSERT_NE(second, std::string::npos) << replies;
+  EXPECT_LT(first, second);
+  held.push_back(fd);
+  server_.reset();  // closes every connection it holds
+  for (int h : held) {  // each reads to its end (what is left of an answer, then EOF or reset)
+    timeval limit{10, 0};
+    setsockopt(h, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(h, buf, sizeof(buf))) > 0) {
+    }
+    EXPECT_TRUE(n == 0 || errno == ECONNRESET) << "still open: " << std::strerror(errno);
+    close(h);
+  }
 }
 
 }  // namespace

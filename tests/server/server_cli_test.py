@@ -108,6 +108,25 @@ class ServerCliTest(unittest.TestCase):
         self.assertIn("REFORMER_DRAIN_TIMEOUT_SECONDS matches no flag", err)
         self.assertIn("nearest: REFORMER_DRAIN_TIMEOUT_S (--drain_timeout_s)", err)
 
+    def test_small_request_limits_still_start(self):
+        # The warm-up forward asked for 64 tokens and every output whatever the limits, so a server run with
+        # --max_tokens_per_request below 64 or a --max_response_bytes that fits only an embedding (both are
+        # valid, documented limits) exited 1 with "warm-up forward failed" instead of starting.
+        server = Started(["--grpc_port", "0", "--http_port", "0", "--max_tokens_per_request", "16",
+                          "--max_response_bytes", "1000"], clean_env())
+        try:
+            self.assertIn("grpc_port=", server.line)
+            ready = False
+            for line in server.proc.stderr:  # until READY, or the end of stderr when the process exits
+                if "READY" in line:
+                    ready = True
+                    break
+            self.assertTrue(ready, "the server did not reach READY")
+        finally:
+            rc, err = server.stop()
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("warm-up forward failed", err)
+
     def busy_port_case(self, which):
         first = Started(["--grpc_port", "0", "--http_port", "0", "--warmup=false"], clean_env())
         try:

@@ -111,6 +111,15 @@ TEST(ServerConfigTest, UnknownVariablesAreWarningsNamingTheNearestFlag) {
   EXPECT_EQ(config.workers.workers, 0);
 }
 
+// REFORMER_TOKEN is reformer-cli's bearer token (README, reformer-cli); a pod or a shell that sets it
+// for the client beside the server got a warning naming REFORMER_WORKERS as the "nearest" flag.
+TEST(ServerConfigTest, TheClientsTokenVariableIsNoWarning) {
+  ServerConfig config;
+  absl::StatusOr<CommandLine> r = Parse({}, {{"REFORMER_TOKEN", "secret-token-value"}}, &config);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->warnings.empty()) << r->warnings[0];
+}
+
 TEST(ServerConfigTest, HelpListsEveryFlagWithItsVariable) {
   ServerConfig config;
   absl::StatusOr<CommandLine> r = Parse({"--help"}, {}, &config);

@@ -98,8 +98,35 @@ class CliArgsTest(unittest.TestCase):
                                 says="exactly one of --inputs and --prompt")
         self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--seed", "-1", says="--seed -1")
         self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--json=maybe", says="--json=maybe")
+        # --logprobs without --json was ignored without a word.
+        self.assert_usage_error("reformer-cli", *gen, "--max_new_tokens", "2", "--logprobs", says="--logprobs needs --json")
         self.assert_usage_error("reformer-cli", "generate", "--prompt", "x", "--max_new_tokens", "2", "--threads", "1",
                                 says="--threads applies")
+
+    def test_generate_reads_inputs_strictly(self):
+        # A float, a boolean or an id beyond int32 in --inputs was truncated or wrapped into another id
+        # (3.5 -> 3, 4294967297 -> 1) and generated from silently; an attention_mask was ignored; an empty
+        # row failed only after the rows before it had run on a server (exit 1) but up front offline (exit 2).
+        # --max_new_tokens beyond int32 was clamped to 2^31-1 on its way to a server.
+        cases = [('{"input_ids": [[1, 2, 3.5]]}', "row 0 position 2: 3.5 is not a 32-bit integer"),
+                 ('{"input_ids": [[1, 4294967297]]}', "row 0 position 1: 4294967297 is not a 32-bit integer"),
+                 ('{"input_ids": [[1, true]]}', "row 0 position 1: true is not a 32-bit integer"),
+                 ('{"input_ids": [[1, 2], []]}', "input_ids row 1 is empty"),
+                 ('{"input_ids": [[1, 2], 7]}', "input_ids row 1 is not a list"),
+                 ('{"input_ids": [[1, 2]], "attention_mask": [[1, 1]]}', 'unknown key "attention_mask"')]
+        for i, (content, says) in enumerate(cases):
+            path = os.path.join(self.tmp.name, f"gen{i}.json")
+            with open(path, "w") as f:
+                f.write(content)
+            # Checked before connecting (nothing listens on port 1) and the same way offline.
+            self.assert_usage_error("reformer-cli", "generate", "--server", "127.0.0.1:1", "--inputs", path,
+                                    "--max_new_tokens", "2", says=says)
+            self.assert_usage_error("reformer-cli", "generate", "--model", MODEL, "--inputs", path,
+                                    "--max_new_tokens", "2", says=says)
+        self.assert_usage_error("reformer-cli", "generate", "--server", "127.0.0.1:1", "--prompt", "x",
+                                "--max_new_tokens", "99999999999", says="--max_new_tokens 99999999999")
+        self.assert_usage_error("reformer-cli", "generate", "--server", "127.0.0.1:1", "--prompt", "x",
+                                "--max_new_tokens", "0", says="--max_new_tokens 0")
 
     def test_bench_and_offline_throughput_are_strict(self):
         self.assert_usage_error("reformer_bench", "--tokens", "4k", says="--tokens 4k: expected an integer")

@@ -332,6 +332,8 @@ TEST(ConfigTest, BadSettingsAreRejectedWithTheField) {
       {{{"num_hashes", 0}}, "num_hashes"},
       {{{"chunk_size_feed_forward", -4}}, "chunk_size_feed_forward"},
       {{{"pad_token_id", 400}}, "pad_token_id"},
+      {{{"eos_token_id", 100000}}, "eos_token_id"},
+      {{{"eos_token_id", {2, -1}}}, "eos_token_id"},
       {{{"model_type", "bert"}}, "model_type"},
   };
   for (const auto& tc : cases) {

@@ -11,7 +11,8 @@
 // position only), then the median time of `steps` single-sequence steps. Figures are per-round
 // ratios (TTFT / Score; step(T) / step(first T)) and their medians: the machine's speed drifts,
 // ratios measured side by side do not. Then aggregate tokens/s of one batched step over N streams
-// of `stream-context` tokens each, and its speed-up over one stream. With --interleave T: a T-token
+// of `stream-context` tokens each, and its speed-up over one stream (all counts in every round,
+// framed by a oneDNN matmul probe; the model's FLOPs per token against the probe's rate). With --interleave T: a T-token
 // prompt prefilled while the first --streams count of streams step inside the pass (the longest
 // wait between two of their tokens).
 //
@@ -32,6 +33,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/base/compute_type.h"
 #include "engine/base/openmp_env.h"
+#include "engine/dnnl/matmul.h"
 #include "engine/model/decoder.h"
 
 namespace {
@@ -125,6 +127,67 @@ std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
   std::vector<int32_t> v(n);
   for (auto& x : v) x = static_cast<int32_t>(3 + rng() % (vocab - 3));
   return v;
+}
+
+// oneDNN f32 matmul at M=1024, K=1024, N=1024 on `threads` threads: the machine's matmul rate in
+// the same run (as reformer_bench's probe), the yardstick of the step's FLOP rate. GFLOP per
+// wall-second and per CPU-second of the process (the latter robust to waiting for a core).
+struct ProbeRate {
+  double wall = 0, cpu = 0;
+};
+ProbeRate MatmulProbe(reformer::DnnlContext* ctx, int threads) {
+  const int64_t M = 1024, K = 1024, N = 1024;
+  static std::vector<float> a, w, c;
+  static reformer::PackedWeight pw;
+  if (a.empty()) {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    a.resize(M * K), w.resize(N * K), c.resize(M * N);
+    for (float& x : a) x = u(rng);
+    for (float& x : w) x = u(rng);
+    pw = reformer::PackedWeight::FromLinear(w.data(), K, 0, 0, K, N);
+  }
+  reformer::MatmulCall mc;
+  mc.With(pw);
+  mc.m = M;
+  mc.src = a.data();
+  mc.lda = K;
+  mc.dst = c.data();
+  mc.ldc = N;
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  (void)ctx->Matmul(mc);  // warm-up (primitive creation, for this thread count on the first call)
+  const int iters = 6;
+  const auto t0 = Clock::now();
+  const double c0 = CpuSeconds();
+  for (int i = 0; i < iters; ++i) (void)ctx->Matmul(mc);
+  const double s = Seconds(t0), cs = CpuSeconds() - c0;
+  omp_set_num_threads(before);
+  const double gflop = 2.0 * M * K * N * iters / 1e9;
+  return {gflop / s, gflop / cs};
+}
+
+// FLOPs of one cached decoding step of one sequence, counted from the config (docs/generation.md
+// §8): the dense products (projections, attention output, feed-forward, LM head over 2H -> V), the
+// LSH hashing of the query, and the attention of the new query against a full window (scores and
+// weighted sum, dh multiply-adds each per key). LayerNorm, softmax and sampling are left out (O(H + V)).
+struct StepFlops {
+  double dense = 0, attention = 0;
+  double total() const { return dense + attention; }
+};
+StepFlops FlopsPerToken(const reformer::ReformerConfig& c) {
+  const double H = c.hidden_size, A = c.all_head_size(), F = c.feed_forward_size, dh = c.attention_head_size;
+  StepFlops f;
+  for (reformer::AttnType t : c.attn_layers) {
+    const bool lsh = t == reformer::AttnType::kLsh;
+    f.dense += 2 * H * A * (lsh ? 2 : 3) + 2 * A * H + 2 * 2 * H * F;
+    const double keys = lsh ? c.num_hashes * c.lsh_attn_chunk_length * (1 + c.lsh_num_chunks_before + c.lsh_num_chunks_after)
+                            : c.local_attn_chunk_length * (1 + c.local_num_chunks_before);
+    f.attention += c.num_attention_heads * 2 * 2 * dh * keys;
+    if (lsh) f.attention += c.num_attention_heads * 2 * dh * c.num_hashes * (c.rotation_size() / 2.0);
+  }
+  f.dense += 2 * 2 * H * c.vocab_size;
+  return f;
 }
 
 struct Timing {
@@ -248,6 +311,58 @@ void MeasureInterleave(const Options& o, reformer::Decoder* dec, const reformer:
 
 }  // namespace
 
+// Aggregate tokens/s over every --streams count, the counts interleaved within each round and the
+// round framed by the matmul probe (2 threads and 1 thread), so ratios compare figures taken side by
+// side. The step's FLOP rate is set against the probe: a one-stream step runs on one thread.
+void MeasureAllStreams(const Options& o, reformer::Decoder* dec, const reformer::ReformerModel& model) {
+  // One oneDNN context per thread count: a primitive keeps the thread count it was created with.
+  auto ctx = reformer::DnnlContext::Create();
+  Check(ctx.status(), "dnnl context");
+  auto ctx1 = reformer::DnnlContext::Create();
+  Check(ctx1.status(), "dnnl context");
+  const StepFlops fl = FlopsPerToken(model.config());
+  std::printf("FLOPs per token (cached step, full windows): %.3f M (dense %.3f M, attention and hashing %.3f M)\n",
+              fl.total() / 1e6, fl.dense / 1e6, fl.attention / 1e6);
+  const size_t ns = o.streams.size();
+  std::vector<std::vector<double>> rate(ns), cpu(ns), ratio(ns);
+  std::vector<double> probe2, probe1, probe1_cpu;
+  for (int r = 0; r < o.rounds; ++r) {
+    const ProbeRate p2a = MatmulProbe(ctx->get(), o.threads), p1a = MatmulProbe(ctx1->get(), 1);
+    std::vector<double> rr(ns);
+    for (size_t i = 0; i < ns; ++i) {
+      double c = 0;
+      rr[i] = MeasureStreams(o, dec, model, o.streams[i], &c);
+      rate[i].push_back(rr[i]);
+      cpu[i].push_back(c);
+      ratio[i].push_back(rr[i] / rr[0]);
+    }
+    const ProbeRate p2b = MatmulProbe(ctx->get(), o.threads), p1b = MatmulProbe(ctx1->get(), 1);
+    probe2.push_back(0.5 * (p2a.wall + p2b.wall));
+    probe1.push_back(0.5 * (p1a.wall + p1b.wall));
+    probe1_cpu.push_back(0.5 * (p1a.cpu + p1b.cpu));
+    std::printf("round %d: matmul probe %.1f GFLOP/s (%d threads), %.1f (1 thread; %.1f per CPU-second);", r,
+                probe2.back(), o.threads, probe1.back(), probe1_cpu.back());
+    for (size_t i = 0; i < ns; ++i)
+      std::printf(" %ld streams %.0f tok/s (x%.2f, CPU %.3f ms/step);", static_cast<long>(o.streams[i]), rr[i],
+                  ratio[i].back(), cpu[i].back());
+    std::printf("\n");
+  }
+  const double p2 = Median(probe2), p1 = Median(probe1_cpu);
+  std::printf("median matmul probe: %.1f GFLOP/s on %d threads, %.1f on 1 (%.1f per CPU-second)\n", p2, o.threads,
+              Median(probe1), p1);
+  for (size_t i = 0; i < ns; ++i) {
+    const double n = static_cast<double>(o.streams[i]);
+    const double cpu_gflops = fl.total() * n / (Median(cpu[i]) * 1e-3) / 1e9;  // per CPU-second
+    std::printf("streams %3ld x %ld tokens: %.0f tokens/s (x%.2f of %ld stream, median of per-round ratios); "
+                "process CPU %.3f ms per step = %.3f ms per token; %.1f GFLOP per CPU-second = %.3f of the "
+                "1-thread probe's GFLOP per CPU-second; wall %.1f GFLOP/s = %.3f of the %d-thread probe\n",
+                static_cast<long>(o.streams[i]), static_cast<long>(o.stream_context), Median(rate[i]),
+                Median(ratio[i]), static_cast<long>(o.streams[0]), Median(cpu[i]), Median(cpu[i]) / n, cpu_gflops,
+                cpu_gflops / p1, fl.total() * Median(rate[i]) / 1e9, fl.total() * Median(rate[i]) / 1e9 / p2,
+                o.threads);
+  }
+}
+
 int main(int argc, char** argv) {
   reformer::EnsurePassiveOpenMpWait(argv);
   const Options o = Parse(argc, argv);
@@ -303,19 +418,6 @@ int main(int argc, char** argv) {
                 static_cast<long>(o.contexts[i]), Median(score_s[i]), Median(ttft_s[i]), Median(ttft_ratio[i]),
                 Median(cpu_ratio[i]), Median(step_ms[i]), static_cast<long>(o.contexts[0]), Median(step_ratio[i]));
   for (int64_t t : o.interleave) MeasureInterleave(o, dec->get(), **model, t, o.streams[0]);
-  double one = 0;
-  for (int64_t n : o.streams) {
-    std::vector<double> rates, cpu;
-    for (int r = 0; r < o.rounds; ++r) {
-      double c = 0;
-      rates.push_back(MeasureStreams(o, dec->get(), **model, n, &c));
-      cpu.push_back(c);
-    }
-    const double rate = Median(rates);
-    if (one == 0) one = rate;
-    std::printf("streams %3ld x %ld tokens: %.0f tokens/s (x%.2f of %ld stream); process CPU %.3f ms per step\n",
-                static_cast<long>(n), static_cast<long>(o.stream_context), rate, rate / one,
-                static_cast<long>(o.streams[0]), Median(cpu));
-  }
+  if (!o.streams.empty()) MeasureAllStreams(o, dec->get(), **model);
   return 0;
 }

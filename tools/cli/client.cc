@@ -101,9 +101,12 @@ std::shared_ptr<grpc::Channel> Connect(const ClientOptions& c) {
       c.server, grpc::InsecureChannelCredentials(), args, std::move(interceptors));
 }
 
+// --timeout is any finite number >= 0.001; beyond ~3 years it means "no deadline" (converting 1e300
+// seconds to milliseconds overflowed int64 into a deadline in the past: DEADLINE_EXCEEDED at once).
 void SetDeadline(grpc::ClientContext* ctx, double seconds) {
+  constexpr double kLongestSeconds = 1e8;
   ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+                    std::chrono::milliseconds(static_cast<int64_t>(std::min(seconds, kLongestSeconds) * 1000)));
 }
 
 int Fail(const std::string& what, const grpc::Status& st) {
@@ -229,6 +232,10 @@ bool Prepare(const EmbedOptions& f, const v1::GetModelInfoResponse& info, Work* 
       std::fprintf(stderr, "reformer-cli: %s is empty; there is nothing to embed\n", path.c_str());
       return false;
     }
+    if (absl::Status st = CheckUtf8(path, text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+      return false;
+    }
     w->total_bytes += static_cast<int64_t>(text.size());
     w->pieces.push_back(SplitText(text, piece));
   }
@@ -294,8 +301,10 @@ int RunScoreOnServer(const ScoreOptions& f) {
   int rc = 0;
   for (const std::string& path : f.files) {
     std::string text;
-    if (absl::Status st = ReadTextFile(path, &text); !st.ok()) {
-      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+    absl::Status read = ReadTextFile(path, &text);
+    if (read.ok()) read = CheckUtf8(path, text);
+    if (!read.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(read.message()).c_str());
       rc = 1;
       continue;
     }
@@ -483,7 +492,11 @@ int StreamOne(v1::ReformerService::Stub* stub, const ServerGenerate& g, size_t i
   }
   grpc::Status st = reader->Finish();
   if (!g.json) std::printf("\n");
-  if (!st.ok()) return Fail("Generate on " + g.client.server, st);
+  if (!st.ok()) {
+    Fail("Generate on " + g.client.server, st);
+    // A request the model refuses exits 2 as offline generation's does (tools/cli/generate.cc Fail).
+    return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
+  }
   if (g.json) {
     nlohmann::json o = {{"index", index}, {"new_tokens", tokens}, {"finish_reason", FinishName(last.finish_reason())},
                         {"seed", last.seed()}};
@@ -508,6 +521,12 @@ int RunGenerateOnServer(const ServerGenerate& g) {
   v1::GetModelInfoResponse info;
   if (!GetInfo(stub.get(), c, &info)) return 1;
   const bool text = !info.tokenizer().empty();
+  if (g.has_text) {
+    if (absl::Status st = CheckUtf8("--prompt", g.text); !st.ok()) {
+      std::fprintf(stderr, "reformer-cli: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
+  }
   const size_t n = g.has_text ? 1 : g.prompts.size();
   for (size_t i = 0; i < n; ++i) {
     if (int rc = StreamOne(stub.get(), g, i, text); rc != 0) return rc;

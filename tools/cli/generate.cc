@@ -18,6 +18,7 @@
 #include "tools/cli/generate.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -67,6 +68,7 @@ absl::StatusOr<GenerationParams> ToParams(const GenerateCommandOptions& o) {
 // Where the flags conflict with the mode (offline with --model, else on --server): a message, or "".
 std::string ModeConflict(const FlagSet& flags, const GenerateCommandOptions& o) {
   if (o.inputs.empty() == !flags.Find("prompt")->was_set()) return "give exactly one of --inputs and --prompt";
+  if (o.logprobs && !o.json) return "--logprobs needs --json (the streamed text has no place for them)";
   if (!o.model.empty()) {
     if (flags.Find("server")->was_set()) return "give --model (offline) or --server, not both";
     if (flags.Find("timeout")->was_set()) return "--timeout applies to --server only";
@@ -93,7 +95,24 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const GenerateComm
   return ReadInputsFile(f);
 }
 
-// --inputs: {"input_ids": [[...], ...]}.
+// One row of --inputs: a non-empty list of integers that fit int32 (a float, a boolean or a number
+// beyond int32 is an error, never truncated or wrapped into another id); "" or the problem.
+std::string ReadRow(const nlohmann::json& row, size_t r, std::vector<int32_t>* ids) {
+  if (!row.is_array()) return absl::StrCat("input_ids row ", r, " is not a list of token ids");
+  if (row.empty()) return absl::StrCat("input_ids row ", r, " is empty");
+  for (size_t i = 0; i < row.size(); ++i) {
+    const nlohmann::json& v = row[i];
+    const bool fits = v.is_number_integer() && (v.is_number_unsigned() ? v.get<uint64_t>() <= INT32_MAX
+                                                                       : v.get<int64_t>() >= INT32_MIN &&
+                                                                             v.get<int64_t>() <= INT32_MAX);
+    if (!fits) return absl::StrCat("input_ids row ", r, " position ", i, ": ", v.dump(), " is not a 32-bit integer");
+    ids->push_back(v.get<int32_t>());
+  }
+  return "";
+}
+
+// --inputs: {"input_ids": [[...], ...]} and nothing else (generate takes no attention_mask: rows
+// are prompts of any length, so there is no padding to mark).
 absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const GenerateCommandOptions& f) {
   std::vector<std::vector<int32_t>> prompts;
   std::ifstream in(f.inputs);
@@ -102,9 +121,18 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const GenerateC
   ss << in.rdbuf();
   try {
     const nlohmann::json j = nlohmann::json::parse(ss.str());
-    if (!j.contains("input_ids") || !j["input_ids"].is_array() || j["input_ids"].empty())
+    if (!j.is_object() || !j.contains("input_ids") || !j["input_ids"].is_array() || j["input_ids"].empty())
       return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": needs \"input_ids\": [[...], ...]"));
-    for (const auto& row : j["input_ids"]) prompts.push_back(row.get<std::vector<int32_t>>());
+    for (const auto& [key, value] : j.items()) {
+      if (key != "input_ids")
+        return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": unknown key \"", key,
+                                                       "\" (generate reads only \"input_ids\", unpadded rows)"));
+    }
+    for (const auto& row : j["input_ids"]) {
+      prompts.emplace_back();
+      if (std::string bad = ReadRow(row, prompts.size() - 1, &prompts.back()); !bad.empty())
+        return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": ", bad));
+    }
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": ", e.what()));
   }
@@ -194,7 +222,10 @@ void RegisterGenerateFlags(GenerateCommandOptions* o, FlagSet* f) {
   f->Add("inputs", &o->inputs, "JSON {\"input_ids\": [[...], ...]}: one prompt per row, any lengths, no padding.")
       .Meta("FILE.json");
   f->Add("prompt", &o->prompt, "The prompt as text (models with a tokenizer).").Meta("TEXT");
-  f->Add("max_new_tokens", &o->max_new_tokens, "Tokens to generate per prompt.").Meta("N").Required();
+  f->Add("max_new_tokens", &o->max_new_tokens, "Tokens to generate per prompt.")
+      .Meta("N")
+      .Range(1, INT32_MAX)  // the server's GenerateRequest field is an int32 (proto/reformer.proto)
+      .Required();
   f->Add("mode", &o->mode, "Decoding: with a key/value cache, or recomputing every step (docs/generation.md).")
       .OneOf({"cached", "recompute"});
   f->Add("temperature", &o->temperature, "Sampling temperature; 0 = greedy.").Meta("T");

@@ -24,8 +24,14 @@ inline constexpr int64_t kTokenizeSliceBytes = 16384;
 absl::Status ReadTextFile(const std::string& path, std::string* text);
 
 // Consecutive pieces of at most `max_bytes` bytes covering `text`, cut after the last newline or
-// space of the second half of a piece when there is one, else never inside a UTF-8 sequence.
+// space of the second half of a piece when there is one, else never inside a UTF-8 sequence (a
+// piece holds one whole multi-byte sequence even when `max_bytes` is smaller than it).
 std::vector<std::string> SplitText(const std::string& text, int64_t max_bytes);
+
+// OK when `text` is well-formed UTF-8 (what a protobuf `string` field must carry, so every text sent
+// to a server); else INVALID_ARGUMENT naming `path` and the offset of the first bad byte, and
+// saying what to do instead (reformer.v1 takes text as UTF-8; offline commands take any bytes).
+absl::Status CheckUtf8(const std::string& path, const std::string& text);
 
 // The ids of `text` as the concatenation of `encode` over SplitText(text, slice_bytes). With a
 // byte-level tokenizer this equals encoding the whole text (one token per byte); with

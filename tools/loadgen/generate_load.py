@@ -95,13 +95,15 @@ def server_tokens(http):
     return None
 
 
-def run_level(stub, v1, args, vocab, streams):
+def run_level(stubs, v1, args, vocab, streams):
+    """`stubs(i)`: client i's stub, on its own connection (the server caps the Generate streams of one
+    connection: --generate_max_streams_per_connection)."""
     out = {"tokens": 0, "ttft": [], "tpot": [], "requests": 0}
     served_before = server_tokens(args.http)
     lock = threading.Lock()
     start = time.monotonic()
     stop_at = start + args.duration
-    threads = [threading.Thread(target=client, args=(stub, v1, args, vocab, stop_at, 1000 * streams + i, out, lock))
+    threads = [threading.Thread(target=client, args=(stubs(i), v1, args, vocab, stop_at, 1000 * streams + i, out, lock))
                for i in range(streams)]
     for t in threads:
         t.start()
@@ -134,7 +136,19 @@ def main():
     channel = grpc.insecure_channel(args.target)
     stub = v1g.ReformerServiceStub(channel)
     info = stub.GetModelInfo(v1.GetModelInfoRequest(), timeout=30)
-    results = [run_level(stub, v1, args, info.vocab_size, int(s)) for s in args.streams.split(",")]
+    # One channel per client thread, each its own connection (a local subchannel pool: channels with
+    # equal arguments would otherwise share one).
+    clients = []
+
+    def stubs(i):
+        while len(clients) <= i:
+            ch = grpc.insecure_channel(args.target, options=[("grpc.use_local_subchannel_pool", 1)])
+            clients.append((ch, v1g.ReformerServiceStub(ch)))
+        return clients[i][1]
+
+    results = [run_level(stubs, v1, args, info.vocab_size, int(s)) for s in args.streams.split(",")]
+    for ch, _ in clients:
+        ch.close()
     base = next((r["tokens_per_s"] for r in results if r["streams"] == 1), None)
     print(f"model {info.name}: prompt {args.prompt_tokens} tokens, {args.max_new_tokens} new, {args.duration:.0f} s "
           f"per level")

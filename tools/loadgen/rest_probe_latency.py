@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Probe and /metrics latency while REST inference saturates the HTTP port (issue 13: civetweb threads
+"""Probe and /metrics latency while REST inference saturates the HTTP port (issue 13: HTTP handler threads
 block during inference; the server keeps --http_threads - --http_infer_threads of them for everything else).
 
 Starts reformer-server on MODEL_DIR with its default HTTP threads (128, 96 of them for inference) unless told

@@ -1,0 +1,98 @@
+// HttpFront: the HTTP/1.1 front of the HTTP port (our own; it replaced civetweb, which parked one
+// thread per connection from accept to close, so ~200 idle connections starved probes and /metrics).
+//
+// One event-loop thread (epoll) owns the listening socket and every connection while it waits for
+// a request head or idles between kept-alive requests: such a connection costs a descriptor and a
+// buffer, never a thread. The loop reads heads (ParseRequestHead: strict, at most max_head_bytes),
+// answers a malformed one itself (its status, Connection: close), and enforces the limits:
+//   - max_connections open at once, max_connections_per_client from one client address (beyond
+//     either: 503 and close at accept);
+//   - head_timeout for a whole head to arrive once its first byte has (and for a fresh connection
+//     to send anything): 408 and close;
+//   - keep_alive_timeout for an idle kept-alive connection: closed.
+// A complete head hands the connection, with any bytes already read beyond the head (the body's
+// start, pipelined requests), to a pool: `probe_threads` threads for requests `is_probe` picks
+// (bodiless GET/HEAD: probes, /metrics, metadata), `handler_threads` for the rest, so that probes
+// never queue behind uploads. The handler runs blocking on the descriptor (poll with deadlines,
+// HttpExchange) and says whether the connection may carry another request; if so it goes back to
+// the loop (with its pipelined bytes), else the loop closes it.
+//
+// Ownership: a connection belongs to exactly one thread at a time (the loop, or the handler thread
+// serving it); it moves through the pools' queues and the loop's return queue under their mutexes.
+// Connection counts are the loop's alone. Time decisions use the injected Clock.
+//
+// Stop (also on destruction): the loop closes the listener and every connection it holds at once;
+// connections in handlers are shut down (their reads and writes fail at once) and the pools joined.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/batching/clock.h"
+#include "server/http/http_request_head.h"
+
+namespace reformer::serving {
+
+// A client connection. The thread that holds it owns it.
+struct HttpConnection {
+  int fd = -1;
+  std::string client;  // the peer's address (the per-client limit's key)
+  std::string buffer;  // received, not consumed yet (the start of a head or body)
+  absl::Time deadline = absl::InfiniteFuture();  // while in the loop: when it is given up
+  bool idle = false;       // kept alive, no byte of the next request yet
+  bool lingering = false;  // answered with an error: draining input until the peer closes
+};
+
+struct HttpFrontOptions {
+  std::string bind_address;  // empty = all interfaces
+  int port = 0;              // 0 = any free port
+  int handler_threads = 128;
+  int probe_threads = 4;
+  int max_connections = 4096;
+  int max_connections_per_client = 256;
+  size_t max_head_bytes = 16 << 10;
+  absl::Duration head_timeout = absl::Seconds(5);
+  absl::Duration keep_alive_timeout = absl::Seconds(2);
+};
+
+class HttpFront {
+ public:
+  // Serves one request whose head is complete; true when the connection may carry the next one.
+  using Handler = std::function<bool(HttpConnection*, const HttpRequestHead&)>;
+  using IsProbe = std::function<bool(const HttpRequestHead&)>;
+
+  // Borrows `clock`. Binds and starts the loop and the pools.
+  static absl::StatusOr<std::unique_ptr<HttpFront>> Start(const HttpFrontOptions& options,
+                                                          const Clock* clock, Handler handler,
+                                                          IsProbe is_probe);
+  ~HttpFront();
+  HttpFront(const HttpFront&) = delete;
+  HttpFront& operator=(const HttpFront&) = delete;
+
+  int port() const { return port_; }
+  // Idempotent; see the file comment.
+  void Stop();
+
+ private:
+  class Pool;
+  class Loop;
+  HttpFront() = default;
+
+  int port_ = 0;
+  Handler handler_;
+  std::unique_ptr<Pool> probes_;
+  std::unique_ptr<Pool> handlers_;
+  std::unique_ptr<Loop> loop_;
+};
+
+// Writes all of `bytes` to a non-blocking socket, waiting at most `stall` for each bit of progress.
+bool SendAll(int fd, const char* bytes, size_t size, absl::Duration stall);
+
+}  // namespace reformer::serving

@@ -1,0 +1,321 @@
+#!/usr/bin/python3
+"""The HTTP front (server/http/http_front.h) against a real reformer-server, over raw sockets.
+
+1. Probes beside a flood: every handler thread busy on a slow body upload, 1,000 idle connections and
+   200 half-sent heads (from several 127.0.0.x source addresses, each under the per-client cap): a fresh
+   GET /readyz and GET /metrics each answer within 1 s (ten times each), and the idle connections are
+   still open afterwards (they cost no thread).
+2. The per-client cap: connections from one address beyond --http_max_connections_per_client get 503.
+3. Strict parsing (RFC 9112): each malformed request gets its precise status (400, 404 JSON, 405 with
+   Allow, 411-free Content-Length handling, 417, 431, 501, 505) and a connection that must close closes.
+4. Keep-alive and pipelining: two requests in one write get two answers in order on one connection.
+5. A head that never completes gets 408 after --http_request_timeout_s; SIGTERM with 1,000 idle
+   connections open exits 0 promptly.
+Bounds are generous (loaded 2-core machine); nothing here skips.
+Usage: http_front_test.py SERVER_BINARY SOURCE_DIR
+"""
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+SERVER = sys.argv[1] if len(sys.argv) > 1 else None
+SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
+MODEL_DIR = os.path.join(SOURCE, "models", "default")
+HTTP_THREADS = 8
+PER_CLIENT = 300
+
+# This client holds ~1,300 sockets at once: raise the soft descriptor limit (the hard one is the ceiling).
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft != resource.RLIM_INFINITY and _soft < 8192:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (8192 if _hard == resource.RLIM_INFINITY else min(8192, _hard), _hard))
+
+
+def read_response(sock, timeout=30):
+    """Status, lower-case headers and body of one response (Content-Length bodies), or None on close."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    n = int(headers.get("content-length", "0"))
+    while len(body) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body[:n], body[n:]
+
+
+def closed_soon(sock, timeout=10):
+    """True when the peer closes (EOF or reset) within `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+class Server:
+    def __init__(self, *extra):
+        self.proc = subprocess.Popen(
+            [SERVER, "--model_dir", MODEL_DIR, "--grpc_port", "0", "--http_port", "0", "--bind_address", "127.0.0.1",
+             "--workers", "1", "--threads_per_worker", "1", "--http_threads", str(HTTP_THREADS),
+             "--http_infer_threads", "6", "--http_max_connections_per_client", str(PER_CLIENT),
+             "--drain_timeout_s", "5", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "http_port=" not in line:
+            self.proc.kill()
+            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        self.port = int(fields["http_port"])
+        self.model = fields["model"]
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if self.request(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200:
+                    return
+            except (OSError, TypeError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server not ready")
+
+    def connect(self, source="127.0.0.1"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", self.port))
+        return s
+
+    def request(self, raw, source="127.0.0.1"):
+        with self.connect(source) as s:
+            s.sendall(raw)
+            return read_response(s)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+class FloodTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server("--http_request_timeout_s", "60", "--http_keep_alive_timeout_s", "60",
+                            "--http_body_timeout_s", "60")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def timed_get(self, path):
+        start = time.monotonic()
+        r = self.server.request(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        return r, time.monotonic() - start
+
+    def test_probes_answer_beside_uploads_idle_and_half_sent(self):
+        s = self.server
+        uploads = []
+        for i in range(HTTP_THREADS):  # every handler thread waits for a body that trickles
+            u = s.connect("127.0.0.10")
+            u.sendall(f"POST /v2/models/{s.model}/infer HTTP/1.1\r\nHost: x\r\n"
+                      f"Content-Length: 100000\r\n\r\n{{".encode())
+            uploads.append(u)
+        idle = [s.connect(f"127.0.0.{2 + i // 250}") for i in range(1000)]
+        half = []
+        for i in range(200):
+            h = s.connect("127.0.0.7")
+            h.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            half.append(h)
+        time.sleep(1.0)  # the uploads reach their handlers
+        worst = 0.0
+        for _ in range(10):
+            for path in ("/readyz", "/metrics"):
+                r, took = self.timed_get(path)
+                self.assertIsNotNone(r, path)
+                self.assertEqual(r[0], 200, path)
+                worst = max(worst, took)
+                self.assertLess(took, 1.0, f"{path} took {took:.3f} s beside the flood")
+        print(f"probes beside {HTTP_THREADS} uploads, 1000 idle, 200 half-sent: worst {worst * 1000:.1f} ms",
+              file=sys.stderr)
+        # The idle connections are still open: one of them still serves a request.
+        idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(idle[0])[0], 200)
+        # The uploads still get their answer (a bad body, 400) once they end.
+        uploads[0].sendall(b" " * 99999)
+        self.assertEqual(read_response(uploads[0])[0], 400)
+        for sock in uploads + idle + half:
+            sock.close()
+
+    def test_per_client_cap(self):
+        s = self.server
+        held = [s.connect("127.0.0.20") for _ in range(PER_CLIENT)]
+        held[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(held[-1])[0], 200)  # all PER_CLIENT accepted and served
+        extra = s.connect("127.0.0.20")
+        r = read_response(extra)
+        self.assertIsNotNone(r)
+        self.assertEqual(r[0], 503)
+        self.assertIn("per_client", json.loads(r[2])["error"])
+        extra.close()
+        # Another address is not affected.
+        self.assertEqual(s.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "127.0.0.21")[0], 200)
+        for sock in held:
+            sock.close()
+
+
+class StrictParsingTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server("--http_body_timeout_s", "5")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def expect(self, raw, status, closes, fragment=None, allow=None):
+        with self.server.connect() as s:
+            s.sendall(raw)
+            r = read_response(s)
+            self.assertIsNotNone(r, raw)
+            self.assertEqual(r[0], status, (raw, r))
+            if status >= 400:
+                self.assertEqual(r[1].get("content-type"), "application/json", raw)
+                error = json.loads(r[2])["error"]
+                if fragment:
+                    self.assertIn(fragment, error, raw)
+            if allow:
+                self.assertEqual(r[1].get("allow"), allow)
+            if closes:
+                self.assertEqual(r[1].get("connection"), "close", raw)
+                self.assertTrue(closed_soon(s), raw)
+
+    def test_statuses(self):
+        infer = f"/v2/models/{self.server.model}/infer"
+        cases = [
+            (f"POST {infer} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+             400, True, "both Content-Length and Transfer-Encoding"),
+            (f"POST {infer} HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, True, "Content-Length"),
+            (f"POST {infer} HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", 400, True, "Content-Length"),
+            (f"POST {infer} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400, True,
+             "conflicting"),
+            (f"POST {infer} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", 400,
+             True, "chunk size"),
+            (f"POST {infer} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501, True, "gzip"),
+            ("GET /readyz HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n", 417, True, "Expect"),
+            ("GET /readyz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400, True, "control"),
+            ("GET /readyz HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400, True, "control"),
+            ("GET /v2/models/a%00b HTTP/1.1\r\nHost: x\r\n\r\n", 400, True, "control"),
+            ("GET /v2/models/a%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400, True, "percent"),
+            ("FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 501, True, "FOO"),
+            ("GET /readyz HTTP/2.0\r\nHost: x\r\n\r\n", 505, True, "HTTP/2.0"),
+            ("GET /readyz HTTP/1.1\r\n\r\n", 400, True, "Host"),
+            ("GET readyz HTTP/1.1\r\nHost: x\r\n\r\n", 400, True, "origin-form"),
+            ("GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + "a" * 20000 + "\r\n\r\n", 431, True, "head"),
+            ("GET /readyz HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400, True, "header"),
+            ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, False, "no such endpoint"),
+            ("POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 404, False, "no such endpoint"),
+            (f"GET /v2/models/{self.server.model}/nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, False, "no such"),
+            ("GET /v2/models/other HTTP/1.1\r\nHost: x\r\n\r\n", 404, False, None),
+        ]
+        for raw, status, closes, fragment in cases:
+            with self.subTest(raw=raw[:60]):
+                self.expect(raw.encode("latin-1"), status, closes, fragment)
+        with self.subTest("POST to a GET-only path"):
+            self.expect(b"POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 405, False,
+                        "GET, HEAD", allow="GET, HEAD")
+        with self.subTest("GET to a POST-only path"):
+            self.expect(f"GET {infer} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 405, False, allow="POST")
+
+    def test_absolute_form_and_pipelining(self):
+        r = self.server.request(b"GET http://localhost/readyz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.assertEqual(r[0], 200)
+        with self.server.connect() as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/models/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            first = read_response(s)
+            self.assertEqual(first[0], 200)
+            self.assertEqual(first[2], b"ok\n")
+            rest = first[3]
+            s.settimeout(10)
+            while rest.count(b"HTTP/1.1 ") < 2 or not rest.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+            self.assertIn(b"HTTP/1.1 404 ", rest)
+            self.assertIn(b"HTTP/1.1 200 ", rest[rest.index(b"HTTP/1.1 404 ") + 1:])
+            self.assertTrue(closed_soon(s))
+
+    def test_chunked_body_reaches_the_handler(self):
+        body = json.dumps({"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 3],
+                                       "data": [1, 2, 3]}], "outputs": [{"name": "embedding"}]}).encode()
+        raw = (f"POST /v2/models/{self.server.model}/infer HTTP/1.1\r\nHost: x\r\n"
+               f"Transfer-Encoding: chunked\r\n\r\n").encode()
+        raw += b"%x\r\n%s\r\n" % (10, body[:10]) + b"%x;ext=1\r\n%s\r\n" % (len(body) - 10, body[10:]) + b"0\r\n\r\n"
+        with self.server.connect() as s:
+            s.sendall(raw + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = read_response(s, timeout=60)
+            self.assertEqual(r[0], 200, r)
+            self.assertIn("embedding", json.loads(r[2])["outputs"][0]["name"])
+            rest = r[3]
+            while b"ok\n" not in rest:
+                rest += s.recv(65536)
+            self.assertIn(b"HTTP/1.1 200 ", rest)  # the kept-alive connection serves the next request
+
+
+class TimeoutAndTermTest(unittest.TestCase):
+    def test_head_timeout_and_sigterm_with_idle_connections(self):
+        server = Server("--http_request_timeout_s", "1", "--http_keep_alive_timeout_s", "60")
+        try:
+            slow = server.connect()
+            slow.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+            r = read_response(slow, timeout=15)
+            self.assertIsNotNone(r)
+            self.assertEqual(r[0], 408)
+            slow.close()
+            # Fresh connections that send nothing are dropped after the same time; kept-alive ones
+            # (they sent a request) wait for --http_keep_alive_timeout_s.
+            idle = []
+            for i in range(1000):
+                c = server.connect(f"127.0.0.{30 + i // 250}")
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                idle.append(c)
+            for c in idle:
+                self.assertEqual(read_response(c)[0], 200)
+            start = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            rc = server.proc.wait(timeout=30)
+            took = time.monotonic() - start
+            self.assertEqual(rc, 0)
+            print(f"SIGTERM with 1000 kept-alive idle connections: exit 0 after {took:.2f} s", file=sys.stderr)
+            self.assertLess(took, 20)
+            self.assertTrue(all(closed_soon(c, 5) for c in idle[:50]))
+            for c in idle:
+                c.close()
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
