@@ -309,6 +309,7 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  FixMallocThresholds();  // before any thread: the idle RSS stays flat (server/config/host.h)
   ServerConfig config;
   if (std::optional<int> exit_code = ParseConfig(argc, argv, &config)) return *exit_code;
   Components components;

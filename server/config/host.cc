@@ -1,9 +1,12 @@
 #include "server/config/host.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -95,6 +98,17 @@ absl::StatusOr<std::string> FindDefaultModelDir(const std::string& exe_dir) {
   return absl::NotFoundError(absl::StrCat(
       "no --model_dir (REFORMER_MODEL_DIR) given and no bundled default model found (looked for config.json in: ",
       absl::StrJoin(candidates, ", "), ")"));
+}
+
+bool FixMallocThresholds() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr || std::getenv("MALLOC_TRIM_THRESHOLD_") != nullptr ||
+      (tunables != nullptr && (std::strstr(tunables, "glibc.malloc.mmap_threshold") != nullptr ||
+                               std::strstr(tunables, "glibc.malloc.trim_threshold") != nullptr)))
+    return false;  // the operator's choice stands
+  const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, kMallocMmapThresholdBytes) == 1;
+  const bool trim_ok = mallopt(M_TRIM_THRESHOLD, kMallocTrimThresholdBytes) == 1;
+  return mmap_ok && trim_ok;
 }
 
 std::string ExecutableDir() {

@@ -12,6 +12,7 @@ import unittest
 SOURCE = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("REFORMER_SOURCE_DIR", ".")
 sys.path.insert(0, os.path.join(SOURCE, "tools", "soak"))
 
+import soak_proc  # noqa: E402
 import soak_rss  # noqa: E402
 
 MiB = 2**20
@@ -85,6 +86,22 @@ class RssFlatTest(unittest.TestCase):
         self.assertEqual([t for t, _ in first], [0, 1, 2])
         self.assertEqual([t for t, _ in middle], [3, 4, 5])
         self.assertEqual([t for t, _ in last], [6, 7, 8])
+
+
+class MallocStatsTest(unittest.TestCase):
+    """--malloc_stats reads the totals of glibc's malloc_stats() printout back from the server log."""
+
+    def test_totals_of_the_last_printout(self):
+        text = ("Arena 0:\nsystem bytes     =    1372160\nin use bytes     =     667296\n"
+                "Arena 1:\nsystem bytes     =   20312064\nin use bytes     =    1730736\n"
+                "Total (incl. mmap):\nsystem bytes     =   21684224\nin use bytes     =    2398032\n"
+                "max mmap regions =          3\nmax mmap bytes   =   14655488\n")
+        self.assertEqual(soak_proc.parse_malloc_stats(text),
+                         {"system": 21684224, "in_use": 2398032, "mmap_regions_max": 3,
+                          "mmap_bytes_max": 14655488, "arenas": 2})
+
+    def test_nothing_printed(self):
+        self.assertEqual(soak_proc.parse_malloc_stats("I server: ready\n"), {})
 
 
 if __name__ == "__main__":

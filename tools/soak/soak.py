@@ -66,6 +66,9 @@ def parse_args(argv):
                    help="threads gRPC's growing pools (timers, default executor) may add after the warm-up "
                         "(they never shrink)")
     c.add_argument("--json", default="", help="write the full report here")
+    c.add_argument("--malloc_stats", action="store_true",
+                   help="diagnosis: at each idle sample, glibc's malloc_stats() of the started server via gdb "
+                        "(bytes in use vs held; printed and in the JSON report)")
     c.add_argument("--proto_dir", default=os.path.join(soak_wire.REPO_ROOT, "proto"))
     args = p.parse_args(argv)
     validate_args(p, args)
@@ -117,6 +120,8 @@ def main(argv=None):
     except (RuntimeError, OSError) as e:
         print(f"soak: {e}", file=sys.stderr)
         return 2
+    if args.malloc_stats:
+        soak_phases.MALLOC_STATS_LOG = args.server_log
     wall0, cpu0 = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
     try:
         report = asyncio.run(soak_phases.run(args, server, stubs))

@@ -73,18 +73,18 @@ async def soak(args, server, stubs, report, sampler):
         raise SystemExit(2)
     canaries = {}
     sampler.phase = "idle"
-    pre = await settled_sample(server.pid)
+    pre = await settled_sample(server.pid, malloc=True)
     report.resources["pre"] = pre
     new_ctx = lambda extra=(): tr.Ctx(stubs, facts, gen, server.grpc_target, report.findings, canaries, extra)
     await traffic_phase("warm-up", args, new_ctx(), http, report, sampler, args.warmup, priming=True)
-    report.resources["after_warmup"] = await settled_sample(server.pid)
+    report.resources["after_warmup"] = await settled_sample(server.pid, malloc=True)
     report.resources["segments"] = []
     segments = steady_segments(args)
     for i in range(segments):
         await traffic_phase(f"steady-{i + 1}", args, new_ctx(), http, report, sampler,
                             (args.duration - args.warmup) / segments)
         if i + 1 < segments:
-            report.resources["segments"].append(await settled_sample(server.pid))
+            report.resources["segments"].append(await settled_sample(server.pid, malloc=True))
     check_resources(args, server, report, sampler)
     await check_handles(args, server, report)
     if not args.no_sigterm:
@@ -126,7 +126,7 @@ def read_corpus(args):
     return bytes(b for b in data if 32 <= b < 127 or b == 10) or b"In the beginning " * 1000
 
 
-async def settled_sample(pid, seconds=4.0):
+async def settled_sample(pid, seconds=4.0, malloc=False):
     """The minimum fds/threads/RSS over 3 s of samples once connections had time to close and the
     workers to return their working memory (after 2 s without work, README "Threads")."""
     await asyncio.sleep(seconds)
@@ -138,9 +138,27 @@ async def settled_sample(pid, seconds=4.0):
         await asyncio.sleep(0.2)
     if not samples:
         return {}
-    return {"fds": min(s["fds"] for s in samples), "threads": min(s["threads"] for s in samples),
-            "rss": min(s["rss"] for s in samples), "thread_names": soak_proc.thread_names(pid),
-            "fd_kinds": soak_proc.fd_kinds(pid)}
+    out = {"fds": min(s["fds"] for s in samples), "threads": min(s["threads"] for s in samples),
+           "rss": min(s["rss"] for s in samples), "thread_names": soak_proc.thread_names(pid),
+           "fd_kinds": soak_proc.fd_kinds(pid)}
+    if malloc:
+        add_malloc_stats(pid, out)
+    return out
+
+
+def add_malloc_stats(pid, out):
+    """With --malloc_stats: glibc's numbers (soak_proc.malloc_stats) into the idle sample `out`."""
+    if MALLOC_STATS_LOG is not None and out:
+        out["malloc"] = soak_proc.malloc_stats(pid, MALLOC_STATS_LOG)
+        m = out["malloc"]
+        if m:
+            print(f"soak: idle RSS {out['rss'] / 2**20:.1f} MiB, malloc in use {m.get('in_use', 0) / 2**20:.1f} MiB "
+                  f"of {m.get('system', 0) / 2**20:.1f} MiB held, {m.get('arenas', 0)} arenas; anon {m.get('anon', 0) / 2**20:.1f} "
+                  f"(huge {m.get('anon_huge', 0) / 2**20:.1f}), file {m.get('file', 0) / 2**20:.1f} MiB", file=sys.stderr, flush=True)
+    return out
+
+
+MALLOC_STATS_LOG = None  # the server log when --malloc_stats asks for glibc's numbers at each idle sample
 
 
 # ------------------------------------------------------------------------------ traffic phases
@@ -303,6 +321,7 @@ async def check_handles(args, server, report):
         now = await settled_sample(server.pid, seconds=0.5)
         if now and now["fds"] <= pre["fds"] and not thread_growth(now["thread_names"], warm["thread_names"])[0]:
             break
+    add_malloc_stats(server.pid, now)  # after the loop: gdb would eat its time
     report.resources["end"] = now
     report.check("open fds back to baseline", now and now["fds"] <= pre["fds"],
                  f"{now.get('fds')} now, {pre['fds']} before any traffic ({now.get('fd_kinds')} vs {pre['fd_kinds']})")

@@ -2,10 +2,57 @@
 send SIGTERM and time the exit."""
 
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
+
+
+def malloc_stats(pid, log_path=""):
+    """Diagnosis (--malloc_stats): glibc's malloc_stats() of the server, called through gdb, so that
+    the bytes malloc has in use can be told from the bytes its arenas hold (a leak grows the first;
+    fragmentation only the second). glibc prints to the server's stderr (its log); the numbers are
+    read back from there: {"system": bytes, "in_use": bytes, "arenas": n} or {} when gdb failed."""
+    before = os.path.getsize(log_path) if log_path and os.path.exists(log_path) else 0
+    try:
+        subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex", "call (void)malloc_stats()"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if not log_path:
+        return {}
+    time.sleep(0.2)
+    with open(log_path, "rb") as f:
+        f.seek(before)
+        text = f.read().decode(errors="replace")
+    out = parse_malloc_stats(text)
+    out.update(memory_kinds(pid))
+    return out
+
+
+def memory_kinds(pid):
+    """RSS by kind from /proc/PID/smaps_rollup, bytes: anonymous, of it in huge pages, file-backed."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            rows = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return {}
+    kb = lambda k: int(rows.get(k, "0 kB").split()[0]) * 1024
+    return {"anon": kb("Anonymous"), "anon_huge": kb("AnonHugePages"),
+            "file": kb("Shared_Clean") + kb("Private_Clean")}
+
+
+def parse_malloc_stats(text):
+    """The totals of one malloc_stats() printout (see malloc_stats)."""
+    total = text.rfind("Total (incl. mmap):")
+    if total < 0:
+        return {}
+    nums = [int(n) for n in re.findall(r"=\s*(\d+)", text[total:])[:4]]
+    if len(nums) < 4:
+        return {}
+    return {"system": nums[0], "in_use": nums[1], "mmap_regions_max": nums[2], "mmap_bytes_max": nums[3],
+            "arenas": len(re.findall(r"^Arena \d+:", text[:total], re.M))}
 
 
 class ServerProcess:

@@ -32,13 +32,18 @@ def totals(report):
     return t, codes
 
 
+def idle_samples(res):
+    """The idle samples in time order: before traffic, after the warm-up, after each segment, end."""
+    return [x for x in [res["pre"], res["after_warmup"]] + res.get("segments", []) + [res["end"]] if x]
+
+
 def rows(report):
     args, res, sig = report["args"], report["resources"], report["sigterm"]
     t, codes = totals(report)
     checks = collections.Counter({True: "PASS", False: "FAIL", None: "INFO"}[ok] for _, ok, _ in report["checks"])
     exact = [c for c in report["checks"] if "client tally" in c[0]]
     rss = res.get("rss", {})
-    idle = [x["rss"] / MiB for x in [res["pre"], res["after_warmup"]] + res.get("segments", []) + [res["end"]] if x]
+    idle = [x["rss"] / MiB for x in idle_samples(res)]
     out = [
         ("traffic", f"{args['duration']:g} s ({args['warmup']:g} s warm-up), {args['clients']} unary + "
                     f"{args['streams']} stream + {args.get('rest_clients', 0)} REST + "
@@ -62,7 +67,18 @@ def rows(report):
                                           f"{rss.get('first_third_peak', 0) / MiB:.0f}), last third's peak "
                                           f"{rss.get('last_third_peak', 0) / MiB:.0f} MiB (limit +10 %), trend "
                                           f"{rss.get('slope_mib_per_min', 0):+.1f} MiB/min"),
+        ("RSS under load, medians", f"first third {rss.get('first_third_median', 0) / MiB:.1f} MiB, last third "
+                                    f"{rss.get('last_third_median', 0) / MiB:.1f} MiB "
+                                    f"({100 * (rss.get('last_third_median', 0) / max(1, rss.get('first_third_median', 0)) - 1):+.1f} %, "
+                                    f"limit +10 %)"),
         ("idle RSS: before, after warm-up, after each segment", ", ".join(f"{v:.0f}" for v in idle) + " MiB"),
+    ]
+    malloc = [x.get("malloc") for x in idle_samples(res)]
+    if any(malloc):
+        out.append(("idle malloc in use / held (malloc_stats), same points",
+                    ", ".join(f"{m['in_use'] / MiB:.1f} / {m['system'] / MiB:.1f}" if m and "in_use" in m else "?"
+                              for m in malloc) + " MiB"))
+    out += [
         ("open fds: before traffic / end", f"{res['pre']['fds']} / {res['end'].get('fds')}"),
         ("threads: after warm-up / end", f"{res['after_warmup']['threads']} / {res['end'].get('threads')} "
                                           f"(gRPC timer pools {res.get('grpc_timer_thread_growth', 0):+d})"),
