@@ -31,13 +31,7 @@ constexpr absl::Duration kLinger = absl::Seconds(2);  // an answered bad request
 constexpr size_t kReadPiece = 16 << 10;
 
 std::string ErrorResponse(int status, absl::string_view message) {
-  std::string body;
-  StringSink sink(&body);
-  JsonWriter w(&sink);
-  w.Raw("{\"error\":");
-  w.String(message);
-  w.Raw("}");
-  w.Flush();
+  const std::string body = JsonErrorBody(message);
   return absl::StrCat("HTTP/1.1 ", status, " ", HttpReason(status),
                       "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
                       "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", body);

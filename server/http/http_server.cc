@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
 #include "server/health/health_state.h"
+#include "server/http/json_writer.h"
 #include "server/http/rest_model_info.h"
 #include "server/metrics/server_metrics.h"
 #include "server/request/exception_status.h"
@@ -19,14 +20,7 @@ constexpr char kJson[] = "application/json";
 constexpr char kText[] = "text/plain; charset=utf-8";
 
 HttpServer::Response JsonErrorResponse(int status, absl::string_view message) {
-  std::string body;
-  StringSink sink(&body);
-  JsonWriter w(&sink);
-  w.Raw("{\"error\":");
-  w.String(message);
-  w.Raw("}");
-  w.Flush();
-  return {status, kJson, body, {}};
+  return {status, kJson, JsonErrorBody(message), {}};
 }
 
 HttpServer::Response MethodNotAllowed(const char* allow) {

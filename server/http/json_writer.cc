@@ -141,4 +141,16 @@ void JsonWriter::FloatArray(const float* v, int64_t n) { Array(v, n); }
 void JsonWriter::Int64Array(const int64_t* v, int64_t n) { Array(v, n); }
 void JsonWriter::Int32Array(const int32_t* v, int64_t n) { Array(v, n); }
 
+std::string JsonErrorBody(absl::string_view message) {
+  std::string body;
+  StringSink sink(&body);
+  JsonWriter w(&sink);
+  w.Raw("{");
+  w.Key("error");
+  w.String(message);
+  w.Raw("}");
+  w.Flush();
+  return body;
+}
+
 }  // namespace reformer::serving

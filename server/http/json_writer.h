@@ -90,4 +90,7 @@ class JsonWriter {
   bool ok_ = true;
 };
 
+// The body of every HTTP error answer: {"error":"<message>"} (docs/request-path.md).
+std::string JsonErrorBody(absl::string_view message);
+
 }  // namespace reformer::serving

@@ -97,18 +97,6 @@ void WriteGenerateJson(JsonWriter* w, const GenerateAnswerShape& shape, const Ge
   w->Raw("}");
 }
 
-std::string ErrorJson(absl::string_view message) {
-  std::string body;
-  StringSink sink(&body);
-  JsonWriter w(&sink);
-  w.Raw("{");
-  w.Key("error");
-  w.String(message);
-  w.Raw("}");
-  w.Flush();
-  return body;
-}
-
 // Hands the sequence's events to `consume` on this (the handler's) thread, in order, until the last
 // one; watches the connection meanwhile. `consume` returns false (or throws) once the client is gone:
 // the sequence is then cancelled and later events dropped. Never returns (nor throws) before the last
@@ -317,7 +305,7 @@ absl::Status RestGenerateHandler::AnswerStream(HttpExchange* exchange, const Gen
       WriteGenerateJson(&w, shape, e);
       w.Flush();
     } else {
-      chunk += ErrorJson(e.status.message());
+      chunk += JsonErrorBody(e.status.message());
     }
     chunk += "\n\n";
     if (!exchange->WriteChunk(chunk)) return false;

@@ -93,17 +93,9 @@ int HttpStatusOf(const absl::Status& status, bool admission) {
 }
 
 void SendJsonError(HttpExchange* exchange, int status, absl::string_view message, bool close) {
-  std::string body;
-  StringSink sink(&body);
-  JsonWriter w(&sink);
-  w.Raw("{");
-  w.Key("error");
-  w.String(message);
-  w.Raw("}");
-  w.Flush();
   std::vector<HttpHeader> headers;
   if (status == 503) headers.push_back({"Retry-After", "1"});
-  exchange->Send(status, "application/json", body, headers, close);
+  exchange->Send(status, "application/json", JsonErrorBody(message), headers, close);
 }
 
 int RestInferHandler::Handle(HttpExchange* exchange, const ModelPath& path,
