@@ -35,6 +35,7 @@
 #include "engine/base/openmp_env.h"
 #include "engine/dnnl/matmul.h"
 #include "engine/model/decoder.h"
+#include "tools/bench/matmul_probe.h"
 
 namespace {
 
@@ -56,11 +57,7 @@ const char kEnwik8[] = R"({"attn_layers": ["local","local","lsh","local","local"
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // CPU time of the process (all threads): on a shared machine wall time includes waiting for a core.
-double CpuSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+constexpr auto CpuSeconds = &reformer::bench::ProcessCpuSeconds;
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -130,41 +127,16 @@ std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
 }
 
 // oneDNN f32 matmul at M=1024, K=1024, N=1024 on `threads` threads: the machine's matmul rate in
-// the same run (as reformer_bench's probe), the yardstick of the step's FLOP rate. GFLOP per
-// wall-second and per CPU-second of the process (the latter robust to waiting for a core).
-struct ProbeRate {
-  double wall = 0, cpu = 0;
-};
+// the same run (tools/bench/matmul_probe.h; reformer_bench runs it at M=4096), the yardstick of the
+// step's FLOP rate. GFLOP per wall-second and per CPU-second of the process (the latter robust to
+// waiting for a core).
+using reformer::bench::ProbeRate;
 ProbeRate MatmulProbe(reformer::DnnlContext* ctx, int threads) {
-  const int64_t M = 1024, K = 1024, N = 1024;
-  static std::vector<float> a, w, c;
-  static reformer::PackedWeight pw;
-  if (a.empty()) {
-    std::mt19937 rng(1);
-    std::uniform_real_distribution<float> u(-1.f, 1.f);
-    a.resize(M * K), w.resize(N * K), c.resize(M * N);
-    for (float& x : a) x = u(rng);
-    for (float& x : w) x = u(rng);
-    pw = reformer::PackedWeight::FromLinear(w.data(), K, 0, 0, K, N);
-  }
-  reformer::MatmulCall mc;
-  mc.With(pw);
-  mc.m = M;
-  mc.src = a.data();
-  mc.lda = K;
-  mc.dst = c.data();
-  mc.ldc = N;
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
-  (void)ctx->Matmul(mc);  // warm-up (primitive creation, for this thread count on the first call)
-  const int iters = 6;
-  const auto t0 = Clock::now();
-  const double c0 = CpuSeconds();
-  for (int i = 0; i < iters; ++i) (void)ctx->Matmul(mc);
-  const double s = Seconds(t0), cs = CpuSeconds() - c0;
+  const ProbeRate r = reformer::bench::MatmulProbe(ctx, 1024, 6);
   omp_set_num_threads(before);
-  const double gflop = 2.0 * M * K * N * iters / 1e9;
-  return {gflop / s, gflop / cs};
+  return r;
 }
 
 // FLOPs of one cached decoding step of one sequence, counted from the config (docs/generation.md

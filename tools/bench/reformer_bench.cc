@@ -36,6 +36,7 @@
 #include "engine/model/config.h"
 #include "engine/model/engine_api.h"
 #include "engine/model/forward.h"
+#include "tools/bench/matmul_probe.h"
 
 namespace {
 
@@ -80,28 +81,9 @@ double PeakRssMiB() {
   return ru.ru_maxrss / 1024.0;
 }
 
-// oneDNN f32 matmul GFLOP/s at M=4096, K=1024, N=1024 (buffers freed after, so they do not add
-// to the model's peak RSS).
+// oneDNN f32 matmul GFLOP/s at M=4096, K=1024, N=1024 (tools/bench/matmul_probe.h).
 double MatmulProbe(reformer::DnnlContext* ctx, int iters) {
-  const int64_t M = 4096, K = 1024, N = 1024;
-  std::vector<float> a(M * K), w(N * K), c(M * N);
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  for (float& x : a) x = u(rng);
-  for (float& x : w) x = u(rng);
-  reformer::PackedWeight pw = reformer::PackedWeight::FromLinear(w.data(), K, 0, 0, K, N);
-  reformer::MatmulCall mc;
-  mc.With(pw);
-  mc.m = M;
-  mc.src = a.data();
-  mc.lda = K;
-  mc.dst = c.data();
-  mc.ldc = N;
-  (void)ctx->Matmul(mc);  // warm-up (primitive creation)
-  auto t0 = Clock::now();
-  for (int i = 0; i < iters; ++i) (void)ctx->Matmul(mc);
-  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  return 2.0 * M * K * N * iters / s / 1e9;
+  return reformer::bench::MatmulProbe(ctx, 4096, iters).wall;
 }
 
 struct Args {
