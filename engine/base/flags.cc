@@ -96,6 +96,10 @@ Flag& Flag::MinReal(double v) {
   real_min_ = v;
   return *this;
 }
+Flag& Flag::MaxReal(double v) {
+  real_max_ = v;
+  return *this;
+}
 Flag& Flag::OneOf(std::vector<std::string> values) {
   one_of_ = std::move(values);
   return *this;
@@ -137,6 +141,8 @@ std::string Flag::Synopsis() const {
 std::string Flag::Constraint() const {
   if (!one_of_.empty()) return absl::StrCat("one of ", absl::StrJoin(one_of_, ", "));
   if (std::holds_alternative<double*>(dst_)) {
+    if (real_min_ && real_max_) return absl::StrCat("a number in [", *real_min_, ", ", *real_max_, "]");
+    if (real_max_) return absl::StrCat("a number <= ", *real_max_);
     return real_min_ ? absl::StrCat("a number >= ", *real_min_) : "a number";
   }
   if (std::holds_alternative<int*>(dst_) || std::holds_alternative<int64_t*>(dst_)) {
@@ -172,6 +178,7 @@ absl::Status Flag::Set(const std::string& text, const std::string& where) {
       return bad("expected a finite number");
     }
     if (real_min_ && v < *real_min_) return bad(absl::StrCat("must be >= ", *real_min_));
+    if (real_max_ && v > *real_max_) return bad(absl::StrCat("must be <= ", *real_max_));
     **d = v;
   } else {
     int64_t v = 0;

@@ -42,6 +42,8 @@ class Flag {
   Flag& Max(int64_t v);
   Flag& Range(int64_t lo, int64_t hi) { return Min(lo).Max(hi); }
   Flag& MinReal(double v);
+  Flag& MaxReal(double v);
+  Flag& RangeReal(double lo, double hi) { return MinReal(lo).MaxReal(hi); }
   // Allowed values of a string flag.
   Flag& OneOf(std::vector<std::string> values);
   // Usage() placeholder for the value, e.g. "DIR", "N", "HOST:PORT" (default from the type).
@@ -75,7 +77,7 @@ class Flag {
   std::string default_text_;
   std::string meta_;
   std::optional<int64_t> min_, max_;
-  std::optional<double> real_min_;
+  std::optional<double> real_min_, real_max_;
   std::vector<std::string> one_of_;
   bool required_ = false;
   bool was_set_ = false;

@@ -33,6 +33,8 @@ constexpr int64_t kMessageSlackBytes = int64_t{1} << 20;
 // The receive limit is 16 B per token (INT64 ids + mask, or text) per request, plus slack.
 constexpr int64_t kMaxTokensPerRequest = int64_t{1} << 26;
 constexpr int kMaxThreads = 1024;
+// Longest duration a seconds flag takes: a day. Longer is a typo, and would overflow the conversions.
+constexpr double kMaxSeconds = 86400;
 
 std::string Basename(std::string dir) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
@@ -77,11 +79,11 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
   f->Add("http_request_timeout_s", &c->http.request_timeout_s,
          "Longest an HTTP client may take to send a whole request head (then 408), and longest a "
          "response write may make no progress.")
-      .MinReal(0.001)
+      .RangeReal(0.001, kMaxSeconds)
       .Meta("SECONDS");
   f->Add("http_keep_alive_timeout_s", &c->http.keep_alive_timeout_s,
          "Longest an idle kept-alive HTTP connection is held.")
-      .MinReal(0.001)
+      .RangeReal(0.001, kMaxSeconds)
       .Meta("SECONDS");
   f->Add("http_max_connections", &c->http.max_connections,
          "Most open HTTP connections; more are answered 503 and closed. Each idle one costs a "
@@ -105,7 +107,7 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .Min(0);
   f->Add("http_body_timeout_s", &c->http.body_timeout_s,
          "Longest a REST client may take to send a request body (then 408).")
-      .MinReal(0.001)
+      .RangeReal(0.001, kMaxSeconds)
       .Meta("SECONDS");
   // Workers.
   f->Add("workers", &c->workers.workers,
@@ -149,7 +151,7 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
   f->Add("priority_aging_s", &c->batching.priority_aging_s,
          "A request queued this long is ordered as if it had the highest priority (by arrival), so lower "
          "priorities cannot starve. 0 = arrival order only.")
-      .MinReal(0)
+      .RangeReal(0, kMaxSeconds)
       .Meta("SECONDS");
   // Generation.
   f->Add("generate_workers", &c->generate.workers,
@@ -176,7 +178,7 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
   f->Add("generate_stalled_timeout_s", &c->generate.stalled_timeout_s,
          "A generation stream paused this long (its client reads nothing) is ended RESOURCE_EXHAUSTED and its "
          "cache freed.")
-      .MinReal(0.001)
+      .RangeReal(0.001, kMaxSeconds)
       .Meta("SECONDS");
   f->Add("generate_max_streams_per_connection", &c->generate.max_streams_per_connection,
          "Most active Generate streams of one gRPC client connection; one more is RESOURCE_EXHAUSTED naming this "
@@ -224,7 +226,7 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
   f->Add("stream_stalled_timeout_s", &c->grpc.stream_stalled_timeout_s,
          "A ModelStreamInfer call whose client takes no response for this long is ended RESOURCE_EXHAUSTED "
          "and its responses' memory freed.")
-      .MinReal(0.001)
+      .RangeReal(0.001, kMaxSeconds)
       .Meta("SECONDS");
   // Security.
   f->Add("tls_cert_file", &c->security.tls_cert_file,
@@ -243,7 +245,7 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .Meta("FILE");
   f->Add("credentials_poll_interval_s", &c->security.credentials_poll_interval_s,
          "How often the TLS and token files are checked for changes.")
-      .MinReal(0.01)
+      .RangeReal(0.01, kMaxSeconds)
       .Meta("SECONDS");
   // Start and shutdown.
   f->Add("warmup", &c->warmup, "Run one short forward through the serving path before reporting READY.");
@@ -253,7 +255,7 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
   f->Add("drain_min_s", &c->shutdown.drain_min_s,
          "After SIGTERM keep the ports up (readiness NOT_SERVING, new requests UNAVAILABLE) at least this "
          "long, so load balancers see readiness flip before the port closes.")
-      .MinReal(0);
+      .RangeReal(0, kMaxSeconds);
   f->Add("log_level", &c->log_level, "Least severe log messages written to stderr.")
       .OneOf({"debug", "info", "warning", "error"});
 }

@@ -77,6 +77,8 @@ class ServerCliTest(unittest.TestCase):
             (["--grpc_port=70000"], {}, "--grpc_port"),
             (["--workers=two"], {}, "--workers"),
             (["--batch_length_ratio=nan"], {}, "--batch_length_ratio"),
+            (["--http_request_timeout_s=1e308"], {}, "--http_request_timeout_s"),  # a "timeout" of forever
+            (["--drain_min_s", "1e9"], {}, "--drain_min_s"),  # would keep the ports up after SIGTERM for years
             (["--compute_typ=fp8"], {}, "unknown flag --compute_typ"),
             (["--max_batch_tokens=10"], {}, "--max_batch_tokens=10 is below its minimum, the model's context"),
             (["extra_argument"], {}, "unexpected argument"),

@@ -89,6 +89,18 @@ TEST_F(FlagsTest, RejectsWhatItDoesNotUnderstand) {
   EXPECT_THAT(Error({"--json"}), HasSubstr("missing FILE..."));
 }
 
+TEST(FlagSetTest, RealFlagsHonourAnUpperBound) {
+  double seconds = 1;
+  FlagSet flags("tool [flags]", "");
+  flags.Add("drain_s", &seconds, "Seconds.").RangeReal(0, 86400);
+  EXPECT_TRUE(flags.Parse(Args{"--drain_s=86400"}).ok());
+  EXPECT_EQ(seconds, 86400);
+  const absl::Status huge = flags.Parse(Args{"--drain_s=1e308"});
+  EXPECT_THAT(std::string(huge.message()), HasSubstr("--drain_s=1e308: must be <= 86400"));
+  EXPECT_EQ(seconds, 86400);  // a refused value leaves the flag as it was
+  EXPECT_EQ(flags.Find("drain_s")->Constraint(), "a number in [0, 86400]");
+}
+
 TEST(FlagSetTest, RepeatableFlagsCollectEveryValue) {
   std::vector<std::string> stop;
   FlagSet flags("tool [flags]", "");
