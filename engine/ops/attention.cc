@@ -33,7 +33,7 @@ class BlockScratch {
 
   static int64_t BytesPerThread(int64_t rows, int64_t keys, int64_t dh) {
     return Align64(sizeof(float) * rows * keys) + Align64(sizeof(float) * dh * keys) +
-           Align64(2 * sizeof(float) * rows) + Align64(sizeof(void*) * (2 * rows + 2 * keys)) +
+           Align64(sizeof(float) * (2 * rows + keys)) + Align64(sizeof(void*) * (2 * rows + 2 * keys)) +
            Align64(sizeof(int32_t) * (rows + 2 * keys));
   }
   static size_t Bytes(int64_t rows, int64_t keys, int64_t dh, int threads) {
@@ -42,9 +42,11 @@ class BlockScratch {
 
   struct View {
     float* s;           // [rows, keys] scores, then unnormalised probabilities
-    float* kt;          // [dh, keys]: the keys transposed (QKᵀ as a broadcast product)
+    float* kt;          // [dh, keys]: the scaled keys transposed (QKᵀ as a broadcast product), or
+                        // [keys, dh] the scaled key rows (dot_rows)
     float* lse;         // [rows]
     float* scale;       // [rows]
+    float* kmul;        // [keys]: each key row's multiplier (then divided by AttendBlock's key_div)
     const float** q;    // [rows]
     float** out;        // [rows]
     const float** k;    // [keys]
@@ -62,7 +64,8 @@ class BlockScratch {
     base += Align64(sizeof(float) * dh_ * keys_);
     v.lse = reinterpret_cast<float*>(base);
     v.scale = v.lse + rows_;
-    base += Align64(2 * sizeof(float) * rows_);
+    v.kmul = v.scale + rows_;
+    base += Align64(sizeof(float) * (2 * rows_ + keys_));
     v.q = reinterpret_cast<const float**>(base);
     v.k = v.q + rows_;
     v.v = v.k + keys_;
@@ -87,14 +90,29 @@ class BlockScratch {
 // (engine-numerics §9.2).
 static_assert(kMaskValue == -1e9f && kSelfMaskValue == -1e5f, "kernels_impl.inc uses these values");
 
+// The block's keys, scaled (key r: (k[r] · kmul[r]) / key_div, exactly as scale_div rounds it):
+// transposed into kt when the scores go through packed keys, else as rows in kt (b.k then
+// points at them).
+void ScaleKeys(const kernels::KernelTable& kt, const BlockScratch::View& b, int64_t keys, int64_t dh,
+               float key_div) {
+  if (kt.scores_via_packed_keys) {
+    kt.pack_transposed(keys, dh, b.k, b.kmul, key_div, b.kt, keys);
+    return;
+  }
+  for (int64_t r = 0; r < keys; ++r) {
+    kt.scale_div(b.k[r], dh, b.kmul[r], key_div, b.kt + r * dh);
+    b.k[r] = b.kt + r * dh;
+  }
+}
+
 // One block on the calling thread: scores, masks, softmax, output rows; kRowGroup query rows at a
 // time, so that their scores stay in L1 from the product with the keys to the one with the values.
 constexpr int64_t kRowGroup = 12;
-void AttendBlock(const BlockScratch::View& b, int64_t rows, int64_t keys, int64_t dh, bool causal,
+void AttendBlock(const BlockScratch::View& b, int64_t rows, int64_t keys, int64_t dh, float key_div, bool causal,
                  bool self_mask) {
   const kernels::KernelTable& kt = kernels::Active();
   const bool packed = kt.scores_via_packed_keys;
-  if (packed) kt.pack_transposed(keys, dh, b.k, b.kt, keys);
+  ScaleKeys(kt, b, keys, dh, key_div);
   for (int64_t i0 = 0; i0 < rows; i0 += kRowGroup) {
     const int64_t n = std::min(kRowGroup, rows - i0);
     float* s = b.s + i0 * keys;
@@ -111,22 +129,39 @@ inline int32_t KeyValid(const uint8_t* mask, int64_t pos) { return (mask == null
 
 int64_t WindowChunks(int64_t before, int64_t after) { return 1 + before + after; }
 
+// Asks for a block's rows before its products read them: in LSH attention they are scattered over
+// the sequence (sorted by bucket), and requesting them all at once overlaps their cache misses.
+void PrefetchRows(const float* const* rows, int64_t n, int64_t width) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t x = 0; x < width; x += 64 / sizeof(float)) __builtin_prefetch(rows[r] + x, 0, 3);
+}
+
 int Threads() { return omp_get_max_threads(); }
 
+// Keys as attention reads them: row t is (k[t] · mul[t]) / div (mul null = 1), scaled as the
+// block packs them (engine-numerics §7.1, §8).
+struct ScaledKeys {
+  const float* k;
+  int64_t ld;
+  const float* mul;
+  float div;
+};
+
 // Fills the query rows [0, t_len) of a plain (un-chunked) block and attends.
-void AttendAll(BlockScratch* bs, int64_t t_len, int64_t dh, const float* q, int64_t ld_q, const float* k,
-               int64_t ld_k, const float* v, int64_t ld_v, const uint8_t* mask, float* out, int64_t ld_out,
-               bool causal, bool self_mask) {
+void AttendAll(BlockScratch* bs, int64_t t_len, int64_t dh, const float* q, int64_t ld_q, const ScaledKeys& k,
+               const float* v, int64_t ld_v, const uint8_t* mask, float* out, int64_t ld_out, bool causal,
+               bool self_mask) {
   BlockScratch::View b = bs->For(0);
   for (int64_t t = 0; t < t_len; ++t) {
     b.q[t] = q + t * ld_q;
-    b.k[t] = k + t * ld_k;
+    b.k[t] = k.k + t * k.ld;
+    b.kmul[t] = k.mul ? k.mul[t] : 1.f;
     b.v[t] = v + t * ld_v;
     b.out[t] = out + t * ld_out;
     b.qpos[t] = b.kpos[t] = static_cast<int32_t>(t);
     b.kvalid[t] = KeyValid(mask, t);
   }
-  AttendBlock(b, t_len, t_len, dh, causal, self_mask);
+  AttendBlock(b, t_len, t_len, dh, k.div, causal, self_mask);
 }
 
 // The chunked attention both kinds share (engine-numerics §7.5-§7.6, §8): slot s of the (for LSH:
@@ -136,7 +171,7 @@ void AttendAll(BlockScratch* bs, int64_t t_len, int64_t dh, const float* q, int6
 template <class PosOf, class OutOf, class Done>
 absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t before, int64_t after,
                           int64_t dh, bool causal, bool self_mask, PosOf pos_of, const float* q,
-                          int64_t ld_q, const float* k, int64_t ld_k, const float* v, int64_t ld_v,
+                          int64_t ld_q, const ScaledKeys& k, const float* v, int64_t ld_v,
                           const uint8_t* mask, OutOf out_of, Done done, const CancelCheck& cancel) {
   const int64_t n_chunks = n_slots / c, n_keys = WindowChunks(before, after) * c;
   for (int64_t j0 = 0; j0 < n_chunks; j0 += kChunksPerPoll) {
@@ -156,13 +191,17 @@ absl::Status AttendChunks(BlockScratch* bs, int64_t n_slots, int64_t c, int64_t 
         const int64_t jj = ((j + off) % n_chunks + n_chunks) % n_chunks;
         for (int64_t i = 0; i < c; ++i, ++r) {
           const int64_t pos = pos_of(jj * c + i);
-          b.k[r] = k + pos * ld_k;
+          b.k[r] = k.k + pos * k.ld;
+          b.kmul[r] = k.mul ? k.mul[pos] : 1.f;
           b.v[r] = v + pos * ld_v;
           b.kpos[r] = static_cast<int32_t>(pos);
           b.kvalid[r] = KeyValid(mask, pos);
         }
       }
-      AttendBlock(b, c, n_keys, dh, causal, self_mask);
+      PrefetchRows(b.k, n_keys, dh);
+      PrefetchRows(b.v, n_keys, dh);
+      PrefetchRows(b.q, c, dh);
+      AttendBlock(b, c, n_keys, dh, k.div, causal, self_mask);
       done(j, b);
     }
   }
@@ -192,7 +231,7 @@ void CombineRounds(const float* o, const float* lse, int64_t nh, int64_t t_len, 
 
 size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
-  size_t bytes = sizeof(float) * t * dh;  // knorm
+  size_t bytes = sizeof(float) * t;  // the keys' normalising factors
   if (t <= p.chunk) return bytes + BlockScratch::Bytes(t, t, dh, 1);
   const int64_t nh = p.buckets.num_hashes, n = nh * t;
   const int64_t half = p.buckets.rotation_half();
@@ -205,9 +244,8 @@ size_t LshAttentionWorkBytes(const LshAttentionParams& p, int threads) {
 
 size_t LocalAttentionWorkBytes(const LocalAttentionParams& p, int threads) {
   const int64_t t = p.seq_len, dh = p.head_dim;
-  const size_t keys = sizeof(float) * t * dh;  // keys / sqrt(dh)
-  if (t <= p.chunk) return keys + BlockScratch::Bytes(t, t, dh, 1);
-  return keys + BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
+  if (t <= p.chunk) return BlockScratch::Bytes(t, t, dh, 1);
+  return BlockScratch::Bytes(p.chunk, p.chunk * WindowChunks(p.before, p.after), dh, threads);
 }
 
 absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAttentionParams& p,
@@ -215,21 +253,19 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
                               const float* rotations, const uint8_t* mask, float* out,
                               int64_t ld_out, int32_t* keys_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
-  // Shared-QK keys: knorm(u) = u / sqrt(mean(u^2) + 1e-6) / sqrt(dh)  (engine-numerics §7.1).
-  WsBuffer<float> knorm(ws, t_len * dh, kUninitialized);
+  // Shared-QK keys: knorm(u) = u / sqrt(mean(u^2) + 1e-6) / sqrt(dh)  (engine-numerics §7.1): the
+  // per-position factor here, applied as the blocks pack their keys.
+  WsBuffer<float> inv(ws, t_len, kUninitialized);
   const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
   const kernels::KernelTable& kt = kernels::Active();
 #pragma omp parallel for schedule(static) if (t_len >= 256)
-  for (int64_t t = 0; t < t_len; ++t) {
-    const float* u = qk + t * ld_qk;
-    const float inv = 1.f / std::sqrt(kt.sum_of_squares(u, dh) / static_cast<float>(dh) + 1e-6f);
-    kt.scale_div(u, dh, inv, sqrt_dh, knorm.data() + t * dh);
-  }
+  for (int64_t t = 0; t < t_len; ++t)
+    inv[t] = 1.f / std::sqrt(kt.sum_of_squares(qk + t * ld_qk, dh) / static_cast<float>(dh) + 1e-6f);
+  const ScaledKeys knorm{qk, ld_qk, inv.data(), sqrt_dh};
 
   if (t_len <= c) {  // engine-numerics §7.2: plain attention, self mask, no hashing.
     BlockScratch bs(ws, t_len, t_len, dh, 1);
-    AttendAll(&bs, t_len, dh, qk, ld_qk, knorm.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
-              /*self_mask=*/true);
+    AttendAll(&bs, t_len, dh, qk, ld_qk, knorm, v, ld_v, mask, out, ld_out, p.causal, /*self_mask=*/true);
     return absl::OkStatus();
   }
 
@@ -266,7 +302,7 @@ absl::Status LshAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const LshAtte
   // o_rounds (row = flat index) with their lse, to be combined below.
   RETURN_IF_ERROR(AttendChunks(
       &bs, n_slots, c, p.before, p.after, dh, p.causal, /*self_mask=*/true,
-      [pm, t_len](int64_t s) { return pm[s] % t_len; }, qk, ld_qk, knorm.data(), dh, v, ld_v, mask,
+      [pm, t_len](int64_t s) { return pm[s] % t_len; }, qk, ld_qk, knorm, v, ld_v, mask,
       [&](int64_t s, int64_t pos) { return nh == 1 ? out + pos * ld_out : o_rounds.data() + pm[s] * dh; },
       [&](int64_t j, const BlockScratch::View& b) {
         if (nh > 1)
@@ -282,24 +318,19 @@ absl::Status LocalAttentionHead(DnnlContext* /*ctx*/, Workspace* ws, const Local
                                 const float* v, int64_t ld_v, const uint8_t* mask, float* out,
                                 int64_t ld_out, const CancelCheck& cancel) {
   const int64_t t_len = p.seq_len, dh = p.head_dim, c = p.chunk;
-  // Keys divided by sqrt(dh) (engine-numerics §8, §9.6), once per position.
-  WsBuffer<float> ks(ws, t_len * dh, kUninitialized);
-  const float sqrt_dh = static_cast<float>(std::sqrt(static_cast<double>(dh)));
-  const kernels::KernelTable& kt = kernels::Active();
-#pragma omp parallel for schedule(static) if (t_len >= 256)
-  for (int64_t t = 0; t < t_len; ++t) kt.scale_div(k + t * ld_k, dh, 1.f, sqrt_dh, ks.data() + t * dh);
+  // Keys divided by sqrt(dh) (engine-numerics §8, §9.6), as the blocks pack them.
+  const ScaledKeys ks{k, ld_k, nullptr, static_cast<float>(std::sqrt(static_cast<double>(dh)))};
 
   if (t_len <= c) {
     BlockScratch bs(ws, t_len, t_len, dh, 1);
-    AttendAll(&bs, t_len, dh, q, ld_q, ks.data(), dh, v, ld_v, mask, out, ld_out, p.causal,
-              /*self_mask=*/false);
+    AttendAll(&bs, t_len, dh, q, ld_q, ks, v, ld_v, mask, out, ld_out, p.causal, /*self_mask=*/false);
     return absl::OkStatus();
   }
   REFORMER_CHECK(t_len % c == 0);
   BlockScratch bs(ws, c, WindowChunks(p.before, p.after) * c, dh, Threads());
   return AttendChunks(
       &bs, t_len, c, p.before, p.after, dh, p.causal, /*self_mask=*/false, [](int64_t s) { return s; }, q,
-      ld_q, ks.data(), dh, v, ld_v, mask, [&](int64_t, int64_t pos) { return out + pos * ld_out; },
+      ld_q, ks, v, ld_v, mask, [&](int64_t, int64_t pos) { return out + pos * ld_out; },
       [](int64_t, const BlockScratch::View&) {}, cancel);
 }
 

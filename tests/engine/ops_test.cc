@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <ostream>
 #include <random>
@@ -448,6 +449,32 @@ TEST(SmallGemm, GemmRowsOutMatchesDoubleReferenceForAllShapes) {
       }
 }
 
+// The keys' scaling moved into the packing (ops/attention.cc): every packed element is bitwise what
+// scale_div gives for its row, with and without per-row multipliers, whole 8 x 8 tiles or not.
+TEST(SmallGemm, PackTransposedScalesEachElementAsScaleDiv) {
+  for (const kernels::KernelTable* t : Tables())
+    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{13}, int64_t{16}, int64_t{128}})
+      for (int64_t k : {int64_t{1}, int64_t{9}, int64_t{64}, int64_t{67}})
+        for (bool with_mul : {false, true}) {
+          RowPool b(n, k, static_cast<uint32_t>(n * 1000 + k + with_mul));
+          const std::vector<const float*> br = b.Const();
+          std::vector<float> mul(n);
+          for (int64_t j = 0; j < n; ++j) mul[j] = 0.37f + 0.11f * static_cast<float>(j % 5);
+          const float div = 8.f + 1e-3f;
+          const int64_t ldb = n + 3;
+          std::vector<float> bt(k * ldb, kGuard), row(k);
+          t->pack_transposed(n, k, br.data(), with_mul ? mul.data() : nullptr, div, bt.data(), ldb);
+          int bad = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            t->scale_div(br[j], k, with_mul ? mul[j] : 1.f, div, row.data());
+            for (int64_t p = 0; p < k; ++p) bad += std::memcmp(&bt[p * ldb + j], &row[p], sizeof(float)) != 0;
+          }
+          for (int64_t p = 0; p < k; ++p)
+            for (int64_t j = n; j < ldb; ++j) bad += !(bt[p * ldb + j] == kGuard);
+          EXPECT_EQ(bad, 0) << IsaName(t->isa) << " n=" << n << " k=" << k << " mul=" << with_mul;
+        }
+}
+
 // Scores through a packed Kᵀ: pack_transposed then gemm_arows equals A · Bᵀ (same tolerance).
 TEST(SmallGemm, PackedTransposedProductMatchesDoubleReference) {
   for (const kernels::KernelTable* t : Tables())
@@ -459,7 +486,7 @@ TEST(SmallGemm, PackedTransposedProductMatchesDoubleReference) {
           const std::vector<const float*> ar = a.Const(), br = b.Const();
           const int64_t ldb = n + 2, ldc = n + 5;
           std::vector<float> bt(k * ldb, NAN), c(m * ldc, kGuard);
-          t->pack_transposed(n, k, br.data(), bt.data(), ldb);
+          t->pack_transposed(n, k, br.data(), nullptr, 1.f, bt.data(), ldb);
           t->gemm_arows(m, n, k, ar.data(), bt.data(), ldb, c.data(), ldc);
           int bad = 0;
           for (int64_t i = 0; i < m; ++i)

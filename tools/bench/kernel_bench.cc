@@ -99,7 +99,7 @@ void AttentionProducts(const Shape& sh, reformer::DnnlContext* ctx) {
     Row("QKᵀ scores", sh.name, a.c_str(), s1, flop, "GFLOP/s", d_qk);
     const std::string b = std::string(reformer::IsaName(t->isa)) + " pack Kᵀ + gemm_arows";
     const double s2 = MinSeconds(calls, [&] {
-      t->pack_transposed(n, k, kr.data(), kt.data(), n);
+      t->pack_transposed(n, k, kr.data(), nullptr, 8.f, kt.data(), n);
       for (int64_t i = 0; i < m; i += 12)
         t->gemm_arows(std::min<int64_t>(12, m - i), n, k, qr.data() + i, kt.data(), n, s.data() + i * n, n);
     });

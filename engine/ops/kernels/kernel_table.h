@@ -62,8 +62,10 @@ struct KernelTable {
   // C[i][0..n) = Σ_p a_rows[i][p] · bt[p][0..n) (Bᵀ packed row-major [k, n], leading dimension ldb).
   void (*gemm_arows)(int64_t m, int64_t n, int64_t k, const float* const* a_rows, const float* bt, int64_t ldb,
                      float* c, int64_t ldc);
-  // bt[p][j] = b_rows[j][p] for j < n, p < k (leading dimension ldb).
-  void (*pack_transposed)(int64_t n, int64_t k, const float* const* b_rows, float* bt, int64_t ldb);
+  // bt[p][j] = (b_rows[j][p] · row_mul[j]) / div for j < n, p < k (leading dimension ldb), each
+  // element rounded as scale_div rounds it (row_mul null = 1: b_rows[j][p] / div).
+  void (*pack_transposed)(int64_t n, int64_t k, const float* const* b_rows, const float* row_mul, float div,
+                          float* bt, int64_t ldb);
 
   // ---- softmax / log-sum-exp (engine-numerics §6.2 float32 form) ----
   float (*max_of)(const float* x, int64_t n);
