@@ -98,8 +98,9 @@ inline void StoreI(int32_t* p, Vi v) { _mm512_storeu_si512(p, v); }
 inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
 // Eight rows' elements [p, p + 8), each scaled as scale_div does ((x · mul[i]) / div; mul null =
-// 1), stored transposed: dst[c * ld + i] = scaled rows[i][p + c] for i, c < 8.
-inline void Transpose8Scaled(const float* const* rows, int64_t p, const float* mul, float div, float* dst,
+// 1), stored transposed: dst[c * ld + i] = scaled rows[i][p + c] for i, c < 8. Static: too large
+// to be inlined everywhere, and this object must export nothing but its table (kernel_symbols_check).
+static inline void Transpose8Scaled(const float* const* rows, int64_t p, const float* mul, float div, float* dst,
                              int64_t ld) {
   const __m256 vd = _mm256_set1_ps(div);
   __m256 r[8];

@@ -92,8 +92,9 @@ inline void StoreI(int32_t* p, Vi v) { _mm_storeu_si128(reinterpret_cast<__m128i
 inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
 // Eight rows' elements [p, p + 8), each scaled as scale_div does ((x · mul[i]) / div; mul null =
-// 1), stored transposed: dst[c * ld + i] = scaled rows[i][p + c] for i, c < 8.
-inline void Transpose8Scaled(const float* const* rows, int64_t p, const float* mul, float div, float* dst,
+// 1), stored transposed: dst[c * ld + i] = scaled rows[i][p + c] for i, c < 8. Static: too large
+// to be inlined everywhere, and this object must export nothing but its table (kernel_symbols_check).
+static inline void Transpose8Scaled(const float* const* rows, int64_t p, const float* mul, float div, float* dst,
                              int64_t ld) {
   for (int i = 0; i < 8; ++i)
     for (int c = 0; c < 8; ++c) dst[c * ld + i] = (mul ? rows[i][p + c] * mul[i] : rows[i][p + c]) / div;
