@@ -7,6 +7,9 @@ writing a log line and a test can show the tail. The constructor returns once GE
 same health state as /v2/health/ready and gRPC ServerReady). stop() is SIGTERM and the exit code; kill()
 ends it at once (tear-down). `proc` stays public for tests that signal the server themselves.
 Subclasses add the clients their test needs.
+
+Also shared: generate_stubs() (the project's protos compiled for grpcio), proc_status()/reset_peak() (a
+process's RSS and peak RSS from /proc) and run_tests() (unittest.main where a skip or a missing test fails).
 """
 import http.client
 import os
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 
 READY_TIMEOUT_S = 120
 
@@ -116,3 +120,13 @@ def proc_status(pid, key):
 def reset_peak(pid):
     with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
+
+
+def run_tests(expected):
+    """unittest.main (verbose) on the calling script's tests; exits 0 only when all `expected` tests ran and
+    passed. A skip counts as a failure here."""
+    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
+    skipped = len(result.skipped)
+    if skipped:
+        print(f"{skipped} tests skipped: a skip counts as a failure here", file=sys.stderr)
+    sys.exit(0 if result.wasSuccessful() and not skipped and result.testsRun == expected else 1)
