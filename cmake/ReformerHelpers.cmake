@@ -84,6 +84,40 @@ function(reformer_cc_test)
   reformer_allow_skip(${A_NAME})  # exit 77 = tests skipped (tests/testing/gtest_main.cc)
 endfunction()
 
+# reformer_python_server_test(NAME name SCRIPT file.py [PROGRAMS target...] [TIMEOUT s] [LABELS ...]
+#                             [ENVIRONMENT VAR=value...])
+# A Python test that starts reformer-server itself (tests/python/server_harness.py):
+#   /usr/bin/python3 SCRIPT <reformer-server> [<each PROGRAMS target>...] <source root>
+# SCRIPT is relative to tests/python/ unless absolute. Registered only when reformer-server and every
+# PROGRAMS target are defined. TIMEOUT defaults to 300 s, LABELS to "server;python"; no ENVIRONMENT by
+# default. Like every registered test, REFORMER_TESTS selects it by name (reformer_write_test_selection);
+# it builds no program of its own, so it is no test program, and it registers no skip code (these tests
+# never skip: a missing tool fails them).
+function(reformer_python_server_test)
+  cmake_parse_arguments(A "" "NAME;SCRIPT;TIMEOUT" "PROGRAMS;LABELS;ENVIRONMENT" ${ARGN})
+  set(_files $<TARGET_FILE:reformer-server>)
+  foreach(t IN ITEMS reformer-server ${A_PROGRAMS})
+    if(NOT TARGET ${t})
+      return()
+    endif()
+  endforeach()
+  foreach(t IN LISTS A_PROGRAMS)
+    list(APPEND _files $<TARGET_FILE:${t}>)
+  endforeach()
+  get_filename_component(_script ${A_SCRIPT} ABSOLUTE BASE_DIR ${REFORMER_SOURCE_ROOT}/tests/python)
+  add_test(NAME ${A_NAME} COMMAND /usr/bin/python3 ${_script} ${_files} ${REFORMER_SOURCE_ROOT})
+  if(NOT A_TIMEOUT)
+    set(A_TIMEOUT 300)
+  endif()
+  if(NOT A_LABELS)
+    set(A_LABELS server python)
+  endif()
+  set_tests_properties(${A_NAME} PROPERTIES TIMEOUT ${A_TIMEOUT} LABELS "${A_LABELS}")
+  if(A_ENVIRONMENT)
+    set_tests_properties(${A_NAME} PROPERTIES ENVIRONMENT "${A_ENVIRONMENT}")
+  endif()
+endfunction()
+
 # reformer_allow_skip(test...): exit code 77 means "skipped" (a prerequisite is missing; the test says
 # which). Only outside CI: with CI=true (or 1/yes) in the environment at configure time, 77 is a failure
 # like any other code, because a test that skips in CI counts as failing (.ci/run sets CI=true).

@@ -14,33 +14,20 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import unittest
 
+import server_harness
+
 SERVER, CLI, SOURCE = (sys.argv[1:4] + [None, None, None])[:3]
 
 
 def start_server(model, name):
-    """reformer-server on `model` at a free port: (process, address)."""
-    server = subprocess.Popen(
-        [SERVER, "--model_dir", model, "--model_name", name, "--grpc_port", "0", "--http_port", "0",
-         "--bind_address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = server.stdout.readline()
-    if "grpc_port=" not in line:
-        server.kill()
-        raise RuntimeError("server did not start: " + line + server.stderr.read())
-    fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-    return server, "127.0.0.1:" + fields["grpc_port"]
-
-
-def stop_server(server):
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=60)
-    server.stdout.close()
-    server.stderr.close()
+    """reformer-server on `model` at a free port: (server, address)."""
+    server = server_harness.Server(SERVER, model, "--model_name", name)
+    return server, f"127.0.0.1:{server.grpc_port}"
 
 
 class CliClientTest(unittest.TestCase):
@@ -58,7 +45,7 @@ class CliClientTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        stop_server(cls.server)
+        cls.server.stop()  # its exit code is not this test's concern
         cls.tmp.cleanup()
 
     def cli(self, *args, ok=True):
@@ -141,7 +128,7 @@ class CliClientTest(unittest.TestCase):
             served_json = subprocess.run([CLI, "score", "--server", addr, "--json", heldout], capture_output=True,
                                          text=True, timeout=300)
         finally:
-            stop_server(server)
+            server.stop()
         self.assertEqual(served.returncode, 0, served.stderr)
         offline = subprocess.run([CLI, "score", "--model", default, "--json", heldout], capture_output=True,
                                  text=True, timeout=300)

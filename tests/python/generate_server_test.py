@@ -15,7 +15,6 @@ Nothing here skips: a missing tool fails the test. Usage: generate_server_test.p
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,37 +22,19 @@ import time
 import unittest
 import urllib.request
 
+import server_harness
+
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
 MODEL_DIR = os.path.join(SOURCE, "models", "default")
 DRAIN_TIMEOUT_S = 3
 
 
-def generate_stubs(out_dir):
-    from grpc_tools import protoc
-    proto_dir = os.path.join(SOURCE, "proto")
-    if protoc.main(["protoc", "-I" + proto_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
-                    os.path.join(proto_dir, "grpc_service.proto"), os.path.join(proto_dir, "reformer.proto")]) != 0:
-        raise RuntimeError("protoc failed")
-    sys.path.insert(0, out_dir)
-
-
-class Server:
+class Server(server_harness.Server):
     def __init__(self):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", MODEL_DIR, "--grpc_port", "0", "--http_port", "0", "--bind_address",
-             "127.0.0.1", "--workers", "1", "--threads_per_worker", "1", "--generate_threads_per_worker", "1",
-             "--generate_max_unsent", "2", "--drain_timeout_s", str(DRAIN_TIMEOUT_S)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "grpc_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.grpc_port = int(fields["grpc_port"])
-        self.http_port = int(fields["http_port"])
-        self.stderr = []
-        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        super().__init__(SERVER, MODEL_DIR, "--workers", "1", "--threads_per_worker", "1",
+                         "--generate_threads_per_worker", "1", "--generate_max_unsent", "2",
+                         "--drain_timeout_s", str(DRAIN_TIMEOUT_S))
 
     def metrics(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10) as r:
@@ -72,7 +53,7 @@ class GenerateServerTest(unittest.TestCase):
     def setUpClass(cls):
         import grpc
         cls.tmp = tempfile.TemporaryDirectory()
-        generate_stubs(cls.tmp.name)
+        server_harness.generate_stubs(SOURCE, cls.tmp.name, "grpc_service.proto", "reformer.proto")
         import grpc_service_pb2 as pb
         import grpc_service_pb2_grpc as pbg
         import reformer_pb2 as v1
@@ -82,20 +63,11 @@ class GenerateServerTest(unittest.TestCase):
         cls.channel = grpc.insecure_channel(f"127.0.0.1:{cls.server.grpc_port}")
         cls.kserve = pbg.GRPCInferenceServiceStub(cls.channel)
         cls.api = v1g.ReformerServiceStub(cls.channel)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if cls.kserve.ServerReady(pb.ServerReadyRequest(), timeout=5).ready:
-                    break
-            except grpc.RpcError:
-                time.sleep(0.1)
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        if cls.server.proc.poll() is None:
-            cls.server.proc.kill()
-            cls.server.proc.wait()
+        cls.server.kill()
         cls.tmp.cleanup()
 
     def request(self, text, n, **kw):
@@ -171,7 +143,7 @@ class GenerateServerTest(unittest.TestCase):
         code = self.server.proc.wait(timeout=DRAIN_TIMEOUT_S + 15)
         elapsed = time.time() - start
         t.join(timeout=30)
-        self.assertEqual(code, 0, "".join(self.server.stderr[-20:]))
+        self.assertEqual(code, 0, self.server.stderr_tail())
         self.assertFalse(t.is_alive())
         # The long stream could not finish within the drain timeout: it was ended, not left hanging.
         self.assertIn(result.get("code"), (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED))

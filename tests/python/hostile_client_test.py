@@ -25,10 +25,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.request
+
+import server_harness
+from server_harness import proc_status, reset_peak
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
@@ -40,61 +42,13 @@ DRAIN_TIMEOUT_S = 5
 TABLE = []  # (case, code, growth bytes)
 
 
-def generate_stubs(out_dir):
-    from grpc_tools import protoc
-    proto_dir = os.path.join(SOURCE, "proto")
-    if protoc.main(["protoc", "-I" + proto_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
-                    os.path.join(proto_dir, "grpc_service.proto"), os.path.join(proto_dir, "reformer.proto")]) != 0:
-        raise RuntimeError("protoc failed")
-    sys.path.insert(0, out_dir)
-
-
-def proc_status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} for pid {pid}")
-
-
-def reset_peak(pid):
-    with open(f"/proc/{pid}/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
-
-
-class Server:
-    def __init__(self, extra=()):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", MODEL_DIR, "--grpc_port", "0", "--http_port", "0", "--bind_address",
-             "127.0.0.1", "--workers", "2", "--threads_per_worker", "1",
-             "--drain_timeout_s", str(DRAIN_TIMEOUT_S),
-             # One document per batch: the engine's working memory is then that of one document, warmed
-             # before the unread-stream case, so its peak RSS growth measures the stream's buffering
-             # (multi-document batches' working memory is the scheduler's memory budget's to bound).
-             "--max_batch_size", "1"] + list(extra),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "grpc_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.grpc_port = int(fields["grpc_port"])
-        self.http_port = int(fields["http_port"])
-        self.pid = self.proc.pid
-        # Drain stderr so the server never blocks on a full pipe.
-        self.stderr = []
-        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
-
-    def wait_ready(self, stub, pb, timeout=120):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready:
-                    return
-            except Exception:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
+def start_server():
+    return server_harness.Server(
+        SERVER, MODEL_DIR, "--workers", "2", "--threads_per_worker", "1", "--drain_timeout_s", str(DRAIN_TIMEOUT_S),
+        # One document per batch: the engine's working memory is then that of one document, warmed
+        # before the unread-stream case, so its peak RSS growth measures the stream's buffering
+        # (multi-document batches' working memory is the scheduler's memory budget's to bound).
+        "--max_batch_size", "1")
 
 
 class HostileClientTest(unittest.TestCase):
@@ -102,26 +56,23 @@ class HostileClientTest(unittest.TestCase):
     def setUpClass(cls):
         import grpc
         cls.tmp = tempfile.TemporaryDirectory()
-        generate_stubs(cls.tmp.name)
+        server_harness.generate_stubs(SOURCE, cls.tmp.name, "grpc_service.proto", "reformer.proto")
         import grpc_service_pb2 as pb
         import grpc_service_pb2_grpc as pbg
         import reformer_pb2 as v1
         import reformer_pb2_grpc as v1g
         cls.grpc, cls.pb, cls.v1 = grpc, pb, v1
-        cls.server = Server()
+        cls.server = start_server()
         cls.channel = grpc.insecure_channel(f"127.0.0.1:{cls.server.grpc_port}",
                                             options=[("grpc.max_receive_message_length", 1 << 30),
                                                      ("grpc.max_send_message_length", 1 << 30)])
         cls.kserve = pbg.GRPCInferenceServiceStub(cls.channel)
         cls.api = v1g.ReformerServiceStub(cls.channel)
-        cls.server.wait_ready(cls.kserve, pb)
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        if cls.server.proc.poll() is None:
-            cls.server.proc.kill()
-            cls.server.proc.wait()
+        cls.server.kill()
         cls.tmp.cleanup()
         print("\ncase | code | peak RSS growth")
         for case, code, growth in TABLE:
@@ -362,7 +313,7 @@ class HostileClientTest(unittest.TestCase):
             self.fail("reformer-server did not exit within --drain_timeout_s + 15 s after SIGTERM")
         took = time.time() - start
         TABLE.append((f"SIGTERM with the unread stream and 64 slow HTTP clients open ({took:.1f} s)", f"exit {rc}", 0))
-        self.assertEqual(rc, 0, "".join(self.server.stderr[-20:]))
+        self.assertEqual(rc, 0, self.server.stderr_tail())
         HostileClientTest.unread_call.cancel()
         for s in HostileClientTest.slow:
             s.close()
@@ -372,8 +323,4 @@ if __name__ == "__main__":
     if not SERVER or not os.path.exists(SERVER):
         print("usage: hostile_client_test.py SERVER_BINARY SOURCE_DIR", file=sys.stderr)
         sys.exit(2)
-    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    skipped = len(result.skipped)
-    if skipped:
-        print(f"{skipped} tests skipped: a skip counts as a failure here", file=sys.stderr)
-    sys.exit(0 if result.wasSuccessful() and not skipped and result.testsRun == 6 else 1)
+    server_harness.run_tests(6)

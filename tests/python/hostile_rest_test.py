@@ -23,11 +23,13 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
 import unittest
+
+import server_harness
+from server_harness import proc_status, reset_peak
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
@@ -36,19 +38,6 @@ MiB = 1 << 20
 GROWTH_LIMIT = 64 * MiB
 HTTP_THREADS, INFER_THREADS = 32, 24
 TABLE = []  # (case, status, growth bytes)
-
-
-def proc_status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} for pid {pid}")
-
-
-def reset_peak(pid):
-    with open(f"/proc/{pid}/clear_refs", "w") as f:
-        f.write("5")
 
 
 def read_response(sock, timeout=60):
@@ -87,35 +76,14 @@ def read_response(sock, timeout=60):
     return status, headers, body
 
 
-class Server:
+class Server(server_harness.Server):
     def __init__(self):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", MODEL_DIR, "--grpc_port", "0", "--http_port", "0", "--bind_address", "127.0.0.1",
-             "--workers", "2", "--threads_per_worker", "1", "--http_threads", str(HTTP_THREADS),
-             "--http_infer_threads", str(INFER_THREADS), "--http_body_timeout_s", "2", "--drain_timeout_s", "20"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "http_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.port = int(fields["http_port"])
-        self.model = fields["model"]
-        self.pid = self.proc.pid
-        self.stderr = []
-        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if self.get("/v2/health/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
+        super().__init__(SERVER, MODEL_DIR, "--workers", "2", "--threads_per_worker", "1",
+                         "--http_threads", str(HTTP_THREADS), "--http_infer_threads", str(INFER_THREADS),
+                         "--http_body_timeout_s", "2", "--drain_timeout_s", "20")
 
     def connect(self):
-        return socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        return socket.create_connection(("127.0.0.1", self.http_port), timeout=30)
 
     def get(self, path):
         with self.connect() as s:
@@ -157,9 +125,7 @@ class HostileRestTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.server.proc.poll() is None:
-            cls.server.proc.kill()
-            cls.server.proc.wait()
+        cls.server.kill()
         print("\ncase | status | peak RSS growth")
         for case, status, growth in TABLE:
             print(f"{case} | {status} | {growth / MiB:.1f} MiB")
@@ -385,7 +351,7 @@ class HostileRestTest(unittest.TestCase):
         rc = s.proc.wait(timeout=60)
         TABLE.append((f"SIGTERM with 8 REST requests in flight ({time.time() - start:.1f} s)",
                       f"exit {rc}; answers {sorted(results)}", 0))
-        self.assertEqual(rc, 0, "".join(s.stderr[-20:]))
+        self.assertEqual(rc, 0, s.stderr_tail())
         self.assertEqual(len(results), 8, results)
         self.assertTrue(all(r in (200, 503) for r in results), results)
 
@@ -394,8 +360,4 @@ if __name__ == "__main__":
     if not SERVER or not os.path.exists(SERVER):
         print("usage: hostile_rest_test.py SERVER_BINARY SOURCE_DIR", file=sys.stderr)
         sys.exit(2)
-    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    skipped = len(result.skipped)
-    if skipped:
-        print(f"{skipped} tests skipped: a skip counts as a failure here", file=sys.stderr)
-    sys.exit(0 if result.wasSuccessful() and not skipped and result.testsRun == 5 else 1)
+    server_harness.run_tests(5)

@@ -31,6 +31,8 @@ import threading
 import time
 import unittest
 
+import server_harness
+
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 CLI = sys.argv[2] if len(sys.argv) > 2 else None
 SOURCE = sys.argv[3] if len(sys.argv) > 3 else os.environ.get("REFORMER_SOURCE_DIR", ".")
@@ -39,42 +41,11 @@ DRAIN_TIMEOUT_S = 3
 TOKEN = "http-generate-test-token-0001"
 
 
-def generate_stubs(out_dir):
-    from grpc_tools import protoc
-    proto_dir = os.path.join(SOURCE, "proto")
-    if protoc.main(["protoc", "-I" + proto_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
-                    os.path.join(proto_dir, "reformer.proto")]) != 0:
-        raise RuntimeError("protoc failed")
-    sys.path.insert(0, out_dir)
-
-
-class Server:
+class Server(server_harness.Server):
     def __init__(self, *extra):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", MODEL_DIR, "--grpc_port", "0", "--http_port", "0", "--bind_address",
-             "127.0.0.1", "--workers", "1", "--threads_per_worker", "1", "--generate_threads_per_worker", "1",
-             "--generate_max_unsent", "2", "--drain_timeout_s", str(DRAIN_TIMEOUT_S), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "grpc_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.grpc_port = int(fields["grpc_port"])
-        self.http_port = int(fields["http_port"])
-        self.stderr = []
-        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
-        deadline = time.time() + 120
-        while self.get("/v2/health/ready")[0] != 200:
-            if time.time() > deadline:
-                raise RuntimeError("server not ready")
-            time.sleep(0.1)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        super().__init__(SERVER, MODEL_DIR, "--workers", "1", "--threads_per_worker", "1",
+                         "--generate_threads_per_worker", "1", "--generate_max_unsent", "2",
+                         "--drain_timeout_s", str(DRAIN_TIMEOUT_S), *extra)
 
     def connection(self):
         return http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=120)
@@ -143,7 +114,7 @@ class HttpGenerateTest(unittest.TestCase):
     def setUpClass(cls):
         import grpc
         cls.tmp = tempfile.TemporaryDirectory()
-        generate_stubs(cls.tmp.name)
+        server_harness.generate_stubs(SOURCE, cls.tmp.name, "reformer.proto")
         import reformer_pb2 as v1
         import reformer_pb2_grpc as v1g
         cls.grpc, cls.v1 = grpc, v1
@@ -155,7 +126,7 @@ class HttpGenerateTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        cls.server.stop()
+        cls.server.kill()
         cls.tmp.cleanup()
 
     # --- helpers ---------------------------------------------------------------------------------------------
@@ -443,7 +414,7 @@ class HttpGenerateTest(unittest.TestCase):
             self.assertIn('method="REST.Generate",tenant="alice"', server.metrics())
             self.cli_token(server)
         finally:
-            server.stop()
+            server.kill()
 
     def cli_token(self, server):
         addr = f"127.0.0.1:{server.grpc_port}"
@@ -494,7 +465,7 @@ class HttpGenerateTest(unittest.TestCase):
             self.assertEqual(len(server.generate({"text_input": "a" * 10, "parameters": {"max_tokens": 4}})
                                  ["output_ids"]), 4)
         finally:
-            server.stop()
+            server.kill()
 
     # --- 8. SIGTERM ------------------------------------------------------------------------------------------
     def test_9_sigterm(self):
@@ -520,7 +491,7 @@ class HttpGenerateTest(unittest.TestCase):
         code = self.server.proc.wait(timeout=DRAIN_TIMEOUT_S + 20)
         t.join(timeout=30)
         s.close()
-        self.assertEqual(code, 0, "".join(self.server.stderr[-20:]))
+        self.assertEqual(code, 0, self.server.stderr_tail())
         text = b"".join(received).decode(errors="replace")
         self.assertIn('data: {"error":"the server is shutting down', text)
         self.assertTrue(text.endswith("0\r\n\r\n"), text[-200:])  # the chunked body was ended

@@ -16,12 +16,13 @@ import os
 import shutil
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import unittest
 
 import numpy as np
+
+import server_harness
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
@@ -47,11 +48,7 @@ def load_safetensors(path):
 
 def generate_stubs(out_dir):
     from grpc_tools import protoc
-    proto_dir = os.path.join(SOURCE, "proto")
-    args = ["protoc", "-I" + proto_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
-            os.path.join(proto_dir, "grpc_service.proto"), os.path.join(proto_dir, "reformer.proto")]
-    if protoc.main(args) != 0:
-        raise RuntimeError("protoc failed for the project protos")
+    server_harness.generate_stubs(SOURCE, out_dir, "grpc_service.proto", "reformer.proto")
     # gRPC's health and reflection protos (Debian package grpc-proto), under module names of their own:
     # generated as grpc/health/v1/health_pb2.py they would be shadowed by the installed `grpc` package
     # (already imported, it has no `health` submodule), and the checks that use them silently vanished.
@@ -65,46 +62,18 @@ def generate_stubs(out_dir):
         if protoc.main(["protoc", "-I" + out_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
                         os.path.join(out_dir, module + ".proto")]) != 0:
             raise RuntimeError("protoc failed for " + extra)
-    sys.path.insert(0, out_dir)
 
 
-class Server:
-    def __init__(self, model_dir, extra_args=(), env=None):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", model_dir, "--grpc_port", "0", "--http_port", "0",
-             "--bind_address", "127.0.0.1", "--workers", "2", "--threads_per_worker", "1"] + list(extra_args),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, **(env or {})))
-        line = self.proc.stdout.readline()
-        if "grpc_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.grpc_port = int(fields["grpc_port"])
-        self.http_port = int(fields["http_port"])
+class Server(server_harness.Server):
+    def __init__(self, model_dir, env=None):
+        super().__init__(SERVER, model_dir, "--workers", "2", "--threads_per_worker", "1", env=env)
 
-    def wait_ready(self, channel, timeout=60):
+    def check_ready(self, channel):
+        """gRPC ServerReady agrees with /readyz (which the start-up waited for)."""
         import grpc_service_pb2 as pb
         import grpc_service_pb2_grpc as pbg
-        stub = pbg.GRPCInferenceServiceStub(channel)
-        import time
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
-
-    def terminate(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = -1
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        return rc
+        if not pbg.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=5).ready:
+            raise AssertionError("ServerReady is false while /readyz answers 200")
 
 
 class KServeClientTest(unittest.TestCase):
@@ -191,7 +160,7 @@ class KServeClientTest(unittest.TestCase):
         try:
             with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}",
                                        options=[("grpc.max_receive_message_length", 1 << 30)]) as channel:
-                server.wait_ready(channel)
+                server.check_ready(channel)
                 stub = pbg.GRPCInferenceServiceStub(channel)
                 for variant in variants:
                     v_ids, v_mask, v_solo, v_expected = variant(ids, mask, solo, expected)
@@ -245,7 +214,7 @@ class KServeClientTest(unittest.TestCase):
                 self.assertIn("reformer.v1.ReformerService", names)
                 self.checked.add("reflection")
         finally:
-            rc = server.terminate()
+            rc = server.stop()
         self.assertEqual(rc, 0, "reformer-server must exit 0 on SIGTERM")
 
     def test_f1_right_and_left_padding(self):
@@ -287,10 +256,9 @@ class KServeClientTest(unittest.TestCase):
         # (Set through REFORMER_* environment variables, as a container would.)
         server = Server(d, env={"REFORMER_MAX_QUEUE_DELAY_MS": "1500", "REFORMER_DRAIN_TIMEOUT_S": "20",
                                 "REFORMER_DRAIN_MIN_S": "3", "REFORMER_WARMUP": "false"})
-        rc = None
         try:
             with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-                server.wait_ready(channel)
+                server.check_ready(channel)
                 stub = pbg.GRPCInferenceServiceStub(channel)
                 req = pb.ModelInferRequest(model_name=name, id="inflight")
                 req.inputs.add(name="input_ids", datatype="INT64", shape=list(ids.shape))
@@ -327,11 +295,7 @@ class KServeClientTest(unittest.TestCase):
                 self.assertEqual(resp.outputs[0].name, "embedding")
             rc = server.proc.wait(timeout=60)
         finally:
-            if rc is None:
-                rc = server.terminate()
-            else:
-                server.proc.stdout.close()
-                server.proc.stderr.close()
+            rc = server.stop()  # the exit code above, or SIGTERM after a failure
         self.assertEqual(rc, 0)
 
 

@@ -15,15 +15,14 @@ Usage: rest_client_test.py SERVER_BINARY SOURCE_DIR
 import http.client
 import json
 import os
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 import numpy as np
+
+import server_harness
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
@@ -95,54 +94,15 @@ class RestClient:
         return doc, out
 
 
-def generate_stubs(out_dir):
-    from grpc_tools import protoc
-    proto_dir = os.path.join(SOURCE, "proto")
-    if protoc.main(["protoc", "-I" + proto_dir, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
-                    os.path.join(proto_dir, "grpc_service.proto")]) != 0:
-        raise RuntimeError("protoc failed")
-    sys.path.insert(0, out_dir)
-
-
-class Server:
-    def __init__(self, model_dir):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", model_dir, "--grpc_port", "0", "--http_port", "0",
-             "--bind_address", "127.0.0.1", "--workers", "2", "--threads_per_worker", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "grpc_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.grpc_port, self.http_port, self.model = int(fields["grpc_port"]), int(fields["http_port"]), fields["model"]
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
-            try:
-                conn.request("GET", "/v2/health/ready")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=60)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        return rc
+def start_server(model_dir):
+    return server_harness.Server(SERVER, model_dir, "--workers", "2", "--threads_per_worker", "1")
 
 
 class RestVersusGrpcTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        generate_stubs(cls.tmp.name)
+        server_harness.generate_stubs(SOURCE, cls.tmp.name, "grpc_service.proto")
         cls.compared = 0
 
     @classmethod
@@ -195,7 +155,7 @@ class RestVersusGrpcTest(unittest.TestCase):
                 inputs = json.load(f)
             ids = np.array(inputs["input_ids"], dtype=np.int64)
             mask = np.array(inputs.get("attention_mask", np.ones_like(ids)), dtype=np.int64)
-            server = Server(d)
+            server = start_server(d)
             try:
                 tensors = [("input_ids", "INT64", ids.shape, ids), ("attention_mask", "INT64", mask.shape, mask)]
                 self.compare(server, tensors, label=name)
@@ -206,7 +166,7 @@ class RestVersusGrpcTest(unittest.TestCase):
                 self.assertEqual(server.stop(), 0)
 
     def test_bundled_model_text(self):
-        server = Server(os.path.join(SOURCE, "models", "default"))
+        server = start_server(os.path.join(SOURCE, "models", "default"))
         try:
             texts = ["In the beginning God created the heaven and the earth.", "Amen.", "caf\u00e9 \u2603"]
             self.compare(server, [("text", "BYTES", [len(texts)], texts)], label="default text")
@@ -218,8 +178,4 @@ if __name__ == "__main__":
     if not SERVER or not os.path.exists(SERVER):
         print("usage: rest_client_test.py SERVER_BINARY SOURCE_DIR", file=sys.stderr)
         sys.exit(2)
-    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    skipped = len(result.skipped)
-    if skipped:
-        print(f"{skipped} tests skipped: a skip counts as a failure here", file=sys.stderr)
-    sys.exit(0 if result.wasSuccessful() and not skipped and result.testsRun == 2 else 1)
+    server_harness.run_tests(2)

@@ -28,13 +28,11 @@ import json
 import os
 import queue
 import re
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.error
@@ -45,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kserve_client_test as kct  # noqa: E402  (stub generation)
+import server_harness  # noqa: E402
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
@@ -95,27 +94,10 @@ def read(path):
         return f.read()
 
 
-class Server:
+class Server(server_harness.Server):
     def __init__(self, *args):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", MODEL, "--grpc_port", "0", "--http_port", "0", "--bind_address", "127.0.0.1",
-             "--workers", "1", "--threads_per_worker", "1", "--credentials_poll_interval_s", POLL_S, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "grpc_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.grpc_port = int(fields["grpc_port"])
-        self.http_port = int(fields["http_port"])
-        self.stderr_lines = []
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        self.wait_http_ready()
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line)
+        super().__init__(SERVER, MODEL, "--workers", "1", "--threads_per_worker", "1",
+                         "--credentials_poll_interval_s", POLL_S, *args)
 
     def http(self, path, token=None, body=None):
         """GET, or POST of `body` (JSON text) when given."""
@@ -130,14 +112,6 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode(), dict(e.headers)
 
-    def wait_http_ready(self, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.http("/readyz")[0] == 200:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
-
     def metric(self, name, **labels):
         text = self.http("/metrics")[1]
         total = 0.0
@@ -149,18 +123,7 @@ class Server:
         return total
 
     def log(self):
-        return "".join(self.stderr_lines)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = -1
-        self._reader.join(timeout=10)
-        self.proc.stdout.close()
-        return rc
+        return "".join(self.stderr)
 
 
 def run_server_expect_failure(*args):
