@@ -195,9 +195,9 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
                               .Register(*registry)),
       http_evicted_(BuildCounter()
                         .Name("reformer_http_connections_evicted_total")
-                        .Help("Idle HTTP connections closed to admit a new one at a connection limit "
-                              "(limit per_client: --http_max_connections_per_client; total: "
-                              "--http_max_connections).")
+                        .Help("Idle HTTP connections closed to admit a new one at a connection "
+                              "limit (limit per_client: --http_max_connections_per_client; "
+                              "total: --http_max_connections).")
                         .Register(*registry)),
       seconds_buckets_(SecondsBuckets()) {
   BuildGauge()
