@@ -286,6 +286,7 @@ void ServeUntilSignal(const ServerConfig& config, const sigset_t& signals, Compo
   LOG_INFO("signal ", signal_number, ": draining (readiness NOT_SERVING, new requests UNAVAILABLE)");
   const absl::Time drain_start = absl::Now();
   c->health.StartDraining();
+  c->http->StartDraining();  // responses say Connection: close; idle keep-alives close now
   c->inference->StartDraining();
   if (c->generation) c->generation->StartDraining();
   const absl::Time drain_deadline = drain_start + absl::Seconds(config.shutdown.drain_timeout_s);

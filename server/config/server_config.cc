@@ -86,11 +86,16 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .RangeReal(0.001, kMaxSeconds)
       .Meta("SECONDS");
   f->Add("http_max_connections", &c->http.max_connections,
-         "Most open HTTP connections; more are answered 503 and closed. Each idle one costs a "
+         "Most open HTTP connections. One more closes the oldest idle connection of any client "
+         "(kept alive between requests, or silent since it opened) to make room; only when every "
+         "one is in the middle of a request is it answered 503 and closed. Each idle one costs a "
          "descriptor and a small buffer, no thread.")
       .Range(16, 1 << 20);
   f->Add("http_max_connections_per_client", &c->http.max_connections_per_client,
-         "Most open HTTP connections from one client address; more are answered 503 and closed.")
+         "Most open HTTP connections from one client address. One more closes that address's "
+         "oldest idle connection to make room (so probes from behind the same NAT address still "
+         "get in); only when all are in the middle of a request is it answered 503 and closed. "
+         "Evictions count in reformer_http_connections_evicted_total{limit}.")
       .Range(1, 1 << 20);
   f->Add("http_max_head_bytes", &c->http.max_head_bytes,
          "Largest HTTP request head (request line and headers); larger gets 431.")

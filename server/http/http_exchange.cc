@@ -247,7 +247,7 @@ bool HttpExchange::SendHead(int status, absl::string_view content_type,
                             std::optional<int64_t> content_length,
                             const std::vector<HttpHeader>& headers, bool close) {
   // An unread body, or a client that asked for it, closes the connection after this answer.
-  closing_ = close || !body_done_ || broken_ || !head_.keep_alive;
+  closing_ = close || close_requested_ || !body_done_ || broken_ || !head_.keep_alive;
   std::string head = absl::StrCat("HTTP/1.1 ", status, " ", HttpReason(status),
                                   "\r\nContent-Type: ", content_type, "\r\n");
   if (content_length) {

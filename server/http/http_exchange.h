@@ -75,6 +75,9 @@ class HttpExchange {
   bool Send(int status, absl::string_view content_type, absl::string_view body,
             const std::vector<HttpHeader>& headers = {}, bool close = false);
   bool head_sent() const { return head_sent_; }
+  // The response (not sent yet) says Connection: close and the connection closes after it (the
+  // server is draining: clients reconnect elsewhere).
+  void CloseAfterResponse() { close_requested_ = true; }
 
   // True once the client has closed its side of the connection or the socket failed.
   bool PeerGone();
@@ -107,6 +110,7 @@ class HttpExchange {
   bool read_failed_ = false;  // the body cannot be read further (bad framing, early end, timeout)
   bool write_failed_ = false;
   bool closing_ = false;      // Connection: close was sent
+  bool close_requested_ = false;  // CloseAfterResponse
   bool chunked_open_ = false; // a chunked response not finished yet
   bool head_sent_ = false;
   bool continue_sent_ = false;

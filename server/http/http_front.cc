@@ -15,12 +15,14 @@
 #include <atomic>
 #include <cerrno>
 #include <deque>
+#include <optional>
 #include <set>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/http/idle_connections.h"
 #include "server/http/json_writer.h"
 
 namespace reformer::serving {
@@ -196,8 +198,8 @@ class HttpFront::Pool {
 class HttpFront::Loop {
  public:
   using Dispatch = std::function<void(std::unique_ptr<HttpConnection>, HttpRequestHead)>;
-  Loop(const HttpFrontOptions& options, const Clock* clock, int listen_fd)
-      : options_(options), clock_(clock), listen_fd_(listen_fd) {
+  Loop(const HttpFrontOptions& options, const Clock* clock, int listen_fd, Evicted evicted)
+      : options_(options), clock_(clock), listen_fd_(listen_fd), evicted_(std::move(evicted)) {
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
     wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     Watch(listen_fd_);
@@ -216,12 +218,17 @@ class HttpFront::Loop {
       absl::MutexLock lock(&mu_);
       if (!stopped_) {
         returned_.push_back({std::move(conn), keep});
-        const uint64_t one = 1;
-        (void)!write(wake_, &one, sizeof(one));
+        Wake();
         return;
       }
     }
     close(conn->fd);
+  }
+
+  // Thread-safe: the loop closes its idle kept-alive connections at its next turn.
+  void StartDraining() {
+    draining_.store(true);
+    Wake();
   }
 
   void Stop() {
@@ -231,8 +238,7 @@ class HttpFront::Loop {
       stopped_ = true;
     }
     stop_.store(true);
-    const uint64_t one = 1;
-    (void)!write(wake_, &one, sizeof(one));
+    Wake();
     if (thread_.joinable()) thread_.join();
     for (auto& [fd, conn] : waiting_) close(fd);
     waiting_.clear();
@@ -249,6 +255,13 @@ class HttpFront::Loop {
     std::unique_ptr<HttpConnection> conn;
     bool keep;
   };
+  // The connection limit a new connection would go beyond.
+  enum class Limit { kNone, kPerClient, kTotal };
+
+  void Wake() {
+    const uint64_t one = 1;
+    (void)!write(wake_, &one, sizeof(one));
+  }
 
   void Watch(int fd) {
     epoll_event ev{};
@@ -268,7 +281,7 @@ class HttpFront::Loop {
         if (fd == listen_fd_) {
           Accept();
         } else if (fd == wake_) {
-          TakeReturned();
+          OnWake();
         } else {
           OnReadable(fd);
         }
@@ -293,30 +306,57 @@ class HttpFront::Loop {
         return;
       }
       std::string client = ClientAddress(peer);
-      int& from_client = per_client_[client];
-      if (open_ >= options_.max_connections ||
-          from_client >= options_.max_connections_per_client) {
-        const std::string refusal = ErrorResponse(
-            503, open_ >= options_.max_connections
-                     ? "too many open HTTP connections (--http_max_connections)"
-                     : "too many open HTTP connections from this client "
-                       "(--http_max_connections_per_client)");
-        (void)!send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        close(fd);
-        if (from_client == 0) per_client_.erase(client);
-        continue;
+      const Limit full = Full(client);
+      if (full != Limit::kNone && !EvictFor(full, client)) {
+        Refuse(fd, full);
+      } else {
+        Admit(fd, std::move(client));
       }
-      ++open_;
-      ++from_client;
-      const int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      auto conn = std::make_unique<HttpConnection>();
-      conn->fd = fd;
-      conn->client = std::move(client);
-      conn->deadline = clock_->Now() + options_.head_timeout;
-      Watch(fd);
-      waiting_[fd] = std::move(conn);
     }
+  }
+
+  // The limit a new connection from `client` would go beyond; the per-client one first (an
+  // eviction for it also makes room under the total).
+  Limit Full(const std::string& client) const {
+    const auto it = per_client_.find(client);
+    if (it != per_client_.end() && it->second >= options_.max_connections_per_client) {
+      return Limit::kPerClient;
+    }
+    return open_ >= options_.max_connections ? Limit::kTotal : Limit::kNone;
+  }
+
+  // Closes the oldest idle connection (the client's own for kPerClient, anyone's for kTotal);
+  // false when there is none (every connection is in the middle of a request).
+  bool EvictFor(Limit limit, const std::string& client) {
+    const std::optional<int> oldest =
+        limit == Limit::kPerClient ? idle_.OldestOf(client) : idle_.Oldest();
+    if (!oldest) return false;
+    Close(*oldest);
+    if (evicted_) evicted_(limit == Limit::kPerClient ? "per_client" : "total");
+    return true;
+  }
+
+  void Refuse(int fd, Limit limit) {
+    const std::string refusal = ErrorResponse(
+        503, limit == Limit::kTotal ? "too many open HTTP connections (--http_max_connections)"
+                                    : "too many open HTTP connections from this client "
+                                      "(--http_max_connections_per_client)");
+    (void)!send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    close(fd);
+  }
+
+  void Admit(int fd, std::string client) {
+    ++open_;
+    ++per_client_[client];
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto conn = std::make_unique<HttpConnection>();
+    conn->fd = fd;
+    conn->client = std::move(client);
+    conn->deadline = clock_->Now() + options_.head_timeout;
+    idle_.Add(fd, conn->client);  // nothing of a head yet
+    Watch(fd);
+    waiting_[fd] = std::move(conn);
   }
 
   void PauseAccepting() {
@@ -324,16 +364,32 @@ class HttpFront::Loop {
     accept_paused_ = true;
   }
 
-  void TakeReturned() {
+  void OnWake() {
     uint64_t count;
     (void)!read(wake_, &count, sizeof(count));
+    if (draining_.load() && !drained_idle_) CloseKeptAlive();
+    TakeReturned();
+  }
+
+  // Once, when draining starts: the idle kept-alive connections (fresh ones that have sent
+  // nothing yet may be a probe about to ask; they are served, with Connection: close).
+  void CloseKeptAlive() {
+    drained_idle_ = true;
+    std::vector<int> kept_alive;
+    for (const auto& [fd, conn] : waiting_) {
+      if (conn->idle) kept_alive.push_back(fd);
+    }
+    for (int fd : kept_alive) Close(fd);
+  }
+
+  void TakeReturned() {
     std::vector<Returned> returned;
     {
       absl::MutexLock lock(&mu_);
       returned.swap(returned_);
     }
     for (Returned& r : returned) {
-      if (!r.keep) {
+      if (!r.keep || draining_.load()) {
         Forget(r.conn->client);
         close(r.conn->fd);
         continue;
@@ -342,6 +398,7 @@ class HttpFront::Loop {
       r.conn->idle = r.conn->buffer.empty();
       r.conn->deadline =
           clock_->Now() + (r.conn->idle ? options_.keep_alive_timeout : options_.head_timeout);
+      if (r.conn->idle) idle_.Add(fd, r.conn->client);
       Watch(fd);
       waiting_[fd] = std::move(r.conn);
       if (!waiting_[fd]->buffer.empty()) Parse(fd, /*eof=*/false);  // a pipelined request
@@ -369,6 +426,7 @@ class HttpFront::Loop {
       if (eof) Close(fd);
       return;
     }
+    if (!c.buffer.empty()) idle_.Remove(fd);  // a request has begun: never evicted
     if (c.idle && !c.buffer.empty()) {
       c.idle = false;
       c.deadline = clock_->Now() + options_.head_timeout;
@@ -381,6 +439,7 @@ class HttpFront::Loop {
     HeadParse p = ParseRequestHead(c.buffer, options_.max_head_bytes);
     if (p.kind == HeadParse::kComplete) {
       c.buffer.erase(0, p.head_bytes);
+      idle_.Remove(fd);
       epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
       std::unique_ptr<HttpConnection> conn = std::move(waiting_[fd]);
       waiting_.erase(fd);
@@ -398,6 +457,7 @@ class HttpFront::Loop {
     const std::string answer = ErrorResponse(status, message);
     (void)!send(c->fd, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(c->fd, SHUT_WR);
+    idle_.Remove(c->fd);
     c->lingering = true;
     c->buffer.clear();
     c->buffer.shrink_to_fit();
@@ -426,6 +486,7 @@ class HttpFront::Loop {
   void Close(int fd) {
     auto it = waiting_.find(fd);
     Forget(it->second->client);
+    idle_.Remove(fd);
     epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
     close(fd);
     waiting_.erase(it);
@@ -440,16 +501,20 @@ class HttpFront::Loop {
   const HttpFrontOptions options_;
   const Clock* const clock_;
   const int listen_fd_;
+  const Evicted evicted_;
   int epoll_ = -1;
   int wake_ = -1;
   Dispatch dispatch_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> draining_{false};
   // The loop thread's own.
   absl::flat_hash_map<int, std::unique_ptr<HttpConnection>> waiting_;
-  absl::flat_hash_map<std::string, int> per_client_;
+  absl::flat_hash_map<std::string, int> per_client_;  // open connections by client address
+  IdleConnections idle_;  // the evictable ones of waiting_, oldest first
   int open_ = 0;
   bool accept_paused_ = false;
+  bool drained_idle_ = false;  // CloseKeptAlive has run
 
   absl::Mutex mu_;
   std::vector<Returned> returned_ ABSL_GUARDED_BY(mu_);
@@ -458,14 +523,14 @@ class HttpFront::Loop {
 
 absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(const HttpFrontOptions& options,
                                                             const Clock* clock, Handler handler,
-                                                            IsProbe is_probe) {
+                                                            IsProbe is_probe, Evicted evicted) {
   RaiseDescriptorLimit(options.max_connections);
   absl::StatusOr<int> listen_fd = Listen(options.bind_address, options.port);
   if (!listen_fd.ok()) return listen_fd.status();
   std::unique_ptr<HttpFront> front(new HttpFront());
   front->port_ = BoundPort(*listen_fd);
   front->handler_ = std::move(handler);
-  front->loop_ = std::make_unique<Loop>(options, clock, *listen_fd);
+  front->loop_ = std::make_unique<Loop>(options, clock, *listen_fd, std::move(evicted));
   Loop* loop = front->loop_.get();
   auto done = [loop](std::unique_ptr<HttpConnection> conn, bool keep) {
     loop->Return(std::move(conn), keep);
@@ -483,6 +548,10 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(const HttpFrontOptio
 }
 
 HttpFront::~HttpFront() { Stop(); }
+
+void HttpFront::StartDraining() {
+  if (loop_) loop_->StartDraining();
+}
 
 void HttpFront::Stop() {
   if (loop_) loop_->Stop();  // no new dispatches; idle connections closed

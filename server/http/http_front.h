@@ -5,11 +5,22 @@
 // a request head or idles between kept-alive requests: such a connection costs a descriptor and a
 // buffer, never a thread. The loop reads heads (ParseRequestHead: strict, at most max_head_bytes),
 // answers a malformed one itself (its status, Connection: close), and enforces the limits:
-//   - max_connections open at once, max_connections_per_client from one client address (beyond
-//     either: 503 and close at accept);
+//   - max_connections open at once, max_connections_per_client from one client address. A new
+//     connection beyond either first evicts the oldest idle connection (kept alive between
+//     requests, or open without a byte of a head yet): the client's own at the per-client limit,
+//     anyone's at the total one. It is closed (FIN, nothing sent: RFC 9112 9.6 lets a server close
+//     an idle connection) and counted (`evicted`), so that a client holding idle connections
+//     cannot lock out its own probes behind one NAT address, nor anyone else. Connections in the
+//     middle of a request (part of a head, in a handler, lingering after an error) are never
+//     evicted; when none can be, the new one gets 503 and close. The choice is O(1)
+//     (IdleConnections, idle_connections.h);
 //   - head_timeout for a whole head to arrive once its first byte has (and for a fresh connection
 //     to send anything): 408 and close;
 //   - keep_alive_timeout for an idle kept-alive connection: closed.
+// Draining (StartDraining, on SIGTERM): idle kept-alive connections are closed at once, and a
+// connection is closed after the request it is serving (the handler says Connection: close; see
+// HttpExchange::CloseAfterResponse), so that clients reconnect to another replica. New
+// connections are still accepted and served (readiness probes must see the 503).
 // A complete head hands the connection, with any bytes already read beyond the head (the body's
 // start, pipelined requests), to a pool: `probe_threads` threads for requests `is_probe` picks
 // (bodiless GET/HEAD: probes, /metrics, metadata), `handler_threads` for the rest, so that probes
@@ -67,16 +78,22 @@ class HttpFront {
   // Serves one request whose head is complete; true when the connection may carry the next one.
   using Handler = std::function<bool(HttpConnection*, const HttpRequestHead&)>;
   using IsProbe = std::function<bool(const HttpRequestHead&)>;
+  // Called on the loop's thread for each evicted connection with the limit that evicted it:
+  // "per_client" or "total". Must not block.
+  using Evicted = std::function<void(const char* limit)>;
 
   // Borrows `clock`. Binds and starts the loop and the pools.
   static absl::StatusOr<std::unique_ptr<HttpFront>> Start(const HttpFrontOptions& options,
                                                           const Clock* clock, Handler handler,
-                                                          IsProbe is_probe);
+                                                          IsProbe is_probe, Evicted evicted = {});
   ~HttpFront();
   HttpFront(const HttpFront&) = delete;
   HttpFront& operator=(const HttpFront&) = delete;
 
   int port() const { return port_; }
+  // Closes the idle kept-alive connections now and every other one after its current request
+  // (see the file comment). Thread-safe, non-blocking, idempotent.
+  void StartDraining();
   // Idempotent; see the file comment.
   void Stop();
 

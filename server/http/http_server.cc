@@ -110,11 +110,19 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
       [self](HttpConnection* conn, const HttpRequestHead& head) { return self->Serve(conn, head); },
       [](const HttpRequestHead& head) {
         return (head.method == "GET" || head.method == "HEAD") && !head.has_body();
+      },
+      [metrics = env.metrics](const char* limit) {
+        if (metrics != nullptr) metrics->OnHttpConnectionEvicted(limit);
       });
   if (!started.ok()) return started.status();
   server->front_ = *std::move(started);
   server->port_ = server->front_->port();
   return server;
+}
+
+void HttpServer::StartDraining() {
+  draining_.store(true);
+  if (front_ != nullptr) front_->StartDraining();
 }
 
 HttpServer::~HttpServer() {
@@ -153,6 +161,7 @@ std::optional<HttpServer::Response> HttpServer::Admit(
 
 bool HttpServer::Serve(HttpConnection* conn, const HttpRequestHead& head) {
   HttpExchange exchange(conn, head, write_stall_);
+  if (draining_.load()) exchange.CloseAfterResponse();
   try {
     Dispatch(&exchange);
   } catch (...) {  // nothing may leave a handler thread

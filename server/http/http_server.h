@@ -47,6 +47,7 @@
 // still in a handler cut) and joins its threads.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -74,8 +75,10 @@ struct HttpOptions {
   std::string bind_address;  // empty = all interfaces
   int num_threads = 128;     // threads serving requests with bodies (REST inference, generation)
   int probe_threads = 4;     // threads serving bodiless GET/HEAD (probes, /metrics, metadata)
-  int max_connections = 4096;            // open at once (more: 503 and close)
-  int max_connections_per_client = 256;  // open at once from one client address
+  // Open at once, and from one client address; a connection beyond either evicts the oldest idle
+  // one, or gets 503 and close when every one is busy (http_front.h).
+  int max_connections = 4096;
+  int max_connections_per_client = 256;
   int max_head_bytes = 16 << 10;         // a request head (more: 431)
   // Most threads waiting on computation at once; 0 = 3/4 of num_threads (at least 1).
   int infer_threads = 0;
@@ -100,6 +103,10 @@ class HttpServer {
 
   // The port actually bound.
   int port() const { return port_; }
+  // SIGTERM: every response from now on says Connection: close and its connection closes after
+  // it; idle kept-alive connections close at once (HttpFront::StartDraining). Thread-safe,
+  // idempotent.
+  void StartDraining();
   int infer_threads() const { return slots_.capacity(); }
 
   struct Response {
@@ -150,6 +157,7 @@ class HttpServer {
   const RestGenerateHandler generate_;
   std::map<std::string, ModelPost> post_handlers_;  // by action; filled before start
   const absl::Duration write_stall_;
+  std::atomic<bool> draining_{false};
   std::unique_ptr<HttpFront> front_;
   int port_ = 0;
 };

@@ -193,6 +193,12 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
                               .Name("reformer_tls_certificate_expiry_timestamp_seconds")
                               .Help("When the TLS certificate the gRPC port serves expires (Unix time).")
                               .Register(*registry)),
+      http_evicted_(BuildCounter()
+                        .Name("reformer_http_connections_evicted_total")
+                        .Help("Idle HTTP connections closed to admit a new one at a connection "
+                              "limit (limit per_client: --http_max_connections_per_client; "
+                              "total: --http_max_connections).")
+                        .Register(*registry)),
       seconds_buckets_(SecondsBuckets()) {
   BuildGauge()
       .Name("reformer_build_info")
@@ -205,6 +211,11 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
     rejected_.Add({{"reason", reason}});
   }
   for (const char* kind : {"working", "output", "cache"}) memory_reserved_.Add({{"kind", kind}});
+  for (const char* limit : {"per_client", "total"}) http_evicted_.Add({{"limit", limit}});
+}
+
+void ServerMetrics::OnHttpConnectionEvicted(const std::string& limit) {
+  http_evicted_.Add({{"limit", limit}}).Increment();
 }
 
 void ServerMetrics::RpcStarted(const std::string& type, const std::string& service,

@@ -86,6 +86,10 @@ class ServerMetrics final : public InferenceObserver, public GenerationObserver 
   // reformer_tls_certificate_expiry_timestamp_seconds: when the served certificate expires.
   void SetCertificateExpiry(double unix_seconds);
 
+  // The HTTP front closed an idle connection to admit a new one at a connection limit:
+  // reformer_http_connections_evicted_total{limit="per_client"|"total"}.
+  void OnHttpConnectionEvicted(const std::string& limit);
+
   // Tokens of one document (reformer_document_tokens).
   void ObserveDocumentTokens(int64_t tokens);
 
@@ -149,6 +153,7 @@ class ServerMetrics final : public InferenceObserver, public GenerationObserver 
   prometheus::Family<prometheus::Histogram>& grpc_handling_seconds_;
   prometheus::Family<prometheus::Counter>& credential_reloads_;
   prometheus::Family<prometheus::Gauge>& certificate_expiry_;
+  prometheus::Family<prometheus::Counter>& http_evicted_;
   std::vector<double> seconds_buckets_;
   std::vector<double> input_token_buckets_;
 

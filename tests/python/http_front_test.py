@@ -5,17 +5,26 @@
    200 half-sent heads (from several 127.0.0.x source addresses, each under the per-client cap): a fresh
    GET /readyz and GET /metrics each answer within 1 s (ten times each), and the idle connections are
    still open afterwards (they cost no thread).
-2. The per-client cap: connections from one address beyond --http_max_connections_per_client get 503.
+2. The per-client cap: with every connection from one address mid-request, one more gets 503.
 3. Strict parsing (RFC 9112): each malformed request gets its precise status (400, 404 JSON, 405 with
    Allow, 411-free Content-Length handling, 417, 431, 501, 505) and a connection that must close closes.
 4. Keep-alive and pipelining: two requests in one write get two answers in order on one connection.
 5. A head that never completes gets 408 after --http_request_timeout_s; SIGTERM with 1,000 idle
    connections open exits 0 promptly.
+6. Eviction at the connection limits (--http_max_connections_per_client 8, --http_max_connections 16): a
+   client holding its cap of idle connections still gets /readyz and /metrics answered within 1 s from the
+   same address, the oldest idle connections being the ones closed; connections in the middle of a request
+   (half-sent head, slow body) are never evicted, and when all are busy the next one gets 503; at the total
+   cap another address gets in by evicting the globally oldest idle one; reformer_http_connections_evicted_total
+   counts each eviction by limit.
+7. Draining: after SIGTERM an idle kept-alive connection is closed at once (keep-alive timeout 60 s), and
+   responses carry Connection: close and their connection closes after them.
 Bounds are generous (loaded 2-core machine); nothing here skips.
 Usage: http_front_test.py SERVER_BINARY SOURCE_DIR
 """
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -73,11 +82,11 @@ def closed_soon(sock, timeout=10):
 
 
 class Server:
-    def __init__(self, *extra):
+    def __init__(self, *extra, per_client=PER_CLIENT):
         self.proc = subprocess.Popen(
             [SERVER, "--model_dir", MODEL_DIR, "--grpc_port", "0", "--http_port", "0", "--bind_address", "127.0.0.1",
              "--workers", "1", "--threads_per_worker", "1", "--http_threads", str(HTTP_THREADS),
-             "--http_infer_threads", "6", "--http_max_connections_per_client", str(PER_CLIENT),
+             "--http_infer_threads", "6", "--http_max_connections_per_client", str(per_client),
              "--drain_timeout_s", "5", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
@@ -172,6 +181,9 @@ class FloodTest(unittest.TestCase):
         held = [s.connect("127.0.0.20") for _ in range(PER_CLIENT)]
         held[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(read_response(held[-1])[0], 200)  # all PER_CLIENT accepted and served
+        for h in held:  # every one mid-request (half a head): none can be evicted (EvictionTest)
+            h.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.5)
         extra = s.connect("127.0.0.20")
         r = read_response(extra)
         self.assertIsNotNone(r)
@@ -313,6 +325,167 @@ class TimeoutAndTermTest(unittest.TestCase):
             self.assertTrue(all(closed_soon(c, 5) for c in idle[:50]))
             for c in idle:
                 c.close()
+        finally:
+            server.stop()
+
+
+GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+EVICTED = re.compile(r'^reformer_http_connections_evicted_total\{limit="(\w+)"\} (\S+)$', re.M)
+LONG_TIMEOUTS = ("--http_request_timeout_s", "60", "--http_keep_alive_timeout_s", "60", "--http_body_timeout_s", "60")
+
+
+def evictions(server, source="127.0.0.99"):
+    """reformer_http_connections_evicted_total by limit."""
+    r = server.request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", source)
+    found = {k: float(v) for k, v in EVICTED.findall(r[2].decode())}
+    assert set(found) == {"per_client", "total"}, found
+    return found
+
+
+def kept_alive(server, source):
+    """A connection that has been answered once and now idles, kept alive."""
+    c = server.connect(source)
+    c.sendall(GET_HEALTHZ)
+    r = read_response(c)
+    assert r is not None and r[0] == 200 and r[1].get("connection") != "close", r
+    return c
+
+
+def timed_request(server, path, source):
+    """Status and seconds of one GET on a new connection, which is left open (kept alive)."""
+    start = time.monotonic()
+    c = server.connect(source)
+    c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    r = read_response(c)
+    return (r[0] if r else None), time.monotonic() - start, c
+
+
+def still_open(sock):
+    return not closed_soon(sock, 0.3)
+
+
+class EvictionTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(*LONG_TIMEOUTS, per_client=8)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_idle_connections_make_room_for_probes_from_the_same_address(self):
+        s, src = self.server, "127.0.0.40"
+        before = evictions(s)
+        # The cap of idle connections, oldest first: four kept alive after a request, four that sent nothing.
+        held = [kept_alive(s, src) for _ in range(4)] + [s.connect(src) for _ in range(4)]
+        probes = []
+        for path in ("/readyz", "/metrics"):
+            status, took, c = timed_request(s, path, src)
+            probes.append(c)
+            self.assertEqual(status, 200, path)
+            self.assertLess(took, 1.0, f"{path} took {took:.3f} s")
+        # Each probe evicted the oldest idle connection, no other.
+        self.assertTrue(closed_soon(held[0], 5))
+        self.assertTrue(closed_soon(held[1], 5))
+        self.assertTrue(all(still_open(c) for c in held[2:]))
+        for c in (held[2], held[7]):  # a kept-alive and a fresh survivor still serve
+            c.sendall(GET_HEALTHZ)
+            self.assertEqual(read_response(c)[0], 200)
+        after = evictions(s)
+        self.assertEqual(after["per_client"] - before["per_client"], 2)
+        self.assertEqual(after["total"], before["total"])
+        for c in held + probes:
+            c.close()
+
+    def test_connections_mid_request_are_never_evicted(self):
+        s, src = self.server, "127.0.0.41"
+        idle = kept_alive(s, src)
+        half = []
+        for _ in range(4):
+            h = s.connect(src)
+            h.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            half.append(h)
+        uploads = []
+        for _ in range(3):
+            u = s.connect(src)
+            u.sendall(f"POST /v2/models/{s.model}/infer HTTP/1.1\r\nHost: x\r\n"
+                      f"Content-Length: 100000\r\n\r\n{{".encode())
+            uploads.append(u)
+        time.sleep(0.5)  # the loop has read every partial head and body start
+        before = evictions(s)
+        status, took, probe = timed_request(s, "/readyz", src)
+        self.assertEqual(status, 200)
+        self.assertLess(took, 1.0)
+        self.assertTrue(closed_soon(idle, 5))  # the one idle connection made room
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # now every connection is mid-request
+        time.sleep(0.3)
+        extra = s.connect(src)
+        r = read_response(extra)
+        self.assertIsNotNone(r)
+        self.assertEqual(r[0], 503)
+        self.assertIn("per_client", json.loads(r[2])["error"])
+        extra.close()
+        # Nothing mid-request was closed: each head completes and is answered, the body too.
+        for h in half + [probe]:
+            h.sendall(b"1\r\n\r\n" if h is not probe else b"\r\n")
+            self.assertEqual(read_response(h)[0], 200)
+        uploads[0].sendall(b" " * 99999)
+        self.assertEqual(read_response(uploads[0])[0], 400)
+        after = evictions(s)
+        self.assertEqual(after["per_client"] - before["per_client"], 1)
+        for c in half + uploads + [probe]:
+            c.close()
+
+
+class TotalCapEvictionTest(unittest.TestCase):
+    def test_another_address_gets_in_by_evicting_the_oldest_idle_connection(self):
+        server = Server(*LONG_TIMEOUTS, "--http_max_connections", "16", per_client=8)
+        try:
+            before = evictions(server)
+            time.sleep(0.3)  # the server has seen the readiness and metrics connections close
+            a = [kept_alive(server, "127.0.0.50") for _ in range(8)]
+            b = [kept_alive(server, "127.0.0.51") for _ in range(8)]
+            status, took, probe = timed_request(server, "/readyz", "127.0.0.52")
+            self.assertEqual(status, 200)
+            self.assertLess(took, 1.0)
+            self.assertTrue(closed_soon(a[0], 5))  # the globally oldest idle connection
+            self.assertTrue(all(still_open(c) for c in a[1:] + b))
+            after = evictions(server)  # this connection evicts the next oldest, a[1]
+            self.assertTrue(closed_soon(a[1], 5))
+            self.assertEqual(after["total"] - before["total"], 2)
+            self.assertEqual(after["per_client"], before["per_client"])
+            for c in a + b + [probe]:
+                c.close()
+        finally:
+            server.stop()
+
+
+class DrainTest(unittest.TestCase):
+    def test_drain_closes_idle_connections_and_says_connection_close(self):
+        server = Server(*LONG_TIMEOUTS, "--drain_min_s", "5")
+        try:
+            idle = kept_alive(server, "127.0.0.60")
+            in_flight = server.connect("127.0.0.61")
+            in_flight.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.3)
+            start = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            self.assertTrue(closed_soon(idle, 2), "an idle kept-alive connection stayed open while draining")
+            print(f"drain: idle kept-alive connection closed after {time.monotonic() - start:.3f} s",
+                  file=sys.stderr)
+            in_flight.sendall(b"\r\n")  # a request begun before SIGTERM is answered, then closed
+            r = read_response(in_flight)
+            self.assertEqual(r[0], 200)
+            self.assertEqual(r[1].get("connection"), "close")
+            self.assertTrue(closed_soon(in_flight, 5))
+            for path, status in (("/healthz", 200), ("/readyz", 503)):  # new connections too
+                with server.connect("127.0.0.62") as c:
+                    c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    r = read_response(c)
+                    self.assertEqual(r[0], status, path)
+                    self.assertEqual(r[1].get("connection"), "close", path)
+                    self.assertTrue(closed_soon(c, 5), path)
+            self.assertEqual(server.proc.wait(timeout=30), 0)
         finally:
             server.stop()
 
