@@ -353,7 +353,9 @@ int Run(int argc, char** argv) {
   if (absl::Status s = StartComponents(config, *model, served, &components); !s.ok()) {
     LOG_ERROR(s.message());
     components.Stop(absl::Seconds(2));
-    return 1;
+    // INVALID_ARGUMENT: flags that cannot work with this model (e.g. step buffers beyond
+    // --memory_budget_bytes), a usage error like those ParseConfig finds; else a failure (a busy port).
+    return absl::IsInvalidArgument(s) ? 2 : 1;
   }
   ServeUntilSignal(config, signals, &components);
   return 0;

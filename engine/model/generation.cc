@@ -11,15 +11,23 @@ namespace {
 
 constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
 
-// Bytes of a well-formed UTF-8 sequence starting at s[i] (RFC 3629 ranges), 0 when the bytes there
-// are not one; *incomplete is set when they are a valid start cut off by the end of s.
-size_t SequenceLength(const std::string& s, size_t i, bool* incomplete) {
+// What starts at s[i]: a well-formed character (`valid`), a cut-off start of one that the end of s
+// interrupts (`incomplete`), or else a maximal subpart of an ill-formed sequence, the bytes one
+// U+FFFD replaces. `length` is the bytes it spans (at least 1). Maximal subparts follow the Unicode
+// Standard, ch. 3 ("U+FFFD Substitution of Maximal Subparts", Table 3-7 of well-formed byte
+// sequences), as the WHATWG UTF-8 decoder does: E2 82 41 is one U+FFFD and 'A'; F0 80 is two, since
+// 80 cannot follow F0; C0, C1, F5..FF and a stray continuation byte are one each.
+struct Utf8Unit {
+  size_t length = 1;
+  bool valid = false, incomplete = false;
+};
+
+Utf8Unit ScanUtf8(const std::string& s, size_t i) {
   const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
   const unsigned char c = b(i);
-  *incomplete = false;
-  if (c < 0x80) return 1;
+  if (c < 0x80) return {1, true, false};
   size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
+  unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte (Table 3-7)
   if (c >= 0xC2 && c <= 0xDF) {
     n = 2;
   } else if (c >= 0xE0 && c <= 0xEF) {
@@ -31,33 +39,28 @@ size_t SequenceLength(const std::string& s, size_t i, bool* incomplete) {
     if (c == 0xF0) lo = 0x90;
     if (c == 0xF4) hi = 0x8F;
   } else {
-    return 0;
+    return {};  // C0, C1, F5..FF or a continuation byte: never part of a character
   }
   for (size_t k = 1; k < n; ++k) {
-    if (i + k >= s.size()) {
-      *incomplete = true;
-      return 0;
-    }
+    if (i + k >= s.size()) return {k, false, true};
     const unsigned char x = b(i + k);
-    if (k == 1 ? (x < lo || x > hi) : (x < 0x80 || x > 0xBF)) return 0;
+    if (k == 1 ? (x < lo || x > hi) : (x < 0x80 || x > 0xBF)) return {k, false, false};
   }
-  return n;
+  return {n, true, false};
 }
 
-// s with every ill-formed sequence replaced by U+FFFD (one per maximal subpart, as a cut-off
-// sequence counts as one).
+// s with every maximal subpart of an ill-formed sequence (and a cut-off character at the end)
+// replaced by one U+FFFD.
 std::string Sanitize(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size();) {
-    bool incomplete;
-    const size_t n = SequenceLength(s, i, &incomplete);
-    if (n > 0) {
-      out.append(s, i, n);
-      i += n;
+    const Utf8Unit u = ScanUtf8(s, i);
+    if (u.valid) {
+      out.append(s, i, u.length);
     } else {
       out += kReplacement;
-      i += incomplete ? s.size() - i : 1;
     }
+    i += u.length;
   }
   return out;
 }
@@ -67,9 +70,7 @@ std::string Sanitize(const std::string& s) {
 bool EndsIncomplete(const std::string& s) {
   if (s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0) return true;
   for (size_t back = 1; back <= std::min<size_t>(3, s.size()); ++back) {
-    bool incomplete;
-    SequenceLength(s, s.size() - back, &incomplete);
-    if (incomplete) return true;
+    if (ScanUtf8(s, s.size() - back).incomplete) return true;
   }
   return false;
 }

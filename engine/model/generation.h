@@ -41,7 +41,10 @@ absl::Status ValidateGeneration(const ReformerConfig& config, absl::Span<const i
 
 // Text of token ids as it grows, in whole UTF-8 characters: a character still incomplete at the end
 // (a byte-level token sequence cut inside a multi-byte character, or SentencePiece's U+FFFD for an
-// incomplete byte-fallback sequence) is held back until it completes; invalid bytes become U+FFFD.
+// incomplete byte-fallback sequence) is held back until it completes, across any number of Add
+// calls; each maximal subpart of an ill-formed sequence becomes one U+FFFD (Unicode Standard ch. 3,
+// as the WHATWG decoder does). SentencePiece replaces invalid byte-fallback bytes itself, before
+// this class sees the text.
 // Decodes only a short window of recent tokens per call (the approach of vLLM's incremental
 // detokenizer), so a call costs O(1) in the length of the text.
 class IncrementalDetokenizer {
@@ -51,7 +54,7 @@ class IncrementalDetokenizer {
   IncrementalDetokenizer(const Tokenizer* tokenizer, std::vector<int32_t> context);
   // Adds one id; returns the text it completed (possibly empty).
   std::string Add(int32_t id);
-  // The text held back, with an incomplete character as U+FFFD.
+  // The text held back, with an incomplete character at the end as one U+FFFD.
   std::string Flush();
 
  private:

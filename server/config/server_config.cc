@@ -186,7 +186,7 @@ void RegisterServerFlags(ServerConfig* c, FlagSet* f) {
       .RangeReal(0.001, kMaxSeconds)
       .Meta("SECONDS");
   f->Add("generate_max_streams_per_connection", &c->generate.max_streams_per_connection,
-         "Most active Generate streams of one gRPC client connection; one more is RESOURCE_EXHAUSTED naming this "
+         "Most active Generate streams of one gRPC client connection (each client of a Unix socket is its own); one more is RESOURCE_EXHAUSTED naming this "
          "limit, so one client cannot hold every generation slot. (An HTTP/1.1 connection carries one generate "
          "request at a time.)")
       .Range(1, 4096);

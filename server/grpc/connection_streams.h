@@ -1,9 +1,10 @@
 // Per-connection count of active Generate streams (fairness: one client connection must not hold
 // every generation slot; docs/generation.md §10).
 //
-// A connection is named by the peer address gRPC reports for the call (ctx->peer(), e.g.
-// "ipv4:10.0.0.7:51234"): every call multiplexed over one HTTP/2 connection has the same peer, two
-// connections from one host differ in their port. Acquire counts a stream against its connection
+// A connection is named by a key the caller derives from the call (generate_reactor.cc's
+// ConnectionKey: the peer address gRPC reports, e.g. "ipv4:10.0.0.7:51234", and the connection's
+// auth context, which also tells apart the clients of one Unix socket): every call multiplexed over
+// one HTTP/2 connection has the same key, two connections differ. Acquire counts a stream against its connection
 // while the returned Slot lives; beyond the limit it is RESOURCE_EXHAUSTED naming the limit and the
 // flag. An entry is erased when its count returns to zero, so the map holds only connections with
 // active streams (bounded by the streams themselves). Thread-safe.

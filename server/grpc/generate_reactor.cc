@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/grpc_security.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/model/tokenizer.h"
 #include "server/batching/clock.h"
@@ -77,6 +78,24 @@ absl::StatusOr<DecodeMode> WireMode(int mode) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "mode ", mode, " is not a DecodeMode (DECODE_MODE_CACHED = 0, DECODE_MODE_RECOMPUTE = 1)"));
+}
+
+// The connection `ctx`'s call came on, for the per-connection stream cap. The peer string alone
+// tells TCP connections apart (address and port) but not Unix-socket ones: every client of a socket
+// is the same "unix:..." string. So the key adds the call's auth context: gRPC core's server auth
+// filter gives every call a reference to the one context its connection's handshake made (with
+// insecure and TLS credentials alike), so its address names the connection. The address cannot be
+// reused by another connection while this call holds the context (ctx->auth_context(), kept by the
+// server context until the call is done, after the reactor and its slot are gone).
+std::string ConnectionKey(grpc::CallbackServerContext* ctx) {
+  std::string key = ctx->peer();
+  if (ctx->auth_context() == nullptr) return key;  // also takes the reference described above
+  grpc_auth_context* auth = grpc_call_auth_context(ctx->c_call());
+  if (auth != nullptr) {
+    absl::StrAppend(&key, "#", absl::Hex(reinterpret_cast<uintptr_t>(auth)));
+    grpc_auth_context_release(auth);
+  }
+  return key;
 }
 
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
@@ -166,7 +185,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   // Counts this call against its connection until the reactor is deleted (OnDone).
   absl::Status TakeConnectionSlot() {
     if (connections_ == nullptr) return absl::OkStatus();
-    absl::StatusOr<ConnectionStreams::Slot> slot = connections_->Acquire(ctx_->peer());
+    absl::StatusOr<ConnectionStreams::Slot> slot = connections_->Acquire(ConnectionKey(ctx_));
     if (!slot.ok()) {
       if (env_.metrics != nullptr) env_.metrics->OnRejected("connection_streams");
       return slot.status();

@@ -342,8 +342,8 @@ absl::Status Worker::Init() {
   decoder_ = *std::move(decoder);
   const size_t step = StepBytes(service_->model().config(), o);
   std::optional<MemoryReservation> r = service_->budget().TryReserve(step, MemoryKind::kWorking);
-  if (!r) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
+  if (!r) {  // the flags can never work: INVALID_ARGUMENT, which reformer-server exits 2 for
+    return absl::InvalidArgumentError(absl::StrFormat(
         "the step buffers of %d sequences (%d bytes) do not fit the memory budget (%d bytes free): "
         "raise --memory_budget_bytes or lower --generate_max_active",
         o.max_active, step, service_->budget().free_bytes()));

@@ -121,7 +121,8 @@ class GenerationService {
  public:
   // Starts the workers, each creating its Decoder on its own thread, on the process-wide `budget`
   // (each reserves its step buffers there for its life). FAILED_PRECONDITION when this CPU cannot
-  // run the decoder (the server then runs without generation). `clock` and `observer` (may be null)
+  // run the decoder (the server then runs without generation); INVALID_ARGUMENT when a worker's step
+  // buffers do not fit the budget (--memory_budget_bytes, --generate_max_active). `clock` and `observer` (may be null)
   // are borrowed and must outlive the service.
   static absl::StatusOr<std::unique_ptr<GenerationService>> Create(
       std::shared_ptr<const ReformerModel> model, const GenerationOptions& options,

@@ -207,7 +207,7 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry, const MetricsOption
       .Add({{"version", options.version}, {"model", options.model_name}})
       .Set(1);
   // Pre-create the rejection series so dashboards see zeros, not gaps.
-  for (const char* reason : {"queue_full", "too_large", "draining", "invalid"}) {
+  for (const char* reason : {"queue_full", "too_large", "draining", "invalid", "connection_streams"}) {
     rejected_.Add({{"reason", reason}});
   }
   for (const char* kind : {"working", "output", "cache"}) memory_reserved_.Add({{"kind", kind}});

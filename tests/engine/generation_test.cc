@@ -3,6 +3,8 @@
 // emitted), EOS and ignore_eos, max_new_tokens, and the validation messages.
 #include <cmath>
 
+#include "absl/strings/escaping.h"
+
 #include "engine/model/generation.h"
 #include "engine/model/tokenizer.h"
 #include "gtest/gtest.h"
@@ -76,6 +78,75 @@ TEST(GenerationTest, InvalidBytesBecomeReplacementCharacters) {
   GenerationSequence s(Config(), &Tok(), std::vector<int32_t>{kA}, Params(10));
   EXPECT_EQ(Feed(&s, {kBad, kE2, kA}), (std::vector<std::string>{"\xEF\xBF\xBD", "\xEF\xBF\xBD", "a"}));
 }
+
+// id = byte (ids 0..255), as the byte-level tokenizer but without its offset.
+class RawBytes final : public Tokenizer {
+ public:
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view) const override { return std::vector<int32_t>{}; }
+  std::string Decode(const std::vector<int32_t>& ids) const override {
+    std::string s;
+    for (int32_t id : ids) s.push_back(static_cast<char>(id));
+    return s;
+  }
+  int64_t TokenBytes(int32_t) const override { return 1; }
+  std::string Name() const override { return "raw"; }
+};
+
+// `bytes` fed one per Add, then Flush; returns each call's text (Flush's last).
+std::vector<std::string> DetokenizeBytewise(const std::string& bytes) {
+  static const RawBytes tok;
+  IncrementalDetokenizer d(&tok, {'.'});
+  std::vector<std::string> out;
+  for (unsigned char c : bytes) out.push_back(d.Add(c));
+  out.push_back(d.Flush());
+  return out;
+}
+
+std::string Joined(const std::vector<std::string>& parts) {
+  std::string s;
+  for (const std::string& p : parts) s += p;
+  return s;
+}
+
+#define R "\xEF\xBF\xBD"  // U+FFFD
+
+// One U+FFFD per maximal subpart of an ill-formed sequence (Unicode Standard ch. 3, Tables 3-8 to
+// 3-11; the WHATWG UTF-8 decoder agrees), bytes arriving one step at a time.
+TEST(GenerationTest, EachMaximalSubpartBecomesOneReplacementCharacter) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\xE2\x82" "A", R "A"},                  // a cut-off 3-byte character: one, not two
+      {"\xF0\x9F\x98" "A", R "A"},              // a cut-off 4-byte character
+      {"\xF0\x80", R R},                        // 80 cannot follow F0
+      {"\xE0\x80\xAF", R R R},                  // overlong: E0 needs A0..BF
+      {"\xED\xA0\x80", R R R},                  // a surrogate: ED needs 80..9F
+      {"\xF4\x90\x80\x80", R R R R},            // above U+10FFFF
+      {"\xC0\xAF" "\xC1\x81", R R R R},         // C0 and C1 start nothing
+      {"\xF5\xFE\xFF", R R R},
+      {"\xE1\x80\xE2\xF0\x91\x92\xF1\xBF" "A", R R R R "A"},  // Table 3-11
+      {"a\xF1\x80\x80\xE1\x80\xC2" "b\x80" "c\x80\xBF" "d",    // Table 3-8
+       "a" R R R "b" R "c" R R "d"},
+      {"\xE2\x82", R},                          // cut off by the end of the stream: one
+      {"\xE2\x82\xAC\xF0\x9F\x98\x80", "\xE2\x82\xAC\xF0\x9F\x98\x80"},
+  };
+  for (const auto& [in, want] : cases) {
+    const std::vector<std::string> parts = DetokenizeBytewise(in);
+    EXPECT_EQ(Joined(parts), want) << absl::CEscape(in);
+  }
+}
+
+// A character split across steps is held back, never replaced early: E2 82 emit nothing until the
+// byte that decides them arrives.
+TEST(GenerationTest, AnIncompleteTailWaitsForTheNextStep) {
+  EXPECT_EQ(DetokenizeBytewise("\xE2\x82\xAC"), (std::vector<std::string>{"", "", "\xE2\x82\xAC", ""}));
+  EXPECT_EQ(DetokenizeBytewise("\xE2\x82" "A"), (std::vector<std::string>{"", "", R "A", ""}));
+  EXPECT_EQ(DetokenizeBytewise("\xF0\x9F\x98"), (std::vector<std::string>{"", "", "", R}));
+  EXPECT_EQ(DetokenizeBytewise("\xF0\x80"), (std::vector<std::string>{"", R R, ""}));
+  // Through the sequence too, with the tail replaced at the length finish.
+  GenerationSequence s(Config(), &Tok(), std::vector<int32_t>{kA}, Params(4));
+  EXPECT_EQ(Feed(&s, {kE1, kE2, kA, kE1}), (std::vector<std::string>{"", "", R "a", R}));
+}
+
+#undef R
 
 TEST(GenerationTest, LengthFinishFlushesAnIncompleteCharacter) {
   GenerationSequence s(Config(), &Tok(), std::vector<int32_t>{kA}, Params(2));

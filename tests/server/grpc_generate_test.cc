@@ -14,6 +14,9 @@
 #include <random>
 #include <thread>
 
+#include <unistd.h>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/model/decoder.h"
@@ -54,7 +57,10 @@ class PeakObserver final : public GenerationObserver {
 
 // A server with generation only (no forward workers) on one model.
 struct GenServer {
-  explicit GenServer(const std::string& dir, GenerationOptions options = {}, ServiceLimits limits = {}) {
+  // `address`: where to listen, "127.0.0.1:0" or a "unix:PATH".
+  explicit GenServer(const std::string& dir, GenerationOptions options = {}, ServiceLimits limits = {},
+                     const std::string& address = "127.0.0.1:0")
+      : target(address) {
     auto loaded = ReformerModel::Load(dir);
     EXPECT_TRUE(loaded.ok()) << loaded.status();
     model = *loaded;
@@ -71,13 +77,13 @@ struct GenServer {
     env.health = &health;
     env.clock = &clock;
     GrpcServerOptions go;
-    go.address = "127.0.0.1:0";
+    go.address = address;
     auto s = GrpcServer::Start(go, env, &health);
     EXPECT_TRUE(s.ok()) << s.status();
     server = *std::move(s);
     health.SetReady();
-    stub = v1::ReformerService::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server->port()),
-                                                            grpc::InsecureChannelCredentials()));
+    if (!absl::StartsWith(address, "unix:")) target = "127.0.0.1:" + std::to_string(server->port());
+    stub = v1::ReformerService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   }
   ~GenServer() {
     generation->Shutdown();
@@ -94,6 +100,7 @@ struct GenServer {
   ServiceEnv env;
   std::unique_ptr<GrpcServer> server;
   std::unique_ptr<v1::ReformerService::Stub> stub;
+  std::string target;  // the address clients dial
 };
 
 struct Streamed {
@@ -374,6 +381,45 @@ TEST(GenerateTest, OneConnectionHoldsAtMostItsLimitOfStreams) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   EXPECT_TRUE(again.status.ok()) << again.status.error_message();
+}
+
+// Every client of a Unix socket reports the same peer ("unix:"), so the cap counted them all as one
+// connection: a second client was refused while the first held its one slot. Each connection has
+// its own count now, and one connection is still capped.
+TEST(GenerateTest, UnixSocketConnectionsEachHaveTheirOwnLimit) {
+  ServiceLimits limits;
+  limits.max_generate_streams_per_connection = 1;
+  const std::string path = ::testing::TempDir() + "/generate_cap_" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  GenServer s(FixtureDir("gen_b_enwik8_pattern_12layer_nh1"), {}, limits, "unix:" + path);
+  ASSERT_NE(s.server, nullptr);
+  v1::GenerateRequest slow = IdsRequest({5, 9, 17}, 250);
+  slow.set_ignore_eos(true);
+  slow.set_mode(v1::DECODE_MODE_RECOMPUTE);
+  const v1::GenerateRequest quick = IdsRequest({5, 6}, 3);
+  bool conclusive = false;
+  for (int attempt = 0; attempt < 3 && !conclusive; ++attempt) {
+    grpc::ClientContext c1;
+    auto r1 = s.stub->Generate(&c1, slow);
+    v1::GenerateResponse m;
+    ASSERT_TRUE(r1->Read(&m));  // the first connection's one slot is held
+    const Streamed same = Stream(s.stub.get(), quick);
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // its own subchannel: a second connection
+    auto other = v1::ReformerService::NewStub(
+        grpc::CreateCustomChannel(s.target, grpc::InsecureChannelCredentials(), args));
+    const Streamed elsewhere = Stream(other.get(), quick);
+    c1.TryCancel();
+    while (r1->Read(&m)) {
+    }
+    const bool held = r1->Finish().error_code() == grpc::StatusCode::CANCELLED;
+    EXPECT_TRUE(elsewhere.status.ok()) << elsewhere.status.error_message();
+    if (!held && same.status.ok()) continue;  // the slow stream ended first: the machine was too fast
+    conclusive = true;
+    EXPECT_EQ(same.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << same.status.error_message();
+  }
+  EXPECT_TRUE(conclusive);
+  ::unlink(path.c_str());
 }
 
 // Draining: a new Generate is UNAVAILABLE.

@@ -206,6 +206,8 @@ TEST_F(HttpServerTest, MetricsExposition) {
   EXPECT_THAT(t, HasSubstr("reformer_inflight_requests 5"));
   EXPECT_THAT(t, HasSubstr("reformer_rejected_total{reason=\"queue_full\"} 1"));
   EXPECT_THAT(t, HasSubstr("reformer_rejected_total{reason=\"draining\"} 0"));
+  // Generate's per-connection cap (--generate_max_streams_per_connection) from start-up too.
+  EXPECT_THAT(t, HasSubstr("reformer_rejected_total{reason=\"connection_streams\"} 0"));
   EXPECT_THAT(t, HasSubstr("reformer_workspace_bytes{worker=\"1\"} 1048576"));
   EXPECT_THAT(t, HasSubstr("reformer_memory_budget_bytes 4294967296"));
   EXPECT_THAT(t, HasSubstr("reformer_memory_reserved_bytes{kind=\"output\"} 3000"));

@@ -82,6 +82,9 @@ class ServerCliTest(unittest.TestCase):
             (["--compute_typ=fp8"], {}, "unknown flag --compute_typ"),
             (["--max_batch_tokens=10"], {}, "--max_batch_tokens=10 is below its minimum, the model's context"),
             (["extra_argument"], {}, "unexpected argument"),
+            # Generation's step buffers beyond the budget: found once the model is loaded, exited 1.
+            (["--memory_budget_bytes", "100000", "--warmup=false"], {},
+             "do not fit the memory budget (100000 bytes free): raise --memory_budget_bytes"),
             ([], {"REFORMER_MEMORY_BUDGET_BYTES": "-1"}, "REFORMER_MEMORY_BUDGET_BYTES"),
             ([], {"REFORMER_WARMUP": "maybe"}, "REFORMER_WARMUP"),
         ]

@@ -24,6 +24,11 @@ def run(tool, *args):
     return subprocess.run([os.path.join(BIN, tool), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
+def run_bytes(tool, *args):
+    env = dict(os.environ, OMP_WAIT_POLICY="passive", OMP_NUM_THREADS="1")
+    return subprocess.run([os.path.join(BIN, tool), *args], capture_output=True, timeout=120, env=env)
+
+
 class CliArgsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -127,6 +132,23 @@ class CliArgsTest(unittest.TestCase):
                                 "--max_new_tokens", "99999999999", says="--max_new_tokens 99999999999")
         self.assert_usage_error("reformer-cli", "generate", "--server", "127.0.0.1:1", "--prompt", "x",
                                 "--max_new_tokens", "0", says="--max_new_tokens 0")
+
+    def test_a_binary_inputs_file_is_named_and_escaped(self):
+        # nlohmann's parse error echoed the raw bytes of the file to the terminal, unbounded.
+        path = os.path.join(self.tmp.name, "binary.json")
+        with open(path, "wb") as f:
+            f.write(b"\x8f\x1b[2J\xff" + bytes(range(256)) * 400)
+        says = f"{path}: not valid JSON at byte 0 (near \"\\x8f\\x1b[2J\\xff\\x00"
+        for args in (["generate", "--server", "127.0.0.1:1", "--max_new_tokens", "2"],
+                     ["generate", "--model", MODEL, "--max_new_tokens", "2"],
+                     ["forward", "--model", MODEL, "--output", os.path.join(self.tmp.name, "o.safetensors")]):
+            r = run_bytes("reformer-cli", *args, "--inputs", path)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            error = r.stderr.rstrip(b"\n").split(b"\n")[-1]  # offline, the model's load log comes first
+            self.assertIn(says.encode(), error)
+            self.assertTrue(all(0x20 <= c < 0x7f for c in error), error)
+            self.assertLess(len(error), 400, error)
+            self.assertEqual(r.stdout, b"")
 
     def test_bench_and_offline_throughput_are_strict(self):
         self.assert_usage_error("reformer_bench", "--tokens", "4k", says="--tokens 4k: expected an integer")

@@ -67,5 +67,40 @@ TEST(ForwardInputsTest, MalformedInputsAreNamedErrors) {
   EXPECT_TRUE(absl::IsNotFound(missing.status()));
 }
 
+// A binary or otherwise broken file: the message names the file and the byte offset and shows the
+// bytes there escaped, bounded however long the bad token (nlohmann's own message echoed the raw
+// bytes of its last token, unbounded, to the terminal).
+TEST(ForwardInputsTest, SyntaxErrorsShowTheOffsetAndEscapedBytesOnly) {
+  auto printable = [](const std::string& m) {
+    for (unsigned char c : m)
+      if (c < 0x20 || c >= 0x7f) return false;
+    return true;
+  };
+  const std::string binary("\x8f\x01\xff\xfe\x00rest", 9);
+  auto in = Parse(binary);
+  ASSERT_FALSE(in.ok());
+  const std::string m(in.status().message());
+  EXPECT_THAT(m, HasSubstr("in.json: not valid JSON at byte 0 (near \"\\x8f\\x01\\xff\\xfe\\x00rest\")")) << m;
+  EXPECT_TRUE(printable(m)) << m;
+  std::string later = R"({"input_ids": [[1, 2)";
+  later += "\xc3\xa9";
+  later += std::string(100000, '\x8f');
+  in = Parse(later);
+  ASSERT_FALSE(in.ok());
+  const std::string m2(in.status().message());
+  EXPECT_THAT(m2, HasSubstr("at byte 20 (near \"\\xc3\\xa9\\x8f")) << m2;
+  EXPECT_THAT(m2, HasSubstr("...\")")) << m2;
+  EXPECT_TRUE(printable(m2)) << m2;
+  EXPECT_LT(m2.size(), 300u) << m2;
+  const std::string unterminated = R"({"input_ids": [[1]], "note": ")" + std::string(100000, 'a');
+  in = Parse(unterminated);
+  ASSERT_FALSE(in.ok());
+  const std::string m3(in.status().message());
+  EXPECT_LT(m3.size(), 300u) << m3;
+  EXPECT_THAT(m3, HasSubstr("at the end of the file")) << m3;
+  EXPECT_EQ(Escaped("a\\b\x1b[31m\xe9", 100), "a\\x5cb\\x1b[31m\\xe9");
+  EXPECT_EQ(Escaped("abcdef", 3), "abc...");
+}
+
 }  // namespace
 }  // namespace reformer::cli

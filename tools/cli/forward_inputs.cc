@@ -1,7 +1,9 @@
 #include "tools/cli/forward_inputs.h"
 
+#include <algorithm>
 #include <limits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/weights/mmap_file.h"
 #include "nlohmann/json.hpp"
@@ -10,6 +12,25 @@ namespace reformer::cli {
 namespace {
 
 using json = nlohmann::json;
+
+}  // namespace
+
+std::string Escaped(absl::string_view s, size_t max) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < std::min(s.size(), max); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+    }
+  }
+  if (s.size() > max) out += "...";
+  return out;
+}
+
+namespace {
 
 // Collects input_ids and attention_mask as [rows][values] integer arrays; any other top-level
 // field is skipped whatever its shape. The first error stops the parse.
@@ -54,11 +75,17 @@ class InputsSax final : public nlohmann::json_sax<json> {
     if (--depth_ == 1) field_ = kOther;
     return true;
   }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
-    return Fail(absl::StrCat("not valid JSON: ", e.what()));
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
+    syntax_error_ = true;
+    position_ = position;
+    error_ = e.what();
+    return false;
   }
 
   const std::string& error() const { return error_; }
+  // When error() is the parser's syntax error: the position it reported.
+  bool syntax_error() const { return syntax_error_; }
+  size_t position() const { return position_; }
   bool has_mask() const { return seen_[kMask] && !null_mask_; }
   const std::vector<int64_t>& id_rows() const { return rows_[kIds]; }
   const std::vector<int64_t>& mask_rows() const { return rows_[kMask]; }
@@ -106,6 +133,8 @@ class InputsSax final : public nlohmann::json_sax<json> {
   bool null_mask_ = false;
   std::vector<int64_t> rows_[3];  // per field: the length of each row
   std::string error_;
+  bool syntax_error_ = false;
+  size_t position_ = 0;
 };
 
 }  // namespace
@@ -114,6 +143,9 @@ absl::StatusOr<ForwardInputs> ParseForwardInputs(const char* begin, const char* 
   ForwardInputs in;
   InputsSax sax(&in);
   const bool ok = json::sax_parse(begin, end, &sax);
+  if (sax.syntax_error())
+    return absl::InvalidArgumentError(JsonSyntaxError(
+        source, absl::string_view(begin, static_cast<size_t>(end - begin)), sax.position(), sax.error()));
   if (!ok || !sax.error().empty())
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", sax.error().empty() ? "cannot parse" : sax.error()));
   const std::vector<int64_t>& rows = sax.id_rows();
@@ -137,6 +169,19 @@ absl::StatusOr<ForwardInputs> ParseForwardInputs(const char* begin, const char* 
     if (mrows[b] != in.length)
       return absl::InvalidArgumentError(absl::StrCat(source, ": attention_mask row ", b, " length differs from input_ids"));
   return in;
+}
+
+std::string JsonSyntaxError(const std::string& source, absl::string_view text, size_t position,
+                            absl::string_view what) {
+  const size_t offset = std::min(position > 0 ? position - 1 : 0, text.size());
+  // nlohmann's reason ends with "; last read: '<the token's raw bytes>'", unbounded: the excerpt
+  // below shows those bytes instead.
+  what = what.substr(0, what.find("; last read"));
+  if (absl::StartsWith(what, "[json.exception.")) what.remove_prefix(std::min(what.size(), what.find("] ") + 2));
+  const std::string near = offset == text.size() ? "at the end of the file"
+                                                 : absl::StrCat("near \"", Escaped(text.substr(offset), 16), "\"");
+  return absl::StrCat(source, ": not valid JSON at byte ", offset, " (", near,
+                      "): ", Escaped(what, 200));
 }
 
 absl::StatusOr<ForwardInputs> ReadForwardInputs(const std::string& path) {

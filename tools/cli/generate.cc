@@ -33,6 +33,7 @@
 #include "engine/model/generation.h"
 #include "engine/model/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tools/cli/forward_inputs.h"
 
 namespace reformer::cli {
 namespace {
@@ -119,13 +120,14 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const GenerateC
   if (!in) return absl::NotFoundError(absl::StrCat(f.inputs, ": cannot read"));
   std::stringstream ss;
   ss << in.rdbuf();
+  const std::string text = ss.str();
   try {
-    const nlohmann::json j = nlohmann::json::parse(ss.str());
+    const nlohmann::json j = nlohmann::json::parse(text);
     if (!j.is_object() || !j.contains("input_ids") || !j["input_ids"].is_array() || j["input_ids"].empty())
       return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": needs \"input_ids\": [[...], ...]"));
     for (const auto& [key, value] : j.items()) {
       if (key != "input_ids")
-        return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": unknown key \"", key,
+        return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": unknown key \"", Escaped(key, 64),
                                                        "\" (generate reads only \"input_ids\", unpadded rows)"));
     }
     for (const auto& row : j["input_ids"]) {
@@ -133,6 +135,8 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadInputsFile(const GenerateC
       if (std::string bad = ReadRow(row, prompts.size() - 1, &prompts.back()); !bad.empty())
         return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": ", bad));
     }
+  } catch (const nlohmann::json::parse_error& e) {
+    return absl::InvalidArgumentError(JsonSyntaxError(f.inputs, text, e.byte, e.what()));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(f.inputs, ": ", e.what()));
   }

@@ -30,6 +30,12 @@ int Fail(const std::string& msg) {
 
 int Fail(const absl::Status& st) { return Fail(std::string(st.message())); }
 
+// A malformed --inputs file is an input error (exit 2), as for generate; an unreadable one exits 1.
+int FailInputs(const absl::Status& st) {
+  Fail(st);
+  return absl::IsInvalidArgument(st) ? 2 : 1;
+}
+
 // Sanitizer builds (GCC's macros; clang's __has_feature) keep the normal tear-down.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define REFORMER_CLI_SANITIZED 1
@@ -112,7 +118,7 @@ int RunForward(const ForwardOptions& options) {
   const std::string& output = options.output;
   PhaseTimer timer(options.timing);
   auto in = ReadForwardInputs(inputs);
-  if (!in.ok()) return Fail(in.status());
+  if (!in.ok()) return FailInputs(in.status());
   const bool per_document = options.per_document;
   std::vector<absl::Span<const int32_t>> docs;
   std::vector<int64_t> first;
