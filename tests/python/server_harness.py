@@ -13,13 +13,16 @@ Subclasses add the clients their test needs.
 
 Also shared: generate_stubs() (the project's protos compiled for grpcio), proc_status()/reset_peak() (a
 process's RSS and peak RSS from /proc), read_response() (one HTTP/1.1 response read from a raw socket) and
-run_tests() (unittest.main where a skip or a missing test fails).
+run_tests() (unittest.main where a skip or a missing test fails). ServerTestCase is a test class whose tests
+share one server and one gRPC channel to it.
 """
 import http.client
+import importlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -166,6 +169,34 @@ class _Reader:
             pass
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
+
+
+class ServerTestCase(unittest.TestCase):
+    """Tests sharing one server and one gRPC channel. A subclass's setUpClass calls compile_stubs() and then
+    connect(its server); tearDownClass closes the channel, kills the server and removes the stubs' directory
+    `tmp` (a subclass that adds to it calls super().tearDownClass()). `grpc` is the grpc module."""
+
+    @classmethod
+    def compile_stubs(cls, source, *protos):
+        """generate_stubs() into a new temporary directory `tmp`; returns the modules <name>_pb2 and
+        <name>_pb2_grpc of each <name>.proto in turn."""
+        cls.tmp = tempfile.TemporaryDirectory()
+        generate_stubs(source, cls.tmp.name, *protos)
+        names = [p[:-len(".proto")] + suffix for p in protos for suffix in ("_pb2", "_pb2_grpc")]
+        return [importlib.import_module(n) for n in names]
+
+    @classmethod
+    def connect(cls, server, options=None):
+        """`server` becomes the class's, with `channel` (insecure, these channel options) to its gRPC port."""
+        import grpc
+        cls.grpc, cls.server = grpc, server
+        cls.channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}", options=options)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        cls.server.kill()
+        cls.tmp.cleanup()
 
 
 def proc_status(pid, key):
