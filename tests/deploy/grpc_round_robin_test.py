@@ -36,9 +36,7 @@ class RoundRobinTest(unittest.TestCase):
         generate_stubs(SOURCE, cls.tmp.name)
         model = os.path.join(SOURCE, "models", "default")
         args = ["--model_dir", model, "--model_name", "default", "--workers", "1", "--threads_per_worker", "1"]
-        cls.servers = [Server(SERVER, args) for _ in range(2)]
-        for s in cls.servers:
-            s.wait_ready()
+        cls.servers = [Server(SERVER, args) for _ in range(2)]  # each returns once ready
         cls.target = "ipv4:" + ",".join(f"127.0.0.1:{s.grpc_port}" for s in cls.servers)
 
     @classmethod

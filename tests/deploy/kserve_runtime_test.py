@@ -53,14 +53,13 @@ class KServeRuntimeTest(unittest.TestCase):
         cls.mnt = os.path.join(cls.tmp.name, "mnt", "models")
         shutil.copytree(os.path.join(SOURCE, "models", "default"), cls.mnt)
         cls.name, cls.env, cls.args = kserve_container_env(cls.mnt)
-        cls.server = Server(SERVER, cls.args, env=cls.env)
-        cls.server.wait_ready()
+        cls.server = Server(SERVER, cls.args, env=cls.env)  # returns once ready
 
     @classmethod
     def tearDownClass(cls):
         rc = cls.server.stop()
         cls.tmp.cleanup()
-        assert rc == 0, f"exit code {rc} after SIGTERM: {cls.server.stderr[-2000:]}"
+        assert rc == 0, f"exit code {rc} after SIGTERM: {cls.server.stderr_tail()}"
 
     def test_rest_serves_the_isvc_name(self):
         self.assertEqual(self.server.model, self.name)

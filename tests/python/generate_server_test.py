@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -48,27 +47,13 @@ def metric(text, name):
     return float(m.group(1))
 
 
-class GenerateServerTest(unittest.TestCase):
+class GenerateServerTest(server_harness.ServerTestCase):
     @classmethod
     def setUpClass(cls):
-        import grpc
-        cls.tmp = tempfile.TemporaryDirectory()
-        server_harness.generate_stubs(SOURCE, cls.tmp.name, "grpc_service.proto", "reformer.proto")
-        import grpc_service_pb2 as pb
-        import grpc_service_pb2_grpc as pbg
-        import reformer_pb2 as v1
-        import reformer_pb2_grpc as v1g
-        cls.grpc, cls.pb, cls.v1 = grpc, pb, v1
-        cls.server = Server()
-        cls.channel = grpc.insecure_channel(f"127.0.0.1:{cls.server.grpc_port}")
+        cls.pb, pbg, cls.v1, v1g = cls.compile_stubs(SOURCE, "grpc_service.proto", "reformer.proto")
+        cls.connect(Server())
         cls.kserve = pbg.GRPCInferenceServiceStub(cls.channel)
         cls.api = v1g.ReformerServiceStub(cls.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        cls.server.kill()
-        cls.tmp.cleanup()
 
     def request(self, text, n, **kw):
         return self.v1.GenerateRequest(prompt=self.v1.Document(text=text), max_new_tokens=n, **kw)

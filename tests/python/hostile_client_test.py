@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import urllib.request
@@ -51,29 +50,18 @@ def start_server():
         "--max_batch_size", "1")
 
 
-class HostileClientTest(unittest.TestCase):
+class HostileClientTest(server_harness.ServerTestCase):
     @classmethod
     def setUpClass(cls):
-        import grpc
-        cls.tmp = tempfile.TemporaryDirectory()
-        server_harness.generate_stubs(SOURCE, cls.tmp.name, "grpc_service.proto", "reformer.proto")
-        import grpc_service_pb2 as pb
-        import grpc_service_pb2_grpc as pbg
-        import reformer_pb2 as v1
-        import reformer_pb2_grpc as v1g
-        cls.grpc, cls.pb, cls.v1 = grpc, pb, v1
-        cls.server = start_server()
-        cls.channel = grpc.insecure_channel(f"127.0.0.1:{cls.server.grpc_port}",
-                                            options=[("grpc.max_receive_message_length", 1 << 30),
-                                                     ("grpc.max_send_message_length", 1 << 30)])
+        cls.pb, pbg, cls.v1, v1g = cls.compile_stubs(SOURCE, "grpc_service.proto", "reformer.proto")
+        cls.connect(start_server(), options=[("grpc.max_receive_message_length", 1 << 30),
+                                             ("grpc.max_send_message_length", 1 << 30)])
         cls.kserve = pbg.GRPCInferenceServiceStub(cls.channel)
         cls.api = v1g.ReformerServiceStub(cls.channel)
 
     @classmethod
     def tearDownClass(cls):
-        cls.channel.close()
-        cls.server.kill()
-        cls.tmp.cleanup()
+        super().tearDownClass()
         print("\ncase | code | peak RSS growth")
         for case, code, growth in TABLE:
             print(f"{case} | {code} | {growth / MiB:.1f} MiB")

@@ -28,11 +28,12 @@ import re
 import resource
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 import unittest
+
+import server_harness
+from server_harness import read_response
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else None
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("REFORMER_SOURCE_DIR", ".")
@@ -44,28 +45,6 @@ PER_CLIENT = 300
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if _soft != resource.RLIM_INFINITY and _soft < 8192:
     resource.setrlimit(resource.RLIMIT_NOFILE, (8192 if _hard == resource.RLIM_INFINITY else min(8192, _hard), _hard))
-
-
-def read_response(sock, timeout=30):
-    """Status, lower-case headers and body of one response (Content-Length bodies), or None on close."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
-    n = int(headers.get("content-length", "0"))
-    while len(body) < n:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return status, headers, body[:n], body[n:]
 
 
 def closed_soon(sock, timeout=10):
@@ -81,50 +60,23 @@ def closed_soon(sock, timeout=10):
         return False
 
 
-class Server:
+class Server(server_harness.Server):
     def __init__(self, *extra, per_client=PER_CLIENT):
-        self.proc = subprocess.Popen(
-            [SERVER, "--model_dir", MODEL_DIR, "--grpc_port", "0", "--http_port", "0", "--bind_address", "127.0.0.1",
-             "--workers", "1", "--threads_per_worker", "1", "--http_threads", str(HTTP_THREADS),
-             "--http_infer_threads", "6", "--http_max_connections_per_client", str(per_client),
-             "--drain_timeout_s", "5", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "http_port=" not in line:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        self.port = int(fields["http_port"])
-        self.model = fields["model"]
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if self.request(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200:
-                    return
-            except (OSError, TypeError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
+        super().__init__(SERVER, MODEL_DIR, "--workers", "1", "--threads_per_worker", "1",
+                         "--http_threads", str(HTTP_THREADS), "--http_infer_threads", "6",
+                         "--http_max_connections_per_client", str(per_client), "--drain_timeout_s", "5", *extra)
 
     def connect(self, source="127.0.0.1"):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(30)
         s.bind((source, 0))
-        s.connect(("127.0.0.1", self.port))
+        s.connect(("127.0.0.1", self.http_port))
         return s
 
     def request(self, raw, source="127.0.0.1"):
         with self.connect(source) as s:
             s.sendall(raw)
             return read_response(s)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
 
 
 class FloodTest(unittest.TestCase):
@@ -135,7 +87,7 @@ class FloodTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.stop()
+        cls.server.kill()
 
     def timed_get(self, path):
         start = time.monotonic()
@@ -203,7 +155,7 @@ class StrictParsingTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.stop()
+        cls.server.kill()
 
     def expect(self, raw, status, closes, fragment=None, allow=None):
         with self.server.connect() as s:
@@ -326,7 +278,7 @@ class TimeoutAndTermTest(unittest.TestCase):
             for c in idle:
                 c.close()
         finally:
-            server.stop()
+            server.kill()
 
 
 GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -371,7 +323,7 @@ class EvictionTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.stop()
+        cls.server.kill()
 
     def test_idle_connections_make_room_for_probes_from_the_same_address(self):
         s, src = self.server, "127.0.0.40"
@@ -457,7 +409,7 @@ class TotalCapEvictionTest(unittest.TestCase):
             for c in a + b + [probe]:
                 c.close()
         finally:
-            server.stop()
+            server.kill()
 
 
 class DrainTest(unittest.TestCase):
@@ -487,8 +439,8 @@ class DrainTest(unittest.TestCase):
                     self.assertTrue(closed_soon(c, 5), path)
             self.assertEqual(server.proc.wait(timeout=30), 0)
         finally:
-            server.stop()
+            server.kill()
 
 
 if __name__ == "__main__":
-    unittest.main(argv=sys.argv[:1], verbosity=2)
+    server_harness.run_tests(10)

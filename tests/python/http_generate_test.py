@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -109,25 +108,13 @@ def byte_ids(text):
     return [b + 2 for b in text.encode()]
 
 
-class HttpGenerateTest(unittest.TestCase):
+class HttpGenerateTest(server_harness.ServerTestCase):
     @classmethod
     def setUpClass(cls):
-        import grpc
-        cls.tmp = tempfile.TemporaryDirectory()
-        server_harness.generate_stubs(SOURCE, cls.tmp.name, "reformer.proto")
-        import reformer_pb2 as v1
-        import reformer_pb2_grpc as v1g
-        cls.grpc, cls.v1 = grpc, v1
+        cls.v1, v1g = cls.compile_stubs(SOURCE, "reformer.proto")
         # A blocked write fails after --http_request_timeout_s (the unread stream of test 5 must outlast its check).
-        cls.server = Server("--http_request_timeout_s", "30")
-        cls.channel = grpc.insecure_channel(f"127.0.0.1:{cls.server.grpc_port}")
+        cls.connect(Server("--http_request_timeout_s", "30"))
         cls.api = v1g.ReformerServiceStub(cls.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        cls.server.kill()
-        cls.tmp.cleanup()
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def grpc_generate(self, params, text=None, ids=None):

@@ -1,6 +1,9 @@
 """reformer-server started and stopped for a Python test (tests/python/*_test.py import this module).
 
-Server(binary, model_dir, *flags, env=None) starts the server on loopback with --grpc_port 0 and --http_port 0:
+Server(binary, model_dir, *flags, env=None) starts the server on loopback with --grpc_port 0 and --http_port 0
+(and --model_dir unless model_dir is None, for a test that sets REFORMER_MODEL_DIR in `env`). `env` is added to
+os.environ, or to `base_env` when given (a test that must not inherit some variables passes its own).
+The server
 it picks free ports and prints them, with the model's name, on its first stdout line (server/main.cc), which
 is read here. A thread keeps reading stderr into `stderr` (a list of lines), so the server never blocks
 writing a log line and a test can show the tail. The constructor returns once GET /readyz answers 200 (the
@@ -9,13 +12,17 @@ ends it at once (tear-down). `proc` stays public for tests that signal the serve
 Subclasses add the clients their test needs.
 
 Also shared: generate_stubs() (the project's protos compiled for grpcio), proc_status()/reset_peak() (a
-process's RSS and peak RSS from /proc) and run_tests() (unittest.main where a skip or a missing test fails).
+process's RSS and peak RSS from /proc), read_response() (one HTTP/1.1 response read from a raw socket) and
+run_tests() (unittest.main where a skip or a missing test fails). ServerTestCase is a test class whose tests
+share one server and one gRPC channel to it.
 """
 import http.client
+import importlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -24,12 +31,13 @@ READY_TIMEOUT_S = 120
 
 
 class Server:
-    def __init__(self, binary, model_dir, *flags, env=None, ready_timeout=READY_TIMEOUT_S):
+    def __init__(self, binary, model_dir, *flags, env=None, base_env=None, ready_timeout=READY_TIMEOUT_S):
+        model_flags = [] if model_dir is None else ["--model_dir", model_dir]
         self.proc = subprocess.Popen(
-            [binary, "--model_dir", model_dir, "--grpc_port", "0", "--http_port", "0", "--bind_address", "127.0.0.1",
-             *flags],
+            [binary, *model_flags, "--grpc_port", "0", "--http_port", "0", "--bind_address", "127.0.0.1", *flags],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=None if env is None else dict(os.environ, **env))
+            env=None if env is None and base_env is None else dict(os.environ if base_env is None else base_env,
+                                                                   **(env or {})))
         line = self.proc.stdout.readline()
         if "grpc_port=" not in line:
             self.proc.kill()
@@ -106,6 +114,89 @@ def generate_stubs(source, out_dir, *protos):
                     *(os.path.join(proto_dir, p) for p in protos)]) != 0:
         raise RuntimeError("protoc failed for " + ", ".join(protos))
     sys.path.insert(0, out_dir)
+
+
+def read_response(sock, timeout=30):
+    """One HTTP/1.1 response read from `sock`: (status, lower-case headers, body, the bytes after it), the body
+    by Content-Length or de-chunked (Transfer-Encoding: chunked); None when the connection closes before the
+    end of the head. A Content-Length body cut short by a close is returned as far as it came; a chunked one
+    raises ValueError."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    reader = _Reader(sock, rest)
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while (size := int(reader.line().split(b";")[0], 16)) > 0:
+            body += reader.take(size)
+            reader.line()  # the CRLF after the chunk
+        while reader.line():  # trailer fields, up to the empty line
+            pass
+    else:
+        body = reader.take(int(headers.get("content-length", "0")))
+    return status, headers, body, reader.buffer
+
+
+class _Reader:
+    """Bytes from a socket after a response head: lines and counted runs (short ones at EOF)."""
+
+    def __init__(self, sock, buffer):
+        self.sock, self.buffer = sock, buffer
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def line(self):
+        while b"\r\n" not in self.buffer:
+            if not self._fill():
+                line, self.buffer = self.buffer, b""
+                return line
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def take(self, n):
+        while len(self.buffer) < n and self._fill():
+            pass
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+
+class ServerTestCase(unittest.TestCase):
+    """Tests sharing one server and one gRPC channel. A subclass's setUpClass calls compile_stubs() and then
+    connect(its server); tearDownClass closes the channel, kills the server and removes the stubs' directory
+    `tmp` (a subclass that adds to it calls super().tearDownClass()). `grpc` is the grpc module."""
+
+    @classmethod
+    def compile_stubs(cls, source, *protos):
+        """generate_stubs() into a new temporary directory `tmp`; returns the modules <name>_pb2 and
+        <name>_pb2_grpc of each <name>.proto in turn."""
+        cls.tmp = tempfile.TemporaryDirectory()
+        generate_stubs(source, cls.tmp.name, *protos)
+        names = [p[:-len(".proto")] + suffix for p in protos for suffix in ("_pb2", "_pb2_grpc")]
+        return [importlib.import_module(n) for n in names]
+
+    @classmethod
+    def connect(cls, server, options=None):
+        """`server` becomes the class's, with `channel` (insecure, these channel options) to its gRPC port."""
+        import grpc
+        cls.grpc, cls.server = grpc, server
+        cls.channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}", options=options)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        cls.server.kill()
+        cls.tmp.cleanup()
 
 
 def proc_status(pid, key):
