@@ -44,6 +44,9 @@ class GrpcContents final : public InputContents {
       return IntElements(type, raw_->data());
     }
     const inference::InferTensorContents& c = t_.contents();
+    RETURN_IF_ERROR(OnlyField(type == DataType::kInt32   ? "int_contents"
+                              : type == DataType::kInt64 ? "int64_contents"
+                                                         : "bool_contents"));
     const int64_t got = type == DataType::kInt32   ? c.int_contents_size()
                         : type == DataType::kInt64 ? c.int64_contents_size()
                                                    : c.bool_contents_size();
@@ -61,6 +64,7 @@ class GrpcContents final : public InputContents {
     if (raw_ != nullptr) {
       return ReadLengthPrefixed(t_.name(), t_.shape(), *raw_, count, "raw BYTES content", limits);
     }
+    RETURN_IF_ERROR(OnlyField("bytes_contents"));
     const auto& strings = t_.contents().bytes_contents();
     if (strings.size() != count) return TypedCountError(strings.size(), count);
     RETURN_IF_ERROR(CheckTokenCount(count, count, "text row", limits));
@@ -68,6 +72,25 @@ class GrpcContents final : public InputContents {
   }
 
  private:
+  // Typed values in a field other than `field` (the one of the input's datatype) would be dropped
+  // without a word; they are an error naming the field.
+  absl::Status OnlyField(absl::string_view field) const {
+    const inference::InferTensorContents& c = t_.contents();
+    const std::pair<absl::string_view, int> fields[] = {
+        {"bool_contents", c.bool_contents_size()},     {"int_contents", c.int_contents_size()},
+        {"int64_contents", c.int64_contents_size()},   {"uint_contents", c.uint_contents_size()},
+        {"uint64_contents", c.uint64_contents_size()}, {"fp32_contents", c.fp32_contents_size()},
+        {"fp64_contents", c.fp64_contents_size()},     {"bytes_contents", c.bytes_contents_size()}};
+    for (const auto& [name, size] : fields) {
+      if (name != field && size > 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input '", t_.name(), "' has datatype ", t_.datatype(), " but ", size,
+            " values in contents.", name, "; its typed values go in contents.", field, " only"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status TypedCountError(int64_t got, int64_t count) const {
     return absl::InvalidArgumentError(absl::StrCat("input '", t_.name(), "': ", got,
                                                    " typed elements, shape ",

@@ -19,6 +19,12 @@ namespace {
 
 constexpr size_t kReadPiece = size_t{64} << 10;
 constexpr size_t kMaxChunkLine = 4096;  // a chunk-size line with its extensions, or a trailer
+// The chunked framing (size lines, extensions, CRLFs, trailers) may take this much plus 8 bytes per
+// data byte ("1\r\nx\r\n" takes 5): --http_max_body_bytes bounds the data only, so without this a
+// client could send gigabytes of trailers or extensions around a small body (QA7: 666 MiB of
+// trailers in 5 s were read and dropped).
+constexpr int64_t kFramingAllowance = int64_t{64} << 10;
+constexpr int64_t kFramingPerDataByte = 8;
 constexpr absl::Duration kPollSlice = absl::Milliseconds(100);  // re-reads the clock this often
 
 // A chunk-size line: hex digits, optionally followed by ";extensions" (RFC 9112 7.1).
@@ -102,6 +108,12 @@ absl::StatusOr<std::string> HttpExchange::ReadLine(absl::Time deadline, const Cl
     if (end != std::string::npos) {
       std::string line = conn_->buffer.substr(pos_, end - pos_);
       pos_ = end + 2;
+      framing_ += static_cast<int64_t>(line.size()) + 2;
+      if (framing_ > kFramingAllowance + kFramingPerDataByte * chunk_data_) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the chunked body's framing (chunk-size lines, extensions, trailers) has ", framing_,
+            " bytes for ", chunk_data_, " bytes of data, above 64 KiB + 8 per data byte"));
+      }
       return line;
     }
     if (conn_->buffer.size() - pos_ > kMaxChunkLine) {
@@ -147,6 +159,7 @@ absl::StatusOr<size_t> HttpExchange::ReadChunked(char* dst, size_t cap, absl::Ti
   if (!n.ok()) return n.status();
   if (*n == 0) return absl::InvalidArgumentError("the client ended the chunked body early");
   chunk_left_ -= static_cast<int64_t>(*n);
+  chunk_data_ += static_cast<int64_t>(*n);
   return *n;
 }
 

@@ -105,6 +105,8 @@ class HttpExchange {
   int64_t body_left_ = 0;     // Content-Length bytes not read yet
   int64_t chunk_left_ = 0;    // chunked: bytes left in the current chunk
   bool chunk_crlf_ = false;   // chunked: a chunk's closing CRLF is due
+  int64_t chunk_data_ = 0;    // chunked: data bytes read so far
+  int64_t framing_ = 0;       // chunked: bytes of chunk-size lines, extensions and trailers so far
   bool body_done_ = false;    // the whole body has been read
   bool broken_ = false;       // not reusable: a read or write failed, bad framing, over the limit
   bool read_failed_ = false;  // the body cannot be read further (bad framing, early end, timeout)

@@ -59,7 +59,10 @@ int HexValue(char c) {
   return -1;
 }
 
-// Percent-decodes a path; nullopt for a bad escape or a decoded control character.
+// Percent-decodes a path; nullopt for a bad escape, a decoded control character or an encoded '/'
+// (%2F would turn data into a path separator after routing checked the segments: the path
+// "/v2/models/default%2Finfer" would run an inference; RFC 3986 2.2 keeps reserved characters
+// encoded as data, and no model name holds a '/').
 std::optional<std::string> DecodePath(absl::string_view raw) {
   std::string out;
   out.reserve(raw.size());
@@ -70,6 +73,7 @@ std::optional<std::string> DecodePath(absl::string_view raw) {
       const int hi = HexValue(raw[i + 1]), lo = HexValue(raw[i + 2]);
       if (hi < 0 || lo < 0) return std::nullopt;
       c = static_cast<char>(hi * 16 + lo);
+      if (c == '/') return std::nullopt;
       i += 2;
     }
     const auto u = static_cast<unsigned char>(c);
@@ -127,7 +131,7 @@ int ParseRequestLine(absl::string_view line, HttpRequestHead* head, std::string*
   }
   std::optional<std::string> path = DecodePath(target);
   if (!path) {
-    *why = "the request path has a bad percent-escape or an encoded control character";
+    *why = "the request path has a bad percent-escape, an encoded control character or an encoded '/'";
     return 400;
   }
   head->path = *std::move(path);
@@ -170,8 +174,33 @@ int ApplyContentLength(absl::string_view value, HttpRequestHead* head, std::stri
   return 0;
 }
 
+// Fields that hold one value, where a second line would let two readers (a proxy and this server)
+// see different requests: Host (RFC 9112 3.2: more than one is 400), the bearer token, the binary
+// tensor extension's JSON length.
+bool IsSingletonField(absl::string_view name) {
+  for (absl::string_view single : {"Host", "Authorization", "Inference-Header-Content-Length"}) {
+    if (absl::EqualsIgnoreCase(name, single)) return true;
+  }
+  return false;
+}
+
+// 0, or 400 when a singleton field comes twice.
+int CheckSingletonFields(const HttpRequestHead& head, std::string* why) {
+  for (size_t i = 0; i < head.headers.size(); ++i) {
+    if (!IsSingletonField(head.headers[i].name)) continue;
+    for (size_t j = i + 1; j < head.headers.size(); ++j) {
+      if (absl::EqualsIgnoreCase(head.headers[i].name, head.headers[j].name)) {
+        *why = absl::StrCat("the header field ", head.headers[i].name, " is given more than once");
+        return 400;
+      }
+    }
+  }
+  return 0;
+}
+
 // The framing and connection headers, checked once all fields are in.
 int ApplyHeaders(HttpRequestHead* head, std::string* why) {
+  if (int s = CheckSingletonFields(*head, why)) return s;
   bool has_te = false, has_host = false;
   for (const HttpHeader& h : head->headers) {
     if (absl::EqualsIgnoreCase(h.name, "Content-Length")) {
@@ -208,6 +237,14 @@ int ApplyHeaders(HttpRequestHead* head, std::string* why) {
   return 0;
 }
 
+// A LF without the CR before it (RFC 9112 2.2 lets a server refuse it).
+bool HasBareLf(absl::string_view head) {
+  for (size_t i = head.find('\n'); i != absl::string_view::npos; i = head.find('\n', i + 1)) {
+    if (i == 0 || head[i - 1] != '\r') return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<absl::string_view> HttpRequestHead::Header(absl::string_view name) const {
@@ -221,6 +258,11 @@ HeadParse ParseRequestHead(absl::string_view bytes, size_t max_head_bytes) {
   size_t start = 0;
   while (bytes.size() - start >= 2 && bytes.substr(start, 2) == "\r\n") start += 2;
   const size_t end = bytes.find("\r\n\r\n", start);
+  const size_t head_end = end == absl::string_view::npos ? bytes.size() : end;
+  if (HasBareLf(bytes.substr(start, head_end - start))) {
+    // Such a head never ends in CRLF CRLF: answer now, not with a 408 after the head timeout.
+    return Error(400, "a line of the request head ends in a bare LF (HTTP needs CRLF)");
+  }
   if (end == absl::string_view::npos) {
     if (bytes.size() > max_head_bytes) {
       return Error(431, absl::StrCat("the request head is over ", max_head_bytes, " bytes"));

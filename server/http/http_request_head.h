@@ -2,14 +2,16 @@
 // RFC 9112 (docs/request-path.md, "The HTTP front"). It takes the bytes received so far on a
 // connection and says whether a whole head is there; when it is, the request line and header fields
 // come out checked, or the one status that answers a malformed head:
-//   400  bad syntax, a NUL or control character, Content-Length with Transfer-Encoding, an invalid,
-//        negative or conflicting Content-Length, a missing Host in HTTP/1.1, a target that is not
-//        origin-form or absolute-form (absolute-form is accepted: its path is used)
+//   400  bad syntax, a NUL or control character, a line ending in a bare LF (answered at once, not
+//        after the head timeout), Content-Length with Transfer-Encoding, an invalid, negative or
+//        conflicting Content-Length, a missing Host in HTTP/1.1, a second Host, Authorization or
+//        Inference-Header-Content-Length line, a target that is not origin-form or absolute-form
+//        (absolute-form is accepted: its path is used)
 //   417  an Expect other than 100-continue
 //   431  a head over `max_head_bytes`
 //   501  an unknown method, a transfer coding other than chunked
 //   505  a version other than HTTP/1.0 and HTTP/1.1
-// The path is percent-decoded; a decoded NUL or control character is 400. Every error closes the
+// The path is percent-decoded; a decoded NUL, control character or '/' (%2F) is 400. Every error closes the
 // connection (the framing of what follows cannot be trusted). Pure function: no I/O, no clock.
 #pragma once
 

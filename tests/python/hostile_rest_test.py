@@ -77,6 +77,12 @@ class Server(server_harness.Server):
                 pass  # the server answered early; the answer is still there to read
             return read_response(s)
 
+    def raw(self, data):
+        """Sends `data` as is and reads the one answer."""
+        with self.connect() as s:
+            s.sendall(data)
+            return read_response(s)
+
     def metric(self, prefix):
         text = self.get("/metrics")[2].decode()
         return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(prefix))
@@ -162,6 +168,19 @@ class HostileRestTest(unittest.TestCase):
              post(compact({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [500000], "data": [""] * 500000}]}).encode()),
              400, ["500000 text rows"]),
             ("700,000 ids in one row", post(self.ids([1, 700000], [1] * 700000)), 400, ["row 0 has 700000 tokens"]),
+        ]
+        # The request head: an encoded '/' would have routed to .../infer; a repeated JSON length or Host
+        # lets a proxy and this server read different requests; a bare-LF head used to wait for the 408.
+        ok_ids = self.ids([1, 2], [1, 2])
+        cases += [
+            ("%2F in the path", post(ok_ids, path=f"/v2/models/{s.model}%2Finfer"), 400, ["encoded '/'"]),
+            ("Inference-Header-Content-Length twice",
+             lambda: s.raw(f"POST /v2/models/{s.model}/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           f"Content-Length: {len(ok_ids)}\r\nInference-Header-Content-Length: {len(ok_ids)}\r\n"
+                           "Inference-Header-Content-Length: 2\r\n\r\n".encode() + ok_ids),
+             400, ["Inference-Header-Content-Length is given more than once"]),
+            ("Host twice", lambda: s.raw(b"GET /v2 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400, ["Host"]),
+            ("bare LF head", lambda: s.raw(b"GET /v2 HTTP/1.1\nHost: x\n\n"), 400, ["bare LF"]),
         ]
         for case, send, status, fragments in cases:
             self.refused(case, send, status, fragments)

@@ -425,6 +425,19 @@ TEST(KServeTest, InvalidArgumentErrors) {
     req.mutable_inputs(0)->mutable_contents()->add_int64_contents(1);
     ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"4 typed elements", "needs 3"});
   }
+  // Typed values in another datatype's field are refused, not dropped (QA: int_contents beside an
+  // INT64 input's int64_contents was ignored and the request ran).
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}}, false);
+    req.mutable_inputs(0)->mutable_contents()->add_int_contents(7);
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT,
+                {"'input_ids'", "1 values in contents.int_contents", "contents.int64_contents only"});
+  }
+  {
+    ModelInferRequest req = IdsRequest({{0, Tokens(3, 1), 0}}, false);
+    req.mutable_inputs(0)->mutable_contents()->add_fp32_contents(1.5f);
+    ExpectError(s, req, grpc::StatusCode::INVALID_ARGUMENT, {"contents.fp32_contents"});
+  }
   // Wrong dtypes, shapes, names.
   ExpectError(s, IdsRequest({{0, Tokens(3, 1), 0}}, true, "FP32"), grpc::StatusCode::INVALID_ARGUMENT,
               {"FP32"});

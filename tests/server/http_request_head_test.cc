@@ -81,5 +81,42 @@ TEST(HttpRequestHeadTest, AbsoluteFormHttp10AndClose) {
   EXPECT_FALSE(p.head.keep_alive);
 }
 
+// %2F would become a separator after decoding: "/v2/models/default%2Finfer" ran an inference.
+TEST(HttpRequestHeadTest, EncodedSlashIsRefused) {
+  EXPECT_EQ(StatusOf("POST /v2/models/default%2Finfer HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+  EXPECT_EQ(StatusOf("GET /v2/models/a%2fb HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+  const HeadParse p = Parse("GET /v2/models/a%2Eb HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(p.kind, HeadParse::kComplete);
+  EXPECT_EQ(p.head.path, "/v2/models/a.b");
+}
+
+// A head whose lines end in a bare LF never ends in CRLF CRLF: refused at once, before it is whole.
+TEST(HttpRequestHeadTest, BareLfIsRefusedAtOnce) {
+  EXPECT_EQ(StatusOf("GET /v2 HTTP/1.1\nHost: x\n\n"), 400);
+  EXPECT_EQ(StatusOf("GET /v2 HTTP/1.1\nHo"), 400);
+  EXPECT_EQ(StatusOf("GET /v2 HTTP/1.1\r\nHost: x\nX: y\r\n\r\n"), 400);
+  EXPECT_EQ(Parse("GET /v2 HTTP/1.1\r\nHost: x\r\n").kind, HeadParse::kIncomplete);
+  // A body after a complete head may hold any bytes.
+  EXPECT_EQ(Parse("POST /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\na\nb").kind,
+            HeadParse::kComplete);
+}
+
+// Two readers of a repeated Host, token or JSON length could see two different requests.
+TEST(HttpRequestHeadTest, RepeatedSingletonFieldsAre400) {
+  EXPECT_EQ(StatusOf("GET /v2 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+  EXPECT_EQ(StatusOf("GET /v2 HTTP/1.1\r\nHost: a\r\nauthorization: Bearer x\r\n"
+                     "Authorization: Bearer y\r\n\r\n"),
+            400);
+  const HeadParse p = Parse(
+      "POST /v2/models/m/infer HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n"
+      "Inference-Header-Content-Length: 9\r\ninference-header-content-length: 2\r\n\r\n");
+  ASSERT_EQ(p.kind, HeadParse::kError);
+  EXPECT_EQ(p.status, 400);
+  EXPECT_NE(p.message.find("Inference-Header-Content-Length"), std::string::npos) << p.message;
+  // Other fields may repeat.
+  EXPECT_EQ(Parse("GET /v2 HTTP/1.1\r\nHost: a\r\nAccept: x\r\nAccept: y\r\n\r\n").kind,
+            HeadParse::kComplete);
+}
+
 }  // namespace
 }  // namespace reformer::serving

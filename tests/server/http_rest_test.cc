@@ -14,6 +14,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -402,6 +403,37 @@ TEST_F(RestTest, BodyOverTheLimitIs413BeforeItIsRead) {
   ExpectError(ParseReply(ReadAll(fd)), 413, {"above the limit"});
   close(fd);
   EXPECT_EQ(s_->inference().submitted(), 0);
+}
+
+// --http_max_body_bytes counts data only: the chunked framing around it is bounded too (QA7: 666 MiB
+// of trailers after a small body were read and dropped).
+TEST_F(RestTest, ChunkedFramingIsBounded) {
+  Start();
+  const std::string body = kIds;
+  const std::string head =
+      "POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n";
+  auto send = [&](const std::string& req) {
+    const int fd = ConnectLoopback(port());
+    EXPECT_TRUE(SendAll(fd, req));
+    const HttpReply r = ParseReply(ReadAll(fd));
+    close(fd);
+    return r;
+  };
+  // One-byte chunks with a trailer: legitimate, served.
+  std::string ok = head;
+  for (char c : body) ok += "1\r\n" + std::string(1, c) + "\r\n";
+  ok += "0\r\nX-Checksum: 1\r\n\r\n";
+  EXPECT_EQ(send(ok).status, 200);
+  // 68 KB of trailers after ~100 bytes of data.
+  std::string trailers = head + absl::StrCat(absl::Hex(body.size())) + "\r\n" + body + "\r\n0\r\n";
+  for (int i = 0; i < 17; ++i) trailers += "X-T: " + std::string(4000, 'y') + "\r\n";
+  ExpectError(send(trailers + "\r\n"), 400, {"framing", "above 64 KiB + 8 per data byte"});
+  // Long extensions on tiny chunks.
+  std::string extensions = head;
+  for (char c : body) extensions += "1;e=" + std::string(1000, 'z') + "\r\n" + std::string(1, c) + "\r\n";
+  ExpectError(send(extensions + "0\r\n\r\n"), 400, {"framing"});
+  EXPECT_EQ(s_->inference().submitted(), 1);  // the legitimate one only
 }
 
 TEST_F(RestTest, ServiceOutcomesMapToStatuses) {
