@@ -15,7 +15,7 @@ constexpr size_t kHugePage = size_t{2} << 20;
 Workspace::~Workspace() { Trim(); }
 
 void* Workspace::Allocate(size_t bytes, size_t* capacity) {
-  if (!kRecyclesBlocks || bytes <= kLargeBlock) {
+  if (!kRecyclesBlocks || bytes <= kMediumBlock) {
     const size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, rounded);
     REFORMER_CHECK(p != nullptr);
@@ -35,6 +35,15 @@ void* Workspace::Allocate(size_t bytes, size_t* capacity) {
     *capacity = blk.bytes;
     return blk.p;
   }
+  if (bytes <= kLargeBlock) {  // a medium block: the heap, 64 KiB multiples, cached on release
+    const size_t want = (bytes + kMediumBlock - 1) / kMediumBlock * kMediumBlock;
+    EvictTo(cache_limit_ > want ? cache_limit_ - want : 0);
+    void* p = std::aligned_alloc(64, want);
+    REFORMER_CHECK(p != nullptr);
+    mapped_ += want;
+    *capacity = want;
+    return p;
+  }
   const size_t want = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   EvictTo(cache_limit_ > want ? cache_limit_ - want : 0);
   // Map 2 MiB more and keep the 2 MiB-aligned part, so that every page can be a huge page.
@@ -53,7 +62,7 @@ void* Workspace::Allocate(size_t bytes, size_t* capacity) {
 }
 
 void Workspace::Free(void* p, size_t capacity) {
-  if (!kRecyclesBlocks || capacity <= kLargeBlock) {
+  if (!kRecyclesBlocks || capacity <= kMediumBlock) {
     std::free(p);
     return;
   }
@@ -70,7 +79,11 @@ void Workspace::set_cache_limit(size_t bytes) {
 void Workspace::EvictTo(size_t limit) {
   size_t n = 0;
   while (n < cache_.size() && mapped_ > limit) {
-    munmap(cache_[n].p, cache_[n].bytes);
+    if (cache_[n].bytes <= kLargeBlock) {
+      std::free(cache_[n].p);  // a medium block (heap)
+    } else {
+      munmap(cache_[n].p, cache_[n].bytes);
+    }
     mapped_ -= cache_[n].bytes;
     cached_ -= cache_[n].bytes;
     ++n;

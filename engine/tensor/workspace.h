@@ -14,6 +14,15 @@
 // itself never takes the working memory past that limit. The cache outlives a forward, so
 // back-to-back forwards reuse their blocks; Trim() (Session::ReleaseWorkspace, which server
 // workers call after 2 s without work) returns every cached block to the OS.
+// Medium blocks (over kMediumBlock, up to kLargeBlock bytes) come from the heap in 64 KiB
+// multiples and are cached the same way (counted in mapped bytes, held within the limit, freed by
+// eviction and Trim). Handing them back to glibc at every release was dear: with 128 KiB-1 MiB
+// buffers freed and requested again around every matmul, glibc returned the top of its heap to
+// the OS (M_TRIM_THRESHOLD) or mapped such blocks afresh (M_MMAP_THRESHOLD), and the next use
+// faulted every page in again — 701,000 page faults for 601 bfloat16 forwards of 512 tokens
+// (float32, whose buffers happened to fall otherwise: 6,800), which made bfloat16 and int8
+// slower than float32 on short documents (docs/results/engine-perf2.md, 2026-12-07 second part).
+// Smaller blocks go to the heap and back.
 // Under AddressSanitizer every block comes from the heap and nothing is cached, so that ASan
 // still sees each buffer's bounds and every use after release (kRecyclesBlocks is false).
 // Not thread-safe: a Workspace belongs to one Session (one thread).
@@ -40,6 +49,7 @@ namespace reformer {
 class Workspace {
  public:
   static constexpr size_t kLargeBlock = size_t{1} << 20;
+  static constexpr size_t kMediumBlock = size_t{64} << 10;
 #ifdef REFORMER_WORKSPACE_HEAP_ONLY
   static constexpr bool kRecyclesBlocks = false;
 #else
@@ -68,7 +78,8 @@ class Workspace {
   // which must be passed back to Free.
   void* Allocate(size_t bytes, size_t* capacity);
   void Free(void* p, size_t capacity);
-  // Upper bound on mapped bytes (live + cached large blocks) the cache may keep; 0 = no cache.
+  // Upper bound on mapped bytes (live + cached medium and large blocks) the cache may keep;
+  // 0 = no cache.
   // Evicts cached blocks at once while over the new limit.
   void set_cache_limit(size_t bytes);
   void Trim();  // = set_cache_limit(0)
@@ -85,7 +96,7 @@ class Workspace {
   size_t current_ = 0;
   size_t high_water_ = 0;
   size_t cache_limit_ = 0;
-  size_t mapped_ = 0;  // large blocks, live or cached
+  size_t mapped_ = 0;  // medium and large blocks, live or cached
   size_t cached_ = 0;
   std::vector<Block> cache_;  // most recently released last
 };

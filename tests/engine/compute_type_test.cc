@@ -2,6 +2,8 @@
 // integer arithmetic of the int8 path, batch invariance and memory in every type, and the
 // errors for a type this CPU (or oneDNN under ONEDNN_MAX_CPU_ISA) cannot run. Where a type is
 // not available the test checks the error instead, so every assertion runs on every machine.
+#include <sys/resource.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +19,7 @@
 #include "engine/model/scoring.h"
 #include "engine/model/tokenizer.h"
 #include "gtest/gtest.h"
+#include "engine/tensor/workspace.h"
 #include "tests/engine/fixture_util.h"
 
 namespace reformer {
@@ -262,6 +265,46 @@ TEST(ComputeType, MemoryEstimateCountsConversionBuffers) {
     }
   }
 }
+
+#ifndef REFORMER_WORKSPACE_HEAP_ONLY  // under ASan the workspace caches nothing (workspace.h)
+// Back-to-back forwards of a short document reuse their memory in every type: they fault almost no
+// page in. Until 2026-12-07 the bfloat16 / int8 conversion buffers (and, after them, other
+// 128 KiB-1 MiB buffers) went back to glibc at every release, which returned them to the OS, and
+// 512-token forwards of the bundled model faulted pages in again and again, in whichever type the
+// heap's state put a buffer at its top (this test before the change: 0-74 faults per forward by
+// type and thread count, float32 included; offline_throughput's 601 bfloat16 forwards: 701,000),
+// and bfloat16 ran slower than float32 (docs/results/engine-perf2.md, "bfloat16 on short
+// documents").
+TEST(ComputeType, SteadyForwardsOfShortDocumentsFaultNoPagesIn) {
+  const std::string dir = std::string(std::getenv("REFORMER_SOURCE_DIR")) + "/models/default";
+  for (ComputeType t : kTypes) {
+    if (t != ComputeType::kFloat32 && !Available(t)) continue;
+    for (int threads : {1, 2}) {
+      auto m = LoadAs(dir, t);
+      ASSERT_TRUE(m.ok()) << m.status();
+      SessionOptions so;
+      so.num_threads = threads;
+      auto session = Session::Create(*m, so);
+      ASSERT_TRUE(session.ok()) << session.status();
+      std::vector<int32_t> doc(512);
+      std::mt19937 rng(3);
+      for (auto& x : doc) x = static_cast<int32_t>(1 + rng() % 255);
+      const std::vector<absl::Span<const int32_t>> docs = {doc};
+      std::vector<DocumentOutput> out;
+      for (int i = 0; i < 3; ++i) ASSERT_TRUE((*session)->RunDocuments(docs, kOutputTokenLogprobs, &out).ok());
+      rusage before{}, after{};
+      getrusage(RUSAGE_SELF, &before);
+      constexpr int kForwards = 20;
+      for (int i = 0; i < kForwards; ++i)
+        ASSERT_TRUE((*session)->RunDocuments(docs, kOutputTokenLogprobs, &out).ok());
+      getrusage(RUSAGE_SELF, &after);
+      const long faults = after.ru_minflt - before.ru_minflt;
+      std::printf("%s, %d threads: %ld page faults in %d forwards\n", ComputeTypeName(t), threads, faults, kForwards);
+      EXPECT_LE(faults, 8 * kForwards) << ComputeTypeName(t) << ", " << threads << " threads";
+    }
+  }
+}
+#endif
 
 // Matmul weights take half (bf16) and a quarter (+ one scale per channel, int8) of float32's bytes.
 TEST(ComputeType, PackedWeightBytes) {

@@ -1,5 +1,6 @@
-// Workspace storage: large blocks (> kLargeBlock) are mmap'd in 2 MiB multiples and cached for
-// reuse within set_cache_limit; small ones go to the heap. WsBuffer zero-initialises unless asked
+// Workspace storage: large blocks (> kLargeBlock) are mmap'd in 2 MiB multiples, medium ones
+// (> kMediumBlock) come from the heap in 64 KiB multiples, and both are cached for reuse within
+// set_cache_limit; small ones go to the heap and back. WsBuffer zero-initialises unless asked
 // not to, and the accounting (current / high_water) counts requested bytes whatever the storage.
 #include "engine/tensor/workspace.h"
 
@@ -292,13 +293,13 @@ TEST(WorkspaceTest, MappedBytesStayWithinMaxOfLimitAndLiveBytes) {
 TEST(WorkspaceTest, SmallAllocationsBypassTheCache) {
   Workspace ws;
   ws.set_cache_limit(64 * kMiB);
-  for (size_t bytes : {size_t{1}, size_t{100}, size_t{4096}, kMiB - 1, kMiB}) {
+  for (size_t bytes : {size_t{1}, size_t{100}, size_t{4096}, Workspace::kMediumBlock - 1, Workspace::kMediumBlock}) {
     size_t cap = 0;
     void* p = ws.Allocate(bytes, &cap);
     ASSERT_NE(p, nullptr);
     EXPECT_TRUE(IsAligned64(p)) << bytes;
     EXPECT_GE(cap, bytes);
-    EXPECT_LE(cap, kMiB) << bytes;
+    EXPECT_LE(cap, Workspace::kMediumBlock) << bytes;
     std::memset(p, 0x5A, bytes);
     EXPECT_EQ(ws.mapped_bytes(), 0u) << bytes;
     ws.Free(p, cap);
@@ -316,6 +317,54 @@ TEST(WorkspaceTest, SmallAllocationsBypassTheCache) {
   WsBuffer<float> small(&ws, 1000);
   EXPECT_NE(static_cast<void*>(small.data()), p);
   EXPECT_EQ(ws.cached_bytes(), kHugePage);
+}
+
+// Medium blocks (kMediumBlock < bytes <= kLargeBlock): heap storage in 64 KiB multiples, kept on
+// release and handed out again, so that a buffer freed and requested around every matmul does not
+// go back to glibc (which returned such memory to the OS and faulted it in again on the next use:
+// workspace.h). Evicted by the limit and by Trim like large blocks.
+TEST(WorkspaceTest, MediumBlocksAreCachedAndReused) {
+  Workspace ws;
+  ws.set_cache_limit(64 * kMiB);
+  constexpr size_t kKiB = 1024;
+  for (size_t bytes : {Workspace::kMediumBlock + 1, 128 * kKiB, 300 * kKiB, kMiB - 1, kMiB}) {
+    size_t cap = 0;
+    void* p = ws.Allocate(bytes, &cap);
+    ASSERT_NE(p, nullptr);
+    EXPECT_TRUE(IsAligned64(p)) << bytes;
+    EXPECT_EQ(cap, (bytes + 64 * kKiB - 1) / (64 * kKiB) * (64 * kKiB)) << bytes;
+    std::memset(p, 0x5A, bytes);
+    EXPECT_EQ(ws.mapped_bytes(), cap) << bytes;
+    ws.Free(p, cap);
+    EXPECT_EQ(ws.cached_bytes(), cap) << bytes;
+    // The same request gets the cached block back.
+    size_t cap2 = 0;
+    void* q = ws.Allocate(bytes, &cap2);
+    EXPECT_EQ(q, p) << bytes;
+    EXPECT_EQ(cap2, cap) << bytes;
+    EXPECT_EQ(ws.cached_bytes(), 0u) << bytes;
+    EXPECT_EQ(ws.mapped_bytes(), cap) << bytes;
+    ws.Free(q, cap2);
+    ws.Trim();  // = set_cache_limit(0)
+    EXPECT_EQ(ws.cached_bytes(), 0u) << bytes;
+    EXPECT_EQ(ws.mapped_bytes(), 0u) << bytes;
+    ws.set_cache_limit(64 * kMiB);
+  }
+  // Within the limit a released block stays; a request it cannot serve that would take the
+  // mapped bytes over the limit evicts it first.
+  ws.set_cache_limit(512 * kKiB);
+  size_t ca = 0, cb = 0;
+  void* a = ws.Allocate(300 * kKiB, &ca);
+  ws.Free(a, ca);
+  EXPECT_EQ(ws.cached_bytes(), 320 * kKiB);
+  void* b = ws.Allocate(400 * kKiB, &cb);  // 448 KiB + the cached 320 KiB > 512 KiB
+  EXPECT_EQ(cb, 448 * kKiB);
+  EXPECT_EQ(ws.cached_bytes(), 0u);
+  EXPECT_EQ(ws.mapped_bytes(), cb);
+  ws.Free(b, cb);
+  EXPECT_EQ(ws.cached_bytes(), cb);
+  ws.set_cache_limit(0);
+  EXPECT_EQ(ws.mapped_bytes(), 0u);
 }
 
 TEST(WorkspaceTest, ZeroInitialisedBufferIsZeroEvenOnADirtyReusedBlock) {
