@@ -31,6 +31,10 @@ namespace {
 constexpr absl::Duration kSweepEvery = absl::Milliseconds(100);
 constexpr absl::Duration kLinger = absl::Seconds(2);  // an answered bad request: time to read it
 constexpr size_t kReadPiece = 16 << 10;
+// Idle-listed connections examined per new connection at a limit (http_front.h, eviction).
+constexpr int kEvictionCandidates = 8;
+// At most this much of a refused connection's waiting input is read and dropped before it closes.
+constexpr size_t kRefusalDrain = 64 << 10;
 
 std::string ErrorResponse(int status, absl::string_view message) {
   const std::string body = JsonErrorBody(message);
@@ -325,15 +329,43 @@ class HttpFront::Loop {
     return open_ >= options_.max_connections ? Limit::kTotal : Limit::kNone;
   }
 
-  // Closes the oldest idle connection (the client's own for kPerClient, anyone's for kTotal);
-  // false when there is none (every connection is in the middle of a request).
+  // Closes the oldest truly idle connection (the client's own for kPerClient, anyone's for
+  // kTotal); false when there is none (every connection is in the middle of a request). A listed
+  // connection whose request bytes already wait in the kernel (the loop has not read them yet) is
+  // not idle: closing it would reset a request the client has sent. It is read at once (which
+  // takes it off the list, or closes it on EOF) and the next oldest examined, at most
+  // kEvictionCandidates per new connection, so that an accept never scans thousands.
   bool EvictFor(Limit limit, const std::string& client) {
-    const std::optional<int> oldest =
-        limit == Limit::kPerClient ? idle_.OldestOf(client) : idle_.Oldest();
-    if (!oldest) return false;
-    Close(*oldest);
-    if (evicted_) evicted_(limit == Limit::kPerClient ? "per_client" : "total");
-    return true;
+    for (int examined = 0; examined < kEvictionCandidates; ++examined) {
+      const std::optional<int> oldest =
+          limit == Limit::kPerClient ? idle_.OldestOf(client) : idle_.Oldest();
+      if (!oldest) return false;
+      if (HasUnreadBytes(*oldest)) {
+        OnReadable(*oldest);
+        if (Full(client) == Limit::kNone) return true;  // it was EOF: closed, room made
+        continue;
+      }
+      CloseIdle(*oldest);
+      if (evicted_) evicted_(limit == Limit::kPerClient ? "per_client" : "total");
+      return true;
+    }
+    return false;
+  }
+
+  // True when bytes (or an EOF) wait to be read on `fd`.
+  static bool HasUnreadBytes(int fd) {
+    char byte;
+    const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+
+  // Evicts an idle connection: FIN first (shutdown(SHUT_WR)), then close. There is no response
+  // to protect, but should a request race in after HasUnreadBytes, the close resets the
+  // connection either way; the FIN first lets a client that reads see an orderly end before the
+  // reset (RFC 9112 9.6: a client retries an idempotent request on a closed idle connection).
+  void CloseIdle(int fd) {
+    shutdown(fd, SHUT_WR);
+    Close(fd);
   }
 
   void Refuse(int fd, Limit limit) {
@@ -342,6 +374,15 @@ class HttpFront::Loop {
                                     : "too many open HTTP connections from this client "
                                       "(--http_max_connections_per_client)");
     (void)!send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    // The request the client sent at once (already in the kernel) is read and dropped first: a
+    // close with unread input resets the connection, and the client could lose the 503.
+    shutdown(fd, SHUT_WR);
+    char piece[kReadPiece];
+    for (size_t dropped = 0; dropped < kRefusalDrain;) {
+      const ssize_t n = recv(fd, piece, sizeof(piece), MSG_DONTWAIT);
+      if (n <= 0) break;
+      dropped += static_cast<size_t>(n);
+    }
     close(fd);
   }
 

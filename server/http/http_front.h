@@ -8,11 +8,14 @@
 //   - max_connections open at once, max_connections_per_client from one client address. A new
 //     connection beyond either first evicts the oldest idle connection (kept alive between
 //     requests, or open without a byte of a head yet): the client's own at the per-client limit,
-//     anyone's at the total one. It is closed (FIN, nothing sent: RFC 9112 9.6 lets a server close
-//     an idle connection) and counted (`evicted`), so that a client holding idle connections
+//     anyone's at the total one. A listed one whose request already waits unread in the kernel is
+//     not idle: it is read at once and the next oldest examined (a few per new connection, never a
+//     scan). It is closed (shutdown(SHUT_WR), then close; nothing sent: RFC 9112 9.6 lets a server
+//     close an idle connection) and counted (`evicted`), so that a client holding idle connections
 //     cannot lock out its own probes behind one NAT address, nor anyone else. Connections in the
 //     middle of a request (part of a head, in a handler, lingering after an error) are never
-//     evicted; when none can be, the new one gets 503 and close. The choice is O(1)
+//     evicted; when none can be, the new one gets 503 and close (its waiting request read and
+//     dropped first, so that the 503 is not lost to a reset). The choice is O(1)
 //     (IdleConnections, idle_connections.h);
 //   - head_timeout for a whole head to arrive once its first byte has (and for a fresh connection
 //     to send anything): 408 and close;
