@@ -394,6 +394,7 @@ class HttpFront::Loop {
     auto conn = std::make_unique<HttpConnection>();
     conn->fd = fd;
     conn->client = std::move(client);
+    conn->draining = &draining_;
     conn->deadline = clock_->Now() + options_.head_timeout;
     idle_.Add(fd, conn->client);  // nothing of a head yet
     Watch(fd);
@@ -408,19 +409,27 @@ class HttpFront::Loop {
   void OnWake() {
     uint64_t count;
     (void)!read(wake_, &count, sizeof(count));
-    if (draining_.load() && !drained_idle_) CloseKeptAlive();
+    if (draining_.load() && !drained_idle_) CloseIdleForDrain();
     TakeReturned();
   }
 
-  // Once, when draining starts: the idle kept-alive connections (fresh ones that have sent
-  // nothing yet may be a probe about to ask; they are served, with Connection: close).
-  void CloseKeptAlive() {
+  // Once, when draining starts: every idle connection, kept alive between requests or open
+  // without a byte of a head yet (before, the latter stayed open until the head timeout or the
+  // end of the drain; QA7). One whose request already waits unread is read instead (served, with
+  // Connection: close). A client that connects and sends later is served as usual.
+  void CloseIdleForDrain() {
     drained_idle_ = true;
-    std::vector<int> kept_alive;
+    std::vector<int> idle;
     for (const auto& [fd, conn] : waiting_) {
-      if (conn->idle) kept_alive.push_back(fd);
+      if (idle_.Contains(fd)) idle.push_back(fd);
     }
-    for (int fd : kept_alive) Close(fd);
+    for (int fd : idle) {
+      if (HasUnreadBytes(fd)) {
+        OnReadable(fd);
+      } else {
+        CloseIdle(fd);
+      }
+    }
   }
 
   void TakeReturned() {
@@ -555,7 +564,7 @@ class HttpFront::Loop {
   IdleConnections idle_;  // the evictable ones of waiting_, oldest first
   int open_ = 0;
   bool accept_paused_ = false;
-  bool drained_idle_ = false;  // CloseKeptAlive has run
+  bool drained_idle_ = false;  // CloseIdleForDrain has run
 
   absl::Mutex mu_;
   std::vector<Returned> returned_ ABSL_GUARDED_BY(mu_);

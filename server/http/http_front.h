@@ -20,10 +20,13 @@
 //   - head_timeout for a whole head to arrive once its first byte has (and for a fresh connection
 //     to send anything): 408 and close;
 //   - keep_alive_timeout for an idle kept-alive connection: closed.
-// Draining (StartDraining, on SIGTERM): idle kept-alive connections are closed at once, and a
-// connection is closed after the request it is serving (the handler says Connection: close; see
-// HttpExchange::CloseAfterResponse), so that clients reconnect to another replica. New
-// connections are still accepted and served (readiness probes must see the 503).
+// Draining (StartDraining, on SIGTERM): idle connections (kept alive, or open without a byte yet;
+// one whose request waits unread is served instead) are closed at once, and a connection is
+// closed after the request it is serving (the handler says Connection: close; see
+// HttpExchange::CloseAfterResponse), so that clients reconnect to another replica. A request
+// body still arriving is not waited for: 503 and close at once (HttpExchange::ReadBody; the
+// services refuse new work while draining, so letting it finish would only delay the same 503).
+// New connections are still accepted and served (readiness probes must see the 503).
 // A complete head hands the connection, with any bytes already read beyond the head (the body's
 // start, pipelined requests), to a pool: `probe_threads` threads for requests `is_probe` picks
 // (bodiless GET/HEAD: probes, /metrics, metadata), `handler_threads` for the rest, so that probes
@@ -39,6 +42,7 @@
 // connections in handlers are shut down (their reads and writes fail at once) and the pools joined.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -62,6 +66,9 @@ struct HttpConnection {
   absl::Time deadline = absl::InfiniteFuture();  // while in the loop: when it is given up
   bool idle = false;       // kept alive, no byte of the next request yet
   bool lingering = false;  // answered with an error: draining input until the peer closes
+  // Set by the front once it drains (SIGTERM); a body still arriving then is not waited for
+  // (HttpExchange::ReadBody: UNAVAILABLE, the handler answers 503 and closes). Outlives handlers.
+  const std::atomic<bool>* draining = nullptr;
 };
 
 struct HttpFrontOptions {
@@ -94,7 +101,7 @@ class HttpFront {
   HttpFront& operator=(const HttpFront&) = delete;
 
   int port() const { return port_; }
-  // Closes the idle kept-alive connections now and every other one after its current request
+  // Closes the idle connections now and every other one after its current request
   // (see the file comment). Thread-safe, non-blocking, idempotent.
   void StartDraining();
   // Idempotent; see the file comment.

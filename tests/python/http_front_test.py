@@ -20,8 +20,9 @@
 6b. At the caps, a connection whose complete request waits unread in the kernel is not idle: 30 rounds of
    5 connections at a per-client cap of 4 (and 17 at a total cap of 16), each sending a whole POST infer at
    once, get 200 or 503 each, never a reset or a silent close.
-7. Draining: after SIGTERM an idle kept-alive connection is closed at once (keep-alive timeout 60 s), and
-   responses carry Connection: close and their connection closes after them.
+7. Draining: after SIGTERM an idle kept-alive connection and one that never sent a byte are closed at once
+   (timeouts 60 s), a body still uploading gets 503 with Connection: close at once, and responses carry
+   Connection: close and their connection closes after them.
 Bounds are generous (loaded 2-core machine); nothing here skips.
 Usage: http_front_test.py SERVER_BINARY SOURCE_DIR
 """
@@ -461,14 +462,27 @@ class DrainTest(unittest.TestCase):
         server = Server(*LONG_TIMEOUTS, "--drain_min_s", "5")
         try:
             idle = kept_alive(server, "127.0.0.60")
+            silent = server.connect("127.0.0.63")  # open, not a byte sent
             in_flight = server.connect("127.0.0.61")
             in_flight.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            time.sleep(0.3)
+            upload = server.connect("127.0.0.64")  # a body still arriving at SIGTERM
+            upload.sendall(f"POST /v2/models/{server.model}/infer HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Length: 100000\r\n\r\n{{".encode())
+            time.sleep(0.5)
             start = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             self.assertTrue(closed_soon(idle, 2), "an idle kept-alive connection stayed open while draining")
-            print(f"drain: idle kept-alive connection closed after {time.monotonic() - start:.3f} s",
-                  file=sys.stderr)
+            self.assertTrue(closed_soon(silent, 2), "a connection that sent nothing stayed open while draining")
+            closed = time.monotonic() - start
+            # The upload is answered at once (the drain lasts --drain_min_s 5 s): 503, Connection: close.
+            r = read_response(upload, timeout=3)
+            self.assertIsNotNone(r, "an upload in progress got no answer at SIGTERM")
+            self.assertEqual(r[0], 503, r)
+            self.assertIn("shutting down", json.loads(r[2])["error"])
+            self.assertEqual(r[1].get("connection"), "close")
+            print(f"drain: idle and silent connections closed after {closed:.3f} s, the upload answered 503 "
+                  f"after {time.monotonic() - start:.3f} s", file=sys.stderr)
+            upload.close()
             in_flight.sendall(b"\r\n")  # a request begun before SIGTERM is answered, then closed
             r = read_response(in_flight)
             self.assertEqual(r[0], 200)
