@@ -43,16 +43,6 @@ std::string ErrorResponse(int status, absl::string_view message) {
                       "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", body);
 }
 
-std::string ClientAddress(const sockaddr_storage& a) {
-  char text[INET6_ADDRSTRLEN] = "";
-  if (a.ss_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, text, sizeof(text));
-  } else if (a.ss_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(a).sin6_addr, text, sizeof(text));
-  }
-  return text;
-}
-
 // A non-blocking listening socket on `address`:`port`, or an error.
 absl::StatusOr<int> Listen(const std::string& address, int port) {
   addrinfo hints{};
@@ -99,6 +89,23 @@ void RaiseDescriptorLimit(int connections) {
 }
 
 }  // namespace
+
+std::string ClientKey(const sockaddr_storage& peer) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (peer.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(peer).sin_addr, text, sizeof(text));
+    return text;
+  }
+  if (peer.ss_family != AF_INET6) return text;
+  in6_addr a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
+  if (IN6_IS_ADDR_V4MAPPED(&a)) {  // ::ffff:a.b.c.d, an IPv4 client of a dual-stack socket
+    inet_ntop(AF_INET, &a.s6_addr[12], text, sizeof(text));
+    return text;
+  }
+  std::fill(&a.s6_addr[8], &a.s6_addr[16], 0);  // the interface identifier: the client's to pick
+  inet_ntop(AF_INET6, &a, text, sizeof(text));
+  return absl::StrCat(text, "/64");
+}
 
 bool SendAll(int fd, const char* bytes, size_t size, absl::Duration stall) {
   const int stall_ms = static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(stall)));
@@ -309,7 +316,7 @@ class HttpFront::Loop {
         if (errno == EMFILE || errno == ENFILE) PauseAccepting();
         return;
       }
-      std::string client = ClientAddress(peer);
+      std::string client = ClientKey(peer);
       const Limit full = Full(client);
       if (full != Limit::kNone && !EvictFor(full, client)) {
         Refuse(fd, full);

@@ -5,7 +5,8 @@
 // a request head or idles between kept-alive requests: such a connection costs a descriptor and a
 // buffer, never a thread. The loop reads heads (ParseRequestHead: strict, at most max_head_bytes),
 // answers a malformed one itself (its status, Connection: close), and enforces the limits:
-//   - max_connections open at once, max_connections_per_client from one client address. A new
+//   - max_connections open at once, max_connections_per_client from one client (an IPv4 address,
+//     an IPv6 /64: ClientKey). A new
 //     connection beyond either first evicts the oldest idle connection (kept alive between
 //     requests, or open without a byte of a head yet): the client's own at the per-client limit,
 //     anyone's at the total one. A listed one whose request already waits unread in the kernel is
@@ -42,6 +43,8 @@
 // connections in handlers are shut down (their reads and writes fail at once) and the pools joined.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -61,7 +64,7 @@ namespace reformer::serving {
 // A client connection. The thread that holds it owns it.
 struct HttpConnection {
   int fd = -1;
-  std::string client;  // the peer's address (the per-client limit's key)
+  std::string client;  // the per-client limit's key (ClientKey)
   std::string buffer;  // received, not consumed yet (the start of a head or body)
   absl::Time deadline = absl::InfiniteFuture();  // while in the loop: when it is given up
   bool idle = false;       // kept alive, no byte of the next request yet
@@ -118,6 +121,12 @@ class HttpFront {
   std::unique_ptr<Pool> handlers_;
   std::unique_ptr<Loop> loop_;
 };
+
+// The per-client limit's key of a peer: an IPv4 address as text (also when it reaches a dual-stack
+// socket as ::ffff:a.b.c.d); an IPv6 address by its /64 prefix ("2001:db8:1:2::/64"), since a
+// single host or site usually holds a whole /64 and could otherwise take a new address per
+// connection to escape the limit.
+std::string ClientKey(const sockaddr_storage& peer);
 
 // Writes all of `bytes` to a non-blocking socket, waiting at most `stall` for each bit of progress.
 bool SendAll(int fd, const char* bytes, size_t size, absl::Duration stall);
