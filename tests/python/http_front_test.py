@@ -405,7 +405,7 @@ class SentRequestsAtTheCapTest(unittest.TestCase):
         raw = (f"POST /v2/models/{server.model}/infer HTTP/1.1\r\nHost: x\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         try:
-            outcomes = {}
+            outcomes, messages = {}, set()
             for round_ in range(30):
                 # Round 0-19: five at the per-client cap of 4; then 17 from 5 addresses at the total cap of 16.
                 sources = ["127.0.0.70"] * 5 if round_ < 20 else [f"127.0.0.{71 + i % 5}" for i in range(17)]
@@ -418,6 +418,8 @@ class SentRequestsAtTheCapTest(unittest.TestCase):
                     try:
                         r = read_response(c, timeout=30)
                         outcome = "EOF" if r is None else r[0]
+                        if outcome == 503:
+                            messages.add(json.loads(r[2])["error"][:60])
                     except ConnectionResetError:
                         outcome = "RST"
                     key = ("beyond" if i == len(socks) - 1 else "within", outcome)
@@ -428,7 +430,7 @@ class SentRequestsAtTheCapTest(unittest.TestCase):
                 for c in socks:
                     c.close()
                 time.sleep(0.05)
-            print(f"fully sent requests at the caps: {outcomes}",
+            print(f"fully sent requests at the caps: {outcomes}; 503 messages: {sorted(messages)}",
                   file=sys.stderr)
         finally:
             server.kill()
