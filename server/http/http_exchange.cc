@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -26,6 +27,12 @@ constexpr size_t kMaxChunkLine = 4096;  // a chunk-size line with its extensions
 constexpr int64_t kFramingAllowance = int64_t{64} << 10;
 constexpr int64_t kFramingPerDataByte = 8;
 constexpr absl::Duration kPollSlice = absl::Milliseconds(100);  // re-reads the clock this often
+
+absl::Status DrainingError() {
+  return absl::UnavailableError(
+      "the server is shutting down (draining): the request body was not read; retry on another "
+      "replica");
+}
 
 // A chunk-size line: hex digits, optionally followed by ";extensions" (RFC 9112 7.1).
 std::optional<int64_t> ChunkSize(absl::string_view line) {
@@ -65,6 +72,7 @@ bool HttpExchange::Reusable() const {
 
 absl::Status HttpExchange::WaitReadable(absl::Time deadline, const Clock& clock) {
   while (true) {
+    if (reading_body_ && Draining()) return DrainingError();
     const absl::Duration left = deadline - clock.Now();
     if (left < absl::ZeroDuration()) return absl::DeadlineExceededError("");
     pollfd p{conn_->fd, POLLIN, 0};
@@ -206,12 +214,19 @@ absl::StatusOr<std::string> HttpExchange::ReadBody(int64_t max_bytes, absl::Time
   std::string body;
   if (declared >= 0) body.resize(cap);
   size_t got = 0;
+  reading_body_ = true;
+  const auto done_reading = absl::MakeCleanup([this] { reading_body_ = false; });
   while (got < cap && !body_done_) {
+    if (Draining()) {
+      broken_ = read_failed_ = true;
+      return DrainingError();
+    }
     if (body.size() - got < kReadPiece && body.size() < cap) {
       body.resize(std::min(cap, std::max(body.size() * 2, got + kReadPiece)));
     }
     absl::StatusOr<size_t> n =
         ReadSome(body.data() + got, std::min(kReadPiece, body.size() - got), deadline, clock);
+    if (absl::IsUnavailable(n.status())) return n.status();
     if (absl::IsDeadlineExceeded(n.status())) {
       return absl::DeadlineExceededError(
           absl::StrCat("the request body did not arrive in time (", got, " bytes received)"));

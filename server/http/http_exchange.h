@@ -53,7 +53,10 @@ class HttpExchange {
 
   // The whole body. RESOURCE_EXHAUSTED when it is (or declares to be) over `max_bytes`, checked
   // against Content-Length before anything is read or allocated; DEADLINE_EXCEEDED when it has
-  // not arrived by `deadline` (on `clock`); INVALID_ARGUMENT when the client ends it early.
+  // not arrived by `deadline` (on `clock`); INVALID_ARGUMENT when the client ends it early;
+  // UNAVAILABLE when the front drains (SIGTERM) before it has all arrived: the request could not
+  // be served anyway (the services refuse new work), so the client learns at once (503, close)
+  // instead of uploading into a connection cut at the end of the drain.
   // Answers `Expect: 100-continue` before reading.
   absl::StatusOr<std::string> ReadBody(int64_t max_bytes, absl::Time deadline, const Clock& clock);
   // Reads and drops what is left of the body (at most `max_bytes`, until `deadline`), so that a
@@ -95,6 +98,7 @@ class HttpExchange {
   // One CRLF-terminated line (without CRLF) of the chunked framing.
   absl::StatusOr<std::string> ReadLine(absl::Time deadline, const Clock& clock);
   absl::Status WaitReadable(absl::Time deadline, const Clock& clock);
+  bool Draining() const { return conn_->draining != nullptr && conn_->draining->load(); }
   void SendContinue();
   bool SendRaw(absl::string_view bytes);
 
@@ -116,6 +120,7 @@ class HttpExchange {
   bool chunked_open_ = false; // a chunked response not finished yet
   bool head_sent_ = false;
   bool continue_sent_ = false;
+  bool reading_body_ = false;  // within ReadBody: a wait gives up when the front drains
 };
 
 // A body whose length is not known when it starts (JSON of any size): the first piece written is

@@ -31,22 +31,16 @@ namespace {
 constexpr absl::Duration kSweepEvery = absl::Milliseconds(100);
 constexpr absl::Duration kLinger = absl::Seconds(2);  // an answered bad request: time to read it
 constexpr size_t kReadPiece = 16 << 10;
+// Idle-listed connections examined per new connection at a limit (http_front.h, eviction).
+constexpr int kEvictionCandidates = 8;
+// At most this much of a refused connection's waiting input is read and dropped before it closes.
+constexpr size_t kRefusalDrain = 64 << 10;
 
 std::string ErrorResponse(int status, absl::string_view message) {
   const std::string body = JsonErrorBody(message);
   return absl::StrCat("HTTP/1.1 ", status, " ", HttpReason(status),
                       "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
                       "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", body);
-}
-
-std::string ClientAddress(const sockaddr_storage& a) {
-  char text[INET6_ADDRSTRLEN] = "";
-  if (a.ss_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, text, sizeof(text));
-  } else if (a.ss_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(a).sin6_addr, text, sizeof(text));
-  }
-  return text;
 }
 
 // A non-blocking listening socket on `address`:`port`, or an error.
@@ -95,6 +89,23 @@ void RaiseDescriptorLimit(int connections) {
 }
 
 }  // namespace
+
+std::string ClientKey(const sockaddr_storage& peer) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (peer.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(peer).sin_addr, text, sizeof(text));
+    return text;
+  }
+  if (peer.ss_family != AF_INET6) return text;
+  in6_addr a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
+  if (IN6_IS_ADDR_V4MAPPED(&a)) {  // ::ffff:a.b.c.d, an IPv4 client of a dual-stack socket
+    inet_ntop(AF_INET, &a.s6_addr[12], text, sizeof(text));
+    return text;
+  }
+  std::fill(&a.s6_addr[8], &a.s6_addr[16], 0);  // the interface identifier: the client's to pick
+  inet_ntop(AF_INET6, &a, text, sizeof(text));
+  return absl::StrCat(text, "/64");
+}
 
 bool SendAll(int fd, const char* bytes, size_t size, absl::Duration stall) {
   const int stall_ms = static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(stall)));
@@ -305,7 +316,7 @@ class HttpFront::Loop {
         if (errno == EMFILE || errno == ENFILE) PauseAccepting();
         return;
       }
-      std::string client = ClientAddress(peer);
+      std::string client = ClientKey(peer);
       const Limit full = Full(client);
       if (full != Limit::kNone && !EvictFor(full, client)) {
         Refuse(fd, full);
@@ -325,15 +336,43 @@ class HttpFront::Loop {
     return open_ >= options_.max_connections ? Limit::kTotal : Limit::kNone;
   }
 
-  // Closes the oldest idle connection (the client's own for kPerClient, anyone's for kTotal);
-  // false when there is none (every connection is in the middle of a request).
+  // Closes the oldest truly idle connection (the client's own for kPerClient, anyone's for
+  // kTotal); false when there is none (every connection is in the middle of a request). A listed
+  // connection whose request bytes already wait in the kernel (the loop has not read them yet) is
+  // not idle: closing it would reset a request the client has sent. It is read at once (which
+  // takes it off the list, or closes it on EOF) and the next oldest examined, at most
+  // kEvictionCandidates per new connection, so that an accept never scans thousands.
   bool EvictFor(Limit limit, const std::string& client) {
-    const std::optional<int> oldest =
-        limit == Limit::kPerClient ? idle_.OldestOf(client) : idle_.Oldest();
-    if (!oldest) return false;
-    Close(*oldest);
-    if (evicted_) evicted_(limit == Limit::kPerClient ? "per_client" : "total");
-    return true;
+    for (int examined = 0; examined < kEvictionCandidates; ++examined) {
+      const std::optional<int> oldest =
+          limit == Limit::kPerClient ? idle_.OldestOf(client) : idle_.Oldest();
+      if (!oldest) return false;
+      if (HasUnreadBytes(*oldest)) {
+        OnReadable(*oldest);
+        if (Full(client) == Limit::kNone) return true;  // it was EOF: closed, room made
+        continue;
+      }
+      CloseIdle(*oldest);
+      if (evicted_) evicted_(limit == Limit::kPerClient ? "per_client" : "total");
+      return true;
+    }
+    return false;
+  }
+
+  // True when bytes (or an EOF) wait to be read on `fd`.
+  static bool HasUnreadBytes(int fd) {
+    char byte;
+    const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+
+  // Evicts an idle connection: FIN first (shutdown(SHUT_WR)), then close. There is no response
+  // to protect, but should a request race in after HasUnreadBytes, the close resets the
+  // connection either way; the FIN first lets a client that reads see an orderly end before the
+  // reset (RFC 9112 9.6: a client retries an idempotent request on a closed idle connection).
+  void CloseIdle(int fd) {
+    shutdown(fd, SHUT_WR);
+    Close(fd);
   }
 
   void Refuse(int fd, Limit limit) {
@@ -342,6 +381,15 @@ class HttpFront::Loop {
                                     : "too many open HTTP connections from this client "
                                       "(--http_max_connections_per_client)");
     (void)!send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    // The request the client sent at once (already in the kernel) is read and dropped first: a
+    // close with unread input resets the connection, and the client could lose the 503.
+    shutdown(fd, SHUT_WR);
+    char piece[kReadPiece];
+    for (size_t dropped = 0; dropped < kRefusalDrain;) {
+      const ssize_t n = recv(fd, piece, sizeof(piece), MSG_DONTWAIT);
+      if (n <= 0) break;
+      dropped += static_cast<size_t>(n);
+    }
     close(fd);
   }
 
@@ -353,6 +401,7 @@ class HttpFront::Loop {
     auto conn = std::make_unique<HttpConnection>();
     conn->fd = fd;
     conn->client = std::move(client);
+    conn->draining = &draining_;
     conn->deadline = clock_->Now() + options_.head_timeout;
     idle_.Add(fd, conn->client);  // nothing of a head yet
     Watch(fd);
@@ -367,19 +416,27 @@ class HttpFront::Loop {
   void OnWake() {
     uint64_t count;
     (void)!read(wake_, &count, sizeof(count));
-    if (draining_.load() && !drained_idle_) CloseKeptAlive();
+    if (draining_.load() && !drained_idle_) CloseIdleForDrain();
     TakeReturned();
   }
 
-  // Once, when draining starts: the idle kept-alive connections (fresh ones that have sent
-  // nothing yet may be a probe about to ask; they are served, with Connection: close).
-  void CloseKeptAlive() {
+  // Once, when draining starts: every idle connection, kept alive between requests or open
+  // without a byte of a head yet (before, the latter stayed open until the head timeout or the
+  // end of the drain; QA7). One whose request already waits unread is read instead (served, with
+  // Connection: close). A client that connects and sends later is served as usual.
+  void CloseIdleForDrain() {
     drained_idle_ = true;
-    std::vector<int> kept_alive;
+    std::vector<int> idle;
     for (const auto& [fd, conn] : waiting_) {
-      if (conn->idle) kept_alive.push_back(fd);
+      if (idle_.Contains(fd)) idle.push_back(fd);
     }
-    for (int fd : kept_alive) Close(fd);
+    for (int fd : idle) {
+      if (HasUnreadBytes(fd)) {
+        OnReadable(fd);
+      } else {
+        CloseIdle(fd);
+      }
+    }
   }
 
   void TakeReturned() {
@@ -514,7 +571,7 @@ class HttpFront::Loop {
   IdleConnections idle_;  // the evictable ones of waiting_, oldest first
   int open_ = 0;
   bool accept_paused_ = false;
-  bool drained_idle_ = false;  // CloseKeptAlive has run
+  bool drained_idle_ = false;  // CloseIdleForDrain has run
 
   absl::Mutex mu_;
   std::vector<Returned> returned_ ABSL_GUARDED_BY(mu_);

@@ -213,6 +213,7 @@ absl::Status RestGenerateHandler::Run(HttpExchange* exchange, const ModelPath& p
   if (!body.ok()) {
     call->http_status = absl::IsDeadlineExceeded(body.status())    ? 408
                         : absl::IsResourceExhausted(body.status()) ? 413
+                        : absl::IsUnavailable(body.status())       ? 503
                                                                    : 400;
     SendJsonError(exchange, call->http_status, body.status().message(), /*close=*/true);
     exchange->DiscardBody(options_.discard_bytes, env_.clock->Now() + options_.discard_timeout, *env_.clock);

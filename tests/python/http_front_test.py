@@ -17,8 +17,12 @@
    (half-sent head, slow body) are never evicted, and when all are busy the next one gets 503; at the total
    cap another address gets in by evicting the globally oldest idle one; reformer_http_connections_evicted_total
    counts each eviction by limit.
-7. Draining: after SIGTERM an idle kept-alive connection is closed at once (keep-alive timeout 60 s), and
-   responses carry Connection: close and their connection closes after them.
+6b. At the caps, a connection whose complete request waits unread in the kernel is not idle: 30 rounds of
+   5 connections at a per-client cap of 4 (and 17 at a total cap of 16), each sending a whole POST infer at
+   once, get 200 or 503 each, never a reset or a silent close.
+7. Draining: after SIGTERM an idle kept-alive connection and one that never sent a byte are closed at once
+   (timeouts 60 s), a body still uploading gets 503 with Connection: close at once, and responses carry
+   Connection: close and their connection closes after them.
 Bounds are generous (loaded 2-core machine); nothing here skips.
 Usage: http_front_test.py SERVER_BINARY SOURCE_DIR
 """
@@ -389,6 +393,49 @@ class EvictionTest(unittest.TestCase):
             c.close()
 
 
+class SentRequestsAtTheCapTest(unittest.TestCase):
+    """A connection whose request already waits in the kernel (the loop has not read it yet) is not idle:
+    at the per-client and the total cap the new connection evicts a truly idle one or gets 503, and no fully
+    sent request is reset (QA: 50 of 240 were, /tmp/qa7/p8.py)."""
+
+    def test_every_fully_sent_request_is_answered(self):
+        server = Server(*LONG_TIMEOUTS, "--http_max_connections", "16", per_client=4)
+        body = json.dumps({"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 3],
+                                       "data": [1, 2, 3]}], "outputs": [{"name": "embedding"}]}).encode()
+        raw = (f"POST /v2/models/{server.model}/infer HTTP/1.1\r\nHost: x\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        try:
+            outcomes, messages = {}, set()
+            for round_ in range(30):
+                # Round 0-19: five at the per-client cap of 4; then 17 from 5 addresses at the total cap of 16.
+                sources = ["127.0.0.70"] * 5 if round_ < 20 else [f"127.0.0.{71 + i % 5}" for i in range(17)]
+                socks = []
+                for src in sources:
+                    c = server.connect(src)
+                    c.sendall(raw)
+                    socks.append(c)
+                for i, c in enumerate(socks):
+                    try:
+                        r = read_response(c, timeout=30)
+                        outcome = "EOF" if r is None else r[0]
+                        if outcome == 503:
+                            messages.add(json.loads(r[2])["error"][:60])
+                    except ConnectionResetError:
+                        outcome = "RST"
+                    key = ("beyond" if i == len(socks) - 1 else "within", outcome)
+                    outcomes[key] = outcomes.get(key, 0) + 1
+                    # Answered: 200, or 503 (the connection beyond the cap when none is idle, or no compute
+                    # slot free); never a reset or a silent close.
+                    self.assertIn(outcome, (200, 503), (round_, i, outcomes))
+                for c in socks:
+                    c.close()
+                time.sleep(0.05)
+            print(f"fully sent requests at the caps: {outcomes}; 503 messages: {sorted(messages)}",
+                  file=sys.stderr)
+        finally:
+            server.kill()
+
+
 class TotalCapEvictionTest(unittest.TestCase):
     def test_another_address_gets_in_by_evicting_the_oldest_idle_connection(self):
         server = Server(*LONG_TIMEOUTS, "--http_max_connections", "16", per_client=8)
@@ -417,14 +464,27 @@ class DrainTest(unittest.TestCase):
         server = Server(*LONG_TIMEOUTS, "--drain_min_s", "5")
         try:
             idle = kept_alive(server, "127.0.0.60")
+            silent = server.connect("127.0.0.63")  # open, not a byte sent
             in_flight = server.connect("127.0.0.61")
             in_flight.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            time.sleep(0.3)
+            upload = server.connect("127.0.0.64")  # a body still arriving at SIGTERM
+            upload.sendall(f"POST /v2/models/{server.model}/infer HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Length: 100000\r\n\r\n{{".encode())
+            time.sleep(0.5)
             start = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             self.assertTrue(closed_soon(idle, 2), "an idle kept-alive connection stayed open while draining")
-            print(f"drain: idle kept-alive connection closed after {time.monotonic() - start:.3f} s",
-                  file=sys.stderr)
+            self.assertTrue(closed_soon(silent, 2), "a connection that sent nothing stayed open while draining")
+            closed = time.monotonic() - start
+            # The upload is answered at once (the drain lasts --drain_min_s 5 s): 503, Connection: close.
+            r = read_response(upload, timeout=3)
+            self.assertIsNotNone(r, "an upload in progress got no answer at SIGTERM")
+            self.assertEqual(r[0], 503, r)
+            self.assertIn("shutting down", json.loads(r[2])["error"])
+            self.assertEqual(r[1].get("connection"), "close")
+            print(f"drain: idle and silent connections closed after {closed:.3f} s, the upload answered 503 "
+                  f"after {time.monotonic() - start:.3f} s", file=sys.stderr)
+            upload.close()
             in_flight.sendall(b"\r\n")  # a request begun before SIGTERM is answered, then closed
             r = read_response(in_flight)
             self.assertEqual(r[0], 200)
@@ -443,4 +503,4 @@ class DrainTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    server_harness.run_tests(10)
+    server_harness.run_tests(11)
