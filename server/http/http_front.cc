@@ -420,15 +420,17 @@ class HttpFront::Loop {
     TakeReturned();
   }
 
-  // Once, when draining starts: every idle connection, kept alive between requests or open
-  // without a byte of a head yet (before, the latter stayed open until the head timeout or the
-  // end of the drain; QA7). One whose request already waits unread is read instead (served, with
-  // Connection: close). A client that connects and sends later is served as usual.
+  // Once, when draining starts: every connection kept alive between requests (its client has had
+  // its answers and reconnects elsewhere). One whose next request already waits unread is read
+  // instead (served, with Connection: close). A connection that has not sent a byte yet stays: it
+  // was most likely opened for a request on its way (a probe, a scrape, a client's last call),
+  // and closing it would drop that request unanswered; it is served with Connection: close, or
+  // closed at its head timeout or the end of the drain.
   void CloseIdleForDrain() {
     drained_idle_ = true;
     std::vector<int> idle;
     for (const auto& [fd, conn] : waiting_) {
-      if (idle_.Contains(fd)) idle.push_back(fd);
+      if (conn->idle && idle_.Contains(fd)) idle.push_back(fd);
     }
     for (int fd : idle) {
       if (HasUnreadBytes(fd)) {

@@ -21,8 +21,9 @@
 //   - head_timeout for a whole head to arrive once its first byte has (and for a fresh connection
 //     to send anything): 408 and close;
 //   - keep_alive_timeout for an idle kept-alive connection: closed.
-// Draining (StartDraining, on SIGTERM): idle connections (kept alive, or open without a byte yet;
-// one whose request waits unread is served instead) are closed at once, and a connection is
+// Draining (StartDraining, on SIGTERM): connections kept alive between requests (one whose next
+// request waits unread is served instead) are closed at once — not those that have sent nothing
+// yet, whose request may be on its way (served, or closed at the head timeout) — and a connection is
 // closed after the request it is serving (the handler says Connection: close; see
 // HttpExchange::CloseAfterResponse), so that clients reconnect to another replica. A request
 // body still arriving is not waited for: 503 and close at once (HttpExchange::ReadBody; the
