@@ -97,32 +97,6 @@ inline Vi AddI(Vi a, Vi b) { return _mm512_add_epi32(a, b); }
 inline void StoreI(int32_t* p, Vi v) { _mm512_storeu_si512(p, v); }
 inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
-// Eight rows' elements [p, p + 8), each scaled as scale_div does ((x · mul[i]) / div; mul null =
-// 1), stored transposed: dst[c * ld + i] = scaled rows[i][p + c] for i, c < 8. Static: too large
-// to be inlined everywhere, and this object must export nothing but its table (kernel_symbols_check).
-static inline void Transpose8Scaled(const float* const* rows, int64_t p, const float* mul, float div, float* dst,
-                             int64_t ld) {
-  const __m256 vd = _mm256_set1_ps(div);
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) {
-    const __m256 x = _mm256_loadu_ps(rows[i] + p);
-    r[i] = _mm256_div_ps(mul ? _mm256_mul_ps(x, _mm256_set1_ps(mul[i])) : x, vd);
-  }
-  __m256 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);  // r[i][0] r[i+1][0] r[i][1] r[i+1][1] | same for 4, 5
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);  // column 0 of rows i..i+3 | column 4
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int c = 0; c < 4; ++c) {
-    _mm256_storeu_ps(dst + c * ld, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
-    _mm256_storeu_ps(dst + (c + 4) * ld, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
-  }
-}
+#include "engine/ops/kernels/transpose8_m256.inc"
 
 }  // namespace reformer::kernels::avx512
